@@ -1,0 +1,80 @@
+"""Developer and CI sessions: ``nox`` runs the default ones (tests, lint, typing)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import nox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # nox itself depends on tomli below 3.11
+    import tomli as tomllib
+
+# "uv|virtualenv" fallback syntax needs nox >= 2024.3.2.
+nox.needs_version = ">=2024.3.2"
+
+# Use uv when it is on PATH, plain virtualenv (shipped with nox) otherwise.
+nox.options.default_venv_backend = "uv|virtualenv"
+# nox turns this on when $CI is set, so a CI box without, say, python3.13 would fail the
+# run. Setting it here outranks nox's default (only an explicit command-line flag wins):
+# a missing interpreter is reported as a skipped session instead.
+nox.options.error_on_missing_interpreters = False
+nox.options.sessions = ["tests", "lint", "typing"]
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+PYPROJECT: dict[str, Any] = tomllib.loads(
+    (Path(__file__).parent / "pyproject.toml").read_text(encoding="utf-8")
+)
+
+
+def dependency_group(*groups: str) -> tuple[str, ...]:
+    """Return the requirements of PEP 735 ``[dependency-groups]`` from pyproject.toml."""
+    project = getattr(nox, "project", None)
+    if project is not None and hasattr(project, "dependency_groups"):  # nox >= 2025.2.9
+        return tuple(project.dependency_groups(PYPROJECT, *groups))
+
+    table: dict[str, list[Any]] = PYPROJECT["dependency-groups"]
+
+    def resolve(group: str) -> list[str]:
+        requirements: list[str] = []
+        for item in table[group]:
+            if isinstance(item, str):
+                requirements.append(item)
+            else:  # {include-group = "..."}
+                requirements.extend(resolve(item["include-group"]))
+        return requirements
+
+    return tuple(req for group in groups for req in resolve(group))
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite; pass pytest options after ``--``, e.g. ``-- -m 'not slow'``."""
+    session.install(".", *dependency_group("test"))
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def tests_slow(session: nox.Session) -> None:
+    """Run only the long-running scale tests (``@pytest.mark.slow``)."""
+    session.install(".", *dependency_group("test"))
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check lint and formatting with ruff."""
+    session.install(*dependency_group("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """Type-check the package and the user-side API checks in tests/typing/ with mypy."""
+    session.install(".", *dependency_group("typing"))
+    session.run("mypy", "--strict", "werkpool", "tests/typing")

@@ -1,0 +1,85 @@
+"""Shared fixtures: every async test runs on asyncio and trio, under virtual time."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import looptime
+import pytest
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Iterator
+
+HAS_TRIO = importlib.util.find_spec("trio") is not None
+
+BACKENDS = [pytest.param("asyncio", id="asyncio")]
+if HAS_TRIO:
+    BACKENDS.append(pytest.param("trio", id="trio"))
+
+# Every virtual-time asyncio loop, so no_asyncio_noise can reach it after the test.
+_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+# Substrings of asyncio log records that mean a task or future was leaked or dropped.
+ASYNCIO_NOISE = (
+    "exception was never retrieved",
+    "Task was destroyed but it is pending",
+    "was never awaited",
+)
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """Run on each backend with a virtual clock that jumps straight to the next deadline.
+
+    Tests marked ``@pytest.mark.realclock`` run on the real clock instead.
+
+    The clock is built here, in the fixture body, so that every test gets a fresh one that
+    starts at 0; a clock object created in ``params`` would be shared by all tests.
+    """
+    name: str = request.param
+    if request.node.get_closest_marker("realclock") is not None:
+        return name, {}
+    if name == "trio":
+        import trio.testing  # optional dependency: import only when selected
+
+        return name, {"clock": trio.testing.MockClock(autojump_threshold=0)}
+    return name, {"loop_factory": _new_looptime_loop}
+
+
+def _new_looptime_loop() -> asyncio.AbstractEventLoop:
+    """Make an asyncio loop whose clock starts at 0.0 and, when idle, jumps to the next timer.
+
+    looptime counts time in integer ticks, so sums of sleeps stay exact (trio's MockClock
+    adds floats: ten ``sleep(0.1)`` there give 0.9999999999999999).
+    """
+    # A tick of 1 ns (looptime's default is 1 µs) equals asyncio's own clock resolution, below
+    # which asyncio treats a timer as due. With coarser ticks, looptime 0.7 (the last release
+    # for Python 3.10) rounds a sleep shorter than one tick to zero and spins forever
+    # (looptime issue #35, fixed in 0.9).
+    loop = looptime.new_event_loop(resolution=1e-9)
+    _LOOPS.add(loop)
+    return loop
+
+
+@pytest.fixture(autouse=True)
+def no_asyncio_noise(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test that leaks an unretrieved exception, a pending task or an unawaited call."""
+    yield
+    # anyio's test runner routes loop errors into the test, but once its loop is closed it
+    # swallows them; restore the default handler (which logs to "asyncio"), then collect, so
+    # futures and tasks dropped in a reference cycle complain here and not silently later.
+    for loop in list(_LOOPS):
+        loop.set_exception_handler(None)
+    gc.collect()
+    noise = [
+        record.getMessage()
+        for when in ("setup", "call", "teardown")
+        for record in caplog.get_records(when)
+        if record.name == "asyncio" and any(text in record.getMessage() for text in ASYNCIO_NOISE)
+    ]
+    if noise:
+        pytest.fail("asyncio reported:\n" + "\n".join(noise), pytrace=False)
