@@ -1,0 +1,45 @@
+"""werkpool: run many async jobs under a concurrency limit, a rate limit, or both.
+
+Works on asyncio and trio through AnyIO. See :class:`WorkerPool`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._exceptions import FutureCancelled as FutureCancelled
+from ._exceptions import FutureNotFinished as FutureNotFinished
+from ._exceptions import PoolClosedError as PoolClosedError
+from ._futures import Future as Future
+from ._futures import JobFuture as JobFuture
+from ._pool import WorkerPool as WorkerPool
+from ._pool import worker_pool as worker_pool
+from ._retry import BACKOFF_CAP as BACKOFF_CAP
+from ._retry import default_backoff as default_backoff
+
+__all__ = [
+    "BACKOFF_CAP",
+    "Future",
+    "FutureCancelled",
+    "FutureNotFinished",
+    "JobFuture",
+    "PoolClosedError",
+    "WorkerPool",
+    "default_backoff",
+    "worker_pool",
+]
+
+# Re-exported objects say where users import them from, in reprs, tracebacks and docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("werkpool._"):
+        _obj.__module__ = __name__
+del _name, _obj
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("werkpool")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

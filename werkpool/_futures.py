@@ -1,0 +1,243 @@
+"""The futures that :meth:`WorkerPool.run` returns: a real :class:`asyncio.Future` on asyncio, and
+:class:`Future`, with the same surface, on trio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
+
+import anyio
+
+from ._exceptions import FutureCancelled, FutureNotFinished
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from ._pool import WorkerPool
+    from ._scheduler import Job
+
+__all__ = ["Future", "JobFuture"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+_logger = logging.getLogger("werkpool")
+
+
+class JobFuture(Protocol[T_co]):
+    """
+    What :meth:`WorkerPool.run` returns, on either backend: an awaitable with asyncio's future API.
+
+    On asyncio the object is a real :class:`asyncio.Future` (so :func:`asyncio.wait` and friends
+    accept it; ``typing.cast`` it to ``asyncio.Future[T]`` if your type checker insists); on trio
+    it is a :class:`werkpool.Future`.
+
+    .. versionadded:: 0.3
+    """
+
+    def __await__(self) -> Generator[Any, None, T_co]: ...
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def result(self) -> T_co: ...
+    def exception(self) -> BaseException | None: ...
+    def cancel(self, msg: Any | None = None) -> bool: ...
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+
+class _PoolHook:
+    """Mixin state shared by both future types: the pool to tell when the future is cancelled."""
+
+    __slots__ = ()
+    _werkpool_pool: WorkerPool | None
+    _werkpool_job: Job | None
+
+    def _notify_cancel(self) -> None:
+        pool = self._werkpool_pool
+        job = self._werkpool_job
+        if pool is not None and job is not None:
+            pool._future_cancelled(job)
+
+
+class AsyncioFuture(asyncio.Future[T]):
+    """A real :class:`asyncio.Future` whose :meth:`cancel` also cancels the job behind it.
+
+    Overriding ``cancel`` (rather than adding a done callback) tells the pool synchronously, so a
+    cancelled queued job can never start in between, and costs nothing for jobs never cancelled.
+    """
+
+    __slots__ = ("_werkpool_job", "_werkpool_pool")
+
+    # No __init__: the pool sets both slots right after creating the future (cheaper per job).
+    _werkpool_pool: WorkerPool | None
+    _werkpool_job: Job | None
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        _PoolHook._notify_cancel(self)  # type: ignore[arg-type]
+        return True
+
+
+@final
+class Future(Generic[T]):
+    """
+    The result of a job run by a pool on trio, with the surface of :class:`asyncio.Future`.
+
+    Await it (any number of tasks may) to get the job's return value or exception; or read it with
+    :meth:`result` and :meth:`exception` once :meth:`done`. :meth:`cancel` cancels the job: a queued
+    job never starts, a running one is cancelled at its next checkpoint. Awaiting or reading a
+    cancelled future raises :exc:`werkpool.FutureCancelled`. Done callbacks run synchronously when
+    the future resolves (or at once if it already has).
+
+    .. versionadded:: 0.3
+    """
+
+    class Status(Enum):
+        """The state of a :class:`Future`."""
+
+        PENDING = "pending"
+        FINISHED = "finished"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    __slots__ = (
+        "_callbacks",
+        "_event",
+        "_exception",
+        "_result",
+        "_status",
+        "_werkpool_job",
+        "_werkpool_pool",
+    )
+
+    def __init__(self) -> None:
+        self._status = Future.Status.PENDING
+        self._result: T | None = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[Callable[[Future[T]], object]] | None = None
+        self._event: anyio.Event | None = None
+        self._werkpool_pool: WorkerPool | None = None
+        self._werkpool_job: Job | None = None
+
+    @property
+    def status(self) -> Future.Status:
+        """The current :class:`Future.Status`."""
+        return self._status
+
+    def done(self) -> bool:
+        """Return True if the future has a result, an exception, or was cancelled."""
+        return self._status is not Future.Status.PENDING
+
+    def cancelled(self) -> bool:
+        """Return True if the future was cancelled."""
+        return self._status is Future.Status.CANCELLED
+
+    def result(self) -> T:
+        """
+        Return the job's return value.
+
+        :raises werkpool.FutureNotFinished: if the future is still pending
+        :raises werkpool.FutureCancelled: if it was cancelled
+        :raises BaseException: the job's own exception, if it failed
+        """
+        status = self._status
+        if status is Future.Status.FINISHED:
+            return self._result  # type: ignore[return-value]
+        if status is Future.Status.FAILED:
+            assert self._exception is not None
+            raise self._exception
+        if status is Future.Status.CANCELLED:
+            raise FutureCancelled("the job was cancelled")
+        raise FutureNotFinished("the job has not finished yet")
+
+    def exception(self) -> BaseException | None:
+        """
+        Return the job's exception, or None if it succeeded.
+
+        :raises werkpool.FutureNotFinished: if the future is still pending
+        :raises werkpool.FutureCancelled: if it was cancelled
+        """
+        status = self._status
+        if status is Future.Status.PENDING:
+            raise FutureNotFinished("the job has not finished yet")
+        if status is Future.Status.CANCELLED:
+            raise FutureCancelled("the job was cancelled")
+        return self._exception
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """
+        Cancel the future and its job; return False if it had already resolved.
+
+        *msg* is accepted for compatibility with :meth:`asyncio.Future.cancel` and ignored.
+        """
+        if self._status is not Future.Status.PENDING:
+            return False
+        self._resolve(Future.Status.CANCELLED)
+        _PoolHook._notify_cancel(self)  # type: ignore[arg-type]
+        return True
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object], /) -> None:
+        """Call ``fn(future)`` when the future resolves, or now if it already has."""
+        if self._status is not Future.Status.PENDING:
+            self._call(fn)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
+        else:
+            self._callbacks.append(fn)
+
+    def remove_done_callback(self, fn: Callable[[Future[T]], object], /) -> int:
+        """Remove every registration of *fn*; return how many there were."""
+        if not self._callbacks:
+            return 0
+        before = len(self._callbacks)
+        self._callbacks = [cb for cb in self._callbacks if cb != fn]
+        return before - len(self._callbacks)
+
+    async def wait(self) -> None:
+        """Wait until the future resolves, whatever the outcome (it does not raise it)."""
+        if self._status is Future.Status.PENDING:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._status is Future.Status.PENDING:
+            yield from self.wait().__await__()
+        return self.result()
+
+    # -- resolution, used by the pool -------------------------------------------------------------
+
+    def set_result(self, result: T) -> None:
+        """Resolve with *result* (the pool calls this)."""
+        if self._status is not Future.Status.PENDING:
+            raise RuntimeError(f"{self!r} is already resolved")
+        self._result = result
+        self._resolve(Future.Status.FINISHED)
+
+    def set_exception(self, exception: BaseException) -> None:
+        """Resolve with *exception* (the pool calls this)."""
+        if self._status is not Future.Status.PENDING:
+            raise RuntimeError(f"{self!r} is already resolved")
+        self._exception = exception
+        self._resolve(Future.Status.FAILED)
+
+    def _resolve(self, status: Future.Status) -> None:
+        self._status = status
+        if self._event is not None:
+            self._event.set()
+        callbacks, self._callbacks = self._callbacks, None
+        if callbacks:
+            for fn in callbacks:
+                self._call(fn)
+
+    def _call(self, fn: Callable[[Future[T]], object]) -> None:
+        try:
+            fn(self)
+        except Exception:
+            # Like concurrent.futures: a faulty callback must not break the pool or other callbacks.
+            _logger.exception("exception calling callback for %r", self)
+
+    def __repr__(self) -> str:
+        return f"<werkpool.Future {self._status.value}>"

@@ -1,0 +1,813 @@
+"""WorkerPool: the scheduler's I/O shell, a fixed set of workers inside an AnyIO task group."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import sys
+import threading
+from types import CoroutineType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from ._exceptions import PoolClosedError
+from ._futures import AsyncioFuture, Future, JobFuture
+from ._limits import ConcurrencyLimit, Limit, RateLimit
+from ._retry import JobOptions, default_backoff, next_delay
+from ._scheduler import BACKOFF, QUEUED, RUNNING, Job, Scheduler
+from ._validate import (
+    check_backoff,
+    check_burst,
+    check_rate,
+    check_retries,
+    check_retryable,
+    check_size,
+    check_task,
+    check_timeout,
+)
+
+if sys.version_info >= (3, 11):
+    from typing import Self, TypeVarTuple, Unpack
+else:  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+    from typing_extensions import Self, TypeVarTuple, Unpack
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+
+    from anyio.abc import TaskGroup, TaskStatus
+
+__all__ = ["WorkerPool", "worker_pool"]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+_INF = math.inf
+_DEFAULT_RETRYABLE: Final[tuple[type[BaseException], ...]] = (Exception,)
+_DEFAULT_OPTIONS: Final = JobOptions(None, 0, _DEFAULT_RETRYABLE, default_backoff)
+#: A worker that has run this many jobs back to back without waiting lets other tasks run once.
+_FAIRNESS_BATCH: Final = 64
+
+# Lifecycle states.
+_NEW: Final = 0  # constructed, not bound to an event loop
+_OPEN: Final = 1  # accepting work
+_CLOSING: Final = 2  # shutdown() began: draining, only the pool's own jobs may submit
+_KILLED: Final = 3  # kill() began, or the pool failed: cancelling everything
+_CLOSED: Final = 4  # exited
+
+
+@final
+class _Worker:
+    __slots__ = ("event", "scope", "task_id")
+
+    def __init__(self) -> None:
+        self.scope: anyio.CancelScope | None = None
+        self.event: anyio.Event | None = None
+        self.task_id = 0
+
+
+def _detect_backend() -> str:
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            pass
+        else:
+            return "trio"
+    if asyncio._get_running_loop() is not None:
+        return "asyncio"
+    raise RuntimeError(
+        "werkpool: a WorkerPool must be used from inside a running asyncio or trio event loop"
+    )
+
+
+@final
+class WorkerPool:
+    """
+    Run many async jobs under a concurrency limit, a rate limit, or both, on asyncio or trio.
+
+    :param size: the most attempts that may execute at once (``None``: no limit)
+    :param rate: the most attempt starts per second (``None``: no limit)
+    :param burst: how many starts may go back to back after a pause (default 1)
+
+    **Rate contract.** In any half-open window of length ``W`` seconds, at most
+    ``ceil(W * rate) + burst - 1`` attempts start. With the default ``burst=1`` starts are spaced
+    ``1/rate`` apart, so ``rate=10`` never starts more than 10 in any second; unused credit never
+    grows beyond ``burst``, however long the pool is idle or busy. Starts are admitted on this
+    schedule by the pool's clock (:func:`anyio.current_time`); a job may begin slightly after its
+    admission when the event loop is busy, never before, and such lateness does not push later
+    admissions back, so the long-run rate does not drift below ``rate``.
+
+    Every attempt, retries included, takes a rate slot and a size slot; a job sleeping in its
+    backoff holds neither. Jobs waiting for the same limits start in submission order.
+
+    Use it as an async context manager (``async with WorkerPool(...) as pool:``, or
+    :func:`worker_pool`): leaving the block normally waits for every job, leaving it with an
+    exception or a cancellation cancels them all and re-raises that exception as it was. On asyncio
+    and trio it may also be used without ``async with``: the first :meth:`run` starts it in a
+    background task (a trio system task on trio), and :meth:`shutdown` or :meth:`kill` stops it.
+
+    .. versionadded:: 0.3
+    """
+
+    __slots__ = (
+        "_backend",
+        "_burst",
+        "_cancelled_exc",
+        "_drained",
+        "_host_done",
+        "_host_error",
+        "_host_stop",
+        "_host_task",
+        "_hosted",
+        "_kill_scope",
+        "_limiter",
+        "_loop",
+        "_outer_tg",
+        "_parked",
+        "_rate",
+        "_sched",
+        "_size",
+        "_sleeper",
+        "_sleeper_deadline",
+        "_state",
+        "_stopped",
+        "_tg",
+        "_thread",
+        "_trio_token",
+        "_waking",
+        "_worker_tasks",
+    )
+
+    def __init__(
+        self, size: int | None = None, rate: float | None = None, *, burst: int = 1
+    ) -> None:
+        self._size = check_size(size)
+        self._rate = check_rate(rate)
+        self._burst = check_burst(burst)
+        self._state = _NEW
+        self._backend = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._trio_token: object = None
+        self._thread = 0
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._sched: Scheduler | None = None
+        self._cancelled_exc: type[BaseException] = BaseException
+        self._tg: TaskGroup | None = None
+        self._outer_tg: TaskGroup | None = None
+        self._kill_scope: anyio.CancelScope | None = None
+        self._parked: dict[_Worker, None] = {}  # insertion-ordered: FIFO wake-ups, O(1) removal
+        self._sleeper: _Worker | None = None
+        self._sleeper_deadline = _INF
+        self._waking = 0
+        self._worker_tasks: set[int] = set()
+        self._drained: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None
+        self._hosted = False
+        self._host_stop: anyio.Event | None = None
+        self._host_done: anyio.Event | None = None
+        self._host_error: BaseException | None = None
+        self._host_task: asyncio.Task[None] | None = None
+
+    # -- public properties ------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int | None:
+        """The concurrency limit (``None``: unlimited)."""
+        return self._size
+
+    @property
+    def rate(self) -> float | None:
+        """The rate limit in attempt starts per second (``None``: unlimited)."""
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        """How many starts may go back to back."""
+        return self._burst
+
+    def __repr__(self) -> str:
+        state = ("new", "open", "closing", "killed", "closed")[self._state]
+        sched = self._sched
+        counts = (
+            ""
+            if sched is None
+            else f" queued={sched.queued} running={sched.running} backoff={sched.backoff}"
+        )
+        return (
+            f"<werkpool.WorkerPool {state} size={self._size} rate={self._rate} "
+            f"burst={self._burst}{counts}>"
+        )
+
+    # -- binding to an event loop -----------------------------------------------------------------
+
+    def _bind(self) -> Scheduler:
+        backend = _detect_backend()
+        self._backend = backend
+        self._thread = threading.get_ident()
+        if backend == "asyncio":
+            self._loop = asyncio.get_running_loop()
+        else:
+            import trio
+
+            self._trio_token = trio.lowlevel.current_trio_token()
+        self._cancelled_exc = anyio.get_cancelled_exc_class()
+        limits: list[Limit] = []
+        if self._size is not None:
+            self._limiter = anyio.CapacityLimiter(self._size)
+            limits.append(ConcurrencyLimit(self._limiter))
+        if self._rate is not None:
+            limits.append(RateLimit(self._rate, self._burst))
+        self._sched = Scheduler(limits, _INF if self._size is None else self._size)
+        self._drained = anyio.Event()
+        self._stopped = anyio.Event()
+        self._state = _OPEN
+        return self._sched
+
+    def _check_loop(self) -> None:
+        if self._backend == "asyncio":
+            if asyncio._get_running_loop() is self._loop:
+                return
+        else:
+            trio = sys.modules["trio"]
+            try:
+                if trio.lowlevel.current_trio_token() is self._trio_token:
+                    return
+            except RuntimeError:
+                pass
+        where = "thread" if threading.get_ident() != self._thread else "event loop"
+        raise RuntimeError(
+            f"this WorkerPool belongs to another {where}: use it only from the event loop "
+            "that started it"
+        )
+
+    # -- submission -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        task: Callable[[Unpack[Ts]], Awaitable[T]],
+        /,
+        *args: Unpack[Ts],
+        timeout: float | None = None,
+        retries: int = 0,
+        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
+            _DEFAULT_RETRYABLE
+        ),
+        backoff: Callable[[int], float] = default_backoff,
+    ) -> JobFuture[T]:
+        """
+        Schedule ``task(*args)`` under the pool's limits and return its future at once.
+
+        *task* is a callable that returns an awaitable, called once per attempt: ``pool.run(fetch,
+        url)`` binds ``url`` now (prefer it to ``lambda: fetch(url)`` in a loop, which binds late).
+
+        :param timeout: seconds each attempt may take, counted from its start; an attempt over it
+            fails with :exc:`TimeoutError`. ``None``: no limit. An attempt still running at its
+            deadline times out, even if it would have returned then.
+        :param retries: how many times to retry after the first attempt fails (up to
+            ``retries + 1`` attempts in all)
+        :param retryable_exceptions: the exception class(es) that may be retried (default:
+            :exc:`Exception`); cancellation is never retried
+        :param backoff: ``backoff(n)`` gives the seconds to wait before retry ``n`` (1, 2, ...);
+            it must return a finite number >= 0, or the job fails with that error. The default,
+            :func:`werkpool.default_backoff`, is exponential with jitter, capped at 60 s.
+        :return: an :class:`asyncio.Future` on asyncio, a :class:`werkpool.Future` on trio;
+            cancelling it cancels the job
+        :raises TypeError: if *task* is not callable (a coroutine object is closed first)
+        :raises werkpool.PoolClosedError: if the pool no longer accepts work
+        """
+        check_task(task)
+        if (
+            timeout is None
+            and retries == 0
+            and retryable_exceptions is _DEFAULT_RETRYABLE
+            and backoff is default_backoff
+        ):
+            options = _DEFAULT_OPTIONS
+        else:
+            options = JobOptions(
+                check_timeout(timeout),
+                check_retries(retries),
+                check_retryable(retryable_exceptions),
+                check_backoff(backoff),
+            )
+        sched = self._sched
+        if self._state != _OPEN:
+            sched = self._admission_check()
+        else:
+            self._check_loop()
+        assert sched is not None
+        future: Any
+        future = AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
+        job = sched.submit(
+            task, args, options, future, anyio.current_time() if sched.timed else 0.0
+        )
+        future._werkpool_job = job
+        future._werkpool_pool = self
+        if not self._waking:
+            self._kick(job)
+        return future  # type: ignore[no-any-return]
+
+    def _admission_check(self) -> Scheduler:
+        """The slow path of :meth:`run` when the pool is not simply open."""
+        state = self._state
+        if state == _NEW:
+            sched = self._bind()
+            self._start_host()
+            return sched
+        self._check_loop()
+        if state == _CLOSING and self._in_worker():
+            assert self._sched is not None
+            return self._sched  # a job of this pool may still submit follow-up work while draining
+        reason = {
+            _CLOSING: "shutdown() has begun",
+            _KILLED: "kill() has begun or the pool failed",
+            _CLOSED: "the pool has exited",
+        }[state]
+        raise PoolClosedError(f"this WorkerPool no longer accepts jobs: {reason}")
+
+    def _in_worker(self) -> bool:
+        try:
+            return anyio.get_current_task().id in self._worker_tasks
+        except RuntimeError:  # pragma: no cover - no event loop
+            return False
+
+    # -- waking and spawning workers --------------------------------------------------------------
+
+    def _kick(self, job: Job | None) -> None:
+        """Make sure some worker looks at the queue soon (nobody is about to: ``_waking == 0``)."""
+        sleeper = self._sleeper
+        if sleeper is not None:
+            # A worker already waits for the clock on behalf of the head job; only a job that is
+            # now the head (or a None: "something changed") can need an earlier wake-up.
+            assert self._sched is not None
+            if job is None or self._sched.is_head(job):
+                self._wake(sleeper)
+            return
+        if self._parked:
+            self._wake(next(iter(self._parked)))
+        else:
+            self._spawn()
+
+    def _wake(self, worker: _Worker) -> None:
+        if worker is self._sleeper:
+            self._sleeper = None
+        else:
+            del self._parked[worker]
+        self._waking += 1
+        assert worker.event is not None
+        worker.event.set()
+
+    def _wake_all(self) -> None:
+        for worker in list(self._parked):
+            self._wake(worker)
+        if self._sleeper is not None:
+            self._wake(self._sleeper)
+
+    def _spawn(self) -> None:
+        sched = self._sched
+        tg = self._tg
+        if tg is None or sched is None or sched.workers >= sched.max_workers:
+            return
+        sched.workers += 1
+        self._waking += 1
+        tg.start_soon(self._worker_main, name="werkpool worker")
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    async def _worker_main(self) -> None:
+        sched = self._sched
+        assert sched is not None
+        worker = _Worker()
+        worker.task_id = anyio.get_current_task().id
+        self._worker_tasks.add(worker.task_id)
+        self._waking -= 1
+        try:
+            while True:
+                with anyio.CancelScope() as scope:
+                    worker.scope = scope
+                    if await self._work(worker, scope, sched):
+                        return
+                # The scope was cancelled to stop one job (its future was cancelled, or its attempt
+                # timed out); that job is accounted for, so carry on in a fresh scope.
+        except BaseException as exc:
+            if not isinstance(exc, self._cancelled_exc):
+                self._crashed(exc)
+            raise
+        finally:
+            sched.workers -= 1
+            self._worker_tasks.discard(worker.task_id)
+
+    async def _work(self, worker: _Worker, scope: anyio.CancelScope, sched: Scheduler) -> bool:
+        """Run jobs until the worker should exit (True) or its scope was cancelled (False)."""
+        timed = sched.timed
+        streak = 0
+        while True:
+            admitted = sched.poll(anyio.current_time() if timed else 0.0)
+            if type(admitted) is Job:
+                job = admitted
+                # Hand the queue on: if more may start, someone must look at it while we run.
+                if not self._waking and self._sleeper is None and sched.has_queued():
+                    self._kick(None)
+                await self._attempt(job, worker, scope)
+                if scope.cancel_called:
+                    return False
+                streak += 1
+                if streak == _FAIRNESS_BATCH:
+                    streak = 0
+                    await checkpoint()
+                continue
+            if self._state >= _CLOSING and sched.pending == 0:
+                self._set_drained()
+                return True
+            streak = 0
+            await self._park(worker, sched, admitted if self._sleeper is None else _INF)
+
+    async def _park(self, worker: _Worker, sched: Scheduler, wake_at: float) -> None:
+        event = worker.event = anyio.Event()
+        if wake_at == _INF:
+            self._parked[worker] = None
+        else:
+            self._sleeper = worker
+            self._sleeper_deadline = wake_at
+        sched.idle += 1
+        try:
+            if wake_at == _INF:
+                await event.wait()
+            else:
+                with anyio.CancelScope(deadline=wake_at):
+                    await event.wait()
+        finally:
+            sched.idle -= 1
+            if event.is_set():
+                self._waking -= 1
+            elif worker is self._sleeper:
+                self._sleeper = None
+            else:
+                self._parked.pop(worker, None)
+
+    async def _attempt(self, job: Job, worker: _Worker, scope: anyio.CancelScope) -> None:
+        """Run one attempt of *job* in *worker* and settle its outcome."""
+        job.worker = worker
+        timeout = job.options.timeout
+        deadline = _INF
+        if timeout is not None:
+            deadline = anyio.current_time() + timeout
+            scope.deadline = deadline
+        try:
+            awaitable = job.fn(*job.args)
+            if awaitable.__class__ is not CoroutineType and not inspect.isawaitable(awaitable):
+                self._not_awaitable(job, awaitable)
+                return
+            result = await awaitable
+        except BaseException as exc:
+            if timeout is not None:
+                scope.deadline = _INF
+            self._attempt_failed(job, exc, scope, deadline)
+            if not isinstance(exc, Exception):
+                raise  # cancellation (the scope or the pool's), KeyboardInterrupt, SystemExit
+            return
+        sched = self._sched
+        assert sched is not None
+        if timeout is not None:
+            scope.deadline = _INF
+            if anyio.current_time() >= deadline:
+                # It returned at or after its deadline: that is a timeout, on every backend alike.
+                self._attempt_failed(job, None, scope, deadline)
+                return
+        sched.end_attempt(job)
+        future = job.future
+        if future.done():  # cancelled while running, yet the job returned: keep the cancellation
+            sched.cancelled_job(job)
+        else:
+            sched.completed_job(job)
+            future.set_result(result)
+        self._settled(job)
+
+    def _not_awaitable(self, job: Job, value: object) -> None:
+        error = TypeError(
+            f"the job's callable {job.fn!r} returned {type(value).__name__}, not an awaitable: "
+            "pass an async function (or a callable returning an awaitable)"
+        )
+        if inspect.iscoroutine(value):  # pragma: no cover - unreachable, kept for clarity
+            value.close()
+        sched = self._sched
+        assert sched is not None
+        sched.end_attempt(job)
+        self._fail(job, error)
+
+    def _attempt_failed(
+        self, job: Job, exc: BaseException | None, scope: anyio.CancelScope, deadline: float
+    ) -> None:
+        """Settle an attempt that raised *exc* (None: it returned after its deadline)."""
+        sched = self._sched
+        assert sched is not None
+        sched.end_attempt(job)
+        future = job.future
+        if future.done():  # its future was cancelled while it ran
+            sched.cancelled_job(job)
+            self._settled(job)
+            return
+        timed_out = deadline != _INF and (
+            exc is None or (scope.cancel_called and anyio.current_time() >= deadline)
+        )
+        if timed_out:
+            error: BaseException = TimeoutError(
+                f"the attempt timed out after {job.options.timeout:g} s"
+            )
+            if exc is not None and not isinstance(exc, self._cancelled_exc):
+                error.__context__ = exc
+        elif exc is None:  # pragma: no cover - timed_out is always true without an exception
+            raise AssertionError("unreachable")
+        elif isinstance(exc, self._cancelled_exc) or self._state == _KILLED:
+            self._cancel_job(job)
+            return
+        elif not isinstance(exc, Exception):
+            self._fail(job, exc)  # KeyboardInterrupt, SystemExit...: resolve, then re-raised
+            return
+        else:
+            error = exc
+        options = job.options
+        if job.attempts <= options.retries and isinstance(error, options.retryable):
+            try:
+                delay = next_delay(options, job.attempts)
+            except Exception as bad:
+                bad.__cause__ = error
+                self._fail(job, bad)
+                return
+            due = anyio.current_time() + delay
+            sched.retry_at(job, due)
+            if self._sleeper is not None and due < self._sleeper_deadline:
+                self._wake(self._sleeper)
+            return
+        self._fail(job, error)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        sched = self._sched
+        assert sched is not None
+        sched.failed_job(job)
+        job.future.set_exception(error)
+        self._settled(job)
+
+    def _cancel_job(self, job: Job) -> None:
+        sched = self._sched
+        assert sched is not None
+        sched.cancelled_job(job)  # first: the future's cancel hook then sees a finished job
+        job.future.cancel()
+        self._settled(job)
+
+    def _settled(self, job: Job) -> None:
+        """Forget a finished job: break the job/future cycle and check for the end of a drain."""
+        future = job.future
+        future._werkpool_job = None
+        future._werkpool_pool = None
+        if self._state >= _CLOSING:
+            sched = self._sched
+            assert sched is not None
+            if sched.pending == 0:
+                self._set_drained()
+
+    def _future_cancelled(self, job: Job) -> None:
+        """Called synchronously by a job's future when someone cancels it."""
+        sched = self._sched
+        assert sched is not None
+        if job.state == RUNNING:
+            worker = job.worker
+            if worker is not None and worker.scope is not None:
+                worker.scope.cancel()  # the worker settles the job when the cancellation lands
+        elif job.state in (QUEUED, BACKOFF):
+            sched.cancelled_job(job)
+            self._settled(job)
+
+    def _set_drained(self) -> None:
+        assert self._drained is not None
+        if not self._drained.is_set():
+            self._drained.set()
+            self._wake_all()
+
+    def _crashed(self, exc: BaseException) -> None:
+        """A worker failed outside any job: resolve every waiting job, then let the error rise."""
+        if self._state >= _KILLED:
+            return
+        self._state = _KILLED
+        sched = self._sched
+        assert sched is not None
+        assert self._drained is not None
+        self._drained.set()
+        for job in sched.drop_all():
+            if isinstance(exc, Exception):
+                sched.failed_job(job)
+                job.future.set_exception(exc)
+                self._settled(job)
+            else:
+                self._cancel_job(job)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
+        assert self._stopped is not None
+        assert self._drained is not None
+        try:
+            with anyio.CancelScope() as self._kill_scope:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    task_status.started()
+                    sched = self._sched
+                    assert sched is not None
+                    if sched.has_queued() and not self._waking:
+                        self._kick(None)  # jobs submitted before the pool started
+                    await self._drained.wait()
+                    self._tg = None
+        except BaseException as exc:
+            if not isinstance(exc, self._cancelled_exc):
+                self._crashed(exc)
+            raise
+        finally:
+            self._tg = None
+            self._stopped.set()
+
+    def _abort(self) -> None:
+        """Cancel everything, synchronously: the first half of kill()."""
+        if self._state == _NEW:
+            self._state = _CLOSED
+            return
+        if self._state < _KILLED:
+            self._state = _KILLED
+        sched = self._sched
+        assert sched is not None
+        for job in sched.drop_all():
+            self._cancel_job(job)
+        if self._kill_scope is not None:
+            self._kill_scope.cancel()
+        assert self._drained is not None
+        self._drained.set()
+        self._wake_all()
+
+    async def __aenter__(self) -> Self:
+        if self._state != _NEW:
+            raise RuntimeError(
+                "this WorkerPool is already running or has exited; create a new one "
+                "(a pool used without 'async with' runs from its first run())"
+            )
+        self._bind()
+        await self._start()
+        return self
+
+    async def _start(self) -> None:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(self._supervise)
+        except BaseException:
+            self._abort()
+            await tg.__aexit__(*sys.exc_info())
+            raise
+        self._outer_tg = tg
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        await self._finish(exc)
+        return False
+
+    async def _finish(self, exc: BaseException | None) -> None:
+        """Leave the pool's task group: drain after a normal exit, cancel everything otherwise."""
+        tg = self._outer_tg
+        assert tg is not None
+        assert self._drained is not None
+        if exc is None:
+            if self._state == _OPEN:
+                self._state = _CLOSING
+            sched = self._sched
+            assert sched is not None
+            if sched.pending == 0:
+                self._set_drained()
+            try:
+                await self._drained.wait()
+            except BaseException:
+                self._abort()
+                await self._exit_task_group(tg)
+                raise
+        else:
+            self._abort()
+        await self._exit_task_group(tg)
+        self._state = _CLOSED
+
+    async def _exit_task_group(self, tg: TaskGroup) -> None:
+        self._outer_tg = None
+        try:
+            await tg.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            self._state = _CLOSED
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    def _start_host(self) -> None:
+        """Run the pool in a background task, for use without ``async with``."""
+        self._hosted = True
+        self._host_stop = anyio.Event()
+        self._host_done = anyio.Event()
+        if self._backend == "asyncio":
+            assert self._loop is not None
+            # Keep a reference: the event loop holds only weak references to tasks.
+            self._host_task = self._loop.create_task(self._host(), name="werkpool host")
+        else:
+            import trio
+
+            trio.lowlevel.spawn_system_task(self._host, name="werkpool host")
+
+    async def _host(self) -> None:
+        assert self._host_stop is not None
+        assert self._host_done is not None
+        try:
+            await self._start()
+            try:
+                await self._host_stop.wait()
+            except BaseException as exc:
+                await self._finish(exc)
+                raise
+            await self._finish(None)
+        except BaseException as exc:  # a system task must not raise; shutdown() re-raises it
+            if not isinstance(exc, self._cancelled_exc):
+                self._host_error = exc
+        finally:
+            self._host_done.set()
+
+    async def shutdown(self) -> None:
+        """
+        Stop accepting jobs and wait for every accepted job to finish.
+
+        Returns as soon as the last job ends. Jobs of this pool may still submit follow-up jobs
+        while it drains. Cancelling the task awaiting ``shutdown()`` stops the waiting, not the
+        jobs. Safe to call more than once, and after :meth:`kill`.
+
+        :raises RuntimeError: if awaited from inside one of the pool's own jobs (it would wait for
+            itself)
+        """
+        if self._state == _NEW:
+            self._state = _CLOSED
+            return
+        self._check_loop()
+        if self._in_worker():
+            raise RuntimeError(
+                "shutdown() was awaited from inside one of this pool's jobs, "
+                "so it would wait for itself"
+            )
+        if self._state == _OPEN:
+            self._state = _CLOSING
+        sched = self._sched
+        assert sched is not None
+        assert self._drained is not None
+        if sched.pending == 0:
+            self._set_drained()
+        if self._hosted:
+            assert self._host_stop is not None
+            assert self._host_done is not None
+            self._host_stop.set()
+            await self._host_done.wait()
+            if self._host_error is not None:
+                raise self._host_error
+        else:
+            await self._drained.wait()
+
+    async def kill(self) -> None:
+        """
+        Cancel every job, whether queued, waiting for a rate slot, running or in its backoff.
+
+        Every future ends cancelled. Returns once no job code runs any more. Idempotent, and safe
+        to combine with :meth:`shutdown` in any order.
+        """
+        if self._state != _NEW:
+            self._check_loop()
+        self._abort()
+        if self._in_worker():
+            return  # a job killing its own pool: it is being cancelled itself
+        with anyio.CancelScope(shield=True):
+            if self._hosted:
+                assert self._host_stop is not None
+                assert self._host_done is not None
+                self._host_stop.set()
+                await self._host_done.wait()
+            elif self._stopped is not None and self._outer_tg is not None:
+                await self._stopped.wait()
+
+
+def worker_pool(
+    size: int | None = None, rate: float | None = None, *, burst: int = 1
+) -> WorkerPool:
+    """
+    Return a :class:`WorkerPool` to use as ``async with worker_pool(size=..., rate=...) as pool:``.
+
+    The arguments are checked here, so a bad one raises at this call.
+
+    .. versionadded:: 0.3
+    """
+    return WorkerPool(size, rate, burst=burst)

@@ -1,0 +1,275 @@
+"""The pool's sans-I/O core: the job queue, admission under the limits, retries and counters.
+
+Every method is synchronous and reads no clock: the pool passes ``now`` in and does the awaiting
+(httpcore's ``_assign_requests_to_connections`` is the model). That keeps each state change atomic
+on the event loop, and lets ``tests/test_scheduler.py`` drive the core with no event loop at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from heapq import heappop, heappush
+from typing import TYPE_CHECKING, Any, Final, final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ._limits import Limit
+    from ._retry import JobOptions
+
+__all__ = ["BACKOFF", "CATCH_UP", "DONE", "QUEUED", "RUNNING", "Job", "Scheduler"]
+
+QUEUED: Final = 0
+RUNNING: Final = 1
+BACKOFF: Final = 2
+DONE: Final = 3
+
+#: How far behind the clock an admission may be dated (seconds). When the event loop wakes a
+#: waiting worker late, the start is still counted at the time the limits allowed it, so one late
+#: wake-up does not push every later start back (no drift), but never more than this far back, so a
+#: stalled loop cannot bank credit for a burst later. 5 ms covers the 1 ms granularity of epoll
+#: timeouts with a margin.
+CATCH_UP: Final = 0.005
+
+_INF = math.inf
+
+
+@final
+class Job:
+    """One submitted job: a small record, with no task, coroutine or timer while queued."""
+
+    __slots__ = (
+        "args",
+        "attempts",
+        "fn",
+        "future",
+        "options",
+        "ready_at",
+        "seq",
+        "state",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        options: JobOptions,
+        future: Any,
+        seq: int,
+        ready_at: float,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.options = options
+        self.future = future
+        self.seq = seq
+        #: When the job became ready to start: its submission, or the end of its backoff.
+        self.ready_at = ready_at
+        self.state = QUEUED
+        #: Attempts started so far.
+        self.attempts = 0
+        #: Whatever runs the current attempt (the pool's worker), for cancellation.
+        self.worker: Any = None
+
+    def __repr__(self) -> str:
+        state = ("queued", "running", "backoff", "done")[self.state]
+        return f"<Job #{self.seq} {state} attempts={self.attempts}>"
+
+
+@final
+class Scheduler:
+    """FIFO admission of jobs under a set of limits; see the module docstring."""
+
+    def __init__(self, limits: Sequence[Limit], max_workers: float = _INF) -> None:
+        self.limits: tuple[Limit, ...] = tuple(limits)
+        #: True if some limit depends on the clock: only then does the pool read it per job.
+        self.timed = any(limit.timed for limit in self.limits)
+        self._queue: deque[Job] = deque()
+        self._retry_ready: list[tuple[int, Job]] = []  # heap by submission order
+        self._delayed: list[tuple[float, int, Job]] = []  # heap by end of backoff
+        # Since when a free worker has been waiting for the clock to admit the head job.
+        self._since: float | None = None
+        self._seq = 0
+
+        # Worker accounting, kept by the pool: the scheduler needs it to date admissions.
+        self.max_workers = max_workers
+        self.workers = 0
+        self.idle = 0
+
+        # Counters for statistics(); each is O(1) to keep.
+        self.queued = 0
+        self.running = 0
+        self.backoff = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.attempts = 0
+        self.retries = 0
+
+    # -- submission -------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        options: JobOptions,
+        future: Any,
+        now: float,
+    ) -> Job:
+        """Queue a new job at the back and return its record."""
+        self._seq += 1
+        job = Job(fn, args, options, future, self._seq, now)
+        self._queue.append(job)
+        self.queued += 1
+        return job
+
+    @property
+    def submitted(self) -> int:
+        return self._seq
+
+    @property
+    def pending(self) -> int:
+        """Jobs accepted and not finished: queued, running or in backoff."""
+        return self.queued + self.running + self.backoff
+
+    def has_queued(self) -> bool:
+        """True if a job waits to start now or after its backoff (cheap, may see cancelled ones)."""
+        return bool(self._queue or self._retry_ready or self._delayed)
+
+    # -- admission --------------------------------------------------------------------------------
+
+    def _head(self) -> Job | None:
+        queue = self._queue
+        while queue and queue[0].state != QUEUED:
+            queue.popleft()  # cancelled while queued: dropped here, in O(1)
+        ready = self._retry_ready
+        while ready and ready[0][1].state != QUEUED:
+            heappop(ready)
+        if ready and not (queue and queue[0].seq < ready[0][0]):
+            return ready[0][1]
+        return queue[0] if queue else None
+
+    def is_head(self, job: Job) -> bool:
+        """True if *job* is the next to start."""
+        return self._head() is job
+
+    def _release_due(self, now: float) -> None:
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            due, seq, job = heappop(delayed)
+            if job.state == BACKOFF:
+                job.state = QUEUED
+                job.ready_at = due
+                self.backoff -= 1
+                self.queued += 1
+                heappush(self._retry_ready, (seq, job))
+
+    def next_wakeup(self) -> float:
+        """When the earliest backoff ends (``inf`` if none)."""
+        delayed = self._delayed
+        while delayed and delayed[0][2].state != BACKOFF:
+            heappop(delayed)
+        return delayed[0][0] if delayed else _INF
+
+    def poll(self, now: float) -> Job | float:
+        """
+        Admit the next job if the limits allow it now, or say how long to wait.
+
+        Returns the admitted job (now ``RUNNING``; its limits are taken), or the time at which to
+        poll again: finite for the clock (a rate slot or the end of a backoff), ``inf`` when only
+        the end of a running attempt, or a new job, can change the answer.
+        """
+        if self._delayed and self._delayed[0][0] <= now:
+            self._release_due(now)
+        job = self._head()
+        if job is None:
+            self._since = None
+            return self.next_wakeup()
+        earliest = -_INF
+        for limit in self.limits:
+            t = limit.earliest(job, now)
+            if t > earliest:
+                earliest = t
+        if earliest > now:
+            if earliest == _INF:
+                self._since = None
+            elif self._since is None:
+                self._since = now
+            return min(earliest, self.next_wakeup())
+        at = now
+        if self._since is not None:
+            # A free worker was waiting for this start: date it when the limits allowed it, unless
+            # the loop woke us so late that doing so would bank credit (see CATCH_UP).
+            ideal = max(earliest, self._since, job.ready_at)
+            if now - ideal <= CATCH_UP:
+                at = ideal
+        self._admit(job, at)
+        # The next job has a free worker from `at` on if one is idle or can be started.
+        if self.idle > 0 or self.workers < self.max_workers:
+            self._since = at
+        else:
+            self._since = None
+        return job
+
+    def _admit(self, job: Job, at: float) -> None:
+        if self._retry_ready and self._retry_ready[0][1] is job:
+            heappop(self._retry_ready)
+        else:
+            self._queue.popleft()
+        for limit in self.limits:
+            limit.admit(job, at)
+        job.state = RUNNING
+        job.attempts += 1
+        self.queued -= 1
+        self.running += 1
+        self.attempts += 1
+        if job.attempts > 1:
+            self.retries += 1
+
+    # -- outcomes ---------------------------------------------------------------------------------
+
+    def end_attempt(self, job: Job) -> None:
+        """Release the limits the attempt held; the job's state is then set by one call below."""
+        for limit in self.limits:
+            limit.release(job)
+        self.running -= 1
+        job.worker = None
+
+    def completed_job(self, job: Job) -> None:
+        job.state = DONE
+        self.completed += 1
+
+    def failed_job(self, job: Job) -> None:
+        job.state = DONE
+        self.failed += 1
+
+    def cancelled_job(self, job: Job) -> None:
+        """Count *job* as cancelled; if it waits (queued or in backoff) it is dropped, in O(1)."""
+        if job.state == QUEUED:
+            self.queued -= 1
+        elif job.state == BACKOFF:
+            self.backoff -= 1
+        elif job.state == DONE:
+            return
+        job.state = DONE
+        self.cancelled += 1
+
+    def retry_at(self, job: Job, due: float) -> None:
+        """Put *job* (whose attempt has ended) back in line after a backoff ending at *due*."""
+        job.state = BACKOFF
+        self.backoff += 1
+        heappush(self._delayed, (due, job.seq, job))
+
+    def drop_all(self) -> list[Job]:
+        """Remove and return every job that waits (queued or in backoff), for kill()."""
+        waiting = [job for job in self._queue if job.state == QUEUED]
+        waiting += [job for _, job in self._retry_ready if job.state == QUEUED]
+        waiting += [job for _, _, job in self._delayed if job.state == BACKOFF]
+        waiting.sort(key=lambda job: job.seq)
+        self._queue.clear()
+        self._retry_ready.clear()
+        self._delayed.clear()
+        self._since = None
+        return waiting

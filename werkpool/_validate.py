@@ -1,0 +1,155 @@
+"""Argument checks shared by the pool's constructor and its submission methods.
+
+Each check raises at the call that passed the bad value, with a message that names the argument and
+states the rule: :class:`TypeError` for a wrong type, :class:`ValueError` for a bad value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from collections.abc import Callable, Iterable
+from numbers import Real
+from typing import Any
+
+__all__ = [
+    "check_backoff",
+    "check_burst",
+    "check_rate",
+    "check_retries",
+    "check_retryable",
+    "check_size",
+    "check_task",
+    "check_timeout",
+]
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def check_size(size: object) -> int | None:
+    if size is None:
+        return None
+    if not _is_int(size):
+        raise TypeError(f"size must be None or an int >= 1, not {_type_name(size)}")
+    assert isinstance(size, int)
+    if size < 1:
+        raise ValueError(f"size must be None or an int >= 1, got {size}")
+    return size
+
+
+def check_rate(rate: object) -> float | None:
+    if rate is None:
+        return None
+    if not _is_real(rate):
+        raise TypeError(f"rate must be None or a finite number > 0, not {_type_name(rate)}")
+    value = float(rate)  # type: ignore[arg-type]
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"rate must be None or a finite number > 0, got {rate!r}")
+    return value
+
+
+def check_burst(burst: object) -> int:
+    if not _is_int(burst):
+        raise TypeError(f"burst must be an int >= 1, not {_type_name(burst)}")
+    assert isinstance(burst, int)
+    if burst < 1:
+        raise ValueError(f"burst must be an int >= 1, got {burst}")
+    return burst
+
+
+def check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if not _is_real(timeout):
+        raise TypeError(
+            f"timeout must be None or a finite number of seconds >= 0, not {_type_name(timeout)}"
+        )
+    value = float(timeout)  # type: ignore[arg-type]
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"timeout must be None or a finite number of seconds >= 0, got {timeout!r}"
+        )
+    return value
+
+
+def check_retries(retries: object) -> int:
+    if not _is_int(retries):
+        raise TypeError(f"retries must be an int >= 0, not {_type_name(retries)}")
+    assert isinstance(retries, int)
+    if retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries}")
+    return retries
+
+
+def _cancellation_classes() -> tuple[type[BaseException], ...]:
+    classes: list[type[BaseException]] = [asyncio.CancelledError]
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        classes.append(trio.Cancelled)
+    return tuple(classes)
+
+
+def _check_exception_class(value: object) -> type[BaseException]:
+    if not (isinstance(value, type) and issubclass(value, BaseException)):
+        raise TypeError(
+            "retryable_exceptions must be an exception class or a sequence of exception classes, "
+            f"got {value!r}"
+        )
+    if issubclass(value, _cancellation_classes()):
+        raise ValueError(
+            f"retryable_exceptions must not contain {value.__name__}: cancellation is never retried"
+        )
+    return value
+
+
+def check_retryable(value: object) -> tuple[type[BaseException], ...]:
+    """Normalise ``retryable_exceptions`` to a tuple usable with :func:`isinstance`.
+
+    Cancellation is never retried whatever this holds (the pool checks for it first), so a class
+    that *is* the backend's cancellation class, or a subclass of it, is a mistake and rejected.
+    ``BaseException`` itself is accepted: it means "every error", still excluding cancellation.
+    """
+    if isinstance(value, type):
+        return (_check_exception_class(value),)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            "retryable_exceptions must be an exception class or a sequence of exception classes, "
+            f"got {value!r}"
+        )
+    return tuple(_check_exception_class(item) for item in value)
+
+
+def check_backoff(backoff: object) -> Callable[[int], float]:
+    if not callable(backoff):
+        raise TypeError(
+            "backoff must be a callable taking the retry number (1, 2, ...) and returning seconds, "
+            f"not {_type_name(backoff)}"
+        )
+    return backoff
+
+
+def check_task(task: object) -> Callable[..., Any]:
+    """Reject what is not a callable, with a hint for the common coroutine-object mistake."""
+    if callable(task):
+        return task
+    close = getattr(task, "close", None)
+    if hasattr(task, "__await__") or hasattr(task, "cr_frame"):
+        if close is not None and hasattr(task, "cr_frame"):
+            close()  # a coroutine object: close it so Python does not warn "never awaited"
+        raise TypeError(
+            f"task must be a callable that returns an awaitable, not the awaitable {task!r}: "
+            "pass the function and its arguments, e.g. pool.run(fetch, url), "
+            "or a lambda, e.g. pool.run(lambda: fetch(url))"
+        )
+    raise TypeError(f"task must be a callable that returns an awaitable, not {_type_name(task)}")
