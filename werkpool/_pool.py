@@ -404,10 +404,10 @@ class WorkerPool:
 
     async def _work(self, worker: _Worker, scope: anyio.CancelScope, sched: Scheduler) -> bool:
         """Run jobs until the worker should exit (True) or its scope was cancelled (False)."""
-        timed = sched.timed
         streak = 0
         while True:
-            admitted = sched.poll(anyio.current_time() if timed else 0.0)
+            # Read the clock only when some limit or backoff depends on it: it costs per job.
+            admitted = sched.poll(anyio.current_time() if sched.timed or sched.delayed else 0.0)
             if type(admitted) is Job:
                 job = admitted
                 # Hand the queue on: if more may start, someone must look at it while we run.
@@ -706,9 +706,13 @@ class WorkerPool:
             await tg.__aexit__(None, None, None)
         except BaseExceptionGroup as group:
             self._state = _CLOSED
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+            # The pool's own two task groups nest a lone error twice: raise it as it was.
+            error: BaseException = group
+            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                error = error.exceptions[0]
+            if error is group:
+                raise
+            raise error from None
 
     def _start_host(self) -> None:
         """Run the pool in a background task, for use without ``async with``."""

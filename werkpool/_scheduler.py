@@ -88,7 +88,8 @@ class Scheduler:
         self.timed = any(limit.timed for limit in self.limits)
         self._queue: deque[Job] = deque()
         self._retry_ready: list[tuple[int, Job]] = []  # heap by submission order
-        self._delayed: list[tuple[float, int, Job]] = []  # heap by end of backoff
+        #: Jobs in their backoff, as a heap by the end of it.
+        self.delayed: list[tuple[float, int, Job]] = []
         # Since when a free worker has been waiting for the clock to admit the head job.
         self._since: float | None = None
         self._seq = 0
@@ -136,7 +137,7 @@ class Scheduler:
 
     def has_queued(self) -> bool:
         """True if a job waits to start now or after its backoff (cheap, may see cancelled ones)."""
-        return bool(self._queue or self._retry_ready or self._delayed)
+        return bool(self._queue or self._retry_ready or self.delayed)
 
     # -- admission --------------------------------------------------------------------------------
 
@@ -156,7 +157,7 @@ class Scheduler:
         return self._head() is job
 
     def _release_due(self, now: float) -> None:
-        delayed = self._delayed
+        delayed = self.delayed
         while delayed and delayed[0][0] <= now:
             due, seq, job = heappop(delayed)
             if job.state == BACKOFF:
@@ -168,7 +169,7 @@ class Scheduler:
 
     def next_wakeup(self) -> float:
         """When the earliest backoff ends (``inf`` if none)."""
-        delayed = self._delayed
+        delayed = self.delayed
         while delayed and delayed[0][2].state != BACKOFF:
             heappop(delayed)
         return delayed[0][0] if delayed else _INF
@@ -181,7 +182,7 @@ class Scheduler:
         poll again: finite for the clock (a rate slot or the end of a backoff), ``inf`` when only
         the end of a running attempt, or a new job, can change the answer.
         """
-        if self._delayed and self._delayed[0][0] <= now:
+        if self.delayed and self.delayed[0][0] <= now:
             self._release_due(now)
         job = self._head()
         if job is None:
@@ -260,16 +261,16 @@ class Scheduler:
         """Put *job* (whose attempt has ended) back in line after a backoff ending at *due*."""
         job.state = BACKOFF
         self.backoff += 1
-        heappush(self._delayed, (due, job.seq, job))
+        heappush(self.delayed, (due, job.seq, job))
 
     def drop_all(self) -> list[Job]:
         """Remove and return every job that waits (queued or in backoff), for kill()."""
         waiting = [job for job in self._queue if job.state == QUEUED]
         waiting += [job for _, job in self._retry_ready if job.state == QUEUED]
-        waiting += [job for _, _, job in self._delayed if job.state == BACKOFF]
+        waiting += [job for _, _, job in self.delayed if job.state == BACKOFF]
         waiting.sort(key=lambda job: job.seq)
         self._queue.clear()
         self._retry_ready.clear()
-        self._delayed.clear()
+        self.delayed.clear()
         self._since = None
         return waiting
