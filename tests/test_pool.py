@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import sys
+from itertools import pairwise
 
 import anyio
 import pytest
 from helpers import Recorder, max_in_window, rate_contract_holds
 
 from werkpool import PoolClosedError, WorkerPool, worker_pool
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +31,7 @@ class Boom(Exception):
     pass
 
 
-# -- concurrency limit ---------------------------------------------------------------------------
+# -- concurrency limit ----------------------------------------------------------------------------
 
 
 class TestSize:
@@ -71,7 +76,7 @@ class TestSize:
         assert max(rec.ends) == approx(rec.starts[0] + 1.0)
 
 
-# -- rate limit ----------------------------------------------------------------------------------
+# -- rate limit -----------------------------------------------------------------------------------
 
 
 class TestRate:
@@ -181,7 +186,7 @@ class TestRate:
         assert [t - t0 for t in starts] == [approx(x) for x in (0, 1, 2)]
 
 
-# -- timeouts and retries ----------------------------------------------------------------------
+# -- timeouts and retries -------------------------------------------------------------------------
 
 
 class TestTimeoutsAndRetries:
@@ -228,7 +233,7 @@ class TestTimeoutsAndRetries:
             )
             assert await future == "done"
         assert len(calls) == 3
-        assert [b - a for a, b in zip(calls, calls[1:])] == [approx(1.5), approx(1.5)]
+        assert [b - a for a, b in pairwise(calls)] == [approx(1.5), approx(1.5)]
 
     async def test_retries_mean_retries_after_the_first_attempt(self) -> None:
         """retries=3 gives four attempts, and backoff(n) is called for n = 1, 2, 3."""
@@ -336,7 +341,7 @@ async def _raise_boom() -> None:
     raise Boom("attempt failed")
 
 
-# -- cancellation and futures --------------------------------------------------------------------
+# -- cancellation and futures ---------------------------------------------------------------------
 
 
 class TestCancellation:
@@ -431,7 +436,7 @@ async def _sleep_echo(delay: float, value: object) -> object:
     return value
 
 
-# -- errors and isolation --------------------------------------------------------------------------
+# -- errors and isolation -------------------------------------------------------------------------
 
 
 class TestErrors:
@@ -477,7 +482,11 @@ class TestErrors:
             return 5
 
         async with WorkerPool() as pool:
-            future = pool.run(not_async, retries=3, retryable_exceptions=TypeError)  # type: ignore[arg-type]
+            future = pool.run(
+                not_async,  # type: ignore[arg-type]
+                retries=3,
+                retryable_exceptions=TypeError,
+            )
             with pytest.raises(TypeError, match=r"returned int, not an awaitable"):
                 await future
         assert calls == [1]
@@ -503,7 +512,7 @@ class TestErrors:
         assert all(f.cancelled() for f in queued_behind)
 
 
-# -- lifecycle ---------------------------------------------------------------------------------------
+# -- lifecycle ------------------------------------------------------------------------------------
 
 
 class TestLifecycle:
