@@ -78,7 +78,7 @@ class RateLimit:
         return self._origin + (self._count - self.burst + 1) / self.rate
 
     def admit(self, job: Job | None, at: float) -> None:
-        if at >= self._origin + self._count / self.rate:
+        if at > self._origin + self._count / self.rate:
             self._origin = at  # the bucket drained before `at`: restart the schedule there
             self._count = 1
         else:

@@ -283,6 +283,7 @@ class WorkerPool:
         check_task(task)
         if (
             timeout is None
+            and retries.__class__ is int
             and retries == 0
             and retryable_exceptions is _DEFAULT_RETRYABLE
             and backoff is default_backoff
@@ -319,7 +320,8 @@ class WorkerPool:
             sched = self._bind()
             self._start_host()
             return sched
-        self._check_loop()
+        if self._sched is not None:
+            self._check_loop()
         if state == _CLOSING and self._in_worker():
             assert self._sched is not None
             return self._sched  # a job of this pool may still submit follow-up work while draining

@@ -37,6 +37,13 @@ def _is_real(value: object) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+def _to_float(value: object, name: str, rule: str) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int too large for a float: a bad value, not a crash
+        raise ValueError(f"{name} must be {rule}, got {value!r}") from None
+
+
 def check_size(size: object) -> int | None:
     if size is None:
         return None
@@ -53,7 +60,7 @@ def check_rate(rate: object) -> float | None:
         return None
     if not _is_real(rate):
         raise TypeError(f"rate must be None or a finite number > 0, not {_type_name(rate)}")
-    value = float(rate)  # type: ignore[arg-type]
+    value = _to_float(rate, "rate", "None or a finite number > 0")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"rate must be None or a finite number > 0, got {rate!r}")
     return value
@@ -75,7 +82,7 @@ def check_timeout(timeout: object) -> float | None:
         raise TypeError(
             f"timeout must be None or a finite number of seconds >= 0, not {_type_name(timeout)}"
         )
-    value = float(timeout)  # type: ignore[arg-type]
+    value = _to_float(timeout, "timeout", "None or a finite number of seconds >= 0")
     if not math.isfinite(value) or value < 0:
         raise ValueError(
             f"timeout must be None or a finite number of seconds >= 0, got {timeout!r}"

@@ -1,0 +1,126 @@
+"""The admission limits, driven by hand: no event loop, no clock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers import rate_contract_holds
+from hypothesis import given
+from hypothesis import strategies as st
+
+from werkpool._limits import ConcurrencyLimit, RateLimit
+
+
+def drive(limit: RateLimit, requests: list[float]) -> list[float]:
+    """Admit one start per request time, each as early as the limit allows."""
+    admitted = []
+    for t in requests:
+        at = max(t, limit.earliest(None, t), admitted[-1] if admitted else -math.inf)
+        limit.admit(None, at)
+        admitted.append(at)
+    return admitted
+
+
+class TestRateLimit:
+    def test_fresh_limit_admits_at_once(self) -> None:
+        """A new limit has no history: its earliest start is -inf."""
+        assert RateLimit(10).earliest(None, 0.0) == -math.inf
+
+    def test_burst_one_spaces_by_the_period(self) -> None:
+        """With burst 1, back-to-back requests are spaced exactly 1/rate apart."""
+        assert drive(RateLimit(4), [0.0] * 5) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+    def test_burst_lets_that_many_through_together(self) -> None:
+        """burst=3 admits three at once, then one per period."""
+        assert drive(RateLimit(2, burst=3), [0.0] * 6) == [0.0, 0.0, 0.0, 0.5, 1.0, 1.5]
+
+    def test_idle_time_banks_at_most_burst(self) -> None:
+        """After a long pause the bucket holds `burst` credits, not more."""
+        limit = RateLimit(1, burst=2)
+        drive(limit, [0.0])
+        assert drive(limit, [1000.0] * 4) == [1000.0, 1000.0, 1001.0, 1002.0]
+
+    def test_no_float_drift_over_ten_million_starts(self) -> None:
+        """tat is origin + count/rate, so the 10^7-th slot is exact."""
+        limit = RateLimit(1000)
+        limit.admit(None, 5.0)
+        limit._count = 10_000_000
+        assert limit.earliest(None, 0.0) == 5.0 + 10_000.0
+
+    def test_huge_rate_is_effectively_unlimited(self) -> None:
+        """At 1e12/s the schedule never pushes a start into the future."""
+        limit = RateLimit(1e12)
+        admitted = drive(limit, [1.0] * 1000)
+        assert admitted[-1] - admitted[0] < 1e-6
+
+    @given(
+        rate=st.floats(0.01, 1e4),
+        burst=st.integers(1, 10),
+        gaps=st.lists(st.floats(0, 5), min_size=1, max_size=200),
+    )
+    def test_contract_holds_for_any_request_pattern(
+        self, rate: float, burst: int, gaps: list[float]
+    ) -> None:
+        """Whatever the requests, admitted starts obey ceil(W*rate) + burst - 1 per window."""
+        times = []
+        t = 0.0
+        for gap in gaps:
+            t += gap / rate
+            times.append(t)
+        admitted = drive(RateLimit(rate, burst), times)
+        assert all(a >= r for a, r in zip(admitted, times, strict=True))
+        assert rate_contract_holds(admitted, rate, burst)
+
+
+class _Tokens:
+    """A stand-in for anyio.CapacityLimiter: counts borrowers."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.borrowers: set[object] = set()
+
+    @property
+    def available_tokens(self) -> float:
+        return self.total - len(self.borrowers)
+
+    def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
+        assert borrower not in self.borrowers
+        assert len(self.borrowers) < self.total
+        self.borrowers.add(borrower)
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self.borrowers.remove(borrower)
+
+
+class TestConcurrencyLimit:
+    def test_blocks_until_a_release(self) -> None:
+        """With every token out, the earliest start is 'after a release' (inf)."""
+        tokens = _Tokens(2)
+        limit = ConcurrencyLimit(tokens)
+        a, b = object(), object()
+        limit.admit(a, 0.0)  # type: ignore[arg-type]
+        assert limit.earliest(b, 0.0) == -math.inf  # type: ignore[arg-type]
+        limit.admit(b, 0.0)  # type: ignore[arg-type]
+        assert limit.earliest(object(), 0.0) == math.inf  # type: ignore[arg-type]
+        limit.release(a)  # type: ignore[arg-type]
+        assert limit.earliest(object(), 0.0) == -math.inf  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("total", [1, 3])
+    def test_works_with_a_real_capacity_limiter(self, total: int) -> None:
+        """The limit reads an anyio.CapacityLimiter's tokens (bound to a loop in the pool)."""
+        import anyio
+
+        async def main() -> None:
+            limiter = anyio.CapacityLimiter(total)
+            limit = ConcurrencyLimit(limiter)
+            borrowers = [object() for _ in range(total)]
+            for borrower in borrowers:
+                limit.admit(borrower, 0.0)  # type: ignore[arg-type]
+            assert limit.earliest(object(), 0.0) == math.inf  # type: ignore[arg-type]
+            assert limiter.borrowed_tokens == total
+            for borrower in borrowers:
+                limit.release(borrower)  # type: ignore[arg-type]
+            assert limiter.borrowed_tokens == 0
+
+        anyio.run(main)

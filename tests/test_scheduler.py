@@ -1,0 +1,207 @@
+"""The sans-I/O scheduler, driven by hand with explicit times: no event loop."""
+
+from __future__ import annotations
+
+import math
+
+from helpers import rate_contract_holds
+from hypothesis import given
+from hypothesis import strategies as st
+from test_limits import _Tokens
+
+from werkpool._limits import ConcurrencyLimit, RateLimit
+from werkpool._retry import JobOptions, default_backoff
+from werkpool._scheduler import CATCH_UP, DONE, RUNNING, Job, Scheduler
+
+OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)
+
+
+def submit(sched: Scheduler, label: object, now: float = 0.0) -> Job:
+    return sched.submit(lambda: None, (label,), OPTIONS, None, now)
+
+
+def finish(sched: Scheduler, job: Job) -> None:
+    sched.end_attempt(job)
+    sched.completed_job(job)
+
+
+class TestQueue:
+    def test_fifo_admission(self) -> None:
+        """Jobs are admitted in submission order."""
+        sched = Scheduler([])
+        jobs = [submit(sched, i) for i in range(5)]
+        assert [sched.poll(0.0) for _ in range(5)] == jobs
+        assert sched.poll(0.0) == math.inf  # nothing left: wait for a change
+
+    def test_cancelled_queued_job_is_skipped_in_o1(self) -> None:
+        """A cancelled queued job is never admitted and leaves the counts right."""
+        sched = Scheduler([])
+        jobs = [submit(sched, i) for i in range(4)]
+        sched.cancelled_job(jobs[1])
+        sched.cancelled_job(jobs[2])
+        assert sched.queued == 2
+        assert sched.cancelled == 2
+        assert sched.poll(0.0) is jobs[0]
+        assert sched.poll(0.0) is jobs[3]
+
+    def test_concurrency_limit_blocks_until_release(self) -> None:
+        """With size 2 the third job waits for a release (poll says inf)."""
+        tokens = _Tokens(2)
+        sched = Scheduler([ConcurrencyLimit(tokens)], max_workers=2)
+        jobs = [submit(sched, i) for i in range(3)]
+        first, second = sched.poll(0.0), sched.poll(0.0)
+        assert sched.poll(0.0) == math.inf
+        assert sched.running == 2
+        assert tokens.borrowers == {first, second}
+        finish(sched, first)  # type: ignore[arg-type]
+        assert sched.poll(0.0) is jobs[2]
+
+    def test_retry_goes_before_younger_jobs(self) -> None:
+        """A job back from its backoff starts before jobs submitted after it."""
+        sched = Scheduler([])
+        a, b, c = (submit(sched, x) for x in "abc")
+        assert sched.poll(0.0) is a
+        sched.end_attempt(a)
+        sched.retry_at(a, 1.0)
+        assert sched.backoff == 1
+        assert sched.poll(0.5) is b
+        assert sched.poll(1.0) is a
+        assert a.attempts == 2
+        assert sched.retries == 1
+        assert sched.poll(1.0) is c
+
+    def test_backoff_end_is_the_next_wakeup(self) -> None:
+        """With only a job in backoff, poll returns when its backoff ends."""
+        sched = Scheduler([])
+        job = submit(sched, 0)
+        sched.poll(0.0)
+        sched.end_attempt(job)
+        sched.retry_at(job, 7.5)
+        assert sched.poll(1.0) == 7.5
+        assert sched.poll(7.5) is job
+
+    def test_cancel_in_backoff_drops_the_job(self) -> None:
+        """A job cancelled in its backoff is never admitted again."""
+        sched = Scheduler([])
+        job = submit(sched, 0)
+        sched.poll(0.0)
+        sched.end_attempt(job)
+        sched.retry_at(job, 2.0)
+        sched.cancelled_job(job)
+        assert job.state == DONE
+        assert sched.poll(3.0) == math.inf
+        assert sched.pending == 0
+
+    def test_drop_all_returns_waiting_jobs_in_order(self) -> None:
+        """drop_all() hands back every queued and backing-off job, oldest first."""
+        sched = Scheduler([])
+        a, b, c = (submit(sched, x) for x in "abc")
+        sched.poll(0.0)
+        sched.end_attempt(a)
+        sched.retry_at(a, 5.0)
+        assert sched.drop_all() == [a, b, c]
+        assert sched.poll(10.0) == math.inf
+
+
+class TestRateDating:
+    def test_late_wakeups_do_not_drift(self) -> None:
+        """A worker that always wakes 1 ms late still gets admissions on the 1/rate grid."""
+        sched = Scheduler([RateLimit(100)])
+        jobs = [submit(sched, i) for i in range(50)]
+        sched.idle = 1  # another worker is parked, so the next job has a free worker at once
+        now = 0.0
+        admitted: list[float] = []
+        for job in jobs:
+            result = sched.poll(now)
+            while result.__class__ is not Job:
+                now = result + 0.001  # type: ignore[operator]
+                result = sched.poll(now)
+            assert result is job
+            admitted.append(now)
+        # The wake-ups were late, yet the 50th start is dated 0.49 s after the first: the
+        # schedule did not slip by 1 ms per start (that would be 0.539).
+        assert sched.limits[0].tat == 0.5  # type: ignore[attr-defined]
+        assert admitted[-1] < 0.491 + 1e-9
+
+    def test_catch_up_is_bounded(self) -> None:
+        """A wake-up later than CATCH_UP is dated now: a stalled loop banks no credit."""
+        rate = RateLimit(10)
+        sched = Scheduler([rate])
+        for i in range(3):
+            submit(sched, i)
+        sched.idle = 1
+        assert sched.poll(0.0).__class__ is Job
+        wake = sched.poll(0.0)
+        assert wake == 0.1
+        assert sched.poll(0.1 + CATCH_UP / 2).__class__ is Job
+        assert rate.tat == 0.2  # dated at its slot, 0.1
+        late = 0.2 + 10 * CATCH_UP
+        assert sched.poll(late).__class__ is Job
+        assert rate.tat == late + 0.1  # dated now: no burst to catch up
+
+    def test_job_is_never_dated_before_its_submission(self) -> None:
+        """A job submitted after its slot passed is dated at its submission."""
+        rate = RateLimit(1000)
+        sched = Scheduler([rate])
+        sched.idle = 1
+        submit(sched, "a", now=0.0)
+        assert sched.poll(0.0).__class__ is Job
+        submit(sched, "b", now=0.0012)  # its slot (0.001) passed before it existed
+        assert sched.poll(0.0012).__class__ is Job
+        assert rate.tat == 0.0012 + 0.001
+
+    def test_size_bound_start_is_dated_when_the_slot_frees(self) -> None:
+        """With no free worker, the next start is dated when a worker frees, not at its slot."""
+        tokens = _Tokens(1)
+        rate = RateLimit(10)
+        sched = Scheduler([ConcurrencyLimit(tokens), rate], max_workers=1)
+        sched.workers = 1
+        first = submit(sched, 0)
+        submit(sched, 1)
+        assert sched.poll(0.0) is first
+        finish(sched, first)
+        job = sched.poll(0.102)  # the worker freed 2 ms after the rate slot
+        assert job.__class__ is Job
+        assert rate.tat == 0.102 + 0.1
+
+    @given(
+        rate=st.sampled_from([5.0, 100.0, 1000.0, 20_000.0]),
+        burst=st.integers(1, 4),
+        lateness=st.lists(st.floats(0, 0.003), min_size=30, max_size=120),
+    )
+    def test_contract_on_admissions_with_random_lateness(
+        self, rate: float, burst: int, lateness: list[float]
+    ) -> None:
+        """Random late wake-ups never break the contract on the dated admissions."""
+        spy = _Spy()
+        sched = Scheduler([RateLimit(rate, burst), spy])
+        for i in range(len(lateness)):
+            submit(sched, i)
+        sched.idle = 1
+        now = 0.0
+        for late in lateness:
+            result = sched.poll(now)
+            while result.__class__ is not Job:
+                now = result + late  # type: ignore[operator]
+                result = sched.poll(now)
+            assert spy.dated[-1] <= now
+            assert result.state == RUNNING  # type: ignore[union-attr]
+        assert rate_contract_holds(spy.dated, rate, burst)
+
+
+class _Spy:
+    """A limit that never blocks and records when each admission was dated."""
+
+    timed = False
+
+    def __init__(self) -> None:
+        self.dated: list[float] = []
+
+    def earliest(self, job: Job, now: float) -> float:
+        return -math.inf
+
+    def admit(self, job: Job, at: float) -> None:
+        self.dated.append(at)
+
+    def release(self, job: Job) -> None:
+        pass
