@@ -5,8 +5,6 @@ Works on asyncio and trio through AnyIO. See :class:`WorkerPool`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._exceptions import FutureCancelled as FutureCancelled
 from ._exceptions import FutureNotFinished as FutureNotFinished
 from ._exceptions import PoolClosedError as PoolClosedError
@@ -37,7 +35,7 @@ for _name in __all__:
 del _name, _obj
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
     if name == "__version__":
         from importlib.metadata import version
 

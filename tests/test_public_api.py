@@ -1,0 +1,43 @@
+"""The public surface: exports, module names, version."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+
+import werkpool
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    """__all__ matches the public attributes of the package."""
+    public = {
+        name
+        for name, value in vars(werkpool).items()
+        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+    }
+    assert set(werkpool.__all__) == public
+
+
+def test_reexports_claim_the_public_module() -> None:
+    """Classes and functions say werkpool, not werkpool._private, in reprs and tracebacks."""
+    for name in werkpool.__all__:
+        value = getattr(werkpool, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert value.__module__ == "werkpool", name
+
+
+def test_version_comes_from_the_installed_metadata() -> None:
+    """__version__ is read lazily from the distribution metadata."""
+    assert werkpool.__version__ == importlib.metadata.version("werkpool")
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    """Every public class, function and method is documented."""
+    for name in werkpool.__all__:
+        value = getattr(werkpool, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), name
+        if inspect.isclass(value):
+            for attr, member in vars(value).items():
+                if not attr.startswith("_") and callable(member):
+                    assert inspect.getdoc(member), f"{name}.{attr}"

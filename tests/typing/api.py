@@ -1,0 +1,60 @@
+"""User-style calls, checked by ``mypy --strict`` (nox -s typing) and never run."""
+
+from __future__ import annotations
+
+import asyncio
+
+from typing_extensions import assert_type
+
+import werkpool
+from werkpool import JobFuture, WorkerPool, worker_pool
+
+
+async def fetch(url: str, retries: int = 0) -> bytes:
+    return url.encode()
+
+
+async def no_args() -> int:
+    return 1
+
+
+async def asyncio_user() -> None:
+    async with worker_pool(size=10, rate=100) as pool:
+        assert_type(pool, WorkerPool)
+        future = pool.run(fetch, "https://example.com")
+        assert_type(future, JobFuture[bytes])
+        data: bytes = await future
+        lam = pool.run(lambda: fetch("x"), timeout=5, retries=3)
+        assert_type(await lam, bytes)
+        number = pool.run(
+            no_args,
+            retryable_exceptions=[ConnectionError, TimeoutError],
+            backoff=lambda n: 0.5 * n,
+        )
+        assert_type(await number, int)
+        results = await asyncio.gather(future, lam)
+        assert_type(results, tuple[bytes, bytes])
+        del data
+
+
+async def unscoped() -> None:
+    pool = WorkerPool(size=5, rate=10, burst=2)
+    future = pool.run(no_args, retryable_exceptions=ConnectionError)
+    assert future.done() or not future.cancelled()
+    await pool.shutdown()
+    await pool.kill()
+    size: int | None = pool.size
+    rate: float | None = pool.rate
+    burst: int = pool.burst
+    del size, rate, burst
+
+
+def trio_future(future: werkpool.Future[int]) -> None:
+    assert_type(future.status, werkpool.Future.Status)
+    if future.done() and not future.cancelled():
+        assert_type(future.result(), int)
+    future.add_done_callback(lambda f: None)
+
+
+def default_backoff_is_typed() -> float:
+    return werkpool.default_backoff(3) + werkpool.BACKOFF_CAP
