@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -18,7 +18,17 @@ if TYPE_CHECKING:
     from ._limits import Limit
     from ._retry import JobOptions
 
-__all__ = ["BACKOFF", "CATCH_UP", "DONE", "QUEUED", "RUNNING", "Job", "Scheduler"]
+__all__ = [
+    "BACKOFF",
+    "CATCH_UP",
+    "DONE",
+    "QUEUED",
+    "RUNNING",
+    "TICK",
+    "Job",
+    "JobOwner",
+    "Scheduler",
+]
 
 QUEUED: Final = 0
 RUNNING: Final = 1
@@ -32,7 +42,18 @@ DONE: Final = 3
 #: timeouts with a margin.
 CATCH_UP: Final = 0.005
 
+#: A wait shorter than this (1 ns, the resolution of the event loops' clocks) is no wait: the
+#: start is admitted at once and dated at its slot. Without it a rate of 1e12/s would ask the
+#: loop for sleeps of 1e-12 s, which some clocks round to zero and spin on.
+TICK: Final = 1e-9
+
 _INF = math.inf
+
+
+class JobOwner(Protocol):
+    """Something told when one of its jobs is over and none of its code runs any more."""
+
+    def job_settled(self, job: Job) -> None: ...
 
 
 @final
@@ -45,6 +66,7 @@ class Job:
         "fn",
         "future",
         "options",
+        "owner",
         "ready_at",
         "seq",
         "state",
@@ -72,6 +94,8 @@ class Job:
         self.attempts = 0
         #: Whatever runs the current attempt (the pool's worker), for cancellation.
         self.worker: Any = None
+        #: Who wants to hear when the job is over (a map, a call), or None.
+        self.owner: JobOwner | None = None
 
     def __repr__(self) -> str:
         state = ("queued", "running", "backoff", "done")[self.state]
@@ -193,7 +217,7 @@ class Scheduler:
             t = limit.earliest(job, now)
             if t > earliest:
                 earliest = t
-        if earliest > now:
+        if earliest > now + TICK:
             if earliest == _INF:
                 self._since = None
             elif self._since is None:
@@ -206,6 +230,8 @@ class Scheduler:
             ideal = max(earliest, self._since, job.ready_at)
             if now - ideal <= CATCH_UP:
                 at = ideal
+        if earliest > at:
+            at = earliest  # less than a TICK ahead: admit now, dated at its slot
         self._admit(job, at)
         # The next job has a free worker from `at` on if one is idle or can be started.
         if self.idle > 0 or self.workers < self.max_workers:
