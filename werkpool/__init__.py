@@ -8,12 +8,15 @@ from __future__ import annotations
 from ._exceptions import FutureCancelled as FutureCancelled
 from ._exceptions import FutureNotFinished as FutureNotFinished
 from ._exceptions import PoolClosedError as PoolClosedError
+from ._exceptions import PoolFullError as PoolFullError
 from ._futures import Future as Future
 from ._futures import JobFuture as JobFuture
+from ._map import MapIterator as MapIterator
 from ._pool import WorkerPool as WorkerPool
 from ._pool import worker_pool as worker_pool
 from ._retry import BACKOFF_CAP as BACKOFF_CAP
 from ._retry import default_backoff as default_backoff
+from ._statistics import PoolStatistics as PoolStatistics
 
 __all__ = [
     "BACKOFF_CAP",
@@ -21,7 +24,10 @@ __all__ = [
     "FutureCancelled",
     "FutureNotFinished",
     "JobFuture",
+    "MapIterator",
     "PoolClosedError",
+    "PoolFullError",
+    "PoolStatistics",
     "WorkerPool",
     "default_backoff",
     "worker_pool",

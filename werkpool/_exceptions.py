@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FutureCancelled", "FutureNotFinished", "PoolClosedError"]
+__all__ = ["FutureCancelled", "FutureNotFinished", "PoolClosedError", "PoolFullError"]
 
 
 class PoolClosedError(RuntimeError):
@@ -12,6 +12,15 @@ class PoolClosedError(RuntimeError):
     A pool stops accepting work from outside its own jobs once :meth:`~werkpool.WorkerPool.shutdown`
     has begun, and stops accepting any work once :meth:`~werkpool.WorkerPool.kill` has begun or the
     pool has exited.
+    """
+
+
+class PoolFullError(Exception):
+    """
+    Raised by :meth:`~werkpool.WorkerPool.run` when ``max_pending`` jobs already wait to start.
+
+    :meth:`~werkpool.WorkerPool.submit` waits for room instead, and
+    :meth:`~werkpool.WorkerPool.call` waits as well.
     """
 
 

@@ -7,20 +7,24 @@ import inspect
 import math
 import sys
 import threading
+from collections import deque
 from types import CoroutineType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import anyio
 from anyio.lowlevel import checkpoint
 
-from ._exceptions import PoolClosedError
+from ._exceptions import PoolClosedError, PoolFullError
 from ._futures import AsyncioFuture, Future, JobFuture
 from ._limits import ConcurrencyLimit, Limit, RateLimit
+from ._map import MapIterator
 from ._retry import JobOptions, default_backoff, next_delay
-from ._scheduler import BACKOFF, QUEUED, RUNNING, Job, Scheduler
+from ._scheduler import BACKOFF, QUEUED, RUNNING, Job, JobOwner, Scheduler
+from ._statistics import PoolStatistics
 from ._validate import (
     check_backoff,
     check_burst,
+    check_max_pending,
     check_rate,
     check_retries,
     check_retryable,
@@ -36,7 +40,7 @@ else:  # pragma: no cover
     from typing_extensions import Self, TypeVarTuple, Unpack
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
     from anyio.abc import TaskGroup, TaskStatus
 
@@ -60,6 +64,37 @@ _CLOSED: Final = 4  # exited
 
 
 @final
+class _StartSoonOwner:
+    """Reports the failure of a start_soon() job to its pool."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+
+    def job_settled(self, job: Job) -> None:
+        future = job.future
+        if future.cancelled():
+            return
+        error = future.exception()  # also marks an asyncio future's exception as retrieved
+        if error is not None:
+            self._pool._job_failed(error)
+
+
+@final
+class _CallOwner:
+    """Lets call() wait until its job is over, so a cancelled call returns with the slot free."""
+
+    __slots__ = ("settled",)
+
+    def __init__(self) -> None:
+        self.settled = anyio.Event()
+
+    def job_settled(self, job: Job) -> None:
+        self.settled.set()
+
+
+@final
 class _Worker:
     __slots__ = ("event", "scope", "task_id")
 
@@ -67,6 +102,29 @@ class _Worker:
         self.scope: anyio.CancelScope | None = None
         self.event: anyio.Event | None = None
         self.task_id = 0
+
+
+def _options(
+    timeout: float | None,
+    retries: int,
+    retryable_exceptions: type[BaseException] | Iterable[type[BaseException]],
+    backoff: Callable[[int], float],
+) -> JobOptions:
+    """Validate per-job options; the defaults share one instance (no work, no memory per job)."""
+    if (
+        timeout is None
+        and retries.__class__ is int
+        and retries == 0
+        and retryable_exceptions is _DEFAULT_RETRYABLE
+        and backoff is default_backoff
+    ):
+        return _DEFAULT_OPTIONS
+    return JobOptions(
+        check_timeout(timeout),
+        check_retries(retries),
+        check_retryable(retryable_exceptions),
+        check_backoff(backoff),
+    )
 
 
 def _detect_backend() -> str:
@@ -119,6 +177,7 @@ class WorkerPool:
         "_burst",
         "_cancelled_exc",
         "_drained",
+        "_errors",
         "_host_done",
         "_host_error",
         "_host_stop",
@@ -127,6 +186,8 @@ class WorkerPool:
         "_kill_scope",
         "_limiter",
         "_loop",
+        "_maps",
+        "_max_pending",
         "_outer_tg",
         "_parked",
         "_rate",
@@ -134,6 +195,10 @@ class WorkerPool:
         "_size",
         "_sleeper",
         "_sleeper_deadline",
+        "_space_reserved",
+        "_space_waiters",
+        "_start_soon_owner",
+        "_started",
         "_state",
         "_stopped",
         "_tg",
@@ -144,11 +209,23 @@ class WorkerPool:
     )
 
     def __init__(
-        self, size: int | None = None, rate: float | None = None, *, burst: int = 1
+        self,
+        size: int | None = None,
+        rate: float | None = None,
+        *,
+        burst: int = 1,
+        max_pending: int | None = None,
     ) -> None:
         self._size = check_size(size)
         self._rate = check_rate(rate)
         self._burst = check_burst(burst)
+        self._max_pending = check_max_pending(max_pending)
+        self._space_waiters: deque[anyio.Event] = deque()
+        self._space_reserved = 0  # waiters woken for room that have not submitted yet
+        self._errors: list[BaseException] = []  # failures of start_soon() jobs, for the pool
+        self._maps: set[MapIterator[Any]] = set()
+        self._started: anyio.Event | None = None
+        self._start_soon_owner = _StartSoonOwner(self)
         self._state = _NEW
         self._backend = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -225,6 +302,7 @@ class WorkerPool:
         self._sched = Scheduler(limits, _INF if self._size is None else self._size)
         self._drained = anyio.Event()
         self._stopped = anyio.Event()
+        self._started = anyio.Event()
         self._state = _OPEN
         return self._sched
 
@@ -281,37 +359,264 @@ class WorkerPool:
         :raises werkpool.PoolClosedError: if the pool no longer accepts work
         """
         check_task(task)
-        if (
-            timeout is None
-            and retries.__class__ is int
-            and retries == 0
-            and retryable_exceptions is _DEFAULT_RETRYABLE
-            and backoff is default_backoff
+        options = _options(timeout, retries, retryable_exceptions, backoff)
+        sched = self._accepting()
+        if self._max_pending is not None and (
+            sched.queued + self._space_reserved >= self._max_pending or self._space_waiters
         ):
-            options = _DEFAULT_OPTIONS
-        else:
-            options = JobOptions(
-                check_timeout(timeout),
-                check_retries(retries),
-                check_retryable(retryable_exceptions),
-                check_backoff(backoff),
+            raise PoolFullError(
+                f"this WorkerPool already has max_pending={self._max_pending} jobs waiting to "
+                "start: use 'await pool.submit(...)' to wait for room instead"
             )
-        sched = self._sched
-        if self._state != _OPEN:
-            sched = self._admission_check()
-        else:
-            self._check_loop()
-        assert sched is not None
         future: Any
         future = AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
+        self._enqueue(sched, task, args, options, future, None)
+        return future  # type: ignore[no-any-return]
+
+    def _accepting(self) -> Scheduler:
+        """Return the scheduler if this caller may submit now, or raise why not."""
+        sched = self._sched
+        if self._state != _OPEN:
+            return self._admission_check()
+        self._check_loop()
+        assert sched is not None
+        return sched
+
+    def _enqueue(
+        self,
+        sched: Scheduler,
+        task: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        options: JobOptions,
+        future: Any,
+        owner: JobOwner | None,
+    ) -> Job:
         job = sched.submit(
             task, args, options, future, anyio.current_time() if sched.timed else 0.0
         )
+        job.owner = owner
         future._werkpool_job = job
         future._werkpool_pool = self
         if not self._waking:
             self._kick(job)
+        return job
+
+    # -- the structured API -----------------------------------------------------------------------
+
+    def start_soon(
+        self,
+        func: Callable[[Unpack[Ts]], Awaitable[T]],
+        /,
+        *args: Unpack[Ts],
+        timeout: float | None = None,
+        retries: int = 0,
+        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
+            _DEFAULT_RETRYABLE
+        ),
+        backoff: Callable[[int], float] = default_backoff,
+    ) -> JobFuture[T]:
+        """
+        Schedule ``func(*args)`` like a task group's ``start_soon``: its failure fails the pool.
+
+        Returns at once with a handle (the same kind of future as :meth:`run`) that you may keep
+        or drop. If the job fails after its retries, the pool cancels all its remaining work and
+        the error propagates out of ``async with`` (a lone error as it was, several together in
+        an :exc:`ExceptionGroup`), as a task group does. The options are those of :meth:`run`;
+        ``max_pending`` does not apply (the call cannot wait), like :meth:`run` with room.
+
+        .. versionadded:: 0.3
+        """
+        check_task(func)
+        options = _options(timeout, retries, retryable_exceptions, backoff)
+        sched = self._accepting()
+        future: Any
+        future = AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
+        self._enqueue(sched, func, args, options, future, self._start_soon_owner)
         return future  # type: ignore[no-any-return]
+
+    async def call(
+        self,
+        func: Callable[[Unpack[Ts]], Awaitable[T]],
+        /,
+        *args: Unpack[Ts],
+        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
+        retries: int = 0,
+        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
+            _DEFAULT_RETRYABLE
+        ),
+        backoff: Callable[[int], float] = default_backoff,
+    ) -> T:
+        """
+        Run ``func(*args)`` under the pool's limits and return its result here.
+
+        The job's error is raised to the caller, not to the pool. Cancelling the caller cancels
+        the job, and ``call`` returns (re-raising the cancellation) only once the job's code has
+        stopped and its slot is free. Always a checkpoint. Waits for room if ``max_pending`` jobs
+        are already waiting to start.
+
+        :raises werkpool.FutureCancelled: if the pool cancelled the job (by :meth:`kill`)
+
+        .. versionadded:: 0.3
+        """
+        check_task(func)
+        options = _options(timeout, retries, retryable_exceptions, backoff)
+        await self._wait_for_room()
+        sched = self._accepting_after_wait()
+        future: Future[T] = Future()
+        owner = _CallOwner()
+        self._enqueue(sched, func, args, options, future, owner)
+        try:
+            await future.wait()
+        except BaseException:
+            future.cancel()
+            with anyio.CancelScope(shield=True):
+                await owner.settled.wait()  # no job code runs and the slot is free again
+            raise
+        return future.result()
+
+    async def submit(
+        self,
+        func: Callable[[Unpack[Ts]], Awaitable[T]],
+        /,
+        *args: Unpack[Ts],
+        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
+        retries: int = 0,
+        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
+            _DEFAULT_RETRYABLE
+        ),
+        backoff: Callable[[int], float] = default_backoff,
+    ) -> JobFuture[T]:
+        """
+        Like :meth:`run`, but wait while ``max_pending`` jobs already wait to start.
+
+        For producers that need backpressure: ``await pool.submit(...)`` returns the job's future
+        once there is room in the queue (at once without ``max_pending``). Waiters get room in
+        the order they asked. Always a checkpoint.
+
+        .. versionadded:: 0.3
+        """
+        check_task(func)
+        options = _options(timeout, retries, retryable_exceptions, backoff)
+        await self._wait_for_room()
+        sched = self._accepting_after_wait()
+        future: Any
+        future = AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
+        self._enqueue(sched, func, args, options, future, None)
+        return future  # type: ignore[no-any-return]
+
+    def map(
+        self,
+        func: Callable[[Any], Awaitable[T]],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        /,
+        *,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+        retries: int = 0,
+        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
+            _DEFAULT_RETRYABLE
+        ),
+        backoff: Callable[[int], float] = default_backoff,
+    ) -> MapIterator[T]:
+        """
+        Run ``func(item)`` for each item under the pool's limits; iterate over the results.
+
+        *iterable* may be a list, a generator or an async iterable; it is read lazily, so at most
+        ``2 * size`` items (256 without a size) are in flight, however long or endless the input.
+        With ``ordered=True`` results come in input order, otherwise in completion order. A
+        failed item raises its error from the iteration, after cancelling the map's other jobs;
+        with ``return_exceptions=True`` it yields the exception instead and the map goes on.
+        Leaving the loop early by an error or a cancellation cancels the map's jobs; after a
+        ``break``, close it with ``async with pool.map(...) as results:`` or ``aclose()``, or it
+        is closed when the pool exits: a map still open then has its jobs cancelled and raises
+        :exc:`werkpool.PoolClosedError` if iterated again.
+
+        .. versionadded:: 0.3
+        """
+        check_task(func)
+        options = _options(timeout, retries, retryable_exceptions, backoff)
+        self._accepting()
+        window = 2 * self._size if self._size is not None else 256
+        results: MapIterator[T] = MapIterator(
+            self, func, iterable, options, ordered, return_exceptions, window
+        )
+        self._maps.add(results)
+        return results
+
+    def statistics(self) -> PoolStatistics:
+        """
+        Return a snapshot of the pool's limits and counters.
+
+        .. versionadded:: 0.3
+        """
+        sched = self._sched
+        return PoolStatistics(
+            size=self._size,
+            rate=self._rate,
+            burst=self._burst,
+            max_pending=self._max_pending,
+            submitted=0 if sched is None else sched.submitted,
+            queued=0 if sched is None else sched.queued,
+            running=0 if sched is None else sched.running,
+            backoff=0 if sched is None else sched.backoff,
+            completed=0 if sched is None else sched.completed,
+            failed=0 if sched is None else sched.failed,
+            cancelled=0 if sched is None else sched.cancelled,
+            attempts=0 if sched is None else sched.attempts,
+            retries=0 if sched is None else sched.retries,
+            borrowed_tokens=0 if self._limiter is None else int(self._limiter.borrowed_tokens),
+        )
+
+    # -- backpressure -----------------------------------------------------------------------------
+
+    async def _wait_for_room(self) -> None:
+        """Wait, first come first served, until fewer than max_pending jobs wait to start."""
+        limit = self._max_pending
+        sched = self._sched
+        if (
+            limit is None
+            or sched is None
+            or (not self._space_waiters and sched.queued + self._space_reserved < limit)
+        ):
+            await checkpoint()
+            if limit is not None:
+                self._space_reserved += 1
+            return
+        event = anyio.Event()
+        self._space_waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                self._space_reserved -= 1  # we were given room: hand it on
+                self._give_room()
+            else:
+                self._space_waiters.remove(event)
+            raise
+
+    def _accepting_after_wait(self) -> Scheduler:
+        """Claim the room reserved by _wait_for_room() and check the pool still accepts."""
+        if self._max_pending is not None:
+            self._space_reserved -= 1
+        return self._accepting()
+
+    def _give_room(self) -> None:
+        """Wake waiters of submit()/call() while there is room for them."""
+        sched = self._sched
+        limit = self._max_pending
+        assert sched is not None
+        assert limit is not None
+        waiters = self._space_waiters
+        while waiters and (sched.queued + self._space_reserved < limit or self._state != _OPEN):
+            self._space_reserved += 1
+            waiters.popleft().set()
+
+    def _job_failed(self, error: BaseException) -> None:
+        """A start_soon() job failed: cancel everything and let the supervisor raise the error."""
+        self._errors.append(error)
+        if self._state < _KILLED:
+            self._abort()
 
     def _admission_check(self) -> Scheduler:
         """The slow path of :meth:`run` when the pool is not simply open."""
@@ -415,6 +720,8 @@ class WorkerPool:
                 # Hand the queue on: if more may start, someone must look at it while we run.
                 if not self._waking and self._sleeper is None and sched.has_queued():
                     self._kick(None)
+                if self._space_waiters:
+                    self._give_room()
                 await self._attempt(job, worker, scope)
                 if scope.cancel_called:
                     return False
@@ -525,7 +832,7 @@ class WorkerPool:
                 error.__context__ = exc
         elif exc is None:  # pragma: no cover - timed_out is always true without an exception
             raise AssertionError("unreachable")
-        elif isinstance(exc, self._cancelled_exc) or self._state == _KILLED:
+        elif isinstance(exc, self._cancelled_exc):
             self._cancel_job(job)
             return
         elif not isinstance(exc, Exception):
@@ -534,7 +841,11 @@ class WorkerPool:
         else:
             error = exc
         options = job.options
-        if job.attempts <= options.retries and isinstance(error, options.retryable):
+        if (
+            job.attempts <= options.retries
+            and isinstance(error, options.retryable)
+            and self._state < _KILLED
+        ):
             try:
                 delay = next_delay(options, job.attempts)
             except Exception as bad:
@@ -567,6 +878,10 @@ class WorkerPool:
         future = job.future
         future._werkpool_job = None
         future._werkpool_pool = None
+        owner = job.owner
+        if owner is not None:
+            job.owner = None
+            owner.job_settled(job)
         if self._state >= _CLOSING:
             sched = self._sched
             assert sched is not None
@@ -584,6 +899,8 @@ class WorkerPool:
         elif job.state in (QUEUED, BACKOFF):
             sched.cancelled_job(job)
             self._settled(job)
+            if self._space_waiters:
+                self._give_room()
 
     def _set_drained(self) -> None:
         assert self._drained is not None
@@ -618,6 +935,8 @@ class WorkerPool:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     task_status.started()
+                    assert self._started is not None
+                    self._started.set()
                     sched = self._sched
                     assert sched is not None
                     if sched.has_queued() and not self._waking:
@@ -631,6 +950,12 @@ class WorkerPool:
         finally:
             self._tg = None
             self._stopped.set()
+        # Failed start_soon() jobs fail the pool, as failed tasks fail a task group.
+        errors = self._errors
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise BaseExceptionGroup("several jobs started with start_soon() failed", errors)
 
     def _abort(self) -> None:
         """Cancel everything, synchronously: the first half of kill()."""
@@ -641,6 +966,7 @@ class WorkerPool:
             self._state = _KILLED
         sched = self._sched
         assert sched is not None
+        self._close_maps()
         for job in sched.drop_all():
             self._cancel_job(job)
         if self._kill_scope is not None:
@@ -648,6 +974,19 @@ class WorkerPool:
         assert self._drained is not None
         self._drained.set()
         self._wake_all()
+        if self._space_waiters:
+            self._give_room()  # they wake to find the pool closed
+
+    def _begin_closing(self) -> None:
+        if self._state == _OPEN:
+            self._state = _CLOSING
+            if self._space_waiters:
+                self._give_room()  # they wake to find the pool closed
+
+    def _close_maps(self) -> None:
+        """Close the maps still open: their jobs are cancelled, their input is no longer read."""
+        for results in list(self._maps):
+            results._close_by_pool()
 
     async def __aenter__(self) -> Self:
         if self._state != _NEW:
@@ -685,8 +1024,8 @@ class WorkerPool:
         assert tg is not None
         assert self._drained is not None
         if exc is None:
-            if self._state == _OPEN:
-                self._state = _CLOSING
+            self._close_maps()  # nobody iterates them any more: do not wait for their jobs
+            self._begin_closing()
             sched = self._sched
             assert sched is not None
             if sched.pending == 0:
@@ -767,8 +1106,7 @@ class WorkerPool:
                 "shutdown() was awaited from inside one of this pool's jobs, "
                 "so it would wait for itself"
             )
-        if self._state == _OPEN:
-            self._state = _CLOSING
+        self._begin_closing()
         sched = self._sched
         assert sched is not None
         assert self._drained is not None

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "check_backoff",
     "check_burst",
+    "check_max_pending",
     "check_rate",
     "check_retries",
     "check_retryable",
@@ -64,6 +65,17 @@ def check_rate(rate: object) -> float | None:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"rate must be None or a finite number > 0, got {rate!r}")
     return value
+
+
+def check_max_pending(max_pending: object) -> int | None:
+    if max_pending is None:
+        return None
+    if not _is_int(max_pending):
+        raise TypeError(f"max_pending must be None or an int >= 1, not {_type_name(max_pending)}")
+    assert isinstance(max_pending, int)
+    if max_pending < 1:
+        raise ValueError(f"max_pending must be None or an int >= 1, got {max_pending}")
+    return max_pending
 
 
 def check_burst(burst: object) -> int:

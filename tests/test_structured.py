@@ -1,0 +1,539 @@
+"""The structured API: start_soon, call, submit, map and statistics, on asyncio and trio."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from helpers import Recorder, rate_contract_holds
+
+from werkpool import (
+    FutureCancelled,
+    PoolClosedError,
+    PoolFullError,
+    PoolStatistics,
+    WorkerPool,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
+pytestmark = pytest.mark.anyio
+
+
+class Boom(Exception):
+    pass
+
+
+def approx(value: float) -> object:
+    return pytest.approx(value, abs=1e-6)
+
+
+async def echo(value: object) -> object:
+    return value
+
+
+async def sleep_echo(delay: float, value: object) -> object:
+    await anyio.sleep(delay)
+    return value
+
+
+async def fail_after_sleep(delay: float, message: str) -> None:
+    await anyio.sleep(delay)
+    raise Boom(message)
+
+
+def assert_idle(pool: WorkerPool) -> None:
+    """No job running or waiting, no slot lent, the counters add up."""
+    stats = pool.statistics()
+    assert stats.running == 0
+    assert stats.queued == 0
+    assert stats.backoff == 0
+    assert stats.borrowed_tokens == 0
+    finished = stats.completed + stats.failed + stats.cancelled
+    assert stats.submitted == finished
+
+
+# -- start_soon ----------------------------------------------------------------------------------
+
+
+class TestStartSoon:
+    async def test_runs_under_the_limits_and_returns_a_handle(self) -> None:
+        """start_soon returns at once; the handle has the result; size holds."""
+        rec = Recorder(limit=2)
+        async with WorkerPool(size=2) as pool:
+            handles = [pool.start_soon(rec.job, i, 1.0) for i in range(6)]
+            assert not handles[0].done()
+        assert [await h for h in handles] == list(range(6))
+        assert rec.peak == 2
+
+    async def test_lone_failure_propagates_unwrapped_and_cancels_the_rest(self) -> None:
+        """A failed start_soon job cancels the pool's other work and leaves as it was raised."""
+        body_reached_end = False
+        with pytest.raises(Boom, match=r"^first$") as info:
+            async with WorkerPool(size=2) as pool:
+                pool.start_soon(fail_after_sleep, 1.0, "first")
+                other = pool.run(anyio.sleep, 100)
+                queued = pool.run(anyio.sleep, 100)
+                await anyio.sleep(50)
+                body_reached_end = True
+        assert not isinstance(info.value, ExceptionGroup)
+        assert not body_reached_end  # the body is cancelled, as a task group's host would be
+        assert other.cancelled()
+        assert queued.cancelled()
+
+    async def test_simultaneous_failures_are_grouped(self) -> None:
+        """Several start_soon failures at the same moment come out in one ExceptionGroup."""
+
+        async def fails_regardless(message: str) -> None:
+            with anyio.CancelScope(shield=True):  # the first failure cannot cancel the second
+                await anyio.sleep(1.0)
+            raise Boom(message)
+
+        with pytest.raises(ExceptionGroup) as info:
+            async with WorkerPool() as pool:
+                pool.start_soon(fails_regardless, "a")
+                pool.start_soon(fails_regardless, "b")
+        assert sorted(str(e) for e in info.value.exceptions) == ["a", "b"]
+
+    async def test_failure_after_retries_only(self) -> None:
+        """A start_soon job that succeeds on a retry does not fail the pool."""
+        attempts: list[int] = []
+
+        async def flaky() -> str:
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise Boom
+            return "ok"
+
+        async with WorkerPool() as pool:
+            handle = pool.start_soon(flaky, retries=2, backoff=lambda n: 0.5)
+        assert await handle == "ok"
+        assert len(attempts) == 3
+
+    async def test_from_inside_a_job_crawler(self) -> None:
+        """A job may start_soon more jobs (a crawler); the pool waits for them all."""
+        seen: list[str] = []
+        links = {"/": ["/a", "/b"], "/a": ["/a/1"], "/b": [], "/a/1": []}
+
+        async def crawl(url: str) -> None:
+            seen.append(url)
+            await anyio.sleep(1)
+            for link in links[url]:
+                pool.start_soon(crawl, link)
+
+        async with WorkerPool(size=2) as pool:
+            pool.start_soon(crawl, "/")
+        assert sorted(seen) == ["/", "/a", "/a/1", "/b"]
+        assert_idle(pool)
+
+    async def test_cancelled_handle_is_not_a_failure(self) -> None:
+        """Cancelling a start_soon handle cancels the job without failing the pool."""
+        async with WorkerPool() as pool:
+            handle = pool.start_soon(anyio.sleep, 10)
+            await anyio.sleep(1)
+            handle.cancel()
+            assert await pool.call(echo, "still fine") == "still fine"
+        assert handle.cancelled()
+
+
+# -- call ----------------------------------------------------------------------------------------
+
+
+class TestCall:
+    async def test_returns_the_result(self) -> None:
+        """call() runs the job under the limits and returns its result."""
+        async with WorkerPool(size=1) as pool:
+            assert await pool.call(sleep_echo, 1.0, "x") == "x"
+
+    async def test_error_goes_to_the_caller_not_the_pool(self) -> None:
+        """A failing call raises in the caller; the pool carries on."""
+        async with WorkerPool() as pool:
+            with pytest.raises(Boom, match=r"^for the caller$"):
+                await pool.call(fail_after_sleep, 0.5, "for the caller")
+            assert await pool.call(echo, 1) == 1
+
+    async def test_cancelling_the_caller_frees_the_slot_before_returning(self) -> None:
+        """A cancelled call returns only once its job stopped and its slot is free."""
+        stopped_at: list[float] = []
+        cancelled = anyio.get_cancelled_exc_class()
+
+        async def slow_cleanup() -> None:
+            try:
+                await anyio.sleep(100)
+            except cancelled:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(2)  # awaited cleanup: the slot stays taken meanwhile
+                stopped_at.append(anyio.current_time())
+                raise
+
+        async with WorkerPool(size=1) as pool:
+            t0 = anyio.current_time()
+            with anyio.move_on_after(1):
+                await pool.call(slow_cleanup)
+            assert anyio.current_time() - t0 == approx(3.0)
+            assert stopped_at == [approx(t0 + 3.0)]
+            assert_idle(pool)
+
+    async def test_queued_call_cancelled_never_starts(self) -> None:
+        """A call cancelled while its job waits for a slot never runs it."""
+        rec = Recorder()
+        async with WorkerPool(size=1) as pool:
+            pool.run(anyio.sleep, 5)
+            with anyio.move_on_after(1):
+                await pool.call(rec.job, "never")
+            await anyio.sleep(10)
+            assert rec.order == []
+            assert_idle(pool)
+
+    async def test_call_waits_behind_run_fifo(self) -> None:
+        """One FIFO line: a call waits behind jobs queued earlier by run() and map()."""
+        rec = Recorder(limit=1)
+        async with WorkerPool(size=1) as pool:
+            pool.run(rec.job, "run-1", 1.0)
+            pool.run(rec.job, "run-2", 1.0)
+            await pool.call(rec.job, "call", 1.0)
+            assert rec.order == ["run-1", "run-2", "call"]
+
+    async def test_killed_pool_cancels_a_waiting_call(self) -> None:
+        """kill() while a call waits makes the call raise FutureCancelled."""
+        async with WorkerPool() as pool:
+
+            async def killer() -> None:
+                await anyio.sleep(1)
+                await pool.kill()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(killer)
+                with pytest.raises(FutureCancelled):
+                    await pool.call(anyio.sleep, 100)
+
+
+# -- submit and max_pending ----------------------------------------------------------------------
+
+
+class TestSubmit:
+    async def test_submit_without_max_pending_returns_at_once(self) -> None:
+        """submit() returns the future right away when there is no max_pending."""
+        async with WorkerPool(size=1) as pool:
+            t0 = anyio.current_time()
+            futures = [await pool.submit(sleep_echo, 1.0, i) for i in range(3)]
+            assert anyio.current_time() == t0
+            assert [await f for f in futures] == [0, 1, 2]
+
+    async def test_submit_waits_for_room(self) -> None:
+        """With max_pending=2 a producer is held while two jobs wait to start."""
+        times: list[float] = []
+        async with WorkerPool(size=1, max_pending=2) as pool:
+            t0 = anyio.current_time()
+            for i in range(6):
+                await pool.submit(sleep_echo, 1.0, i)
+                times.append(anyio.current_time() - t0)
+                assert pool.statistics().queued <= 2
+        # Jobs 0, 1, 2 are accepted at once (0 starts, 1 and 2 wait); then one per second.
+        assert times == [0.0, 0.0, 0.0, approx(1.0), approx(2.0), approx(3.0)]
+
+    async def test_run_with_a_full_queue_raises(self) -> None:
+        """run() refuses instead of growing the queue past max_pending."""
+        async with WorkerPool(size=1, max_pending=1) as pool:
+            pool.run(anyio.sleep, 1)
+            await anyio.sleep(0.01)  # it starts: no longer waiting
+            pool.run(anyio.sleep, 1)
+            with pytest.raises(PoolFullError, match=r"max_pending=1"):
+                pool.run(anyio.sleep, 1)
+            await anyio.sleep(1.5)
+            pool.run(anyio.sleep, 1)  # room again
+
+    async def test_waiters_get_room_in_order(self) -> None:
+        """Producers waiting in submit() are served first come, first served."""
+        order: list[int] = []
+        async with WorkerPool(size=1, max_pending=1) as pool:
+            pool.run(anyio.sleep, 1)
+            await anyio.sleep(0.01)
+            pool.run(anyio.sleep, 1)
+
+            async def producer(i: int) -> None:
+                await pool.submit(echo, i)
+                order.append(i)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(4):
+                    tg.start_soon(producer, i)
+                    await anyio.sleep(0.01)
+        assert order == [0, 1, 2, 3]
+
+    async def test_cancelled_submit_leaves_nothing_behind(self) -> None:
+        """A producer cancelled while waiting for room submits nothing."""
+        async with WorkerPool(size=1, max_pending=1) as pool:
+            pool.run(anyio.sleep, 5)
+            await anyio.sleep(0.01)
+            pool.run(anyio.sleep, 5)
+            with anyio.move_on_after(1):
+                await pool.submit(echo, "never")
+            assert pool.statistics().submitted == 2
+            assert pool._space_reserved == 0
+
+    async def test_shutdown_wakes_waiting_producers_with_an_error(self) -> None:
+        """A producer waiting for room gets PoolClosedError when the pool shuts down."""
+        async with WorkerPool(size=1, max_pending=1) as pool:
+            pool.run(anyio.sleep, 5)
+            await anyio.sleep(0.01)
+            pool.run(anyio.sleep, 5)
+
+            async def late_producer() -> None:
+                with pytest.raises(PoolClosedError):
+                    await pool.submit(echo, 1)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(late_producer)
+                await anyio.sleep(1)
+                await pool.shutdown()
+
+    async def test_max_pending_is_validated(self) -> None:
+        """max_pending is None or an int >= 1."""
+        with pytest.raises(ValueError, match=r"^max_pending must be None or an int >= 1, got 0$"):
+            WorkerPool(max_pending=0)
+        with pytest.raises(TypeError, match=r"^max_pending must be None or an int >= 1, not"):
+            WorkerPool(max_pending=2.5)  # type: ignore[arg-type]
+
+
+# -- map -----------------------------------------------------------------------------------------
+
+
+async def numbers(limit: int | None = None) -> AsyncIterator[int]:
+    i = 0
+    while limit is None or i < limit:
+        yield i
+        i += 1
+
+
+async def square(x: int) -> int:
+    await anyio.sleep(0.1)
+    return x * x
+
+
+class TestMap:
+    @pytest.mark.parametrize("source", ["list", "generator", "async"])
+    async def test_ordered_results(self, source: str) -> None:
+        """map yields results in input order for lists, generators and async iterables."""
+        items = {
+            "list": list(range(20)),
+            "generator": (i for i in range(20)),
+            "async": numbers(20),
+        }[source]
+        async with WorkerPool(size=4) as pool:
+            results = [r async for r in pool.map(square, items)]
+        assert results == [i * i for i in range(20)]
+
+    async def test_unordered_yields_in_completion_order(self) -> None:
+        """ordered=False yields each result as soon as it is ready."""
+
+        async def wait_for(delay: float) -> float:
+            await anyio.sleep(delay)
+            return delay
+
+        async with WorkerPool() as pool:
+            results = [r async for r in pool.map(wait_for, [3.0, 1.0, 2.0], ordered=False)]
+        assert results == [1.0, 2.0, 3.0]
+
+    async def test_infinite_async_input_stays_bounded(self) -> None:
+        """Over an endless async generator with size=3, records stay within the window."""
+        pulled = 0
+
+        async def endless() -> AsyncIterator[int]:
+            nonlocal pulled
+            i = 0
+            while True:
+                pulled += 1
+                yield i
+                i += 1
+
+        async with WorkerPool(size=3) as pool:
+            async with pool.map(square, endless()) as results:
+                count = 0
+                async for value in results:
+                    assert value == count * count
+                    count += 1
+                    stats = pool.statistics()
+                    # in flight = submitted - yielded: never more than the window (2 * size)
+                    assert stats.submitted - count <= 6
+                    assert pulled - count <= 7
+                    if count == 1000:
+                        break
+            assert_idle(pool)
+
+    async def test_memory_bound_with_a_long_sync_input(self) -> None:
+        """A map over 10^5 items never holds more than the window of records at once."""
+        peak = 0
+        async with WorkerPool(size=5) as pool:
+            results = pool.map(echo, range(100_000))
+            count = 0
+            async for _ in results:
+                count += 1
+                peak = max(peak, len(results._in_flight))
+        assert count == 100_000
+        assert peak <= 10
+
+    async def test_first_error_stops_the_map_and_cancels_in_flight(self) -> None:
+        """Without return_exceptions the first error is raised and the other jobs cancelled."""
+
+        async def fail_on_3(x: int) -> int:
+            await anyio.sleep(1 if x == 3 else 10)
+            if x == 3:
+                raise Boom("3")
+            return x
+
+        async with WorkerPool(size=5) as pool:
+            with pytest.raises(Boom, match=r"^3$"):
+                async for _ in pool.map(fail_on_3, range(10), ordered=False):
+                    pass
+            assert_idle(pool)
+            assert pool.statistics().cancelled == 9  # 4 running and 5 queued
+
+    async def test_return_exceptions_yields_errors_in_place(self) -> None:
+        """With return_exceptions=True a failed item yields its exception and the map goes on."""
+
+        async def odd_fails(x: int) -> int:
+            if x % 2:
+                raise Boom(x)
+            return x
+
+        async with WorkerPool(size=2) as pool:
+            results = [r async for r in pool.map(odd_fails, range(6), return_exceptions=True)]
+        assert [r if isinstance(r, int) else ("boom", r.args[0]) for r in results] == [
+            0,
+            ("boom", 1),
+            2,
+            ("boom", 3),
+            4,
+            ("boom", 5),
+        ]
+
+    async def test_break_then_close_cancels_in_flight(self) -> None:
+        """Leaving an 'async with pool.map()' early cancels its jobs and frees their slots."""
+        async with WorkerPool(size=3) as pool:
+            async with pool.map(sleep_echo_1, range(100)) as results:
+                async for value in results:
+                    if value == 2:
+                        break
+            assert_idle(pool)
+            assert pool.statistics().completed == 3
+
+    async def test_cancelled_loop_leaves_nothing_running(self) -> None:
+        """Cancelling the scope around a map loop cancels its jobs before the scope exits."""
+        async with WorkerPool(size=3) as pool:
+            with anyio.move_on_after(2.5):
+                async for _ in pool.map(sleep_echo_1, numbers()):
+                    pass
+            assert_idle(pool)
+
+    async def test_input_error_after_results(self) -> None:
+        """An error from the input is raised after the results of the items before it."""
+
+        def items() -> object:
+            yield 1
+            yield 2
+            raise Boom("input broke")
+
+        got: list[object] = []
+        async with WorkerPool(size=2) as pool:
+            with pytest.raises(Boom, match=r"^input broke$"):
+                async for value in pool.map(echo, items()):  # type: ignore[arg-type]
+                    got.append(value)  # noqa: PERF401 - collects up to the error
+        assert got == [1, 2]
+
+    async def test_map_respects_the_rate_and_fifo_with_run(self) -> None:
+        """map and run share one line and one rate limit."""
+        rec = Recorder()
+        async with WorkerPool(rate=10) as pool:
+            pool.run(rec.job, "run-first")
+            results = [r async for r in pool.map(rec.job, ["m0", "m1", "m2"])]
+            pool.run(rec.job, "run-last")
+        assert results == ["m0", "m1", "m2"]
+        assert rec.order == ["run-first", "m0", "m1", "m2", "run-last"]
+        assert rate_contract_holds(rec.starts, 10, 1)
+
+    async def test_map_open_at_pool_exit_is_closed(self) -> None:
+        """A map left open when the pool exits has its jobs cancelled and then raises."""
+        async with WorkerPool(size=2) as pool:
+            results = pool.map(sleep_echo_1, range(10))
+            async for value in results:
+                if value == 1:
+                    break
+        assert_idle(pool)
+        with pytest.raises(PoolClosedError, match=r"closed, and its jobs cancelled"):
+            await results.__anext__()
+
+    async def test_map_on_unscoped_pool(self) -> None:
+        """map works on a pool used without async with, from an async source too."""
+        pool = WorkerPool(size=2)
+        assert [r async for r in pool.map(square, numbers(5))] == [0, 1, 4, 9, 16]
+        await pool.shutdown()
+
+
+async def sleep_echo_1(value: int) -> int:
+    await anyio.sleep(1)
+    return value
+
+
+# -- one line, one set of limits -----------------------------------------------------------------
+
+
+class TestAllEntryPoints:
+    async def test_fifo_and_size_across_all_five(self) -> None:
+        """run, submit, start_soon, call and map share one FIFO line and one size limit."""
+        rec = Recorder(limit=1)
+        async with WorkerPool(size=1) as pool:
+            pool.run(rec.job, "run", 1.0)
+            await pool.submit(rec.job, "submit", 1.0)
+            pool.start_soon(rec.job, "start_soon", 1.0)
+            results = pool.map(rec.job, ["map"])
+            first = await results.__anext__()  # queues "map" behind the three above
+            assert first == "map"
+            await pool.call(rec.job, "call", 1.0)
+            await results.aclose()
+        assert rec.order == ["run", "submit", "start_soon", "map", "call"]
+        assert rec.peak == 1
+
+
+# -- statistics ----------------------------------------------------------------------------------
+
+
+class TestStatistics:
+    async def test_snapshot_adds_up(self) -> None:
+        """statistics() counts queued, running, backoff, outcomes, attempts and retries."""
+        async with WorkerPool(size=2, rate=100, burst=2, max_pending=50) as pool:
+            ok = [pool.run(sleep_echo, 1.0, i) for i in range(3)]
+            bad = pool.run(fail_after_sleep, 0.5, "x", retries=1, backoff=lambda n: 5)
+            await anyio.sleep(0.75)
+            stats = pool.statistics()
+            assert isinstance(stats, PoolStatistics)
+            assert (stats.size, stats.rate, stats.burst, stats.max_pending) == (2, 100.0, 2, 50)
+            assert (stats.running, stats.queued, stats.backoff) == (2, 2, 0)
+            await anyio.sleep(1.0)
+            stats = pool.statistics()
+            assert (stats.completed, stats.backoff) == (2, 1)
+            cancelled = pool.run(anyio.sleep, 1)
+            cancelled.cancel()
+            for future in ok:
+                await future
+            with pytest.raises(Boom):
+                await bad
+        stats = pool.statistics()
+        assert stats.submitted == 5
+        assert (stats.completed, stats.failed, stats.cancelled) == (3, 1, 1)
+        assert (stats.attempts, stats.retries) == (5, 1)
+        assert_idle(pool)
+
+    async def test_repr_is_short_and_live(self) -> None:
+        """The pool's repr names its state and live counts."""
+        async with WorkerPool(size=1) as pool:
+            pool.run(anyio.sleep, 1)
+            pool.run(anyio.sleep, 1)
+            await anyio.sleep(0.01)
+            assert "queued=1 running=1" in repr(pool)

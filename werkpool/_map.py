@@ -1,0 +1,259 @@
+"""MapIterator: the lazily fed, bounded stream of results behind :meth:`WorkerPool.map`."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+import anyio
+
+from ._exceptions import PoolClosedError
+from ._futures import Future
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._pool import WorkerPool
+    from ._retry import JobOptions
+    from ._scheduler import Job
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["MapIterator"]
+
+T = TypeVar("T")
+
+
+@final
+class MapIterator(Generic[T], AsyncIterator[T]):
+    """
+    The results of :meth:`WorkerPool.map`: an async iterator, and an async context manager that
+    closes it on exit.
+
+    Closing (``aclose()``, leaving ``async with``, or an error or cancellation while iterating)
+    stops reading the input, cancels the map's jobs that have not finished, and waits until none
+    of their code runs any more.
+
+    .. versionadded:: 0.3
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        func: Callable[[Any], Awaitable[T]],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        options: JobOptions,
+        ordered: bool,
+        return_exceptions: bool,
+        window: int,
+    ) -> None:
+        self._pool = pool
+        self._func = func
+        self._options = options
+        self._ordered = ordered
+        self._return_exceptions = return_exceptions
+        self._window = window
+        self._sync_source: Iterator[Any] | None = None
+        self._async_source: AsyncIterable[Any] | None = None
+        if isinstance(iterable, AsyncIterable):
+            self._async_source = iterable
+        else:
+            self._sync_source = iter(iterable)
+        # Submitted and not yet yielded, in submission order (a dict: O(1) removal anywhere).
+        self._in_flight: dict[Future[T], None] = {}
+        self._completed: deque[Future[T]] = deque()  # unordered: finished, in completion order
+        self._unsettled = 0  # jobs whose code may still run
+        self._exhausted = False
+        self._source_error: BaseException | None = None
+        self._closed = False
+        self._closed_by_pool = False
+        self._feeder_started = False
+        self._feeder_scope = anyio.CancelScope()
+        self._changed: anyio.Event | None = None  # the consumer waits for a result
+        self._room: anyio.Event | None = None  # the feeder waits for room in the window
+        self._all_settled: anyio.Event | None = None
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def _submit(self, item: Any) -> None:
+        pool = self._pool
+        sched = pool._accepting()
+        future: Future[T] = Future()
+        pool._enqueue(sched, self._func, (item,), self._options, future, self)
+        self._in_flight[future] = None
+        self._unsettled += 1
+
+    def _top_up(self) -> None:
+        """Read the sync input until the window is full (no task needed for a sync source)."""
+        source = self._sync_source
+        assert source is not None
+        while not self._exhausted and len(self._in_flight) < self._window:
+            try:
+                item = next(source)
+            except StopIteration:
+                self._exhausted = True
+                return
+            except Exception as exc:
+                self._stop_reading(exc)
+                return
+            try:
+                self._submit(item)
+            except Exception as exc:
+                self._stop_reading(exc)
+
+    def _stop_reading(self, error: BaseException) -> None:
+        """The input (or the pool) failed: yield what is in flight, then raise *error*."""
+        self._exhausted = True
+        self._source_error = error
+
+    async def _feed(self) -> None:
+        assert self._async_source is not None
+        source = self._async_source.__aiter__()
+        try:
+            with self._feeder_scope:
+                async for item in source:
+                    while len(self._in_flight) >= self._window and not self._closed:
+                        self._room = anyio.Event()
+                        await self._room.wait()
+                    if self._closed:
+                        break
+                    self._submit(item)
+                    self._signal()
+        except Exception as exc:
+            self._stop_reading(exc)
+        finally:
+            self._exhausted = True
+            self._signal()
+            # We stopped iterating it: let an async generator run its cleanup now, not at GC.
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+    async def _start_feeder(self) -> None:
+        self._feeder_started = True
+        pool = self._pool
+        started = pool._started
+        if pool._tg is None and started is not None and not started.is_set():
+            await started.wait()  # an unscoped pool whose background task is starting
+        tg = pool._tg
+        if tg is None:
+            raise PoolClosedError("this WorkerPool no longer accepts jobs: the pool has exited")
+        tg.start_soon(self._feed, name="werkpool map feeder")
+
+    def _signal(self) -> None:
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    def job_settled(self, job: Job) -> None:
+        """Called by the pool when one of this map's jobs is over."""
+        self._unsettled -= 1
+        if not self._ordered and job.future in self._in_flight:
+            self._completed.append(job.future)
+        self._signal()
+        if self._unsettled == 0 and self._all_settled is not None:
+            self._all_settled.set()
+
+    # -- iterating ------------------------------------------------------------------------------
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def _next_ready(self) -> Future[T] | None:
+        if self._ordered:
+            for future in self._in_flight:
+                return future if future.done() else None
+            return None
+        return self._completed.popleft() if self._completed else None
+
+    async def __anext__(self) -> T:
+        if self._closed:
+            if self._closed_by_pool:
+                raise PoolClosedError(
+                    "this map was closed, and its jobs cancelled, when its pool exited or was "
+                    "killed: iterate a map inside the pool's 'async with' block"
+                )
+            raise StopAsyncIteration
+        try:
+            if self._sync_source is not None:
+                self._top_up()
+            elif not self._feeder_started:
+                await self._start_feeder()
+            while True:
+                future = self._next_ready()
+                if future is not None:
+                    break
+                if self._exhausted and not self._in_flight:
+                    self._close_nowait()
+                    if self._source_error is not None:
+                        raise self._source_error
+                    raise StopAsyncIteration
+                self._changed = anyio.Event()
+                await self._changed.wait()
+            del self._in_flight[future]
+            if self._room is not None:
+                self._room.set()
+                self._room = None
+            if future.cancelled():
+                self._closed_by_pool = True  # only kill() or the pool's exit cancel map jobs
+                raise PoolClosedError("this map's job was cancelled: its pool was killed")
+            error = future.exception()
+            if error is None:
+                return future.result()
+            if self._return_exceptions:
+                return error  # type: ignore[return-value]
+            raise error
+        except StopAsyncIteration:
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def _close_nowait(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._feeder_scope.cancel()
+        in_flight = list(self._in_flight)
+        self._in_flight.clear()
+        self._completed.clear()
+        for future in in_flight:
+            future.cancel()
+        if self._room is not None:
+            self._room.set()
+        self._pool._maps.discard(self)
+
+    def _close_by_pool(self) -> None:
+        """The pool exits or is killed while this map is open."""
+        if not (self._exhausted and not self._in_flight):
+            self._closed_by_pool = True
+        self._close_nowait()
+
+    async def aclose(self) -> None:
+        """Stop the map: cancel its unfinished jobs and wait until none of their code runs."""
+        self._close_nowait()
+        if self._unsettled:
+            self._all_settled = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self._all_settled.wait()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<werkpool.MapIterator {state} in_flight={len(self._in_flight)}>"
