@@ -151,6 +151,8 @@ class WorkerPool:
     :param size: the most attempts that may execute at once (``None``: no limit)
     :param rate: the most attempt starts per second (``None``: no limit)
     :param burst: how many starts may go back to back after a pause (default 1)
+    :param max_pending: how many jobs may wait to start before :meth:`run` raises
+        :exc:`werkpool.PoolFullError` and :meth:`submit` waits (``None``: no bound)
 
     **Rate contract.** In any half-open window of length ``W`` seconds, at most
     ``ceil(W * rate) + burst - 1`` attempts start. With the default ``burst=1`` starts are spaced
@@ -1145,7 +1147,11 @@ class WorkerPool:
 
 
 def worker_pool(
-    size: int | None = None, rate: float | None = None, *, burst: int = 1
+    size: int | None = None,
+    rate: float | None = None,
+    *,
+    burst: int = 1,
+    max_pending: int | None = None,
 ) -> WorkerPool:
     """
     Return a :class:`WorkerPool` to use as ``async with worker_pool(size=..., rate=...) as pool:``.
@@ -1154,4 +1160,4 @@ def worker_pool(
 
     .. versionadded:: 0.3
     """
-    return WorkerPool(size, rate, burst=burst)
+    return WorkerPool(size, rate, burst=burst, max_pending=max_pending)
