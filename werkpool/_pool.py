@@ -19,7 +19,7 @@ from ._futures import AsyncioFuture, Future, JobFuture
 from ._limits import ConcurrencyLimit, Limit, RateLimit
 from ._map import MapIterator
 from ._retry import JobOptions, default_backoff, next_delay
-from ._scheduler import BACKOFF, QUEUED, RUNNING, Job, JobOwner, Scheduler
+from ._scheduler import BACKOFF, DONE, QUEUED, RUNNING, Job, JobOwner, Scheduler
 from ._statistics import PoolStatistics
 from ._validate import (
     check_backoff,
@@ -714,7 +714,40 @@ class WorkerPool:
     async def _work(self, worker: _Worker, scope: anyio.CancelScope, sched: Scheduler) -> bool:
         """Run jobs until the worker should exit (True) or its scope was cancelled (False)."""
         streak = 0
+        queue = sched._queue
+        limiter = self._limiter
+        simple = sched.simple
         while True:
+            if simple and not sched.delayed and not sched._retry_ready:
+                # The fast path (no clock-based limit, no retry in play): pop the head in line,
+                # skipping cancelled records, and take a token without a checkpoint. The same
+                # state changes as Scheduler.poll(), inlined: this runs once per job.
+                job = None
+                while queue:
+                    candidate = queue.popleft()
+                    if candidate.state == QUEUED:
+                        job = candidate
+                        break
+                if job is not None:
+                    if limiter is not None:
+                        limiter.acquire_on_behalf_of_nowait(job)
+                    job.state = RUNNING
+                    job.attempts = 1
+                    sched.queued -= 1
+                    sched.running += 1
+                    sched.attempts += 1
+                    if queue and not self._waking:
+                        self._kick(None)  # more may start: someone must look while we run
+                    if self._space_waiters:
+                        self._give_room()
+                    await self._attempt(job, worker, scope)
+                    if scope.cancel_called:
+                        return False
+                    streak += 1
+                    if streak == _FAIRNESS_BATCH:
+                        streak = 0
+                        await checkpoint()
+                    continue
             # Read the clock only when some limit or backoff depends on it: it costs per job.
             admitted = sched.poll(anyio.current_time() if sched.timed or sched.delayed else 0.0)
             if type(admitted) is Job:
@@ -790,14 +823,29 @@ class WorkerPool:
                 # It returned at or after its deadline: that is a timeout, on every backend alike.
                 self._attempt_failed(job, None, scope, deadline)
                 return
-        sched.end_attempt(job)
+        # Scheduler.end_attempt() and completed_job(), then _settled(), inlined: once per job.
+        if sched.simple:
+            if self._limiter is not None:
+                self._limiter.release_on_behalf_of(job)
+            sched.running -= 1
+            job.worker = None
+        else:
+            sched.end_attempt(job)
         future = job.future
         if future.done():  # cancelled while running, yet the job returned: keep the cancellation
             sched.cancelled_job(job)
         else:
-            sched.completed_job(job)
+            job.state = DONE
+            sched.completed += 1
             future.set_result(result)
-        self._settled(job)
+        future._werkpool_job = None
+        future._werkpool_pool = None
+        owner = job.owner
+        if owner is not None:
+            job.owner = None
+            owner.job_settled(job)
+        if self._state >= _CLOSING and sched.pending == 0:
+            self._set_drained()
 
     def _not_awaitable(self, job: Job, value: object) -> None:
         error = TypeError(
