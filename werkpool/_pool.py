@@ -581,9 +581,18 @@ class WorkerPool:
             or sched is None
             or (not self._space_waiters and sched.queued + self._space_reserved < limit)
         ):
-            await checkpoint()
+            # Reserve the room before the checkpoint, so producers that pass here in the same
+            # tick cannot overfill the queue between the check and the submission.
             if limit is not None:
                 self._space_reserved += 1
+            try:
+                await checkpoint()
+            except BaseException:
+                if limit is not None:
+                    self._space_reserved -= 1
+                    if self._space_waiters:
+                        self._give_room()
+                raise
             return
         event = anyio.Event()
         self._space_waiters.append(event)
