@@ -26,6 +26,15 @@ __all__ = [
 ]
 
 
+def _show(value: object) -> str:
+    """repr() for a message, even of an int too long for Python to print."""
+    try:
+        return repr(value)
+    except ValueError:  # int max str digits
+        assert isinstance(value, int)
+        return f"an int of {value.bit_length()} bits"
+
+
 def _type_name(value: object) -> str:
     return type(value).__name__
 
@@ -42,7 +51,7 @@ def _to_float(value: object, name: str, rule: str) -> float:
     try:
         return float(value)  # type: ignore[arg-type]
     except OverflowError:  # an int too large for a float: a bad value, not a crash
-        raise ValueError(f"{name} must be {rule}, got {value!r}") from None
+        raise ValueError(f"{name} must be {rule}, got {_show(value)}") from None
 
 
 def check_size(size: object) -> int | None:
@@ -52,7 +61,7 @@ def check_size(size: object) -> int | None:
         raise TypeError(f"size must be None or an int >= 1, not {_type_name(size)}")
     assert isinstance(size, int)
     if size < 1:
-        raise ValueError(f"size must be None or an int >= 1, got {size}")
+        raise ValueError(f"size must be None or an int >= 1, got {_show(size)}")
     return size
 
 
@@ -63,7 +72,7 @@ def check_rate(rate: object) -> float | None:
         raise TypeError(f"rate must be None or a finite number > 0, not {_type_name(rate)}")
     value = _to_float(rate, "rate", "None or a finite number > 0")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"rate must be None or a finite number > 0, got {rate!r}")
+        raise ValueError(f"rate must be None or a finite number > 0, got {_show(rate)}")
     return value
 
 
@@ -74,7 +83,7 @@ def check_max_pending(max_pending: object) -> int | None:
         raise TypeError(f"max_pending must be None or an int >= 1, not {_type_name(max_pending)}")
     assert isinstance(max_pending, int)
     if max_pending < 1:
-        raise ValueError(f"max_pending must be None or an int >= 1, got {max_pending}")
+        raise ValueError(f"max_pending must be None or an int >= 1, got {_show(max_pending)}")
     return max_pending
 
 
@@ -83,7 +92,7 @@ def check_burst(burst: object) -> int:
         raise TypeError(f"burst must be an int >= 1, not {_type_name(burst)}")
     assert isinstance(burst, int)
     if burst < 1:
-        raise ValueError(f"burst must be an int >= 1, got {burst}")
+        raise ValueError(f"burst must be an int >= 1, got {_show(burst)}")
     return burst
 
 
@@ -97,7 +106,7 @@ def check_timeout(timeout: object) -> float | None:
     value = _to_float(timeout, "timeout", "None or a finite number of seconds >= 0")
     if not math.isfinite(value) or value < 0:
         raise ValueError(
-            f"timeout must be None or a finite number of seconds >= 0, got {timeout!r}"
+            f"timeout must be None or a finite number of seconds >= 0, got {_show(timeout)}"
         )
     return value
 
@@ -107,7 +116,7 @@ def check_retries(retries: object) -> int:
         raise TypeError(f"retries must be an int >= 0, not {_type_name(retries)}")
     assert isinstance(retries, int)
     if retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {retries}")
+        raise ValueError(f"retries must be an int >= 0, got {_show(retries)}")
     return retries
 
 
