@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import importlib.util
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,35 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
 
         return name, {"clock": trio.testing.MockClock(autojump_threshold=0)}
     return name, {"loop_factory": _new_looptime_loop}
+
+
+def _backport_looptime_issue_35() -> None:
+    """Give looptime 0.7 (the last release for Python 3.10) the fix of looptime 0.9.
+
+    looptime moves its integer clock by ``round(timeout / tick)``; a timer less than half a tick
+    away moves it by 0 ticks while asyncio keeps finding the timer not quite due, so a deadline
+    that is not a whole number of ticks (a backoff of 2.123456789123 s, say) never arrives and
+    the loop spins (looptime issue #35). 0.9 adds one tick to such sub-tick waits; so do we.
+    """
+    from looptime._internal.loops import LoopTimeEventLoop
+
+    if not importlib.metadata.version("looptime").startswith("0.7"):
+        return
+    original = LoopTimeEventLoop._LoopTimeEventLoop__sync  # type: ignore[attr-defined]
+
+    def sync(
+        self: Any, timeout: float | None, step: int | None = None, end: int | None = None
+    ) -> tuple[float | None, int, bool]:
+        new_timeout, real_step, overtime = original(self, timeout, step, end)
+        tick = self._LoopTimeEventLoop__int2time(1)
+        if not overtime and real_step is not None and timeout is not None and 0 < timeout < tick:
+            real_step += 1
+        return new_timeout, real_step, overtime
+
+    LoopTimeEventLoop._LoopTimeEventLoop__sync = sync  # type: ignore[attr-defined]
+
+
+_backport_looptime_issue_35()
 
 
 def _new_looptime_loop() -> asyncio.AbstractEventLoop:

@@ -189,7 +189,7 @@ class Scheduler:
 
     def _release_due(self, now: float) -> None:
         delayed = self.delayed
-        while delayed and delayed[0][0] <= now:
+        while delayed and delayed[0][0] <= now + TICK:
             due, seq, job = heappop(delayed)
             if job.state == BACKOFF:
                 job.state = QUEUED
@@ -213,7 +213,7 @@ class Scheduler:
         poll again: finite for the clock (a rate slot or the end of a backoff), ``inf`` when only
         the end of a running attempt, or a new job, can change the answer.
         """
-        if self.delayed and self.delayed[0][0] <= now:
+        if self.delayed and self.delayed[0][0] <= now + TICK:  # a timer may fire a tick early
             self._release_due(now)
         job = self._head()
         if job is None:
