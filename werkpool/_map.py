@@ -170,7 +170,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             return None
         return self._completed.popleft() if self._completed else None
 
-    async def __anext__(self) -> T:
+    def _raise_if_closed(self) -> None:
         if self._closed:
             if self._closed_by_pool:
                 raise PoolClosedError(
@@ -178,6 +178,9 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                     "killed: iterate a map inside the pool's 'async with' block"
                 )
             raise StopAsyncIteration
+
+    async def __anext__(self) -> T:
+        self._raise_if_closed()
         try:
             if self._sync_source is not None:
                 self._top_up()
@@ -194,6 +197,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                     raise StopAsyncIteration
                 self._changed = anyio.Event()
                 await self._changed.wait()
+                self._raise_if_closed()  # the pool closed it meanwhile
             del self._in_flight[future]
             if self._room is not None:
                 self._room.set()
@@ -227,6 +231,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             future.cancel()
         if self._room is not None:
             self._room.set()
+        self._signal()  # a consumer waiting for a result must see the map closed
         self._pool._maps.discard(self)
 
     def _close_by_pool(self) -> None:

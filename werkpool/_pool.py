@@ -8,8 +8,9 @@ import math
 import sys
 import threading
 from collections import deque
+from contextvars import ContextVar
 from types import CoroutineType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar, final
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -94,14 +95,19 @@ class _CallOwner:
         self.settled.set()
 
 
+#: The pool whose job code the current task runs (set in each worker task; inherited by the
+#: tasks a job starts), so that a job may still submit while its pool drains.
+_running_in: ContextVar[WorkerPool | None] = ContextVar("werkpool_running_in", default=None)
+
+
 @final
 class _Worker:
-    __slots__ = ("event", "scope", "task_id")
+    __slots__ = ("event", "job", "scope")
 
     def __init__(self) -> None:
         self.scope: anyio.CancelScope | None = None
         self.event: anyio.Event | None = None
-        self.task_id = 0
+        self.job: Job | None = None  # the job whose attempt this worker runs now
 
 
 def _options(
@@ -125,6 +131,17 @@ def _options(
         check_retryable(retryable_exceptions),
         check_backoff(backoff),
     )
+
+
+def _reraise_unchanged(error: BaseException) -> NoReturn:
+    """Raise *error* keeping its __cause__ and __context__ (a plain raise in an except block
+    would overwrite __context__ with the exception being handled)."""
+    cause, context, suppress = error.__cause__, error.__context__, error.__suppress_context__
+    try:
+        raise error
+    finally:
+        error.__cause__, error.__context__ = cause, context
+        error.__suppress_context__ = suppress
 
 
 def _detect_backend() -> str:
@@ -207,7 +224,7 @@ class WorkerPool:
         "_thread",
         "_trio_token",
         "_waking",
-        "_worker_tasks",
+        "_workers",
     )
 
     def __init__(
@@ -243,7 +260,7 @@ class WorkerPool:
         self._sleeper: _Worker | None = None
         self._sleeper_deadline = _INF
         self._waking = 0
-        self._worker_tasks: set[int] = set()
+        self._workers: set[_Worker] = set()
         self._drained: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
         self._hosted = False
@@ -627,7 +644,9 @@ class WorkerPool:
         """A start_soon() job failed: cancel everything and let the supervisor raise the error."""
         self._errors.append(error)
         if self._state < _KILLED:
-            self._abort()
+            # Running jobs are cancelled through their scopes only: one that fails at the same
+            # moment still reports its own error (several failures are raised together).
+            self._abort(cancel_running_futures=False)
 
     def _admission_check(self) -> Scheduler:
         """The slow path of :meth:`run` when the pool is not simply open."""
@@ -649,10 +668,8 @@ class WorkerPool:
         raise PoolClosedError(f"this WorkerPool no longer accepts jobs: {reason}")
 
     def _in_worker(self) -> bool:
-        try:
-            return anyio.get_current_task().id in self._worker_tasks
-        except RuntimeError:  # pragma: no cover - no event loop
-            return False
+        """True in this pool's job code, including tasks that a job started."""
+        return _running_in.get() is self
 
     # -- waking and spawning workers --------------------------------------------------------------
 
@@ -701,8 +718,9 @@ class WorkerPool:
         sched = self._sched
         assert sched is not None
         worker = _Worker()
-        worker.task_id = anyio.get_current_task().id
-        self._worker_tasks.add(worker.task_id)
+        self._workers.add(worker)
+        # Marks this task, and the tasks its jobs start, as running this pool's job code.
+        _running_in.set(self)
         self._waking -= 1
         try:
             while True:
@@ -718,7 +736,7 @@ class WorkerPool:
             raise
         finally:
             sched.workers -= 1
-            self._worker_tasks.discard(worker.task_id)
+            self._workers.discard(worker)
 
     async def _work(self, worker: _Worker, scope: anyio.CancelScope, sched: Scheduler) -> bool:
         """Run jobs until the worker should exit (True) or its scope was cancelled (False)."""
@@ -806,6 +824,7 @@ class WorkerPool:
     async def _attempt(self, job: Job, worker: _Worker, scope: anyio.CancelScope) -> None:
         """Run one attempt of *job* in *worker* and settle its outcome."""
         job.worker = worker
+        worker.job = job
         timeout = job.options.timeout
         deadline = _INF
         if timeout is not None:
@@ -821,7 +840,7 @@ class WorkerPool:
             if timeout is not None:
                 scope.deadline = _INF
             self._attempt_failed(job, exc, scope, deadline)
-            if not isinstance(exc, Exception):
+            if not isinstance(exc, Exception) and not self._raised_by_the_job(exc, scope):
                 raise  # cancellation (the scope or the pool's), KeyboardInterrupt, SystemExit
             return
         sched = self._sched
@@ -855,6 +874,23 @@ class WorkerPool:
             owner.job_settled(job)
         if self._state >= _CLOSING and sched.pending == 0:
             self._set_drained()
+
+    def _raised_by_the_job(self, exc: BaseException, scope: anyio.CancelScope) -> bool:
+        """True for a CancelledError the job raised itself, with nobody cancelling this worker.
+
+        On asyncio a job can end with CancelledError because it awaited something that was
+        cancelled. That ends the job (its future is cancelled) but must not end the worker: no
+        scope around it is cancelled and its task has no pending cancel request.
+        """
+        if self._backend != "asyncio" or not isinstance(exc, self._cancelled_exc):
+            return False
+        if scope.cancel_called or anyio.current_effective_deadline() == -_INF:
+            return False
+        if sys.version_info >= (3, 11):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                return False
+        return True
 
     def _not_awaitable(self, job: Job, value: object) -> None:
         error = TypeError(
@@ -1016,7 +1052,7 @@ class WorkerPool:
         if errors:
             raise BaseExceptionGroup("several jobs started with start_soon() failed", errors)
 
-    def _abort(self) -> None:
+    def _abort(self, *, cancel_running_futures: bool = True) -> None:
         """Cancel everything, synchronously: the first half of kill()."""
         if self._state == _NEW:
             self._state = _CLOSED
@@ -1028,6 +1064,12 @@ class WorkerPool:
         self._close_maps()
         for job in sched.drop_all():
             self._cancel_job(job)
+        for worker in self._workers if cancel_running_futures else ():
+            running = worker.job
+            if running is not None and running.state == RUNNING:
+                # Cancelled now, not when the job stops: a job that swallows its cancellation
+                # and returns cannot resolve its future any more.
+                running.future.cancel()
         if self._kill_scope is not None:
             self._kill_scope.cancel()
         assert self._drained is not None
@@ -1091,28 +1133,36 @@ class WorkerPool:
                 self._set_drained()
             try:
                 await self._drained.wait()
-            except BaseException:
+            except BaseException as waiting_error:
                 self._abort()
-                await self._exit_task_group(tg)
+                await self._exit_task_group(tg, waiting_error)
                 raise
         else:
             self._abort()
-        await self._exit_task_group(tg)
+        await self._exit_task_group(tg, exc)
         self._state = _CLOSED
 
-    async def _exit_task_group(self, tg: TaskGroup) -> None:
+    async def _exit_task_group(self, tg: TaskGroup, body_error: BaseException | None) -> None:
+        """Exit the outer task group; raise the pool's own failure, if any, as it was raised.
+
+        *body_error* is what the ``async with`` body raised (None if nothing): a genuine error
+        of the body and a failure of the pool are raised together, in an ExceptionGroup.
+        """
         self._outer_tg = None
         try:
             await tg.__aexit__(None, None, None)
         except BaseExceptionGroup as group:
             self._state = _CLOSED
-            # The pool's own two task groups nest a lone error twice: raise it as it was.
+            # The pool's own two task groups nest a lone error twice: unwrap it.
             error: BaseException = group
             while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
                 error = error.exceptions[0]
-            if error is group:
-                raise
-            raise error from None
+            if body_error is not None and not isinstance(body_error, self._cancelled_exc):
+                raise BaseExceptionGroup(
+                    "the body of 'async with WorkerPool' and the pool both failed",
+                    [body_error, error],
+                ) from None
+            _reraise_unchanged(error)
 
     def _start_host(self) -> None:
         """Run the pool in a background task, for use without ``async with``."""

@@ -40,8 +40,8 @@ DONE: Final = 3
 #: How far behind the clock an admission may be dated (seconds). When the event loop wakes a
 #: waiting worker late, the start is still counted at the time the limits allowed it, so one late
 #: wake-up does not push every later start back (no drift), but never more than this far back, so a
-#: stalled loop cannot bank credit for a burst later. 5 ms covers the 1 ms granularity of epoll
-#: timeouts with a margin.
+#: stalled loop cannot bank credit for a burst later: a wake-up 20 ms late loses 15 ms of schedule,
+#: not all 20. 5 ms covers the 1 ms granularity of epoll timeouts with a margin.
 CATCH_UP: Final = 0.005
 
 #: A wait shorter than this (1 ns, the resolution of the event loops' clocks) is no wait: the
@@ -235,8 +235,7 @@ class Scheduler:
             # A free worker was waiting for this start: date it when the limits allowed it, unless
             # the loop woke us so late that doing so would bank credit (see CATCH_UP).
             ideal = max(earliest, self._since, job.ready_at)
-            if now - ideal <= CATCH_UP:
-                at = ideal
+            at = max(ideal, now - CATCH_UP)
         if earliest > at:
             at = earliest  # less than a TICK ahead: admit now, dated at its slot
         self._admit(job, at)
@@ -276,6 +275,11 @@ class Scheduler:
         self.completed += 1
 
     def failed_job(self, job: Job) -> None:
+        """Count *job* as failed: after its attempt, or while it waits if the pool crashed."""
+        if job.state == QUEUED:
+            self.queued -= 1
+        elif job.state == BACKOFF:
+            self.backoff -= 1
         job.state = DONE
         self.failed += 1
 
