@@ -78,3 +78,19 @@ def typing(session: nox.Session) -> None:
     """Type-check the package and the user-side API checks in tests/typing/ with mypy."""
     session.install(".", *dependency_group("typing"))
     session.run("mypy", "--strict", "werkpool", "tests/typing")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks (benchmarks/README.md); ``-- --quick`` for a short run."""
+    session.install(".", *dependency_group("bench"))
+    command = "python3 -m nox -s bench"  # recorded on top of the results table
+    if session.posargs:
+        command += " -- " + " ".join(session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "benchmarks.run",
+        *session.posargs,
+        env={"WERKPOOL_BENCH_COMMAND": command},
+    )
