@@ -15,6 +15,7 @@ import importlib.util
 import random
 import re
 import runpy
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SEED_README = ROOT.parent / "shared" / "seed" / "000_693b2218ab2683d6.txt"
 
-# On virtual time every example takes milliseconds; a stall must fail fast, not after the suite's
-# 120 s default (a livelock does not advance virtual time, so only a real-time guard catches it).
-pytestmark = pytest.mark.timeout(30)
+#: Real seconds after which an example counts as stalled. On virtual time each takes milliseconds,
+#: but a livelock stops virtual time, so only a real-time watchdog can end it with a clear failure.
+STALL_AFTER = 10.0
 
 
 class VirtualRun:
@@ -45,12 +46,34 @@ class VirtualRun:
         # A 1 ns tick, as in conftest.py: sums of sleeps stay exact (looptime counts integer ticks).
         loop = looptime.new_event_loop(resolution=1e-9)
         assert loop.time() == 0.0
+        stalled = threading.Event()
         try:
             asyncio.set_event_loop(loop)
-            result = loop.run_until_complete(coro)
+            main = loop.create_task(coro)
+
+            def stop() -> None:
+                stalled.set()
+                main.cancel()
+
+            watchdog = threading.Timer(STALL_AFTER, loop.call_soon_threadsafe, [stop])
+            watchdog.start()
+            try:
+                result = loop.run_until_complete(main)
+            except asyncio.CancelledError:
+                if not stalled.is_set():
+                    raise
+            finally:
+                watchdog.cancel()
             self.elapsed = loop.time()
             # What asyncio.run() does on the way out: nothing may be left running.
             pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            assert not stalled.is_set(), (
+                f"the example stalled: virtual time stuck at {self.elapsed!r} "
+                f"for {STALL_AFTER:g} real seconds"
+            )
             assert pending == [], f"the example left tasks running: {pending}"
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())

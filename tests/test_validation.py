@@ -11,17 +11,24 @@ import asyncio
 import gc
 import inspect
 import re
+import threading
 import warnings
+from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pytest
 from anyio.lowlevel import checkpoint
 
 import werkpool
 from werkpool import PoolClosedError, WorkerPool, worker_pool
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 NAN = float("nan")
 INF = float("inf")
@@ -79,6 +86,22 @@ async def assert_untouched(pool: WorkerPool, before: tuple[str, int]) -> None:
     assert pool._sched is not None
     assert pool._sched.queued == 0
     assert await pool.run(echo, "still works") == "still works"
+
+
+@contextmanager
+def real_time_guard(seconds: float) -> Iterator[anyio.CancelScope]:
+    """Cancel the block after *seconds* of real time: a livelock stops virtual time, so only a
+    real-time watchdog ends it (and the test then fails with a message, instead of hanging)."""
+    token = anyio.lowlevel.current_token()
+    with anyio.CancelScope() as scope:
+        timer = threading.Timer(
+            seconds, lambda: anyio.from_thread.run_sync(scope.cancel, token=token)
+        )
+        timer.start()
+        try:
+            yield scope
+        finally:
+            timer.cancel()
 
 
 # -- the constructor -------------------------------------------------------------------------------
@@ -449,15 +472,18 @@ class TestBackoff:
             with pytest.raises(TypeError, match=type_error(BACKOFF_RULE, 1)):
                 pool.run(echo, 1, backoff=1)  # type: ignore[call-overload]
 
-    @pytest.mark.timeout(30)  # a livelock stops virtual time, so only a real-time guard ends it
     @pytest.mark.parametrize("delay", [0, 0.5, 2.1234567891234567, 1e-9, 59.999999999999])
     async def test_accepted_delays_of_any_precision_are_honoured(self, delay: float) -> None:
         """Any finite delay >= 0 is accepted, and the retry starts exactly that much later."""
         job = FlakyJob(OSError("once"))
-        async with WorkerPool() as pool:
-            start = anyio.current_time()
-            assert await pool.run(job, retries=1, backoff=lambda retry: delay) == "done"
-            assert anyio.current_time() - start == pytest.approx(delay, abs=1e-6)
+        with real_time_guard(10) as guard:
+            async with WorkerPool() as pool:
+                start = anyio.current_time()
+                assert await pool.run(job, retries=1, backoff=lambda retry: delay) == "done"
+                assert anyio.current_time() - start == pytest.approx(delay, abs=1e-6)
+        assert not guard.cancelled_caught, (
+            f"the pool stalled: virtual time stuck at {anyio.current_time()!r} for 10 real seconds"
+        )
         assert job.calls == 2
 
 
