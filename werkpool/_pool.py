@@ -1157,7 +1157,17 @@ class WorkerPool:
             error: BaseException = group
             while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
                 error = error.exceptions[0]
-            if body_error is not None and not isinstance(body_error, self._cancelled_exc):
+            cancelled = self._cancelled_exc
+            only_cancelled = isinstance(error, cancelled) or (
+                isinstance(error, BaseExceptionGroup)
+                and error.split(cancelled)[1] is None  # nothing but cancellations
+            )
+            if only_cancelled:
+                # An enclosing scope was cancelled and reached the pool's tasks too: that is not
+                # a failure of the pool. Raise the body's own exception if it has one (the
+                # cancellation is delivered again at the next checkpoint), else the cancellation.
+                _reraise_unchanged(body_error if body_error is not None else error)
+            if body_error is not None and not isinstance(body_error, cancelled):
                 raise BaseExceptionGroup(
                     "the body of 'async with WorkerPool' and the pool both failed",
                     [body_error, error],
