@@ -13,7 +13,7 @@ from types import CoroutineType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar, final
 
 import anyio
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._exceptions import PoolClosedError, PoolFullError
 from ._futures import AsyncioFuture, Future, JobFuture
@@ -479,6 +479,7 @@ class WorkerPool:
         """
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
+        await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         await self._wait_for_room()
         sched = self._accepting_after_wait()
         future: Future[T] = Future()
@@ -516,6 +517,7 @@ class WorkerPool:
         """
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
+        await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         await self._wait_for_room()
         sched = self._accepting_after_wait()
         future: Any
@@ -627,7 +629,12 @@ class WorkerPool:
         """Claim the room reserved by _wait_for_room() and check the pool still accepts."""
         if self._max_pending is not None:
             self._space_reserved -= 1
-        return self._accepting()
+        try:
+            return self._accepting()
+        except BaseException:
+            if self._space_waiters:
+                self._give_room()  # our room goes unused: the next waiter must learn why
+            raise
 
     def _give_room(self) -> None:
         """Wake waiters of submit()/call() while there is room for them."""
@@ -644,9 +651,7 @@ class WorkerPool:
         """A start_soon() job failed: cancel everything and let the supervisor raise the error."""
         self._errors.append(error)
         if self._state < _KILLED:
-            # Running jobs are cancelled through their scopes only: one that fails at the same
-            # moment still reports its own error (several failures are raised together).
-            self._abort(cancel_running_futures=False)
+            self._abort()
 
     def _admission_check(self) -> Scheduler:
         """The slow path of :meth:`run` when the pool is not simply open."""
@@ -914,6 +919,14 @@ class WorkerPool:
         future = job.future
         if future.done():  # its future was cancelled while it ran
             sched.cancelled_job(job)
+            if (
+                isinstance(exc, Exception)
+                and not isinstance(exc, self._cancelled_exc)
+                and job.owner is self._start_soon_owner
+            ):
+                # A start_soon() job that failed as the pool was being torn down: its future
+                # stays cancelled, but its error is reported with the pool's other failures.
+                self._errors.append(exc)
             self._settled(job)
             return
         timed_out = deadline != _INF and (
@@ -1052,7 +1065,7 @@ class WorkerPool:
         if errors:
             raise BaseExceptionGroup("several jobs started with start_soon() failed", errors)
 
-    def _abort(self, *, cancel_running_futures: bool = True) -> None:
+    def _abort(self) -> None:
         """Cancel everything, synchronously: the first half of kill()."""
         if self._state == _NEW:
             self._state = _CLOSED
@@ -1064,7 +1077,7 @@ class WorkerPool:
         self._close_maps()
         for job in sched.drop_all():
             self._cancel_job(job)
-        for worker in self._workers if cancel_running_futures else ():
+        for worker in self._workers:
             running = worker.job
             if running is not None and running.state == RUNNING:
                 # Cancelled now, not when the job stops: a job that swallows its cancellation
@@ -1240,6 +1253,8 @@ class WorkerPool:
                 raise self._host_error
         else:
             await self._drained.wait()
+            if self._state >= _KILLED and self._stopped is not None:
+                await self._stopped.wait()  # killed: return once the cancelled jobs stopped
 
     async def kill(self) -> None:
         """
