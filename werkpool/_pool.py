@@ -651,7 +651,10 @@ class WorkerPool:
         """A start_soon() job failed: cancel everything and let the supervisor raise the error."""
         self._errors.append(error)
         if self._state < _KILLED:
-            self._abort()
+            # Running jobs are cancelled through their scopes, their futures left pending: one
+            # that fails at the same moment fails its future and is reported with this error
+            # (several failures are raised together); one that returns ends cancelled.
+            self._abort(cancel_running_futures=False)
 
     def _admission_check(self) -> Scheduler:
         """The slow path of :meth:`run` when the pool is not simply open."""
@@ -865,8 +868,11 @@ class WorkerPool:
         else:
             sched.end_attempt(job)
         future = job.future
-        if future.done():  # cancelled while running, yet the job returned: keep the cancellation
+        if future.done() or self._state == _KILLED:
+            # Cancelled while running (or the pool is being torn down), yet the job returned:
+            # the future ends cancelled, never with a value it was not meant to get.
             sched.cancelled_job(job)
+            future.cancel()
         else:
             job.state = DONE
             sched.completed += 1
@@ -919,14 +925,6 @@ class WorkerPool:
         future = job.future
         if future.done():  # its future was cancelled while it ran
             sched.cancelled_job(job)
-            if (
-                isinstance(exc, Exception)
-                and not isinstance(exc, self._cancelled_exc)
-                and job.owner is self._start_soon_owner
-            ):
-                # A start_soon() job that failed as the pool was being torn down: its future
-                # stays cancelled, but its error is reported with the pool's other failures.
-                self._errors.append(exc)
             self._settled(job)
             return
         timed_out = deadline != _INF and (
@@ -1065,7 +1063,7 @@ class WorkerPool:
         if errors:
             raise BaseExceptionGroup("several jobs started with start_soon() failed", errors)
 
-    def _abort(self) -> None:
+    def _abort(self, *, cancel_running_futures: bool = True) -> None:
         """Cancel everything, synchronously: the first half of kill()."""
         if self._state == _NEW:
             self._state = _CLOSED
@@ -1077,7 +1075,7 @@ class WorkerPool:
         self._close_maps()
         for job in sched.drop_all():
             self._cancel_job(job)
-        for worker in self._workers:
+        for worker in self._workers if cancel_running_futures else ():
             running = worker.job
             if running is not None and running.state == RUNNING:
                 # Cancelled now, not when the job stops: a job that swallows its cancellation
