@@ -94,3 +94,11 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
         env={"WERKPOOL_BENCH_COMMAND": command},
     )
+
+
+@nox.session
+def tests_nightly(session: nox.Session) -> None:
+    """Run the contract suite with the long Hypothesis profile and the 10^6-job scale tests."""
+    session.install(".", *dependency_group("test"))
+    session.env["WERKPOOL_HYPOTHESIS_PROFILE"] = "nightly"
+    session.run("pytest", "tests/contract", "-m", "slow or not slow", *session.posargs)

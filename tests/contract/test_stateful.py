@@ -426,7 +426,8 @@ def _check_outcomes(world: World, ending: str, pool_error: BaseException | None)
         raised_by_start_soon = {
             id(e) for job in world.futures if job.kind == "start_soon" for e in job.raised
         }
-        if not {id(e) for e in failed_start_soon} <= leaves <= raised_by_start_soon:
+        failed = {id(e) for e in failed_start_soon}
+        if not failed <= leaves <= failed | raised_by_start_soon:
             world.fail(
                 f"the pool raised {pool_error!r}; failed start_soon jobs: {failed_start_soon!r}"
             )
