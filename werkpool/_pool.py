@@ -387,10 +387,13 @@ class WorkerPool:
                 f"this WorkerPool already has max_pending={self._max_pending} jobs waiting to "
                 "start: use 'await pool.submit(...)' to wait for room instead"
             )
-        future: Any
-        future = AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
+        future = self._new_future()
         self._enqueue(sched, task, args, options, future, None)
         return future  # type: ignore[no-any-return]
+
+    def _new_future(self) -> Any:
+        """The future run(), submit() and start_soon() return: asyncio's own type on asyncio."""
+        return AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
 
     def _accepting(self) -> Scheduler:
         """Return the scheduler if this caller may submit now, or raise why not."""
@@ -448,8 +451,7 @@ class WorkerPool:
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
         sched = self._accepting()
-        future: Any
-        future = AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
+        future = self._new_future()
         self._enqueue(sched, func, args, options, future, self._start_soon_owner)
         return future  # type: ignore[no-any-return]
 
@@ -520,8 +522,7 @@ class WorkerPool:
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         await self._wait_for_room()
         sched = self._accepting_after_wait()
-        future: Any
-        future = AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
+        future = self._new_future()
         self._enqueue(sched, func, args, options, future, None)
         return future  # type: ignore[no-any-return]
 
