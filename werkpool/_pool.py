@@ -909,8 +909,6 @@ class WorkerPool:
             f"the job's callable {job.fn!r} returned {type(value).__name__}, not an awaitable: "
             "pass an async function (or a callable returning an awaitable)"
         )
-        if inspect.iscoroutine(value):  # pragma: no cover - unreachable, kept for clarity
-            value.close()
         sched = self._sched
         assert sched is not None
         sched.end_attempt(job)
