@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+)
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import anyio
 
 from ._exceptions import PoolClosedError
-from ._futures import Future
+from ._scheduler import CANCELLED, RETURNED
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -61,9 +69,13 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             self._async_source = iterable
         else:
             self._sync_source = iter(iterable)
-        # Submitted and not yet yielded, in submission order (a dict: O(1) removal anywhere).
-        self._in_flight: dict[Future[T], None] = {}
-        self._completed: deque[Future[T]] = deque()  # unordered: finished, in completion order
+        # Jobs submitted and not yet yielded, in submission order: a deque when results come in
+        # that order, a dict (O(1) removal anywhere) when they come as they finish. A map's jobs
+        # have no future: each outcome stays on its job record (see Job.outcome).
+        self._fifo: deque[Job] = deque()  # ordered
+        self._unordered: dict[Job, None] = {}
+        self._in_flight: Collection[Job] = self._fifo if ordered else self._unordered
+        self._completed: deque[Job] = deque()  # unordered: finished, in completion order
         self._unsettled = 0  # jobs whose code may still run
         self._exhausted = False
         self._source_error: BaseException | None = None
@@ -77,31 +89,68 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     # -- feeding --------------------------------------------------------------------------------
 
+    def _add(self, job: Job) -> None:
+        if self._ordered:
+            self._fifo.append(job)
+        else:
+            self._unordered[job] = None
+
     def _submit(self, item: Any) -> None:
         pool = self._pool
         sched = pool._accepting()
-        future: Future[T] = Future()
-        pool._enqueue(sched, self._func, (item,), self._options, future, self)
-        self._in_flight[future] = None
+        job = sched.submit(
+            self._func,
+            (item,),
+            self._options,
+            None,
+            anyio.current_time() if sched.timed else 0.0,
+            self,
+        )
+        self._add(job)
         self._unsettled += 1
+        if not pool._waking:
+            pool._kick(job)
 
     def _top_up(self) -> None:
-        """Read the sync input until the window is full (no task needed for a sync source)."""
+        """Read the sync input until the window is full (no task needed for a sync source).
+
+        Runs once per item yielded, so the loop is written out: one admission check per call,
+        the records queued directly, the workers woken once.
+        """
         source = self._sync_source
         assert source is not None
-        while not self._exhausted and len(self._in_flight) < self._window:
+        room = self._window - len(self._in_flight)
+        if room <= 0:
+            return
+        pool = self._pool
+        try:
+            sched = pool._accepting()
+        except Exception as exc:
+            self._stop_reading(exc)
+            return
+        func = self._func
+        options = self._options
+        now = anyio.current_time() if sched.timed else 0.0
+        add = self._fifo.append if self._ordered else self._add
+        first: Job | None = None
+        submitted = 0
+        while submitted < room:
             try:
                 item = next(source)
             except StopIteration:
                 self._exhausted = True
-                return
+                break
             except Exception as exc:
                 self._stop_reading(exc)
-                return
-            try:
-                self._submit(item)
-            except Exception as exc:
-                self._stop_reading(exc)
+                break
+            job = sched.submit(func, (item,), options, None, now, self)
+            add(job)
+            submitted += 1
+            if first is None:
+                first = job
+        self._unsettled += submitted
+        if first is not None and not pool._waking:
+            pool._kick(first)
 
     def _stop_reading(self, error: BaseException) -> None:
         """The input (or the pool) failed: yield what is in flight, then raise *error*."""
@@ -152,9 +201,12 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def job_settled(self, job: Job) -> None:
         """Called by the pool when one of this map's jobs is over."""
         self._unsettled -= 1
-        if not self._ordered and job.future in self._in_flight:
-            self._completed.append(job.future)
-        self._signal()
+        if not self._ordered and job in self._unordered:
+            self._completed.append(job)
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
         if self._unsettled == 0 and self._all_settled is not None:
             self._all_settled.set()
 
@@ -163,12 +215,18 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def __aiter__(self) -> Self:
         return self
 
-    def _next_ready(self) -> Future[T] | None:
+    def _next_ready(self) -> Job | None:
+        """Take the next result's job out of the window, or return None if it is not over."""
         if self._ordered:
-            for future in self._in_flight:
-                return future if future.done() else None
+            fifo = self._fifo
+            if fifo and fifo[0].outcome:
+                return fifo.popleft()
             return None
-        return self._completed.popleft() if self._completed else None
+        if self._completed:
+            job = self._completed.popleft()
+            del self._unordered[job]
+            return job
+        return None
 
     def _raise_if_closed(self) -> None:
         if self._closed:
@@ -180,15 +238,17 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             raise StopAsyncIteration
 
     async def __anext__(self) -> T:
-        self._raise_if_closed()
+        if self._closed:
+            self._raise_if_closed()
         try:
             if self._sync_source is not None:
-                self._top_up()
+                if not self._exhausted:
+                    self._top_up()
             elif not self._feeder_started:
                 await self._start_feeder()
             while True:
-                future = self._next_ready()
-                if future is not None:
+                job = self._next_ready()
+                if job is not None:
                     break
                 if self._exhausted and not self._in_flight:
                     self._close_nowait()
@@ -198,16 +258,16 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._changed = anyio.Event()
                 await self._changed.wait()
                 self._raise_if_closed()  # the pool closed it meanwhile
-            del self._in_flight[future]
             if self._room is not None:
                 self._room.set()
                 self._room = None
-            if future.cancelled():
+            outcome = job.outcome
+            if outcome == RETURNED:
+                return job.result  # type: ignore[no-any-return]
+            if outcome == CANCELLED:
                 self._closed_by_pool = True  # only kill() or the pool's exit cancel map jobs
                 raise PoolClosedError("this map's job was cancelled: its pool was killed")
-            error = future.exception()
-            if error is None:
-                return future.result()
+            error: BaseException = job.result
             if self._return_exceptions:
                 return error  # type: ignore[return-value]
             raise error
@@ -225,10 +285,12 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         self._closed = True
         self._feeder_scope.cancel()
         in_flight = list(self._in_flight)
-        self._in_flight.clear()
+        self._fifo.clear()
+        self._unordered.clear()
         self._completed.clear()
-        for future in in_flight:
-            future.cancel()
+        cancel = self._pool._cancel_owned
+        for job in in_flight:
+            cancel(job)
         if self._room is not None:
             self._room.set()
         self._signal()  # a consumer waiting for a result must see the map closed

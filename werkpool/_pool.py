@@ -20,7 +20,18 @@ from ._futures import AsyncioFuture, Future, JobFuture
 from ._limits import ConcurrencyLimit, Limit, RateLimit
 from ._map import MapIterator
 from ._retry import JobOptions, default_backoff, next_delay
-from ._scheduler import BACKOFF, DONE, QUEUED, RUNNING, Job, JobOwner, Scheduler
+from ._scheduler import (
+    BACKOFF,
+    CANCELLED,
+    DONE,
+    QUEUED,
+    RAISED,
+    RETURNED,
+    RUNNING,
+    Job,
+    JobOwner,
+    Scheduler,
+)
 from ._statistics import PoolStatistics
 from ._validate import (
     check_backoff,
@@ -414,9 +425,8 @@ class WorkerPool:
         owner: JobOwner | None,
     ) -> Job:
         job = sched.submit(
-            task, args, options, future, anyio.current_time() if sched.timed else 0.0
+            task, args, options, future, anyio.current_time() if sched.timed else 0.0, owner
         )
-        job.owner = owner
         future._werkpool_job = job
         future._werkpool_pool = self
         if not self._waking:
@@ -869,19 +879,30 @@ class WorkerPool:
         else:
             sched.end_attempt(job)
         future = job.future
-        if future.done() or self._state == _KILLED:
-            # Cancelled while running (or the pool is being torn down), yet the job returned:
-            # the future ends cancelled, never with a value it was not meant to get.
-            sched.cancelled_job(job)
-            future.cancel()
+        if future is None:  # a map's job: the outcome stays on the record
+            if job.outcome or self._state == _KILLED:
+                sched.cancelled_job(job)  # cancelled while running, yet it returned
+                job.outcome = CANCELLED
+            else:
+                job.state = DONE
+                sched.completed += 1
+                job.outcome = RETURNED
+                job.result = result
         else:
-            job.state = DONE
-            sched.completed += 1
-            future.set_result(result)
-        future._werkpool_job = None
-        future._werkpool_pool = None
+            if future.done() or self._state == _KILLED:
+                # Cancelled while running (or the pool is being torn down), yet the job returned:
+                # the future ends cancelled, never with a value it was not meant to get.
+                sched.cancelled_job(job)
+                future.cancel()
+            else:
+                job.state = DONE
+                sched.completed += 1
+                future.set_result(result)
+            future._werkpool_job = None
+            future._werkpool_pool = None
         owner = job.owner
-        if owner is not None:
+        # A start_soon() job's owner only cares about failures: skip the call on success.
+        if owner is not None and owner is not self._start_soon_owner:
             job.owner = None
             owner.job_settled(job)
         if self._state >= _CLOSING and sched.pending == 0:
@@ -921,8 +942,7 @@ class WorkerPool:
         sched = self._sched
         assert sched is not None
         sched.end_attempt(job)
-        future = job.future
-        if future.done():  # its future was cancelled while it ran
+        if job.outcome if job.future is None else job.future.done():  # cancelled while it ran
             sched.cancelled_job(job)
             self._settled(job)
             return
@@ -968,21 +988,31 @@ class WorkerPool:
         sched = self._sched
         assert sched is not None
         sched.failed_job(job)
-        job.future.set_exception(error)
+        future = job.future
+        if future is None:
+            job.outcome = RAISED
+            job.result = error
+        else:
+            future.set_exception(error)
         self._settled(job)
 
     def _cancel_job(self, job: Job) -> None:
         sched = self._sched
         assert sched is not None
         sched.cancelled_job(job)  # first: the future's cancel hook then sees a finished job
-        job.future.cancel()
+        future = job.future
+        if future is None:
+            job.outcome = CANCELLED
+        else:
+            future.cancel()
         self._settled(job)
 
     def _settled(self, job: Job) -> None:
         """Forget a finished job: break the job/future cycle and check for the end of a drain."""
         future = job.future
-        future._werkpool_job = None
-        future._werkpool_pool = None
+        if future is not None:
+            future._werkpool_job = None
+            future._werkpool_pool = None
         owner = job.owner
         if owner is not None:
             job.owner = None
@@ -1007,6 +1037,12 @@ class WorkerPool:
             if self._space_waiters:
                 self._give_room()
 
+    def _cancel_owned(self, job: Job) -> None:
+        """Cancel a job that has no future (a map's), as cancelling its future would."""
+        if not job.outcome and job.state != DONE:
+            job.outcome = CANCELLED
+            self._future_cancelled(job)
+
     def _set_drained(self) -> None:
         assert self._drained is not None
         if not self._drained.is_set():
@@ -1024,9 +1060,7 @@ class WorkerPool:
         self._drained.set()
         for job in sched.drop_all():
             if isinstance(exc, Exception):
-                sched.failed_job(job)
-                job.future.set_exception(exc)
-                self._settled(job)
+                self._fail(job, exc)
             else:
                 self._cancel_job(job)
 
@@ -1079,7 +1113,10 @@ class WorkerPool:
             if running is not None and running.state == RUNNING:
                 # Cancelled now, not when the job stops: a job that swallows its cancellation
                 # and returns cannot resolve its future any more.
-                running.future.cancel()
+                if running.future is None:
+                    self._cancel_owned(running)
+                else:
+                    running.future.cancel()
         if self._kill_scope is not None:
             self._kill_scope.cancel()
         assert self._drained is not None

@@ -22,9 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKOFF",
+    "CANCELLED",
     "CATCH_UP",
     "DONE",
     "QUEUED",
+    "RAISED",
+    "RETURNED",
     "RUNNING",
     "TICK",
     "Job",
@@ -36,6 +39,12 @@ QUEUED: Final = 0
 RUNNING: Final = 1
 BACKOFF: Final = 2
 DONE: Final = 3
+
+# A job's outcome, kept on the record itself when it has no future (a map's jobs: the map reads
+# it in place, so an item costs one object, not two).
+RETURNED: Final = 1
+RAISED: Final = 2
+CANCELLED: Final = 3
 
 #: How far behind the clock an admission may be dated (seconds). When the event loop wakes a
 #: waiting worker late, the start is still counted at the time the limits allowed it, so one late
@@ -68,8 +77,10 @@ class Job:
         "fn",
         "future",
         "options",
+        "outcome",
         "owner",
         "ready_at",
+        "result",
         "seq",
         "state",
         "worker",
@@ -83,6 +94,7 @@ class Job:
         future: Any,
         seq: int,
         ready_at: float,
+        owner: JobOwner | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
@@ -97,7 +109,11 @@ class Job:
         #: Whatever runs the current attempt (the pool's worker), for cancellation.
         self.worker: Any = None
         #: Who wants to hear when the job is over (a map, a call), or None.
-        self.owner: JobOwner | None = None
+        self.owner = owner
+        #: Without a future: 0 while unresolved, then RETURNED, RAISED or CANCELLED, with the
+        #: return value or the exception in ``result``.
+        self.outcome = 0
+        self.result: Any = None
 
     def __repr__(self) -> str:
         state = ("queued", "running", "backoff", "done")[self.state]
@@ -149,10 +165,11 @@ class Scheduler:
         options: JobOptions,
         future: Any,
         now: float,
+        owner: JobOwner | None = None,
     ) -> Job:
         """Queue a new job at the back and return its record."""
         self._seq += 1
-        job = Job(fn, args, options, future, self._seq, now)
+        job = Job(fn, args, options, future, self._seq, now, owner)
         self._queue.append(job)
         self.queued += 1
         return job
