@@ -63,6 +63,9 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         self._ordered = ordered
         self._return_exceptions = return_exceptions
         self._window = window
+        # A sync input is read in batches, once half the window is free: the admission check and
+        # the wake-up are paid per batch, and at least window/2 (= size) jobs stay in flight.
+        self._refill_at = window // 2
         self._sync_source: Iterator[Any] | None = None
         self._async_source: AsyncIterable[Any] | None = None
         if isinstance(iterable, AsyncIterable):
@@ -112,16 +115,10 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             pool._kick(job)
 
     def _top_up(self) -> None:
-        """Read the sync input until the window is full (no task needed for a sync source).
-
-        Runs once per item yielded, so the loop is written out: one admission check per call,
-        the records queued directly, the workers woken once.
-        """
+        """Read the sync input until the window is full (no task needed for a sync source)."""
         source = self._sync_source
         assert source is not None
         room = self._window - len(self._in_flight)
-        if room <= 0:
-            return
         pool = self._pool
         try:
             sched = pool._accepting()
@@ -242,7 +239,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             self._raise_if_closed()
         try:
             if self._sync_source is not None:
-                if not self._exhausted:
+                if not self._exhausted and len(self._in_flight) <= self._refill_at:
                     self._top_up()
             elif not self._feeder_started:
                 await self._start_feeder()

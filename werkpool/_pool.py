@@ -111,6 +111,13 @@ class _CallOwner:
 _running_in: ContextVar[WorkerPool | None] = ContextVar("werkpool_running_in", default=None)
 
 
+class _NotAwaitable(Exception):
+    """Raised inside the worker when a job's callable returned something that is not awaitable."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
 @final
 class _Worker:
     __slots__ = ("event", "job", "scope")
@@ -758,17 +765,21 @@ class WorkerPool:
             self._workers.discard(worker)
 
     async def _work(self, worker: _Worker, scope: anyio.CancelScope, sched: Scheduler) -> bool:
-        """Run jobs until the worker should exit (True) or its scope was cancelled (False)."""
+        """Run jobs until the worker should exit (True) or its scope was cancelled (False).
+
+        This loop runs once per job, so the common case is written out in it: taking the head of
+        the line (without :meth:`Scheduler.poll` when no clock-based limit or retry is in play)
+        and running the attempt (no coroutine of its own per job).
+        """
         streak = 0
         queue = sched._queue
         limiter = self._limiter
         simple = sched.simple
         while True:
+            job = None
             if simple and not sched.delayed and not sched._retry_ready:
-                # The fast path (no clock-based limit, no retry in play): pop the head in line,
-                # skipping cancelled records, and take a token without a checkpoint. The same
-                # state changes as Scheduler.poll(), inlined: this runs once per job.
-                job = None
+                # The fast path: pop the head in line, skipping cancelled records, and take a
+                # token without a checkpoint. The same state changes as Scheduler.poll().
                 while queue:
                     candidate = queue.popleft()
                     if candidate.state == QUEUED:
@@ -784,38 +795,60 @@ class WorkerPool:
                     sched.attempts += 1
                     if queue and not self._waking:
                         self._kick(None)  # more may start: someone must look while we run
-                    if self._space_waiters:
-                        self._give_room()
-                    await self._attempt(job, worker, scope)
-                    if scope.cancel_called:
-                        return False
-                    streak += 1
-                    if streak == _FAIRNESS_BATCH:
-                        streak = 0
-                        await checkpoint()
+            if job is None:
+                # Read the clock only when some limit or backoff depends on it.
+                admitted = sched.poll(anyio.current_time() if sched.timed or sched.delayed else 0.0)
+                if type(admitted) is not Job:
+                    if self._state >= _CLOSING and sched.pending == 0:
+                        self._set_drained()
+                        return True
+                    streak = 0
+                    await self._park(worker, sched, admitted if self._sleeper is None else _INF)
                     continue
-            # Read the clock only when some limit or backoff depends on it: it costs per job.
-            admitted = sched.poll(anyio.current_time() if sched.timed or sched.delayed else 0.0)
-            if type(admitted) is Job:
                 job = admitted
                 # Hand the queue on: if more may start, someone must look at it while we run.
                 if not self._waking and self._sleeper is None and sched.has_queued():
                     self._kick(None)
-                if self._space_waiters:
-                    self._give_room()
-                await self._attempt(job, worker, scope)
-                if scope.cancel_called:
-                    return False
-                streak += 1
-                if streak == _FAIRNESS_BATCH:
-                    streak = 0
-                    await checkpoint()
-                continue
-            if self._state >= _CLOSING and sched.pending == 0:
-                self._set_drained()
-                return True
-            streak = 0
-            await self._park(worker, sched, admitted if self._sleeper is None else _INF)
+            if self._space_waiters:
+                self._give_room()
+
+            # -- one attempt of the job --
+            job.worker = worker
+            worker.job = job
+            timeout = job.options.timeout
+            deadline = _INF
+            if timeout is not None:
+                deadline = anyio.current_time() + timeout
+                scope.deadline = deadline
+            try:
+                awaitable = job.fn(*job.args)
+                if awaitable.__class__ is not CoroutineType and not inspect.isawaitable(awaitable):
+                    raise _NotAwaitable(awaitable)
+                result = await awaitable
+            except _NotAwaitable as bad:
+                self._not_awaitable(job, bad.value)
+            except BaseException as exc:
+                if timeout is not None:
+                    scope.deadline = _INF
+                self._attempt_failed(job, exc, scope, deadline)
+                if not isinstance(exc, Exception) and not self._raised_by_the_job(exc, scope):
+                    raise  # cancellation (the scope or the pool's), KeyboardInterrupt, SystemExit
+            else:
+                if timeout is not None:
+                    scope.deadline = _INF
+                    if anyio.current_time() >= deadline:
+                        # It returned at or after its deadline: a timeout, on every backend.
+                        self._attempt_failed(job, None, scope, deadline)
+                    else:
+                        self._returned(job, result)
+                else:
+                    self._returned(job, result)
+            if scope.cancel_called:
+                return False
+            streak += 1
+            if streak == _FAIRNESS_BATCH:
+                streak = 0
+                await checkpoint()
 
     async def _park(self, worker: _Worker, sched: Scheduler, wake_at: float) -> None:
         event = worker.event = anyio.Event()
@@ -840,37 +873,11 @@ class WorkerPool:
             else:
                 self._parked.pop(worker, None)
 
-    async def _attempt(self, job: Job, worker: _Worker, scope: anyio.CancelScope) -> None:
-        """Run one attempt of *job* in *worker* and settle its outcome."""
-        job.worker = worker
-        worker.job = job
-        timeout = job.options.timeout
-        deadline = _INF
-        if timeout is not None:
-            deadline = anyio.current_time() + timeout
-            scope.deadline = deadline
-        try:
-            awaitable = job.fn(*job.args)
-            if awaitable.__class__ is not CoroutineType and not inspect.isawaitable(awaitable):
-                self._not_awaitable(job, awaitable)
-                return
-            result = await awaitable
-        except BaseException as exc:
-            if timeout is not None:
-                scope.deadline = _INF
-            self._attempt_failed(job, exc, scope, deadline)
-            if not isinstance(exc, Exception) and not self._raised_by_the_job(exc, scope):
-                raise  # cancellation (the scope or the pool's), KeyboardInterrupt, SystemExit
-            return
+    def _returned(self, job: Job, result: object) -> None:
+        """Settle an attempt that returned in time: the job is done, unless cancelled meanwhile."""
         sched = self._sched
         assert sched is not None
-        if timeout is not None:
-            scope.deadline = _INF
-            if anyio.current_time() >= deadline:
-                # It returned at or after its deadline: that is a timeout, on every backend alike.
-                self._attempt_failed(job, None, scope, deadline)
-                return
-        # Scheduler.end_attempt() and completed_job(), then _settled(), inlined: once per job.
+        # Scheduler.end_attempt() and completed_job(), then _settled(), written out: once per job.
         if sched.simple:
             if self._limiter is not None:
                 self._limiter.release_on_behalf_of(job)
