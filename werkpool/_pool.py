@@ -395,7 +395,8 @@ class WorkerPool:
         :raises TypeError: if *task* is not callable (a coroutine object is closed first)
         :raises werkpool.PoolClosedError: if the pool no longer accepts work
         """
-        check_task(task)
+        if not callable(task):  # checked at run time too: untyped callers pass anything
+            check_task(task)  # type: ignore[unreachable]
         options = _options(timeout, retries, retryable_exceptions, backoff)
         sched = self._accepting()
         if self._max_pending is not None and (
@@ -405,20 +406,16 @@ class WorkerPool:
                 f"this WorkerPool already has max_pending={self._max_pending} jobs waiting to "
                 "start: use 'await pool.submit(...)' to wait for room instead"
             )
-        future = self._new_future()
-        self._enqueue(sched, task, args, options, future, None)
-        return future  # type: ignore[no-any-return]
-
-    def _new_future(self) -> Any:
-        """The future run(), submit() and start_soon() return: asyncio's own type on asyncio."""
-        return AsyncioFuture(loop=self._loop) if self._backend == "asyncio" else Future()
+        return self._enqueue(sched, task, args, options, None, None)  # type: ignore[no-any-return]
 
     def _accepting(self) -> Scheduler:
         """Return the scheduler if this caller may submit now, or raise why not."""
         sched = self._sched
         if self._state != _OPEN:
             return self._admission_check()
-        self._check_loop()
+        loop = self._loop
+        if loop is None or asyncio._get_running_loop() is not loop:
+            self._check_loop()  # on trio, or from the wrong loop or thread
         assert sched is not None
         return sched
 
@@ -430,15 +427,19 @@ class WorkerPool:
         options: JobOptions,
         future: Any,
         owner: JobOwner | None,
-    ) -> Job:
-        job = sched.submit(
+    ) -> Any:
+        """Queue a job and return its future: *future*, or a new one of the backend's kind."""
+        if future is None:
+            # run(), submit() and start_soon() return asyncio's own type on asyncio.
+            loop = self._loop
+            future = AsyncioFuture(loop=loop) if loop is not None else Future()
+        future._werkpool_job = job = sched.submit(
             task, args, options, future, anyio.current_time() if sched.timed else 0.0, owner
         )
-        future._werkpool_job = job
         future._werkpool_pool = self
         if not self._waking:
             self._kick(job)
-        return job
+        return future
 
     # -- the structured API -----------------------------------------------------------------------
 
@@ -465,12 +466,13 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        check_task(func)
+        if not callable(func):  # checked at run time too: untyped callers pass anything
+            check_task(func)  # type: ignore[unreachable]
         options = _options(timeout, retries, retryable_exceptions, backoff)
         sched = self._accepting()
-        future = self._new_future()
-        self._enqueue(sched, func, args, options, future, self._start_soon_owner)
-        return future  # type: ignore[no-any-return]
+        return self._enqueue(  # type: ignore[no-any-return]
+            sched, func, args, options, None, self._start_soon_owner
+        )
 
     async def call(
         self,
@@ -539,9 +541,7 @@ class WorkerPool:
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         await self._wait_for_room()
         sched = self._accepting_after_wait()
-        future = self._new_future()
-        self._enqueue(sched, func, args, options, future, None)
-        return future  # type: ignore[no-any-return]
+        return self._enqueue(sched, func, args, options, None, None)  # type: ignore[no-any-return]
 
     def map(
         self,
@@ -912,8 +912,8 @@ class WorkerPool:
         if owner is not None and owner is not self._start_soon_owner:
             job.owner = None
             owner.job_settled(job)
-        if self._state >= _CLOSING and sched.pending == 0:
-            self._set_drained()
+        if self._state >= _CLOSING and not (sched.queued or sched.running or sched.backoff):
+            self._set_drained()  # the last job of a drain
 
     def _raised_by_the_job(self, exc: BaseException, scope: anyio.CancelScope) -> bool:
         """True for a CancelledError the job raised itself, with nobody cancelling this worker.
