@@ -243,9 +243,14 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                     self._top_up()
             elif not self._feeder_started:
                 await self._start_feeder()
+            fifo = self._fifo
             while True:
-                job = self._next_ready()
-                if job is not None:
+                if fifo and fifo[0].outcome:  # ordered: the next result is ready (inlined)
+                    job = fifo.popleft()
+                    break
+                ready = self._next_ready()
+                if ready is not None:
+                    job = ready
                     break
                 if self._exhausted and not self._in_flight:
                     self._close_nowait()

@@ -120,12 +120,16 @@ class _NotAwaitable(Exception):
 
 @final
 class _Worker:
-    __slots__ = ("event", "job", "scope")
+    __slots__ = ("event", "job", "scope", "stopping", "token")
 
     def __init__(self) -> None:
         self.scope: anyio.CancelScope | None = None
         self.event: anyio.Event | None = None
         self.job: Job | None = None  # the job whose attempt this worker runs now
+        #: The pool cancelled ``scope`` to stop the current job (its future was cancelled).
+        self.stopping = False
+        #: The worker holds a token of the pool's limiter on its own behalf (size-only pools).
+        self.token = False
 
 
 def _options(
@@ -333,7 +337,11 @@ class WorkerPool:
         limits: list[Limit] = []
         if self._size is not None:
             self._limiter = anyio.CapacityLimiter(self._size)
-            limits.append(ConcurrencyLimit(self._limiter))
+            if self._rate is not None:
+                limits.append(ConcurrencyLimit(self._limiter))
+            # Without a rate the size needs no admission check: at most `size` workers exist,
+            # each running one attempt at a time. Each worker then borrows a token for as long
+            # as it runs attempts back to back (see _work), not one per job.
         if self._rate is not None:
             limits.append(RateLimit(self._rate, self._burst))
         self._sched = Scheduler(limits, _INF if self._size is None else self._size)
@@ -763,6 +771,14 @@ class WorkerPool:
         finally:
             sched.workers -= 1
             self._workers.discard(worker)
+            if worker.token:
+                self._return_token(worker)
+
+    def _return_token(self, worker: _Worker) -> None:
+        """The worker runs no attempt any more: give its token back before it waits."""
+        assert self._limiter is not None
+        worker.token = False
+        self._limiter.release_on_behalf_of(worker)
 
     async def _work(self, worker: _Worker, scope: anyio.CancelScope, sched: Scheduler) -> bool:
         """Run jobs until the worker should exit (True) or its scope was cancelled (False).
@@ -775,6 +791,11 @@ class WorkerPool:
         queue = sched._queue
         limiter = self._limiter
         simple = sched.simple
+        # Size-only pools: the worker borrows the limiter's token, and keeps it between attempts
+        # that follow each other with no wait in between (so borrowed == running at every
+        # checkpoint, for one acquire per busy spell instead of one per job).
+        worker_token = simple and limiter is not None
+        worker.stopping = False
         while True:
             job = None
             if simple and not sched.delayed and not sched._retry_ready:
@@ -786,8 +807,6 @@ class WorkerPool:
                         job = candidate
                         break
                 if job is not None:
-                    if limiter is not None:
-                        limiter.acquire_on_behalf_of_nowait(job)
                     job.state = RUNNING
                     job.attempts = 1
                     sched.queued -= 1
@@ -803,12 +822,17 @@ class WorkerPool:
                         self._set_drained()
                         return True
                     streak = 0
+                    if worker.token:
+                        self._return_token(worker)
                     await self._park(worker, sched, admitted if self._sleeper is None else _INF)
                     continue
                 job = admitted
                 # Hand the queue on: if more may start, someone must look at it while we run.
                 if not self._waking and self._sleeper is None and sched.has_queued():
                     self._kick(None)
+            if worker_token and not worker.token:
+                limiter.acquire_on_behalf_of_nowait(worker)  # type: ignore[union-attr]
+                worker.token = True
             if self._space_waiters:
                 self._give_room()
 
@@ -843,11 +867,13 @@ class WorkerPool:
                         self._returned(job, result)
                 else:
                     self._returned(job, result)
-            if scope.cancel_called:
+            if (worker.stopping or timeout is not None) and scope.cancel_called:
                 return False
             streak += 1
             if streak == _FAIRNESS_BATCH:
                 streak = 0
+                if worker.token:
+                    self._return_token(worker)
                 await checkpoint()
 
     async def _park(self, worker: _Worker, sched: Scheduler, wake_at: float) -> None:
@@ -879,9 +905,7 @@ class WorkerPool:
         assert sched is not None
         # Scheduler.end_attempt() and completed_job(), then _settled(), written out: once per job.
         if sched.simple:
-            if self._limiter is not None:
-                self._limiter.release_on_behalf_of(job)
-            sched.running -= 1
+            sched.running -= 1  # no limit to release (a worker's token stays with it)
             job.worker = None
         else:
             sched.end_attempt(job)
@@ -1037,6 +1061,7 @@ class WorkerPool:
         if job.state == RUNNING:
             worker = job.worker
             if worker is not None and worker.scope is not None:
+                worker.stopping = True
                 worker.scope.cancel()  # the worker settles the job when the cancellation lands
         elif job.state in (QUEUED, BACKOFF):
             sched.cancelled_job(job)

@@ -306,14 +306,18 @@ async def test_r04_slot_released_only_after_awaited_cleanup() -> None:
     assert_idle(pool)
 
 
+@pytest.mark.parametrize("rate", [None, 1000.0])
 async def test_r04_each_slot_is_taken_and_released_exactly_once(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, rate: float | None
 ) -> None:
-    """Every attempt takes one token and gives it back once, after it ends, on every outcome.
+    """Every attempt runs on a token that is given back once, after it ends, on every outcome.
 
     The pool's capacity limiter is instrumented (its class, for this test only): anyio itself
     would raise on a second acquire or a foreign release; here every borrower's acquisitions and
-    releases are also counted and must match the attempts.
+    releases are also counted and must balance. With a rate, each attempt borrows its own token,
+    so the acquisitions match the attempts. Without one, a worker borrows one token for a spell
+    of attempts that follow each other with no wait in between (R4's "borrowed == running at
+    every step" is checked by assert_consistent here and by the next test), so there are fewer.
     """
     taken: dict[object, int] = {}
     given: dict[object, int] = {}
@@ -358,7 +362,7 @@ async def test_r04_each_slot_is_taken_and_released_exactly_once(
         return "ok"
 
     attempts: list[int] = []
-    async with WorkerPool(size=2) as pool:
+    async with WorkerPool(size=2, rate=rate) as pool:
         instrument(pool._limiter)
         ok = pool.run(echo, "ok")
         failed = pool.run(fail_after_sleep, 0.5)
@@ -393,7 +397,10 @@ async def test_r04_each_slot_is_taken_and_released_exactly_once(
     assert all(f.cancelled() for f in killed)
     assert errors == []
     assert taken == given
-    assert sum(taken.values()) == pool.statistics().attempts
+    if rate is None:
+        assert 0 < sum(taken.values()) <= pool.statistics().attempts
+    else:
+        assert sum(taken.values()) == pool.statistics().attempts
     assert_idle(pool)
 
 
