@@ -12,13 +12,13 @@ from test_limits import _Tokens
 
 from werkpool._limits import ConcurrencyLimit, RateLimit
 from werkpool._retry import JobOptions, default_backoff
-from werkpool._scheduler import CATCH_UP, DONE, RUNNING, TICK, Job, Scheduler
+from werkpool._scheduler import CATCH_UP, DONE, RUNNING, TICK, Job, PlainJob, Scheduler
 
 OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)
 
 
 def submit(sched: Scheduler, label: object, now: float = 0.0) -> Job:
-    return sched.submit(lambda: None, (label,), OPTIONS, None, now)
+    return sched.submit(lambda: None, (label,), OPTIONS, now)
 
 
 def finish(sched: Scheduler, job: Job) -> None:
@@ -114,7 +114,7 @@ class TestRateDating:
         admitted: list[float] = []
         for job in jobs:
             result = sched.poll(now)
-            while result.__class__ is not Job:
+            while result.__class__ is not PlainJob:
                 now = result + 0.001  # type: ignore[operator]
                 result = sched.poll(now)
             assert result is job
@@ -131,13 +131,13 @@ class TestRateDating:
         for i in range(3):
             submit(sched, i)
         sched.idle = 1
-        assert sched.poll(0.0).__class__ is Job
+        assert sched.poll(0.0).__class__ is PlainJob
         wake = sched.poll(0.0)
         assert wake == 0.1
-        assert sched.poll(0.1 + CATCH_UP / 2).__class__ is Job
+        assert sched.poll(0.1 + CATCH_UP / 2).__class__ is PlainJob
         assert rate.tat == 0.2  # dated at its slot, 0.1
         late = 0.2 + 10 * CATCH_UP
-        assert sched.poll(late).__class__ is Job
+        assert sched.poll(late).__class__ is PlainJob
         # Dated CATCH_UP before now: only the part of the delay beyond CATCH_UP is lost, and
         # at most CATCH_UP's worth of starts can follow back to back.
         assert rate.tat == pytest.approx(late - CATCH_UP + 0.1)
@@ -148,9 +148,9 @@ class TestRateDating:
         sched = Scheduler([rate])
         sched.idle = 1
         submit(sched, "a", now=0.0)
-        assert sched.poll(0.0).__class__ is Job
+        assert sched.poll(0.0).__class__ is PlainJob
         submit(sched, "b", now=0.0012)  # its slot (0.001) passed before it existed
-        assert sched.poll(0.0012).__class__ is Job
+        assert sched.poll(0.0012).__class__ is PlainJob
         assert rate.tat == 0.0012 + 0.001
 
     def test_size_bound_start_is_dated_when_the_slot_frees(self) -> None:
@@ -164,7 +164,7 @@ class TestRateDating:
         assert sched.poll(0.0) is first
         finish(sched, first)
         job = sched.poll(0.102)  # the worker freed 2 ms after the rate slot
-        assert job.__class__ is Job
+        assert job.__class__ is PlainJob
         assert rate.tat == 0.102 + 0.1
 
     @given(
@@ -184,7 +184,7 @@ class TestRateDating:
         now = 0.0
         for late in lateness:
             result = sched.poll(now)
-            while result.__class__ is not Job:
+            while result.__class__ is not PlainJob:
                 now = result + late  # type: ignore[operator]
                 result = sched.poll(now)
             assert spy.dated[-1] <= now + TICK  # never later than now (but for a sub-ns slot)

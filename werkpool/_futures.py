@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 import anyio
 
 from ._exceptions import FutureCancelled, FutureNotFinished
+from ._scheduler import JOB_SLOTS, Job
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
-
-    from ._pool import WorkerPool
-    from ._scheduler import Job
 
 __all__ = ["Future", "JobFuture"]
 
@@ -66,42 +64,29 @@ class JobFuture(Protocol[T_co]):
         ...
 
 
-class _PoolHook:
-    """Mixin state shared by both future types: the pool to tell when the future is cancelled."""
-
-    __slots__ = ()
-    _werkpool_pool: WorkerPool | None
-    _werkpool_job: Job | None
-
-    def _notify_cancel(self) -> None:
-        pool = self._werkpool_pool
-        job = self._werkpool_job
-        if pool is not None and job is not None:
-            pool._future_cancelled(job)
-
-
-class AsyncioFuture(asyncio.Future[T]):
-    """A real :class:`asyncio.Future` whose :meth:`cancel` also cancels the job behind it.
+class AsyncioFuture(asyncio.Future[T], Job):
+    """A real :class:`asyncio.Future` that is also its job's record, and whose :meth:`cancel`
+    cancels that job.
 
     Overriding ``cancel`` (rather than adding a done callback) tells the pool synchronously, so a
     cancelled queued job can never start in between, and costs nothing for jobs never cancelled.
     """
 
-    __slots__ = ("_werkpool_job", "_werkpool_pool")
+    __slots__ = JOB_SLOTS
 
-    # No __init__: the pool sets both slots right after creating the future (cheaper per job).
-    _werkpool_pool: WorkerPool | None
-    _werkpool_job: Job | None
+    # No __init__ of its own: asyncio's runs in C, then the pool fills in the job's fields.
 
     def cancel(self, msg: Any | None = None) -> bool:
         if not super().cancel(msg):
             return False
-        _PoolHook._notify_cancel(self)  # type: ignore[arg-type]
+        pool = self._pool
+        if pool is not None:
+            pool._future_cancelled(self)
         return True
 
 
 @final
-class Future(Generic[T]):
+class Future(Job, Generic[T]):
     """
     The result of a job run by a pool on trio, with the surface of :class:`asyncio.Future`.
 
@@ -122,15 +107,7 @@ class Future(Generic[T]):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    __slots__ = (
-        "_callbacks",
-        "_event",
-        "_exception",
-        "_result",
-        "_status",
-        "_werkpool_job",
-        "_werkpool_pool",
-    )
+    __slots__ = (*JOB_SLOTS, "_callbacks", "_event", "_exception", "_result", "_status")
 
     def __init__(self) -> None:
         self._status = Future.Status.PENDING
@@ -138,8 +115,7 @@ class Future(Generic[T]):
         self._exception: BaseException | None = None
         self._callbacks: list[Callable[[Future[T]], object]] | None = None
         self._event: anyio.Event | None = None
-        self._werkpool_pool: WorkerPool | None = None
-        self._werkpool_job: Job | None = None
+        self._pool = None  # a pool sets this, and the job's fields, when it runs one for it
 
     @property
     def status(self) -> Future.Status:
@@ -195,7 +171,9 @@ class Future(Generic[T]):
         if self._status is not Future.Status.PENDING:
             return False
         self._resolve(Future.Status.CANCELLED)
-        _PoolHook._notify_cancel(self)  # type: ignore[arg-type]
+        pool = self._pool
+        if pool is not None:
+            pool._future_cancelled(self)
         return True
 
     def add_done_callback(self, fn: Callable[[Future[T]], object], /) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 import anyio
 
 from ._exceptions import PoolClosedError
-from ._scheduler import CANCELLED, RETURNED
+from ._scheduler import CANCELLED, RETURNED, PlainJob
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -75,10 +75,10 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         # Jobs submitted and not yet yielded, in submission order: a deque when results come in
         # that order, a dict (O(1) removal anywhere) when they come as they finish. A map's jobs
         # have no future: each outcome stays on its job record (see Job.outcome).
-        self._fifo: deque[Job] = deque()  # ordered
-        self._unordered: dict[Job, None] = {}
-        self._in_flight: Collection[Job] = self._fifo if ordered else self._unordered
-        self._completed: deque[Job] = deque()  # unordered: finished, in completion order
+        self._fifo: deque[PlainJob] = deque()  # ordered
+        self._unordered: dict[PlainJob, None] = {}
+        self._in_flight: Collection[PlainJob] = self._fifo if ordered else self._unordered
+        self._completed: deque[PlainJob] = deque()  # unordered: finished, in completion order
         self._unsettled = 0  # jobs whose code may still run
         self._exhausted = False
         self._source_error: BaseException | None = None
@@ -92,7 +92,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     # -- feeding --------------------------------------------------------------------------------
 
-    def _add(self, job: Job) -> None:
+    def _add(self, job: PlainJob) -> None:
         if self._ordered:
             self._fifo.append(job)
         else:
@@ -105,7 +105,6 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             self._func,
             (item,),
             self._options,
-            None,
             anyio.current_time() if sched.timed else 0.0,
             self,
         )
@@ -129,7 +128,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         options = self._options
         now = anyio.current_time() if sched.timed else 0.0
         add = self._fifo.append if self._ordered else self._add
-        first: Job | None = None
+        first: PlainJob | None = None
         submitted = 0
         while submitted < room:
             try:
@@ -140,7 +139,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             except Exception as exc:
                 self._stop_reading(exc)
                 break
-            job = sched.submit(func, (item,), options, None, now, self)
+            job = sched.submit(func, (item,), options, now, self)
             add(job)
             submitted += 1
             if first is None:
@@ -212,7 +211,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def __aiter__(self) -> Self:
         return self
 
-    def _next_ready(self) -> Job | None:
+    def _next_ready(self) -> PlainJob | None:
         """Take the next result's job out of the window, or return None if it is not over."""
         if self._ordered:
             fifo = self._fifo
@@ -265,11 +264,11 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._room = None
             outcome = job.outcome
             if outcome == RETURNED:
-                return job.result  # type: ignore[no-any-return]
+                return job.value  # type: ignore[no-any-return]
             if outcome == CANCELLED:
                 self._closed_by_pool = True  # only kill() or the pool's exit cancel map jobs
                 raise PoolClosedError("this map's job was cancelled: its pool was killed")
-            error: BaseException = job.result
+            error: BaseException = job.value
             if self._return_exceptions:
                 return error  # type: ignore[return-value]
             raise error

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar, final
 import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from ._exceptions import PoolClosedError, PoolFullError
+from ._exceptions import FutureCancelled, PoolClosedError, PoolFullError
 from ._futures import AsyncioFuture, Future, JobFuture
 from ._limits import ConcurrencyLimit, Limit, RateLimit
 from ._map import MapIterator
 from ._retry import JobOptions, default_backoff, next_delay
 from ._scheduler import (
     BACKOFF,
-    CANCELLED,
     DONE,
     QUEUED,
     RAISED,
@@ -30,7 +29,9 @@ from ._scheduler import (
     RUNNING,
     Job,
     JobOwner,
+    PlainJob,
     Scheduler,
+    spent,
 )
 from ._statistics import PoolStatistics
 from ._validate import (
@@ -85,10 +86,9 @@ class _StartSoonOwner:
         self._pool = pool
 
     def job_settled(self, job: Job) -> None:
-        future = job.future
-        if future.cancelled():
+        if job.cancelled():
             return
-        error = future.exception()  # also marks an asyncio future's exception as retrieved
+        error = job.exception()  # also marks an asyncio future's exception as retrieved
         if error is not None:
             self._pool._job_failed(error)
 
@@ -414,7 +414,7 @@ class WorkerPool:
                 f"this WorkerPool already has max_pending={self._max_pending} jobs waiting to "
                 "start: use 'await pool.submit(...)' to wait for room instead"
             )
-        return self._enqueue(sched, task, args, options, None, None)  # type: ignore[no-any-return]
+        return self._enqueue(sched, task, args, options, None)  # type: ignore[no-any-return]
 
     def _accepting(self) -> Scheduler:
         """Return the scheduler if this caller may submit now, or raise why not."""
@@ -430,24 +430,27 @@ class WorkerPool:
     def _enqueue(
         self,
         sched: Scheduler,
-        task: Callable[..., Awaitable[Any]],
+        fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         options: JobOptions,
-        future: Any,
         owner: JobOwner | None,
     ) -> Any:
-        """Queue a job and return its future: *future*, or a new one of the backend's kind."""
-        if future is None:
-            # run(), submit() and start_soon() return asyncio's own type on asyncio.
-            loop = self._loop
-            future = AsyncioFuture(loop=loop) if loop is not None else Future()
-        future._werkpool_job = job = sched.submit(
-            task, args, options, future, anyio.current_time() if sched.timed else 0.0, owner
-        )
-        future._werkpool_pool = self
+        """Queue a job whose record is its future (asyncio's own type on asyncio); return it."""
+        loop = self._loop
+        job: Job = AsyncioFuture(loop=loop) if loop is not None else Future()
+        job.fn = fn
+        job.args = args
+        job.options = options
+        job.owner = owner
+        job.ready_at = anyio.current_time() if sched.timed else 0.0
+        job.state = QUEUED
+        job.attempts = 0
+        job.worker = None
+        job._pool = self
+        sched.enqueue(job)
         if not self._waking:
             self._kick(job)
-        return future
+        return job
 
     # -- the structured API -----------------------------------------------------------------------
 
@@ -479,7 +482,7 @@ class WorkerPool:
         options = _options(timeout, retries, retryable_exceptions, backoff)
         sched = self._accepting()
         return self._enqueue(  # type: ignore[no-any-return]
-            sched, func, args, options, None, self._start_soon_owner
+            sched, func, args, options, self._start_soon_owner
         )
 
     async def call(
@@ -511,17 +514,22 @@ class WorkerPool:
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         await self._wait_for_room()
         sched = self._accepting_after_wait()
-        future: Future[T] = Future()
         owner = _CallOwner()
-        self._enqueue(sched, func, args, options, future, owner)
+        job = sched.submit(func, args, options, anyio.current_time() if sched.timed else 0.0, owner)
+        if not self._waking:
+            self._kick(job)
         try:
-            await future.wait()
+            await owner.settled.wait()
         except BaseException:
-            future.cancel()
+            self._cancel_owned(job)
             with anyio.CancelScope(shield=True):
                 await owner.settled.wait()  # no job code runs and the slot is free again
             raise
-        return future.result()
+        if job.outcome == RETURNED:
+            return job.value  # type: ignore[no-any-return]
+        if job.outcome == RAISED:
+            raise job.value
+        raise FutureCancelled("the job was cancelled")
 
     async def submit(
         self,
@@ -549,7 +557,7 @@ class WorkerPool:
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         await self._wait_for_room()
         sched = self._accepting_after_wait()
-        return self._enqueue(sched, func, args, options, None, None)  # type: ignore[no-any-return]
+        return self._enqueue(sched, func, args, options, None)  # type: ignore[no-any-return]
 
     def map(
         self,
@@ -817,7 +825,7 @@ class WorkerPool:
             if job is None:
                 # Read the clock only when some limit or backoff depends on it.
                 admitted = sched.poll(anyio.current_time() if sched.timed or sched.delayed else 0.0)
-                if type(admitted) is not Job:
+                if isinstance(admitted, float):
                     if self._state >= _CLOSING and sched.pending == 0:
                         self._set_drained()
                         return True
@@ -909,28 +917,18 @@ class WorkerPool:
             job.worker = None
         else:
             sched.end_attempt(job)
-        future = job.future
-        if future is None:  # a map's job: the outcome stays on the record
-            if job.outcome or self._state == _KILLED:
-                sched.cancelled_job(job)  # cancelled while running, yet it returned
-                job.outcome = CANCELLED
-            else:
-                job.state = DONE
-                sched.completed += 1
-                job.outcome = RETURNED
-                job.result = result
+        job._pool = None  # settled: cancelling its future no longer concerns the pool
+        if job.done() or self._state == _KILLED:
+            # Cancelled while running (or the pool is being torn down), yet the job returned:
+            # the future ends cancelled, never with a value it was not meant to get.
+            sched.cancelled_job(job)
+            job.cancel()
         else:
-            if future.done() or self._state == _KILLED:
-                # Cancelled while running (or the pool is being torn down), yet the job returned:
-                # the future ends cancelled, never with a value it was not meant to get.
-                sched.cancelled_job(job)
-                future.cancel()
-            else:
-                job.state = DONE
-                sched.completed += 1
-                future.set_result(result)
-            future._werkpool_job = None
-            future._werkpool_pool = None
+            job.state = DONE
+            sched.completed += 1
+            job.set_result(result)
+        job.fn = spent  # a future the caller keeps does not keep the job's callable and arguments
+        job.args = ()
         owner = job.owner
         # A start_soon() job's owner only cares about failures: skip the call on success.
         if owner is not None and owner is not self._start_soon_owner:
@@ -973,7 +971,7 @@ class WorkerPool:
         sched = self._sched
         assert sched is not None
         sched.end_attempt(job)
-        if job.outcome if job.future is None else job.future.done():  # cancelled while it ran
+        if job.done():  # its future was cancelled while it ran
             sched.cancelled_job(job)
             self._settled(job)
             return
@@ -1019,31 +1017,21 @@ class WorkerPool:
         sched = self._sched
         assert sched is not None
         sched.failed_job(job)
-        future = job.future
-        if future is None:
-            job.outcome = RAISED
-            job.result = error
-        else:
-            future.set_exception(error)
+        job.set_exception(error)
         self._settled(job)
 
     def _cancel_job(self, job: Job) -> None:
         sched = self._sched
         assert sched is not None
         sched.cancelled_job(job)  # first: the future's cancel hook then sees a finished job
-        future = job.future
-        if future is None:
-            job.outcome = CANCELLED
-        else:
-            future.cancel()
+        job.cancel()
         self._settled(job)
 
     def _settled(self, job: Job) -> None:
         """Forget a finished job: break the job/future cycle and check for the end of a drain."""
-        future = job.future
-        if future is not None:
-            future._werkpool_job = None
-            future._werkpool_pool = None
+        job._pool = None
+        job.fn = spent  # a future the caller keeps does not keep the job's callable and arguments
+        job.args = ()
         owner = job.owner
         if owner is not None:
             job.owner = None
@@ -1069,10 +1057,9 @@ class WorkerPool:
             if self._space_waiters:
                 self._give_room()
 
-    def _cancel_owned(self, job: Job) -> None:
-        """Cancel a job that has no future (a map's), as cancelling its future would."""
-        if not job.outcome and job.state != DONE:
-            job.outcome = CANCELLED
+    def _cancel_owned(self, job: PlainJob) -> None:
+        """Cancel a job that has no future (a map's, a call's), as cancelling a future would."""
+        if job.state != DONE and job.cancel():
             self._future_cancelled(job)
 
     def _set_drained(self) -> None:
@@ -1145,10 +1132,10 @@ class WorkerPool:
             if running is not None and running.state == RUNNING:
                 # Cancelled now, not when the job stops: a job that swallows its cancellation
                 # and returns cannot resolve its future any more.
-                if running.future is None:
+                if isinstance(running, PlainJob):
                     self._cancel_owned(running)
                 else:
-                    running.future.cancel()
+                    running.cancel()
         if self._kill_scope is not None:
             self._kill_scope.cancel()
         assert self._drained is not None

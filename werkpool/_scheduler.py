@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, final
 
 from ._limits import ConcurrencyLimit
 
@@ -25,6 +25,7 @@ __all__ = [
     "CANCELLED",
     "CATCH_UP",
     "DONE",
+    "JOB_SLOTS",
     "QUEUED",
     "RAISED",
     "RETURNED",
@@ -32,7 +33,9 @@ __all__ = [
     "TICK",
     "Job",
     "JobOwner",
+    "PlainJob",
     "Scheduler",
+    "spent",
 ]
 
 QUEUED: Final = 0
@@ -40,8 +43,7 @@ RUNNING: Final = 1
 BACKOFF: Final = 2
 DONE: Final = 3
 
-# A job's outcome, kept on the record itself when it has no future (a map's jobs: the map reads
-# it in place, so an item costs one object, not two).
+# A PlainJob's outcome, kept on the record for its owner (a map reads it in place).
 RETURNED: Final = 1
 RAISED: Final = 2
 CANCELLED: Final = 3
@@ -67,57 +69,122 @@ class JobOwner(Protocol):
     def job_settled(self, job: Job) -> None: ...
 
 
-@final
-class Job:
-    """One submitted job: a small record, with no task, coroutine or timer while queued."""
+#: The fields every job record has, whatever its class (see :class:`Job`).
+JOB_SLOTS: Final = (
+    "_pool",
+    "args",
+    "attempts",
+    "fn",
+    "options",
+    "owner",
+    "ready_at",
+    "seq",
+    "state",
+    "worker",
+)
 
-    __slots__ = (
-        "args",
-        "attempts",
-        "fn",
-        "future",
-        "options",
-        "outcome",
-        "owner",
-        "ready_at",
-        "result",
-        "seq",
-        "state",
-        "worker",
-    )
+
+def spent(*args: object) -> NoReturn:
+    """What a settled job's ``fn`` becomes, so that its record keeps nothing of the job alive."""
+    raise AssertionError("a settled job was run again")
+
+
+class Job:
+    """
+    One submitted job, as the scheduler sees it: a record with no task, coroutine or timer.
+
+    This class only declares the fields (``__slots__ = ()``, so it can be mixed into a C type):
+    each kind of record stores them itself. A job run for a future *is* that future, so a
+    ``run()`` costs one object, not a record plus a future (``_futures.AsyncioFuture`` and
+    ``werkpool.Future``); a map's or a ``call()``'s job is a :class:`PlainJob`, which keeps the
+    outcome for its owner to read. Every kind has the future methods the pool resolves it with.
+    """
+
+    if not TYPE_CHECKING:  # declared for mypy below, stored by each subclass's __slots__
+        __slots__ = ()
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    options: JobOptions
+    #: Who wants to hear when the job is over (a map, a call, start_soon's failure check).
+    owner: JobOwner | None
+    #: The submission order, for FIFO admission of retries among new jobs.
+    seq: int
+    #: When the job became ready to start: its submission, or the end of its backoff.
+    ready_at: float
+    state: int
+    #: Attempts started so far.
+    attempts: int
+    #: Whatever runs the current attempt (the pool's worker), for cancellation.
+    worker: Any
+    #: The pool to tell when the job's future is cancelled; None once the job is settled.
+    _pool: Any
+
+    if TYPE_CHECKING:
+
+        def done(self) -> bool: ...
+        def cancelled(self) -> bool: ...
+        def exception(self) -> BaseException | None: ...
+        def cancel(self, msg: Any | None = None) -> bool: ...
+        def set_result(self, result: Any, /) -> None: ...
+        def set_exception(self, exception: BaseException, /) -> None: ...
+
+    def __repr__(self) -> str:
+        state = ("queued", "running", "backoff", "done")[self.state]
+        return f"<Job #{self.seq} {state} attempts={self.attempts}>"
+
+
+@final
+class PlainJob(Job):
+    """A job without a future of its own: its outcome stays on the record for its owner."""
+
+    __slots__ = (*JOB_SLOTS, "outcome", "value")
 
     def __init__(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         options: JobOptions,
-        future: Any,
-        seq: int,
         ready_at: float,
         owner: JobOwner | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
         self.options = options
-        self.future = future
-        self.seq = seq
-        #: When the job became ready to start: its submission, or the end of its backoff.
+        self.owner = owner
+        self.seq = 0
         self.ready_at = ready_at
         self.state = QUEUED
-        #: Attempts started so far.
         self.attempts = 0
-        #: Whatever runs the current attempt (the pool's worker), for cancellation.
-        self.worker: Any = None
-        #: Who wants to hear when the job is over (a map, a call), or None.
-        self.owner = owner
-        #: Without a future: 0 while unresolved, then RETURNED, RAISED or CANCELLED, with the
-        #: return value or the exception in ``result``.
+        self.worker = None
+        self._pool = None
+        #: 0 while unresolved, then RETURNED, RAISED or CANCELLED, with the return value or the
+        #: exception in ``value``.
         self.outcome = 0
-        self.result: Any = None
+        self.value: Any = None
 
-    def __repr__(self) -> str:
-        state = ("queued", "running", "backoff", "done")[self.state]
-        return f"<Job #{self.seq} {state} attempts={self.attempts}>"
+    def done(self) -> bool:
+        return self.outcome != 0
+
+    def cancelled(self) -> bool:
+        return self.outcome == CANCELLED
+
+    def exception(self) -> BaseException | None:
+        return self.value if self.outcome == RAISED else None
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if self.outcome:
+            return False
+        self.outcome = CANCELLED
+        return True
+
+    def set_result(self, result: Any, /) -> None:
+        self.outcome = RETURNED
+        self.value = result
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self.outcome = RAISED
+        self.value = exception
 
 
 @final
@@ -163,16 +230,23 @@ class Scheduler:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         options: JobOptions,
-        future: Any,
         now: float,
         owner: JobOwner | None = None,
-    ) -> Job:
-        """Queue a new job at the back and return its record."""
+    ) -> PlainJob:
+        """Queue a new :class:`PlainJob` at the back and return it."""
+        job = PlainJob(fn, args, options, now, owner)
         self._seq += 1
-        job = Job(fn, args, options, future, self._seq, now, owner)
+        job.seq = self._seq
         self._queue.append(job)
         self.queued += 1
         return job
+
+    def enqueue(self, job: Job) -> None:
+        """Queue a record the caller made (every field set but ``seq``) at the back."""
+        self._seq += 1
+        job.seq = self._seq
+        self._queue.append(job)
+        self.queued += 1
 
     @property
     def submitted(self) -> int:
