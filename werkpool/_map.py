@@ -127,10 +127,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         func = self._func
         options = self._options
         now = anyio.current_time() if sched.timed else 0.0
-        add = self._fifo.append if self._ordered else self._add
-        first: PlainJob | None = None
-        submitted = 0
-        while submitted < room:
+        batch: list[PlainJob] = []
+        while len(batch) < room:
             try:
                 item = next(source)
             except StopIteration:
@@ -139,14 +137,17 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             except Exception as exc:
                 self._stop_reading(exc)
                 break
-            job = sched.submit(func, (item,), options, now, self)
-            add(job)
-            submitted += 1
-            if first is None:
-                first = job
-        self._unsettled += submitted
-        if first is not None and not pool._waking:
-            pool._kick(first)
+            batch.append(PlainJob(func, (item,), options, now, self))
+        if not batch:
+            return
+        sched.enqueue_all(batch)
+        if self._ordered:
+            self._fifo.extend(batch)
+        else:
+            self._unordered.update(dict.fromkeys(batch))
+        self._unsettled += len(batch)
+        if not pool._waking:
+            pool._kick(batch[0])
 
     def _stop_reading(self, error: BaseException) -> None:
         """The input (or the pool) failed: yield what is in flight, then raise *error*."""

@@ -22,6 +22,7 @@ from ._map import MapIterator
 from ._retry import JobOptions, default_backoff, next_delay
 from ._scheduler import (
     BACKOFF,
+    CANCELLED,
     DONE,
     QUEUED,
     RAISED,
@@ -917,18 +918,28 @@ class WorkerPool:
             job.worker = None
         else:
             sched.end_attempt(job)
-        job._pool = None  # settled: cancelling its future no longer concerns the pool
-        if job.done() or self._state == _KILLED:
-            # Cancelled while running (or the pool is being torn down), yet the job returned:
-            # the future ends cancelled, never with a value it was not meant to get.
-            sched.cancelled_job(job)
-            job.cancel()
+        if type(job) is PlainJob:  # a map's or a call's: its outcome is two fields, set here
+            if job.outcome or self._state == _KILLED:
+                sched.cancelled_job(job)  # cancelled while it ran, yet it returned
+                job.outcome = CANCELLED
+            else:
+                job.state = DONE
+                sched.completed += 1
+                job.outcome = RETURNED
+                job.value = result
         else:
-            job.state = DONE
-            sched.completed += 1
-            job.set_result(result)
-        job.fn = spent  # a future the caller keeps does not keep the job's callable and arguments
-        job.args = ()
+            job._pool = None  # settled: cancelling its future no longer concerns the pool
+            if job.done() or self._state == _KILLED:
+                # Cancelled while running (or the pool is being torn down), yet the job returned:
+                # the future ends cancelled, never with a value it was not meant to get.
+                sched.cancelled_job(job)
+                job.cancel()
+            else:
+                job.state = DONE
+                sched.completed += 1
+                job.set_result(result)
+            job.fn = spent  # the future the caller keeps holds neither callable nor arguments
+            job.args = ()
         owner = job.owner
         # A start_soon() job's owner only cares about failures: skip the call on success.
         if owner is not None and owner is not self._start_soon_owner:

@@ -248,6 +248,16 @@ class Scheduler:
         self._queue.append(job)
         self.queued += 1
 
+    def enqueue_all(self, jobs: list[PlainJob]) -> None:
+        """Queue records the caller made, in order, at the back (a map's batch)."""
+        seq = self._seq
+        for job in jobs:
+            seq += 1
+            job.seq = seq
+        self._seq = seq
+        self._queue.extend(jobs)
+        self.queued += len(jobs)
+
     @property
     def submitted(self) -> int:
         return self._seq
