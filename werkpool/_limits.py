@@ -101,7 +101,11 @@ class TokenSource(Protocol):
 
 @final
 class ConcurrencyLimit:
-    """At most ``total_tokens`` attempts at once, counted by a capacity limiter borrowed per job."""
+    """At most ``total_tokens`` attempts at once, counted by a capacity limiter borrowed per job.
+
+    The pool uses it when it also has a rate, so that a start waits for both limits in one
+    admission decision; a size-only pool needs no admission check (its workers are the bound).
+    """
 
     __slots__ = ("limiter",)
 

@@ -12,8 +12,6 @@ from collections import deque
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, final
 
-from ._limits import ConcurrencyLimit
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -195,11 +193,9 @@ class Scheduler:
         self.limits: tuple[Limit, ...] = tuple(limits)
         #: True if some limit depends on the clock: only then does the pool read it per job.
         self.timed = any(limit.timed for limit in self.limits)
-        #: True if the only limit is the pool's own concurrency limit (or there is none): then
+        #: True without any limit (a size-only pool: its workers bound the concurrency): then
         #: the pool may admit the head of the line without poll() (see WorkerPool._work).
-        self.simple = len(self.limits) <= 1 and all(
-            isinstance(limit, ConcurrencyLimit) for limit in self.limits
-        )
+        self.simple = not self.limits
         self._queue: deque[Job] = deque()
         self._retry_ready: list[tuple[int, Job]] = []  # heap by submission order
         #: Jobs in their backoff, as a heap by the end of it.
