@@ -1,0 +1,398 @@
+"""The workers of a WorkerPool: the loop that runs attempts, and the settling of jobs.
+
+``_Workers`` is the second class of the chain that makes up WorkerPool (see ``_pool_state.py``):
+it adds the worker task (``_worker_main`` and its per-job loop ``_work``, the pool's hot path),
+parking idle workers, and everything that settles a job: a return, a failure, a retry, a
+cancellation, and a crash of the machinery itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from contextvars import ContextVar
+from types import CoroutineType
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from ._pool_state import _CLOSING, _INF, _KILLED, _PoolState, _Worker
+from ._retry import next_delay
+from ._scheduler import (
+    BACKOFF,
+    CANCELLED,
+    DONE,
+    QUEUED,
+    RETURNED,
+    RUNNING,
+    PlainJob,
+    spent,
+)
+
+if TYPE_CHECKING:
+    from ._scheduler import Job, Scheduler
+
+#: A worker that has run this many jobs back to back without waiting lets other tasks run once.
+_FAIRNESS_BATCH: Final = 64
+
+#: The pool whose job code the current task runs (set in each worker task; inherited by the
+#: tasks a job starts), so that a job may still submit while its pool drains.
+_running_in: ContextVar[_PoolState | None] = ContextVar("werkpool_running_in", default=None)
+
+
+class _NotAwaitable(Exception):
+    """Raised inside the worker when a job's callable returned something that is not awaitable."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+class _Workers(_PoolState):
+    """The worker tasks of a WorkerPool, and how they settle the jobs they run."""
+
+    __slots__ = ()
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    async def _worker_main(self) -> None:
+        sched = self._sched
+        assert sched is not None
+        worker = _Worker()
+        self._workers.add(worker)
+        # Marks this task, and the tasks its jobs start, as running this pool's job code.
+        _running_in.set(self)
+        self._waking -= 1
+        try:
+            while True:
+                with anyio.CancelScope() as scope:
+                    worker.scope = scope
+                    if await self._work(worker, scope, sched):
+                        return
+                # The scope was cancelled to stop one job (its future was cancelled, or its attempt
+                # timed out); that job is accounted for, so carry on in a fresh scope.
+        except BaseException as exc:
+            if not isinstance(exc, self._cancelled_exc):
+                self._crashed(exc)
+            raise
+        finally:
+            sched.workers -= 1
+            self._workers.discard(worker)
+            if worker.token:
+                self._return_token(worker)
+
+    def _in_worker(self) -> bool:
+        """True in this pool's job code, including tasks that a job started."""
+        return _running_in.get() is self
+
+    def _return_token(self, worker: _Worker) -> None:
+        """The worker runs no attempt any more: give its token back before it waits."""
+        assert self._limiter is not None
+        worker.token = False
+        self._limiter.release_on_behalf_of(worker)
+
+    async def _work(self, worker: _Worker, scope: anyio.CancelScope, sched: Scheduler) -> bool:
+        """Run jobs until the worker should exit (True) or its scope was cancelled (False).
+
+        This loop runs once per job, so the common case is written out in it: taking the head of
+        the line (without :meth:`Scheduler.poll` when no clock-based limit or retry is in play)
+        and running the attempt (no coroutine of its own per job).
+        """
+        streak = 0
+        queue = sched._queue
+        limiter = self._limiter
+        simple = sched.simple
+        # Size-only pools: the worker borrows the limiter's token, and keeps it between attempts
+        # that follow each other with no wait in between (so borrowed == running at every
+        # checkpoint, for one acquire per busy spell instead of one per job).
+        worker_token = simple and limiter is not None
+        worker.stopping = False
+        while True:
+            job = None
+            if simple and not sched.delayed and not sched._retry_ready:
+                # The fast path: pop the head in line, skipping cancelled records, and take a
+                # token without a checkpoint. The same state changes as Scheduler.poll().
+                while queue:
+                    candidate = queue.popleft()
+                    if candidate.state == QUEUED:
+                        job = candidate
+                        break
+                if job is not None:
+                    job.state = RUNNING
+                    job.attempts = 1
+                    sched.queued -= 1
+                    sched.running += 1
+                    sched.attempts += 1
+                    if queue and not self._waking:
+                        self._kick(None)  # more may start: someone must look while we run
+            if job is None:
+                # Read the clock only when some limit or backoff depends on it.
+                admitted = sched.poll(anyio.current_time() if sched.timed or sched.delayed else 0.0)
+                if isinstance(admitted, float):
+                    if self._state >= _CLOSING and sched.pending == 0:
+                        self._set_drained()
+                        return True
+                    streak = 0
+                    if worker.token:
+                        self._return_token(worker)
+                    await self._park(worker, sched, admitted if self._sleeper is None else _INF)
+                    continue
+                job = admitted
+                # Hand the queue on: if more may start, someone must look at it while we run.
+                if not self._waking and self._sleeper is None and sched.has_queued():
+                    self._kick(None)
+            if worker_token and not worker.token:
+                limiter.acquire_on_behalf_of_nowait(worker)  # type: ignore[union-attr]
+                worker.token = True
+            if self._space_waiters:
+                self._give_room()
+
+            # -- one attempt of the job --
+            job.worker = worker
+            worker.job = job
+            timeout = job.options.timeout
+            deadline = _INF
+            if timeout is not None:
+                deadline = anyio.current_time() + timeout
+                scope.deadline = deadline
+            try:
+                awaitable = job.fn(*job.args)
+                if awaitable.__class__ is not CoroutineType and not inspect.isawaitable(awaitable):
+                    raise _NotAwaitable(awaitable)
+                result = await awaitable
+            except _NotAwaitable as bad:
+                self._not_awaitable(job, bad.value)
+            except BaseException as exc:
+                if timeout is not None:
+                    scope.deadline = _INF
+                self._attempt_failed(job, exc, scope, deadline)
+                if not isinstance(exc, Exception) and not self._raised_by_the_job(exc, scope):
+                    raise  # cancellation (the scope or the pool's), KeyboardInterrupt, SystemExit
+            else:
+                if timeout is not None:
+                    scope.deadline = _INF
+                    if anyio.current_time() >= deadline:
+                        # It returned at or after its deadline: a timeout, on every backend.
+                        self._attempt_failed(job, None, scope, deadline)
+                    else:
+                        self._returned(job, result)
+                else:
+                    self._returned(job, result)
+            if (worker.stopping or timeout is not None) and scope.cancel_called:
+                return False
+            streak += 1
+            if streak == _FAIRNESS_BATCH:
+                streak = 0
+                if worker.token:
+                    self._return_token(worker)
+                await checkpoint()
+
+    async def _park(self, worker: _Worker, sched: Scheduler, wake_at: float) -> None:
+        event = worker.event = anyio.Event()
+        if wake_at == _INF:
+            self._parked[worker] = None
+        else:
+            self._sleeper = worker
+            self._sleeper_deadline = wake_at
+        sched.idle += 1
+        try:
+            if wake_at == _INF:
+                await event.wait()
+            else:
+                with anyio.CancelScope(deadline=wake_at):
+                    await event.wait()
+        finally:
+            sched.idle -= 1
+            if event.is_set():
+                self._waking -= 1
+            elif worker is self._sleeper:
+                self._sleeper = None
+            else:
+                self._parked.pop(worker, None)
+
+    def _returned(self, job: Job, result: object) -> None:
+        """Settle an attempt that returned in time: the job is done, unless cancelled meanwhile."""
+        sched = self._sched
+        assert sched is not None
+        # Scheduler.end_attempt() and completed_job(), then _settled(), written out: once per job.
+        if sched.simple:
+            sched.running -= 1  # no limit to release (a worker's token stays with it)
+            job.worker = None
+        else:
+            sched.end_attempt(job)
+        if type(job) is PlainJob:  # a map's or a call's: its outcome is two fields, set here
+            if job.outcome or self._state == _KILLED:
+                sched.cancelled_job(job)  # cancelled while it ran, yet it returned
+                job.outcome = CANCELLED
+            else:
+                job.state = DONE
+                sched.completed += 1
+                job.outcome = RETURNED
+                job.value = result
+        else:
+            job._pool = None  # settled: cancelling its future no longer concerns the pool
+            if job.done() or self._state == _KILLED:
+                # Cancelled while running (or the pool is being torn down), yet the job returned:
+                # the future ends cancelled, never with a value it was not meant to get.
+                sched.cancelled_job(job)
+                job.cancel()
+            else:
+                job.state = DONE
+                sched.completed += 1
+                job.set_result(result)
+            job.fn = spent  # the future the caller keeps holds neither callable nor arguments
+            job.args = ()
+        owner = job.owner
+        # A start_soon() job's owner only cares about failures: skip the call on success.
+        if owner is not None and owner is not self._start_soon_owner:
+            job.owner = None
+            owner.job_settled(job)
+        if self._state >= _CLOSING and not (sched.queued or sched.running or sched.backoff):
+            self._set_drained()  # the last job of a drain
+
+    def _raised_by_the_job(self, exc: BaseException, scope: anyio.CancelScope) -> bool:
+        """True for a CancelledError the job raised itself, with nobody cancelling this worker.
+
+        On asyncio a job can end with CancelledError because it awaited something that was
+        cancelled. That ends the job (its future is cancelled) but must not end the worker: no
+        scope around it is cancelled and its task has no pending cancel request.
+        """
+        if self._backend != "asyncio" or not isinstance(exc, self._cancelled_exc):
+            return False
+        if scope.cancel_called or anyio.current_effective_deadline() == -_INF:
+            return False
+        if sys.version_info >= (3, 11):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                return False
+        return True
+
+    def _not_awaitable(self, job: Job, value: object) -> None:
+        error = TypeError(
+            f"the job's callable {job.fn!r} returned {type(value).__name__}, not an awaitable: "
+            "pass an async function (or a callable returning an awaitable)"
+        )
+        sched = self._sched
+        assert sched is not None
+        sched.end_attempt(job)
+        self._fail(job, error)
+
+    def _attempt_failed(
+        self, job: Job, exc: BaseException | None, scope: anyio.CancelScope, deadline: float
+    ) -> None:
+        """Settle an attempt that raised *exc* (None: it returned after its deadline)."""
+        sched = self._sched
+        assert sched is not None
+        sched.end_attempt(job)
+        if job.done():  # its future was cancelled while it ran
+            sched.cancelled_job(job)
+            self._settled(job)
+            return
+        timed_out = deadline != _INF and (
+            exc is None or (scope.cancel_called and anyio.current_time() >= deadline)
+        )
+        if timed_out:
+            error: BaseException = TimeoutError(
+                f"the attempt timed out after {job.options.timeout:g} s"
+            )
+            if exc is not None and not isinstance(exc, self._cancelled_exc):
+                error.__context__ = exc
+        elif exc is None:  # pragma: no cover - timed_out is always true without an exception
+            raise AssertionError("unreachable")
+        elif isinstance(exc, self._cancelled_exc):
+            self._cancel_job(job)
+            return
+        elif not isinstance(exc, Exception):
+            self._fail(job, exc)  # KeyboardInterrupt, SystemExit...: resolve, then re-raised
+            return
+        else:
+            error = exc
+        options = job.options
+        if (
+            job.attempts <= options.retries
+            and isinstance(error, options.retryable)
+            and self._state < _KILLED
+        ):
+            try:
+                delay = next_delay(options, job.attempts)
+            except Exception as bad:
+                bad.__cause__ = error
+                self._fail(job, bad)
+                return
+            due = anyio.current_time() + delay
+            sched.retry_at(job, due)
+            if self._sleeper is not None and due < self._sleeper_deadline:
+                self._wake(self._sleeper)
+            return
+        self._fail(job, error)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        sched = self._sched
+        assert sched is not None
+        sched.failed_job(job)
+        job.set_exception(error)
+        self._settled(job)
+
+    def _cancel_job(self, job: Job) -> None:
+        sched = self._sched
+        assert sched is not None
+        sched.cancelled_job(job)  # first: the future's cancel hook then sees a finished job
+        job.cancel()
+        self._settled(job)
+
+    def _settled(self, job: Job) -> None:
+        """Forget a finished job: break the job/future cycle and check for the end of a drain."""
+        job._pool = None
+        job.fn = spent  # a future the caller keeps does not keep the job's callable and arguments
+        job.args = ()
+        owner = job.owner
+        if owner is not None:
+            job.owner = None
+            owner.job_settled(job)
+        if self._state >= _CLOSING:
+            sched = self._sched
+            assert sched is not None
+            if sched.pending == 0:
+                self._set_drained()
+
+    def _future_cancelled(self, job: Job) -> None:
+        """Called synchronously by a job's future when someone cancels it."""
+        sched = self._sched
+        assert sched is not None
+        if job.state == RUNNING:
+            worker = job.worker
+            if worker is not None and worker.scope is not None:
+                worker.stopping = True
+                worker.scope.cancel()  # the worker settles the job when the cancellation lands
+        elif job.state in (QUEUED, BACKOFF):
+            sched.cancelled_job(job)
+            self._settled(job)
+            if self._space_waiters:
+                self._give_room()
+
+    def _cancel_owned(self, job: PlainJob) -> None:
+        """Cancel a job that has no future (a map's, a call's), as cancelling a future would."""
+        if job.state != DONE and job.cancel():
+            self._future_cancelled(job)
+
+    def _set_drained(self) -> None:
+        assert self._drained is not None
+        if not self._drained.is_set():
+            self._drained.set()
+            self._wake_all()
+
+    def _crashed(self, exc: BaseException) -> None:
+        """A worker failed outside any job: resolve every waiting job, then let the error rise."""
+        if self._state >= _KILLED:
+            return
+        self._state = _KILLED
+        sched = self._sched
+        assert sched is not None
+        assert self._drained is not None
+        self._drained.set()
+        for job in sched.drop_all():
+            if isinstance(exc, Exception):
+                self._fail(job, exc)
+            else:
+                self._cancel_job(job)
