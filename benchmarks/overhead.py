@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import io
 import pstats
 import random
@@ -334,11 +335,46 @@ def _targets(kind: str, backend: Backend, block: dict[str, Any]) -> list[Target]
 # -- profiling ------------------------------------------------------------------------------------
 
 
+def gc_share(
+    func: Callable[[Job, int, int], Awaitable[int]],
+    floor: Contender,
+    job: Job,
+    n: int,
+    backend: Backend,
+    repeats: int = 3,
+) -> str:
+    """Time *func* against *floor* with the cyclic GC on and off: how much of the gap it is."""
+    lines = []
+    for label, enabled in (("on", True), ("off", False)):
+        times: dict[str, list[float]] = {"floor": [], "werkpool": []}
+        if not enabled:
+            gc.disable()
+        try:
+            for _ in range(repeats):
+                times["floor"].append(timed_run(backend, partial(floor.func, job, n, SIZE))[0])
+                times["werkpool"].append(timed_run(backend, partial(func, job, n, SIZE))[0])
+        finally:
+            gc.enable()
+        base, ours = median(times["floor"]), median(times["werkpool"])
+        lines.append(
+            f"  GC {label:3}: floor {base * 1e3:6.1f} ms, werkpool {ours * 1e3:6.1f} ms "
+            f"({ours / base:.2f}x), medians of {repeats}"
+        )
+    return "\n".join(lines)
+
+
 def profile(which: str, kind: str, n: int, top: int = 30, backend: Backend = ASYNCIO) -> str:
-    """cProfile one werkpool entry point (``run``, ``map`` or ``start_soon``); top by tottime."""
+    """cProfile one werkpool entry point (``run``, ``map`` or ``start_soon``); top by tottime.
+
+    Before the profile, the same entry point is timed against its floor with the cyclic garbage
+    collector on and off, to show how much of the gap is collection work (many queued jobs).
+    """
     func = BY_KEY[f"werkpool_{which}"].func
     job = JOBS[kind]
     timed_run(backend, partial(func, job, max(n // 10, 1), SIZE))  # warm up
+    floor = BY_KEY["future_floor" if which == "run" else floor_key(backend)]
+    timed_run(backend, partial(floor.func, job, max(n // 10, 1), SIZE))
+    shares = gc_share(func, floor, job, n, backend)
     profiler = cProfile.Profile()
     profiler.enable()
     seconds, _ = timed_run(backend, partial(func, job, n, SIZE))
@@ -347,7 +383,9 @@ def profile(which: str, kind: str, n: int, top: int = 30, backend: Backend = ASY
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(top)
     header = (
-        f"cProfile of werkpool {which}() with {n:,} {kind} jobs on {backend.label} "
-        f"({seconds:.2f} s under the profiler), top {top} by own time\n"
+        f"werkpool {which}() with {n:,} {kind} jobs on {backend.label}, against "
+        f"{floor.label} (no profiler):\n{shares}\n\n"
+        f"cProfile of werkpool {which}() ({seconds:.2f} s under the profiler), "
+        f"top {top} by own time\n"
     )
     return header + out.getvalue()
