@@ -278,6 +278,53 @@ class TestSubmit:
             assert pool.statistics().submitted == 2
             assert pool._space_reserved == 0
 
+    async def test_producers_cancelled_while_waiting_are_skipped(self) -> None:
+        """Cancelled waiters keep no place in line: the others get room first come, first
+        served, and once none waits the line is empty and run() is accepted again."""
+        order: list[int] = []
+        async with WorkerPool(size=1, max_pending=1) as pool:
+            pool.run(anyio.sleep, 1)
+            await anyio.sleep(0.01)
+            pool.run(anyio.sleep, 1)  # the queue is full until t=1
+
+            async def producer(i: int, scope: anyio.CancelScope) -> None:
+                with scope:
+                    await pool.submit(echo, i)
+                    order.append(i)
+
+            scopes = [anyio.CancelScope() for _ in range(6)]
+            async with anyio.create_task_group() as tg:
+                for i, scope in enumerate(scopes):
+                    tg.start_soon(producer, i, scope)
+                    await anyio.sleep(0.01)  # in this order (trio starts tasks in any order)
+                await anyio.sleep(0.1)
+                assert pool._space_waiting == 6
+                for i in (0, 2, 3):
+                    scopes[i].cancel()
+                await anyio.sleep(0.1)
+                assert pool._space_waiting == 3
+                assert pool.statistics().submitted == 2
+            assert order == [1, 4, 5]
+            await anyio.sleep(1)  # their echo jobs are done: the queue is empty
+
+            pool.run(anyio.sleep, 5)
+            await anyio.sleep(0.01)
+            pool.run(anyio.sleep, 5)  # the queue is full again
+            late = [anyio.CancelScope() for _ in range(3)]
+            async with anyio.create_task_group() as tg:
+                for i, scope in enumerate(late):
+                    tg.start_soon(producer, 10 + i, scope)
+                await anyio.sleep(0.1)
+                for scope in late:
+                    scope.cancel()
+            assert pool._space_waiting == 0
+            assert len(pool._space_waiters) == 0  # nothing abandoned is kept
+            assert not pool._space_abandoned
+            await anyio.sleep(10)  # both sleepers done: there is room again
+            assert await pool.run(echo, "room") == "room"
+        assert order == [1, 4, 5]
+        assert_idle(pool)
+
     async def test_shutdown_wakes_waiting_producers_with_an_error(self) -> None:
         """A producer waiting for room gets PoolClosedError when the pool shuts down."""
         async with WorkerPool(size=1, max_pending=1) as pool:

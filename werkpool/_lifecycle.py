@@ -64,7 +64,7 @@ class _Lifecycle(_Workers):
         try:
             return self._accepting()
         except BaseException:
-            if self._space_waiters:
+            if self._space_waiting:
                 self._give_room()  # our room goes unused: the next waiter must learn why
             raise
 
@@ -154,13 +154,13 @@ class _Lifecycle(_Workers):
         assert self._drained is not None
         self._drained.set()
         self._wake_all()
-        if self._space_waiters:
+        if self._space_waiting:
             self._give_room()  # they wake to find the pool closed
 
     def _begin_closing(self) -> None:
         if self._state == _OPEN:
             self._state = _CLOSING
-            if self._space_waiters:
+            if self._space_waiting:
                 self._give_room()  # they wake to find the pool closed
 
     def _close_maps(self) -> None:

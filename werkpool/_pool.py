@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final, overload
 
 import anyio
 from anyio.lowlevel import checkpoint_if_cancelled
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["WorkerPool", "worker_pool"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 Ts = TypeVarTuple("Ts")
 
 _DEFAULT_RETRYABLE: Final[tuple[type[BaseException], ...]] = (Exception,)
@@ -152,7 +153,9 @@ class WorkerPool(_Lifecycle):
         self._rate = check_rate(rate)
         self._burst = check_burst(burst)
         self._max_pending = check_max_pending(max_pending)
-        self._space_waiters = deque()
+        self._space_waiters = deque()  # producers waiting for room, FIFO (some abandoned)
+        self._space_waiting = 0  # how many of them still wait
+        self._space_abandoned = set()  # cancelled while waiting, skipped when reached
         self._space_reserved = 0  # waiters woken for room that have not submitted yet
         self._errors = []  # failures of start_soon() jobs, for the pool
         self._maps = set()
@@ -252,7 +255,7 @@ class WorkerPool(_Lifecycle):
         options = _options(timeout, retries, retryable_exceptions, backoff)
         sched = self._accepting()
         if self._max_pending is not None and (
-            sched.queued + self._space_reserved >= self._max_pending or self._space_waiters
+            sched.queued + self._space_reserved >= self._max_pending or self._space_waiting
         ):
             raise PoolFullError(
                 f"this WorkerPool already has max_pending={self._max_pending} jobs waiting to "
@@ -392,9 +395,39 @@ class WorkerPool(_Lifecycle):
         sched = self._accepting_after_wait()
         return self._enqueue(sched, func, args, options, None)  # type: ignore[no-any-return]
 
+    @overload
     def map(
         self,
-        func: Callable[[Any], Awaitable[T]],
+        func: Callable[[U], Awaitable[T]],
+        iterable: Iterable[U] | AsyncIterable[U],
+        /,
+        *,
+        ordered: bool = ...,
+        return_exceptions: Literal[False] = ...,
+        timeout: float | None = ...,
+        retries: int = ...,
+        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = ...,
+        backoff: Callable[[int], float] = ...,
+    ) -> MapIterator[T]: ...
+
+    @overload
+    def map(
+        self,
+        func: Callable[[U], Awaitable[T]],
+        iterable: Iterable[U] | AsyncIterable[U],
+        /,
+        *,
+        ordered: bool = ...,
+        return_exceptions: bool,
+        timeout: float | None = ...,
+        retries: int = ...,
+        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = ...,
+        backoff: Callable[[int], float] = ...,
+    ) -> MapIterator[T | BaseException]: ...
+
+    def map(
+        self,
+        func: Callable[[Any], Awaitable[Any]],
         iterable: Iterable[Any] | AsyncIterable[Any],
         /,
         *,
@@ -406,7 +439,7 @@ class WorkerPool(_Lifecycle):
             _DEFAULT_RETRYABLE
         ),
         backoff: Callable[[int], float] = default_backoff,
-    ) -> MapIterator[T]:
+    ) -> MapIterator[Any]:
         """
         Run ``func(item)`` for each item under the pool's limits; iterate over the results.
 
@@ -426,7 +459,7 @@ class WorkerPool(_Lifecycle):
         options = _options(timeout, retries, retryable_exceptions, backoff)
         self._accepting()
         window = 2 * self._size if self._size is not None else 256
-        results: MapIterator[T] = MapIterator(
+        results: MapIterator[Any] = MapIterator(
             self, func, iterable, options, ordered, return_exceptions, window
         )
         self._maps.add(results)

@@ -102,8 +102,10 @@ class _PoolState:
         "_size",
         "_sleeper",
         "_sleeper_deadline",
+        "_space_abandoned",
         "_space_reserved",
         "_space_waiters",
+        "_space_waiting",
         "_start_soon_owner",
         "_started",
         "_state",
@@ -120,6 +122,8 @@ class _PoolState:
     _burst: int
     _max_pending: int | None
     _space_waiters: deque[anyio.Event]
+    _space_waiting: int
+    _space_abandoned: set[anyio.Event]
     _space_reserved: int
     _errors: list[BaseException]
     _maps: set[MapIterator[Any]]
@@ -210,7 +214,7 @@ class _PoolState:
         if (
             limit is None
             or sched is None
-            or (not self._space_waiters and sched.queued + self._space_reserved < limit)
+            or (not self._space_waiting and sched.queued + self._space_reserved < limit)
         ):
             # Reserve the room before the checkpoint, so producers that pass here in the same
             # tick cannot overfill the queue between the check and the submission.
@@ -221,12 +225,13 @@ class _PoolState:
             except BaseException:
                 if limit is not None:
                     self._space_reserved -= 1
-                    if self._space_waiters:
+                    if self._space_waiting:
                         self._give_room()
                 raise
             return
         event = anyio.Event()
         self._space_waiters.append(event)
+        self._space_waiting += 1
         try:
             await event.wait()
         except BaseException:
@@ -234,7 +239,14 @@ class _PoolState:
                 self._space_reserved -= 1  # we were given room: hand it on
                 self._give_room()
             else:
-                self._space_waiters.remove(event)
+                # Left in line and skipped when reached: removing it from the middle of the
+                # deque would cost O(waiters) for each cancelled producer.
+                self._space_waiting -= 1
+                if self._space_waiting:
+                    self._space_abandoned.add(event)
+                else:  # nobody waits any more: everything still in line was abandoned
+                    self._space_waiters.clear()
+                    self._space_abandoned.clear()
             raise
 
     def _give_room(self) -> None:
@@ -244,9 +256,17 @@ class _PoolState:
         assert sched is not None
         assert limit is not None
         waiters = self._space_waiters
-        while waiters and (sched.queued + self._space_reserved < limit or self._state != _OPEN):
+        abandoned = self._space_abandoned
+        while self._space_waiting and (
+            sched.queued + self._space_reserved < limit or self._state != _OPEN
+        ):
+            event = waiters.popleft()
+            if abandoned and event in abandoned:
+                abandoned.discard(event)  # its producer was cancelled while waiting
+                continue
+            self._space_waiting -= 1
             self._space_reserved += 1
-            waiters.popleft().set()
+            event.set()
 
     # -- waking and spawning workers --------------------------------------------------------------
 

@@ -145,7 +145,7 @@ class _Workers(_PoolState):
             if worker_token and not worker.token:
                 limiter.acquire_on_behalf_of_nowait(worker)  # type: ignore[union-attr]
                 worker.token = True
-            if self._space_waiters:
+            if self._space_waiting:
                 self._give_room()
 
             # -- one attempt of the job --
@@ -368,7 +368,7 @@ class _Workers(_PoolState):
         elif job.state in (QUEUED, BACKOFF):
             sched.cancelled_job(job)
             self._settled(job)
-            if self._space_waiters:
+            if self._space_waiting:
                 self._give_room()
 
     def _cancel_owned(self, job: PlainJob) -> None:

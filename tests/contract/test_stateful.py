@@ -330,7 +330,7 @@ async def _apply(world: World, op: tuple[Any, ...], callers: Any) -> None:
                 # run() never overtakes producers that wait in submit()/call() or hold room
                 # they were given: the queue counts as full for it then (documented).
                 stats = pool.statistics()
-                full = bool(pool._space_waiters) or (
+                full = bool(pool._space_waiting) or (
                     stats.queued + pool._space_reserved >= (stats.max_pending or 0)
                 )
                 if method != "run" or not full:

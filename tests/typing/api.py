@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from typing_extensions import assert_type
 
 import werkpool
 from werkpool import JobFuture, WorkerPool, worker_pool
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 async def fetch(url: str, retries: int = 0) -> bytes:
@@ -54,6 +58,36 @@ def trio_future(future: werkpool.Future[int]) -> None:
     if future.done() and not future.cancelled():
         assert_type(future.result(), int)
     future.add_done_callback(lambda f: None)
+
+
+async def structured_user() -> None:
+    async with WorkerPool(size=4, max_pending=100) as pool:
+        handle = pool.start_soon(fetch, "https://example.com")
+        assert_type(handle, JobFuture[bytes])
+        assert_type(await pool.call(fetch, "x", retries=2), bytes)
+        assert_type(await pool.submit(no_args), JobFuture[int])
+        async for data in pool.map(fetch, ["a", "b"]):
+            assert_type(data, bytes)
+        async with pool.map(fetch, ["a"], ordered=False, return_exceptions=True) as results:
+            async for outcome in results:
+                assert_type(outcome, bytes | BaseException)
+        assert_type(pool.statistics().running, int)
+
+
+async def numbers() -> AsyncIterator[int]:
+    yield 1
+
+
+async def double(n: int) -> int:
+    return 2 * n
+
+
+async def map_over_an_async_iterable(pool: WorkerPool) -> list[int]:
+    return [n async for n in pool.map(double, numbers())]
+
+
+async def map_items_must_fit_the_function(pool: WorkerPool) -> None:
+    pool.map(double, ["not", "ints"])  # type: ignore[arg-type]
 
 
 def default_backoff_is_typed() -> float:
