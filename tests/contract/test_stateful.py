@@ -17,8 +17,8 @@ This is the "program" form of a state machine (a RuleBasedStateMachine is synchr
 event loop cannot be paused between its rules deterministically on both backends); the program
 is the machine's rule sequence, and the checks are its invariants.
 
-Profiles: ``WERKPOOL_HYPOTHESIS_PROFILE=ci`` (default) or ``nightly`` (``nox -s tests_slow``
-style runs): see ``settings.register_profile`` below.
+Profiles: ``WERKPOOL_HYPOTHESIS_PROFILE=ci`` (default) or ``nightly`` (set by
+``nox -s tests_nightly``): see ``settings.register_profile`` below.
 """
 
 from __future__ import annotations
