@@ -81,6 +81,13 @@ def typing(session: nox.Session) -> None:
 
 
 @nox.session
+def pyright(session: nox.Session) -> None:
+    """Type-check the same files with pyright in strict mode (pyproject's [tool.pyright])."""
+    session.install(".", *dependency_group("pyright"))
+    session.run("pyright")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (benchmarks/README.md); ``-- --quick`` for a short run."""
     session.install(".", *dependency_group("bench"))

@@ -33,12 +33,18 @@ __all__ = [
     "worker_pool",
 ]
 
-# Re-exported objects say where users import them from, in reprs, tracebacks and docs.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("werkpool._"):
-        _obj.__module__ = __name__
-del _name, _obj
+
+def _fix_module_names() -> None:
+    """Re-exported objects say where users import them from, in reprs, tracebacks and docs."""
+    namespace = globals()
+    for name in __all__:
+        obj = namespace[name]
+        if getattr(obj, "__module__", "").startswith("werkpool._"):
+            obj.__module__ = __name__
+
+
+_fix_module_names()
+del _fix_module_names
 
 
 def __getattr__(name: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import anyio
 
@@ -26,6 +26,13 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
 
     from ._scheduler import Scheduler
+
+
+def _as_group(error: BaseException) -> BaseExceptionGroup[BaseException] | None:
+    """*error* as an exception group (with its member type spelled out), or None."""
+    if isinstance(error, BaseExceptionGroup):
+        return cast("BaseExceptionGroup[BaseException]", error)
+    return None
 
 
 def _reraise_unchanged(error: BaseException) -> NoReturn:
@@ -215,12 +222,13 @@ class _Lifecycle(_Workers):
             self._state = _CLOSED
             # The pool's own two task groups nest a lone error twice: unwrap it.
             error: BaseException = group
-            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-                error = error.exceptions[0]
+            nested = _as_group(error)
+            while nested is not None and len(nested.exceptions) == 1:
+                error = nested.exceptions[0]
+                nested = _as_group(error)
             cancelled = self._cancelled_exc
             only_cancelled = isinstance(error, cancelled) or (
-                isinstance(error, BaseExceptionGroup)
-                and error.split(cancelled)[1] is None  # nothing but cancellations
+                nested is not None and nested.split(cancelled)[1] is None  # only cancellations
             )
             if only_cancelled:
                 # An enclosing scope was cancelled and reached the pool's tasks too: that is not

@@ -199,6 +199,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         """Called by the pool when one of this map's jobs is over."""
         self._unsettled -= 1
         if not self._ordered and job in self._unordered:
+            assert isinstance(job, PlainJob)
             self._completed.append(job)
         changed = self._changed
         if changed is not None:

@@ -273,7 +273,9 @@ class WorkerPool(_Lifecycle):
     ) -> Any:
         """Queue a job whose record is its future (asyncio's own type on asyncio); return it."""
         loop = self._loop
-        job: Job = AsyncioFuture(loop=loop) if loop is not None else Future()
+        job: AsyncioFuture[Any] | Future[Any] = (
+            AsyncioFuture(loop=loop) if loop is not None else Future()
+        )
         job.fn = fn
         job.args = args
         job.options = options

@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable
 from numbers import Real
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "check_backoff",
@@ -44,7 +44,8 @@ def _is_int(value: object) -> bool:
 
 
 def _is_real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+    # bool is a Real at run time (pyright's number stubs think otherwise).
+    return isinstance(value, Real) and not isinstance(value, bool)  # pyright: ignore[reportUnnecessaryIsInstance]
 
 
 def _to_float(value: object, name: str, rule: str) -> float:
@@ -155,7 +156,8 @@ def check_retryable(value: object) -> tuple[type[BaseException], ...]:
             "retryable_exceptions must be an exception class or a sequence of exception classes, "
             f"got {value!r}"
         )
-    return tuple(_check_exception_class(item) for item in value)
+    items: Iterable[object] = value  # pyright: ignore[reportUnknownVariableType]
+    return tuple(_check_exception_class(item) for item in items)
 
 
 def check_backoff(backoff: object) -> Callable[[int], float]:
@@ -164,7 +166,7 @@ def check_backoff(backoff: object) -> Callable[[int], float]:
             "backoff must be a callable taking the retry number (1, 2, ...) and returning seconds, "
             f"not {_type_name(backoff)}"
         )
-    return backoff
+    return cast("Callable[[int], float]", backoff)  # its return value is checked per retry
 
 
 def check_task(task: object) -> Callable[..., Any]:

@@ -27,12 +27,13 @@ from ._scheduler import (
     QUEUED,
     RETURNED,
     RUNNING,
+    Job,
     PlainJob,
     spent,
 )
 
 if TYPE_CHECKING:
-    from ._scheduler import Job, Scheduler
+    from ._scheduler import Scheduler
 
 #: A worker that has run this many jobs back to back without waiting lets other tasks run once.
 _FAIRNESS_BATCH: Final = 64
@@ -129,7 +130,7 @@ class _Workers(_PoolState):
             if job is None:
                 # Read the clock only when some limit or backoff depends on it.
                 admitted = sched.poll(anyio.current_time() if sched.timed or sched.delayed else 0.0)
-                if isinstance(admitted, float):
+                if not isinstance(admitted, Job):  # the time to poll again
                     if self._state >= _CLOSING and sched.pending == 0:
                         self._set_drained()
                         return True
