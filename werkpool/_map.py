@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ._pool import WorkerPool
     from ._retry import JobOptions
-    from ._scheduler import Job
+    from ._scheduler import Job, Scheduler
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -92,35 +92,31 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     # -- feeding --------------------------------------------------------------------------------
 
-    def _add(self, job: PlainJob) -> None:
-        if self._ordered:
-            self._fifo.append(job)
-        else:
-            self._unordered[job] = None
-
     def _submit(self, item: Any) -> None:
+        """Queue the job for one item of the async input (the feeder's way in)."""
+        sched = self._pool._accepting()
+        now = anyio.current_time() if sched.timed else 0.0
+        self._queue_batch(sched, [PlainJob(self._func, (item,), self._options, now, self)])
+
+    def _queue_batch(self, sched: Scheduler, batch: list[PlainJob]) -> None:
+        """Queue *batch* in the pool, add it to the window, and make sure a worker looks."""
+        sched.enqueue_all(batch)
+        if self._ordered:
+            self._fifo.extend(batch)
+        else:
+            self._unordered.update(dict.fromkeys(batch))
+        self._unsettled += len(batch)
         pool = self._pool
-        sched = pool._accepting()
-        job = sched.submit(
-            self._func,
-            (item,),
-            self._options,
-            anyio.current_time() if sched.timed else 0.0,
-            self,
-        )
-        self._add(job)
-        self._unsettled += 1
         if not pool._waking:
-            pool._kick(job)
+            pool._kick(batch[0])
 
     def _top_up(self) -> None:
         """Read the sync input until the window is full (no task needed for a sync source)."""
         source = self._sync_source
         assert source is not None
         room = self._window - len(self._in_flight)
-        pool = self._pool
         try:
-            sched = pool._accepting()
+            sched = self._pool._accepting()
         except Exception as exc:
             self._stop_reading(exc)
             return
@@ -138,16 +134,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._stop_reading(exc)
                 break
             batch.append(PlainJob(func, (item,), options, now, self))
-        if not batch:
-            return
-        sched.enqueue_all(batch)
-        if self._ordered:
-            self._fifo.extend(batch)
-        else:
-            self._unordered.update(dict.fromkeys(batch))
-        self._unsettled += len(batch)
-        if not pool._waking:
-            pool._kick(batch[0])
+        if batch:
+            self._queue_batch(sched, batch)
 
     def _stop_reading(self, error: BaseException) -> None:
         """The input (or the pool) failed: yield what is in flight, then raise *error*."""
@@ -213,13 +201,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def __aiter__(self) -> Self:
         return self
 
-    def _next_ready(self) -> PlainJob | None:
-        """Take the next result's job out of the window, or return None if it is not over."""
-        if self._ordered:
-            fifo = self._fifo
-            if fifo and fifo[0].outcome:
-                return fifo.popleft()
-            return None
+    def _next_completed(self) -> PlainJob | None:
+        """Unordered: take the first finished job out of the window (None if none has)."""
         if self._completed:
             job = self._completed.popleft()
             del self._unordered[job]
@@ -246,10 +229,10 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 await self._start_feeder()
             fifo = self._fifo
             while True:
-                if fifo and fifo[0].outcome:  # ordered: the next result is ready (inlined)
+                if fifo and fifo[0].outcome:  # ordered: the next result is ready
                     job = fifo.popleft()
                     break
-                ready = self._next_ready()
+                ready = None if self._ordered else self._next_completed()
                 if ready is not None:
                     job = ready
                     break

@@ -231,10 +231,7 @@ class Scheduler:
     ) -> PlainJob:
         """Queue a new :class:`PlainJob` at the back and return it."""
         job = PlainJob(fn, args, options, now, owner)
-        self._seq += 1
-        job.seq = self._seq
-        self._queue.append(job)
-        self.queued += 1
+        self.enqueue(job)
         return job
 
     def enqueue(self, job: Job) -> None:

@@ -343,7 +343,8 @@ class _Workers(_PoolState):
         self._settled(job)
 
     def _settled(self, job: Job) -> None:
-        """Forget a finished job: break the job/future cycle and check for the end of a drain."""
+        """Forget a finished job (pool, callable, arguments; tell its owner), check for the end of
+        a drain. _returned() writes the same out for its common case."""
         job._pool = None
         job.fn = spent  # a future the caller keeps does not keep the job's callable and arguments
         job.args = ()
