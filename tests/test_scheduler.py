@@ -12,7 +12,7 @@ from test_limits import _Tokens
 
 from werkpool._limits import ConcurrencyLimit, RateLimit
 from werkpool._retry import JobOptions, default_backoff
-from werkpool._scheduler import CATCH_UP, DONE, RUNNING, TICK, Job, PlainJob, Scheduler
+from werkpool._scheduler import DONE, RUNNING, TICK, Job, PlainJob, Scheduler
 
 OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)
 
@@ -105,42 +105,55 @@ class TestQueue:
 
 
 class TestRateDating:
-    def test_late_wakeups_do_not_drift(self) -> None:
-        """A worker that always wakes 1 ms late still gets admissions on the 1/rate grid."""
-        sched = Scheduler([RateLimit(100)])
-        jobs = [submit(sched, i) for i in range(50)]
-        sched.idle = 1  # another worker is parked, so the next job has a free worker at once
-        now = 0.0
-        admitted: list[float] = []
-        for job in jobs:
-            result = sched.poll(now)
-            while result.__class__ is not PlainJob:
-                now = result + 0.001  # type: ignore[operator]
-                result = sched.poll(now)
-            assert result is job
-            admitted.append(now)
-        # The wake-ups were late, yet the 50th start is dated 0.49 s after the first: the
-        # schedule did not slip by 1 ms per start (that would be 0.539).
-        assert sched.limits[0].tat == 0.5  # type: ignore[attr-defined]
-        assert admitted[-1] < 0.491 + 1e-9
+    """R49: an admission is dated when it happens, never at the slot it was due."""
 
-    def test_catch_up_is_bounded(self) -> None:
-        """A wake-up later than CATCH_UP is dated CATCH_UP back: a stall banks no more credit."""
-        rate = RateLimit(10)
+    def test_late_wakeup_is_dated_now_and_pushes_the_next_slot(self) -> None:
+        """burst=1: a wake-up 3 ms late starts the next 1/rate period from the late start."""
+        rate = RateLimit(100)
         sched = Scheduler([rate])
         for i in range(3):
             submit(sched, i)
         sched.idle = 1
         assert sched.poll(0.0).__class__ is PlainJob
-        wake = sched.poll(0.0)
-        assert wake == 0.1
-        assert sched.poll(0.1 + CATCH_UP / 2).__class__ is PlainJob
-        assert rate.tat == 0.2  # dated at its slot, 0.1
-        late = 0.2 + 10 * CATCH_UP
-        assert sched.poll(late).__class__ is PlainJob
-        # Dated CATCH_UP before now: only the part of the delay beyond CATCH_UP is lost, and
-        # at most CATCH_UP's worth of starts can follow back to back.
-        assert rate.tat == pytest.approx(late - CATCH_UP + 0.1)
+        assert sched.poll(0.0) == pytest.approx(0.01)
+        assert sched.poll(0.013).__class__ is PlainJob  # woke 3 ms after the slot
+        # The next start is 1/rate after the late one as the job saw it, not after the slot.
+        assert sched.poll(0.013) == pytest.approx(0.023)
+        assert sched.poll(0.0229) == pytest.approx(0.023)
+
+    def test_late_wake_ups_cost_rate_with_burst_1_and_nothing_with_burst_2(self) -> None:
+        """Every wake-up 1 ms late: burst=1 loses the lateness per start, burst=2 keeps the grid."""
+        for burst, last in ((1, 49 * 0.011), (2, 0.48 + 0.001)):  # burst=2: two at 0
+            rate = RateLimit(100, burst)
+            sched = Scheduler([rate])
+            jobs = [submit(sched, i) for i in range(50)]
+            sched.idle = 1
+            now = 0.0
+            admitted: list[float] = []
+            for job in jobs:
+                result = sched.poll(now)
+                while result.__class__ is not PlainJob:
+                    now = result + 0.001  # type: ignore[operator]
+                    result = sched.poll(now)
+                assert result is job
+                admitted.append(now)
+            assert admitted[-1] == pytest.approx(last, abs=0.0011)
+            gaps = [b - a for a, b in zip(admitted, admitted[1:])]
+            if burst == 1:
+                assert min(gaps) >= 0.01 - 1e-12  # never closer than 1/rate on the real clock
+            assert rate_contract_holds(admitted, 100, burst)
+
+    def test_a_stall_banks_no_credit_beyond_burst(self) -> None:
+        """After a long stall, burst=3 lets exactly three starts through at once, then spaces."""
+        rate = RateLimit(10, 3)
+        sched = Scheduler([rate])
+        for i in range(5):
+            submit(sched, i)
+        sched.idle = 1
+        assert sched.poll(5.0).__class__ is PlainJob
+        assert sched.poll(5.0).__class__ is PlainJob
+        assert sched.poll(5.0).__class__ is PlainJob
+        assert sched.poll(5.0) == pytest.approx(5.1)
 
     def test_job_is_never_dated_before_its_submission(self) -> None:
         """A job submitted after its slot passed is dated at its submission."""
@@ -187,7 +200,8 @@ class TestRateDating:
             while result.__class__ is not PlainJob:
                 now = result + late  # type: ignore[operator]
                 result = sched.poll(now)
-            assert spy.dated[-1] <= now + TICK  # never later than now (but for a sub-ns slot)
+            # Dated now (or less than a tick after, at its sub-ns slot), never before (R49).
+            assert now <= spy.dated[-1] <= now + TICK
             assert result.state == RUNNING  # type: ignore[union-attr]
         assert rate_contract_holds(spy.dated, rate, burst)
 

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKOFF",
     "CANCELLED",
-    "CATCH_UP",
     "DONE",
     "JOB_SLOTS",
     "QUEUED",
@@ -46,16 +45,10 @@ RETURNED: Final = 1
 RAISED: Final = 2
 CANCELLED: Final = 3
 
-#: How far behind the clock an admission may be dated (seconds). When the event loop wakes a
-#: waiting worker late, the start is still counted at the time the limits allowed it, so one late
-#: wake-up does not push every later start back (no drift), but never more than this far back, so a
-#: stalled loop cannot bank credit for a burst later: a wake-up 20 ms late loses 15 ms of schedule,
-#: not all 20. 5 ms covers the 1 ms granularity of epoll timeouts with a margin.
-CATCH_UP: Final = 0.005
-
 #: A wait shorter than this (1 ns, the resolution of the event loops' clocks) is no wait: the
-#: start is admitted at once and dated at its slot. Without it a rate of 1e12/s would ask the
-#: loop for sleeps of 1e-12 s, which some clocks round to zero and spin on.
+#: start is admitted at once and dated at its slot, less than a tick *after* now (never before:
+#: see :meth:`Scheduler.poll`). Without it a rate of 1e12/s would ask the loop for sleeps of
+#: 1e-12 s, which some clocks round to zero and spin on.
 TICK: Final = 1e-9
 
 _INF = math.inf
@@ -200,11 +193,9 @@ class Scheduler:
         self._retry_ready: list[tuple[int, Job]] = []  # heap by submission order
         #: Jobs in their backoff, as a heap by the end of it.
         self.delayed: list[tuple[float, int, Job]] = []
-        # Since when a free worker has been waiting for the clock to admit the head job.
-        self._since: float | None = None
         self._seq = 0
 
-        # Worker accounting, kept by the pool: the scheduler needs it to date admissions.
+        # Worker accounting, kept by the pool (how many workers exist, how many are parked).
         self.max_workers = max_workers
         self.workers = 0
         self.idle = 0
@@ -311,7 +302,6 @@ class Scheduler:
             self._release_due(now)
         job = self._head()
         if job is None:
-            self._since = None
             return self.next_wakeup()
         earliest = -_INF
         for limit in self.limits:
@@ -319,25 +309,15 @@ class Scheduler:
             if t > earliest:
                 earliest = t
         if earliest > now + TICK:
-            if earliest == _INF:
-                self._since = None
-            elif self._since is None:
-                self._since = now
             return min(earliest, self.next_wakeup())
-        at = now
-        if self._since is not None:
-            # A free worker was waiting for this start: date it when the limits allowed it, unless
-            # the loop woke us so late that doing so would bank credit (see CATCH_UP).
-            ideal = max(earliest, self._since, job.ready_at)
-            at = max(ideal, now - CATCH_UP)
-        if earliest > at:
-            at = earliest  # less than a TICK ahead: admit now, dated at its slot
-        self._admit(job, at)
-        # The next job has a free worker from `at` on if one is idle or can be started.
-        if self.idle > 0 or self.workers < self.max_workers:
-            self._since = at
-        else:
-            self._since = None
+        # The start is dated now, the moment it happens, never at the slot it was due: the job's
+        # code runs right after this call (no checkpoint in between), so the times the limits
+        # count are the times the job, and the server it calls, see. Dating a late wake-up back
+        # to its slot would let the next start follow sooner than 1/rate on that clock (R49).
+        # A bucket with burst >= 2 absorbs such lateness in its tolerance, so its long-run rate
+        # does not drift; with burst=1 each late wake-up costs its lateness (see WorkerPool).
+        # Less than a TICK ahead counts as now, and is dated at the slot (after now, not before).
+        self._admit(job, earliest if earliest > now else now)
         return job
 
     def _admit(self, job: Job, at: float) -> None:
@@ -403,5 +383,4 @@ class Scheduler:
         self._queue.clear()
         self._retry_ready.clear()
         self.delayed.clear()
-        self._since = None
         return waiting

@@ -290,3 +290,28 @@ def count_werkpool_calls() -> Iterator[CallCount]:
         yield count
     finally:
         sys.setprofile(previous)
+
+
+# -- late wake-ups on virtual time ---------------------------------------------------------------
+
+
+def jump_clock(seconds: float) -> None:
+    """Move the current virtual clock forward by *seconds* without running anything.
+
+    What a busy or late event loop does to a waiting task: its timer fires, but it runs
+    *seconds* after it was due. trio's ``MockClock.jump`` does it; looptime has no public call for
+    it, so its integer clock is moved directly (tests only; conftest's loops tick in ns).
+    """
+    if sys.modules.get("trio") is not None:
+        import trio
+
+        try:
+            clock = trio.lowlevel.current_clock()
+        except RuntimeError:
+            pass
+        else:
+            clock.jump(seconds)  # type: ignore[attr-defined]
+            return
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, looptime.LoopTimeEventLoop), "needs the virtual-time test loop"
+    loop._LoopTimeEventLoop__now += loop._LoopTimeEventLoop__time2int(seconds)  # type: ignore[attr-defined]
