@@ -11,14 +11,13 @@ import asyncio
 import gc
 import math
 import tracemalloc
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
     from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -137,26 +136,6 @@ async def aiometer_run_on_each(job: Job, n: int, size: int) -> int:
 # -- rate accuracy --------------------------------------------------------------------------------
 
 
-@contextmanager
-def _aiometer_admissions() -> Iterator[list[float]]:
-    """Record when aiometer's rate meter lets each job start (a benchmark-only spy)."""
-    from aiometer._impl import meters
-
-    state = meters.RateLimitMeter.State
-    original = state.notify_task_started
-    log: list[float] = []
-
-    async def notify_task_started(self: Any) -> None:
-        log.append(anyio.current_time())  # the very `now` aiometer reads: no await in between
-        await original(self)
-
-    state.notify_task_started = notify_task_started  # type: ignore[method-assign]
-    try:
-        yield log
-    finally:
-        state.notify_task_started = original  # type: ignore[method-assign]
-
-
 async def aiometer_rate(rate: float, n: int, out: RateRun) -> None:
     """``aiometer.run_on_each(job, items, max_per_second=rate)`` over *n* instant jobs."""
     import aiometer
@@ -166,9 +145,8 @@ async def aiometer_rate(rate: float, n: int, out: RateRun) -> None:
     async def job(_: int) -> None:
         starts.append(anyio.current_time())
 
-    with _aiometer_admissions() as out.admissions:
-        out.t_submit = anyio.current_time()
-        await aiometer.run_on_each(job, range(n), max_per_second=rate)
+    out.t_submit = anyio.current_time()
+    await aiometer.run_on_each(job, range(n), max_per_second=rate)
 
 
 async def aiolimiter_rate(rate: float, n: int, out: RateRun, *, whole_second: bool = False) -> None:
@@ -176,8 +154,7 @@ async def aiolimiter_rate(rate: float, n: int, out: RateRun, *, whole_second: bo
 
     By default ``AsyncLimiter(1, 1 / rate)``: a bucket of one, burst 1 like the other pools here.
     ``whole_second=True`` builds ``AsyncLimiter(rate, 1)``, the way its README writes "rate per
-    second", which lets a whole second's worth of starts through at once. The job's start is its
-    admission.
+    second", which lets a whole second's worth of starts through at once.
     """
     from aiolimiter import AsyncLimiter
 

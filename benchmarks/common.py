@@ -211,8 +211,7 @@ def fmt_bytes(x: float) -> str:
 
 @dataclass
 class RateRun:
-    """The start times one rate-limited run produced (on the loop's clock)."""
+    """The start times one rate-limited run produced, on the jobs' own clock."""
 
     t_submit: float  # when the jobs were handed over, all at once
-    starts: list[float]  # anyio.current_time() as each job began, by start order
-    admissions: list[float] | None  # the limiter's own admission times, where it has any
+    starts: list[float]  # anyio.current_time() read on each job's first line, by start order
