@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import nox
+from nox.command import CommandFailed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,10 +90,31 @@ def pyright(session: nox.Session) -> None:
     session.run("pyright")
 
 
+def _ensure_nginx(session: nox.Session) -> None:
+    """Install nginx with apt for the server-limit benchmark when it is missing and we may.
+
+    Only as root on a machine with apt-get; anywhere else (or when apt fails) the benchmark
+    skips that scenario and says so.
+    """
+    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        session.warn("nginx is missing and cannot be installed here (root and apt-get needed)")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        session.run("apt-get", "update", external=True, env=env)
+        session.run("apt-get", "install", "-y", "nginx", external=True, env=env)
+    except CommandFailed:
+        session.warn("apt-get could not install nginx: the server-limit scenario will be skipped")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (benchmarks/README.md); ``-- --quick`` for a short run."""
     session.install(".", *dependency_group("bench"))
+    if "--only" not in session.posargs or "server" in session.posargs:
+        _ensure_nginx(session)
     command = "python3 -m nox -s bench"  # recorded on top of the results table
     if session.posargs:
         command += " -- " + " ".join(session.posargs)

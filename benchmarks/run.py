@@ -5,6 +5,7 @@ Usage, from the repository root::
     python3 -m nox -s bench                 # everything, at the issue's sizes
     python3 -m nox -s bench -- --quick      # fewer repeats, smaller sizes
     python3 -m benchmarks.run --only rate plot
+    python3 -m benchmarks.run --only server # against nginx's limit_req (needs nginx)
     python3 -m benchmarks.run --profile map # cProfile of one werkpool entry point
 
 Every scenario measures werkpool and its baselines in this one process, side by side, and reports
@@ -32,15 +33,31 @@ if __package__ in (None, ""):  # run as a script: python3 benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import idle, memory, overhead, plot, rate
-from benchmarks.common import ASYNCIO, Config, available_backends, installed, md_table
+from benchmarks import idle, memory, overhead, plot, rate, server_limit
+from benchmarks.common import (
+    ASYNCIO,
+    Config,
+    ScenarioResult,
+    available_backends,
+    installed,
+    md_table,
+)
 
 if TYPE_CHECKING:
-    from benchmarks.common import RateRun, ScenarioResult, Target
+    from benchmarks.common import RateRun, Target
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("overhead", "rate", "memory", "idle", "plot")
-PACKAGES = ("werkpool", "anyio", "trio", "uvloop", "aiometer", "aiolimiter", "matplotlib")
+SCENARIOS = ("overhead", "rate", "memory", "idle", "plot", "server")
+PACKAGES = (
+    "werkpool",
+    "anyio",
+    "trio",
+    "uvloop",
+    "aiometer",
+    "aiolimiter",
+    "matplotlib",
+    "httpx",
+)
 README_START = "<!-- bench-results:start -->"
 README_END = "<!-- bench-results:end -->"
 
@@ -142,7 +159,6 @@ def render(
     cfg: Config,
     results: list[ScenarioResult],
     elapsed: float,
-    extras: list[str],
 ) -> str:
     """The markdown report: the command on top, the targets, then one section per scenario."""
     titles = {
@@ -150,6 +166,8 @@ def render(
         "rate": "2. Rate accuracy",
         "memory": "3. Memory",
         "idle": "4. Idle cost",
+        "plot": "5. The picture",
+        "server": "6. Against a server's rate limit (nginx `limit_req`)",
     }
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v != "not installed")
     mode = "quick" if cfg.quick else "full"
@@ -179,7 +197,6 @@ def render(
         ]
     for result in results:
         lines += ["", f"### {titles.get(result.name, result.name)}", "", result.markdown]
-    lines += extras
     return "\n".join(lines) + "\n"
 
 
@@ -224,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     env = _environment()
     started = time.perf_counter()
     results: list[ScenarioResult] = []
-    extras: list[str] = []
     rate_runs: dict[tuple[float, str, str], list[RateRun]] | None = None
     _log(f"werkpool benchmarks ({'quick' if cfg.quick else 'full'}): {', '.join(selected)}")
     for name in SCENARIOS:
@@ -241,11 +257,23 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "idle":
             results.append(idle.run(cfg))
         elif name == "plot":
-            extras += draw_plot(cfg, args.out, rate_runs)
+            results += draw_plot(cfg, args.out, rate_runs)
+        elif name == "server":
+            results.append(
+                server_limit.run(
+                    cfg.backends,
+                    quick=cfg.quick,
+                    out=args.out,
+                    # Its own section of the README, which any full-size run of it may replace.
+                    readme=not args.no_readme and args.out == HERE / "results",
+                    command=command,
+                    seed=cfg.seed,
+                )
+            )
 
     elapsed = time.perf_counter() - started
     env["load_after"] = _load()
-    report = render(command, env, cfg, results, elapsed, extras)
+    report = render(command, env, cfg, results, elapsed)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(report, encoding="utf-8")
     payload = {
@@ -269,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def draw_plot(
     cfg: Config, out: Path, rate_runs: dict[tuple[float, str, str], list[RateRun]] | None
-) -> list[str]:
+) -> list[ScenarioResult]:
     if not installed("matplotlib"):
         _log("  plot: matplotlib is not installed, skipped")
         return []
@@ -287,12 +315,13 @@ def draw_plot(
     plot.draw(chosen, target, path, ASYNCIO.label)
     _log(f"  plot: wrote {path}")
     return [
-        "",
-        "### 5. The picture",
-        "",
-        f"Start time against job index at {target:,g}/s on asyncio, first repeat (`{path.name}`):",
-        "",
-        f"![start time against job index]({path.name})",
+        ScenarioResult(
+            "plot",
+            f"Start times on the jobs' own clock at {target:,g}/s on asyncio, first repeat "
+            f"(`{path.name}`): against the job's index beside the ideal line, their distance "
+            "from it, and the distribution of the gaps between consecutive starts:\n\n"
+            f"![start time against job index]({path.name})",
+        )
     ]
 
 
