@@ -15,6 +15,7 @@ from ._scheduler import JOB_SLOTS, Job
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
+    from types import TracebackType
 
 __all__ = ["Future", "JobFuture"]
 
@@ -96,6 +97,11 @@ class Future(Job, Generic[T]):
     cancelled future raises :exc:`werkpool.FutureCancelled`. Done callbacks run synchronously when
     the future resolves (or at once if it already has).
 
+    As with :class:`asyncio.Future`, a failed future raises its exception with the traceback it
+    had when the job failed, on every read: one reader's frames never show up in another's, and
+    reading it again and again does not grow it. A future can be weakly referenced, and holds no
+    reference cycle of its own, so a dropped one is freed at once, even with the cyclic GC off.
+
     .. versionadded:: 0.3
     """
 
@@ -107,12 +113,24 @@ class Future(Job, Generic[T]):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    __slots__ = (*JOB_SLOTS, "_callbacks", "_event", "_exception", "_result", "_status")
+    __slots__ = (
+        *JOB_SLOTS,
+        "__weakref__",
+        "_callbacks",
+        "_event",
+        "_exception",
+        "_result",
+        "_status",
+        "_traceback",
+    )
 
     def __init__(self) -> None:
         self._status = Future.Status.PENDING
         self._result: T | None = None
         self._exception: BaseException | None = None
+        # The exception's traceback when it was set: each read re-raises with this one, since a
+        # raise appends the reader's frames to the (shared) exception's __traceback__.
+        self._traceback: TracebackType | None = None
         self._callbacks: list[Callable[[Future[T]], object]] | None = None
         self._event: anyio.Event | None = None
         self._pool = None  # a pool sets this, and the job's fields, when it runs one for it
@@ -143,7 +161,13 @@ class Future(Job, Generic[T]):
             return self._result  # type: ignore[return-value]
         if status is Future.Status.FAILED:
             assert self._exception is not None
-            raise self._exception
+            try:
+                raise self._exception.with_traceback(self._traceback)
+            finally:
+                # The traceback now holds this frame, and the frame holds self, which holds the
+                # exception: without this, a failed future read once were freed only by the
+                # cyclic GC (as concurrent.futures.Future.__get_result does).
+                del self
         if status is Future.Status.CANCELLED:
             raise FutureCancelled("the job was cancelled")
         raise FutureNotFinished("the job has not finished yet")
@@ -203,7 +227,10 @@ class Future(Job, Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         if self._status is Future.Status.PENDING:
             yield from self.wait().__await__()
-        return self.result()
+        try:
+            return self.result()
+        finally:
+            del self  # this frame joins a raised exception's traceback: see result()
 
     # -- resolution, used by the pool -------------------------------------------------------------
 
@@ -219,12 +246,16 @@ class Future(Job, Generic[T]):
         if self._status is not Future.Status.PENDING:
             raise RuntimeError(f"{self!r} is already resolved")
         self._exception = exception
+        self._traceback = exception.__traceback__
         self._resolve(Future.Status.FAILED)
 
     def _resolve(self, status: Future.Status) -> None:
         self._status = status
-        if self._event is not None:
-            self._event.set()
+        # Drop the event and the callbacks once used: a resolved future needs neither, and a
+        # callback (a bound method of whoever waits for the job) may well refer back to it.
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
         callbacks, self._callbacks = self._callbacks, None
         if callbacks:
             for fn in callbacks:

@@ -1,0 +1,198 @@
+"""Regressions for issue 9, items 9, 12 and 13 (validation part): the trio-side future's tracebacks,
+weak references and reference cycles, non-``Exception`` retryable classes, and huge numbers.
+
+Each test is named after the requirement the defect broke (R17, R22, R41, R42, R43, R53).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import traceback
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from anyio.lowlevel import checkpoint
+from contract._support import Boom
+
+from werkpool import Future, WorkerPool
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import TracebackType
+
+METHODS = ["run", "start_soon", "submit", "call", "map"]
+
+TIMEOUT_RULE = "timeout must be None or a finite number of seconds >= 0"
+BACKOFF_RULE = "expected a finite number of seconds >= 0"
+
+
+def frames(tb: TracebackType | None) -> list[str]:
+    """The function names in a traceback, outermost first."""
+    return [frame.f_code.co_name for frame, _ in traceback.walk_tb(tb)]
+
+
+def raised_boom() -> Boom:
+    """A Boom with a traceback (of this function only), as a failed job's exception has one."""
+    try:
+        raise Boom("job failed")
+    except Boom as exc:
+        return exc  # the except clause unbinds exc: this frame keeps no reference to it
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Only reference counting frees objects during the test."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def submit(pool: WorkerPool, method: str, task: Any, *args: Any, **options: Any) -> Any:
+    """Submit through *method* and return what it gives (for map, its first result)."""
+    if method == "run":
+        return pool.run(task, *args, **options)
+    if method == "start_soon":
+        return pool.start_soon(task, *args, **options)
+    if method == "submit":
+        return await pool.submit(task, *args, **options)
+    if method == "call":
+        return await pool.call(task, *args, **options)
+    results = pool.map(task, args or [None], **options)
+    try:
+        return await results.__anext__()
+    finally:
+        await results.aclose()
+
+
+def untouched(pool: WorkerPool) -> None:
+    """A call rejected at the call left nothing behind."""
+    s = pool.statistics()
+    assert (s.submitted, s.queued) == (0, 0), s
+
+
+# -- item 9: werkpool.Future re-raises with the original traceback, is weak-referenceable, and
+#    holds no reference cycle ------------------------------------------------------------------
+
+
+def test_r53_a_failed_future_reraises_with_its_original_traceback_on_every_read() -> None:
+    """result() raises with the traceback set at failure each time: it does not grow per read."""
+    future: Future[None] = Future()
+    future.set_exception(raised_boom())
+    seen = []
+    for _ in range(5):
+        with pytest.raises(Boom) as caught:
+            future.result()
+        seen.append(frames(caught.value.__traceback__))
+        del caught
+    expected = [
+        "test_r53_a_failed_future_reraises_with_its_original_traceback_on_every_read",
+        "result",
+        "raised_boom",
+    ]
+    assert seen == [expected] * 5
+    error = future.exception()
+    assert error is not None
+    assert frames(error.__traceback__)[-1] == "raised_boom"
+
+
+async def test_r22_each_awaiter_of_a_failed_future_sees_only_its_own_frames() -> None:
+    """Two tasks await a failed job's future, then it is read again: no one sees another's frames.
+
+    On asyncio, pool.run() returns an asyncio.Future, which behaves so too: the same test, parity.
+    """
+    tracebacks: dict[str, list[str]] = {}
+
+    async def first_awaiter(future: Any) -> None:
+        try:
+            await future
+        except Boom as exc:
+            tracebacks["first"] = frames(exc.__traceback__)
+
+    async def second_awaiter(future: Any) -> None:
+        await anyio.sleep(1)  # after the first one read it
+        try:
+            await future
+        except Boom as exc:
+            tracebacks["second"] = frames(exc.__traceback__)
+
+    async def failing_job() -> None:
+        await checkpoint()
+        raise Boom("job failed")
+
+    async with WorkerPool() as pool:
+        future = pool.run(failing_job)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_awaiter, future)
+            tg.start_soon(second_awaiter, future)
+        depths = []
+        for _ in range(3):
+            with pytest.raises(Boom) as caught:
+                future.result()
+            depths.append(len(frames(caught.value.__traceback__)))
+            del caught
+    assert "first_awaiter" in tracebacks["first"]
+    assert "second_awaiter" not in tracebacks["first"]
+    assert "second_awaiter" in tracebacks["second"]
+    assert "first_awaiter" not in tracebacks["second"]
+    assert len(set(depths)) == 1  # reading again does not grow the traceback
+    assert tracebacks["first"][-1] == "failing_job"
+    if isinstance(future, Future):
+        # werkpool.Future keeps the job's own frames for every reader (CPython's C asyncio.Future
+        # forgets them after the first read: later readers see only their own frames).
+        assert tracebacks["second"][-1] == "failing_job"
+
+
+def test_r53_futures_are_weakly_referenceable() -> None:
+    """weakref.ref(werkpool.Future()) works, as for asyncio.Future."""
+    future: Future[int] = Future()
+    ref = weakref.ref(future)
+    assert ref() is future
+    del future
+    assert ref() is None
+
+
+class _Waiter:
+    """Someone who keeps the future and is told when it resolves (a cycle until it does)."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+        self.calls = 0
+        future.add_done_callback(self.on_done)
+
+    def on_done(self, future: Future[Any]) -> None:
+        self.calls += 1
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_r53_a_failed_future_read_every_way_is_freed_by_reference_counting_alone() -> None:
+    """With the cyclic GC off, a failed future read by result(), by await (also while pending) and
+    by exception(), with a done callback, and then dropped is freed at once, with its exception."""
+    future: Future[None] = Future()
+    waiter = _Waiter(future)
+
+    async def awaiter(future: Future[None]) -> None:
+        with contextlib.suppress(Boom):
+            await future
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(awaiter, future)  # waits on the future's event while it is pending
+        await anyio.sleep(1)
+        future.set_exception(raised_boom())
+    assert waiter.calls == 1
+    for _ in range(2):
+        with contextlib.suppress(Boom):
+            future.result()
+        with contextlib.suppress(Boom):
+            await future
+    assert isinstance(future.exception(), Boom)
+    future_ref = weakref.ref(future)
+    error_ref = weakref.ref(future.exception())
+    del future, waiter
+    assert future_ref() is None
+    assert error_ref() is None
