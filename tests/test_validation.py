@@ -348,6 +348,10 @@ class CancelledSubclass(asyncio.CancelledError):
     """A subclass of asyncio's cancellation exception."""
 
 
+class NotAnException(BaseException):
+    """A BaseException of the user's own that is not an Exception."""
+
+
 class TestRetryableExceptions:
     @pytest.mark.parametrize(
         ("value", "shown"),
@@ -404,6 +408,32 @@ class TestRetryableExceptions:
                 pool.run(echo, 1, retryable_exceptions=value)
             await assert_untouched(pool, before)
 
+    @pytest.mark.parametrize(
+        ("value", "name"),
+        [
+            (BaseException, "BaseException"),
+            ([ValueError, KeyboardInterrupt], "KeyboardInterrupt"),
+            ((SystemExit,), "SystemExit"),
+            (GeneratorExit, "GeneratorExit"),
+            (NotAnException, "NotAnException"),
+        ],
+        ids=["BaseException", "in-list", "in-tuple", "GeneratorExit", "custom"],
+    )
+    async def test_rejects_base_exceptions_that_are_not_exceptions(
+        self, value: Any, name: str
+    ) -> None:
+        """A BaseException subclass that is not an Exception is never retried: TypeError."""
+        async with WorkerPool() as pool:
+            before = snapshot(pool)
+            pattern = (
+                rf"^retryable_exceptions must contain only subclasses of Exception, not {name}: "
+                r"a job's KeyboardInterrupt, SystemExit or other non-Exception error is never "
+                r"retried, it stops the pool$"
+            )
+            with pytest.raises(TypeError, match=pattern):
+                pool.run(echo, 1, retryable_exceptions=value)
+            await assert_untouched(pool, before)
+
     async def test_rejects_trio_cancellation(self) -> None:
         """trio.Cancelled is a ValueError too, on either backend, once trio is imported."""
         trio = pytest.importorskip("trio")
@@ -424,10 +454,9 @@ class TestRetryableExceptions:
             (OSError, ValueError),
             [LookupError, ValueError],
             Exception,
-            BaseException,
             frozenset({ValueError}),
         ],
-        ids=["class", "list", "tuple", "list-of-two", "Exception", "BaseException", "frozenset"],
+        ids=["class", "list", "tuple", "list-of-two", "Exception", "frozenset"],
     )
     async def test_accepts_a_class_or_an_iterable_of_classes(self, value: Any) -> None:
         """A class, a list, a tuple or a set of classes is accepted and used to pick retries."""

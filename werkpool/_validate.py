@@ -129,25 +129,40 @@ def _cancellation_classes() -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
-def _check_exception_class(value: object) -> type[BaseException]:
+def _check_exception_class(value: object) -> type[Exception]:
     if not (isinstance(value, type) and issubclass(value, BaseException)):
         raise TypeError(
             "retryable_exceptions must be an exception class or a sequence of exception classes, "
             f"got {value!r}"
         )
+    # Cancellation first: asyncio.CancelledError and trio.Cancelled are BaseExceptions too, and
+    # keep their own, more telling, error.
     if issubclass(value, _cancellation_classes()):
         raise ValueError(
             f"retryable_exceptions must not contain {value.__name__}: cancellation is never retried"
         )
+    if not issubclass(value, Exception):
+        raise TypeError(
+            "retryable_exceptions must contain only subclasses of Exception, "
+            f"not {value.__name__}: a job's KeyboardInterrupt, SystemExit or other non-Exception "
+            "error is never retried, it stops the pool"
+        )
     return value
 
 
-def check_retryable(value: object) -> tuple[type[BaseException], ...]:
+def check_retryable(value: object) -> tuple[type[Exception], ...]:
     """Normalise ``retryable_exceptions`` to a tuple usable with :func:`isinstance`.
 
-    Cancellation is never retried whatever this holds (the pool checks for it first), so a class
-    that *is* the backend's cancellation class, or a subclass of it, is a mistake and rejected.
-    ``BaseException`` itself is accepted: it means "every error", still excluding cancellation.
+    Only subclasses of :exc:`Exception` can be retried. A job that raises any other
+    :exc:`BaseException` (``KeyboardInterrupt``, ``SystemExit``, a custom one) fails its future and
+    ends the pool, retry or not, so naming such a class (``BaseException`` itself included) is a
+    mistake, rejected with :exc:`TypeError`. Cancellation is never retried either (the pool checks
+    for it first), so the backend's cancellation class, or a subclass of it, is rejected with
+    :exc:`ValueError`.
+
+    :raises TypeError: for what is not an exception class or an iterable of them, and for
+        classes that are not subclasses of :exc:`Exception`
+    :raises ValueError: for cancellation classes
     """
     if isinstance(value, type):
         return (_check_exception_class(value),)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import Boom
+from contract._support import Boom, echo
 
 from werkpool import Future, WorkerPool
 
@@ -196,3 +196,50 @@ async def test_r53_a_failed_future_read_every_way_is_freed_by_reference_counting
     del future, waiter
     assert future_ref() is None
     assert error_ref() is None
+
+
+# -- item 12: retryable_exceptions holds only Exception subclasses -----------------------------
+
+
+class Abort(BaseException):
+    """A BaseException of the user's own that is not an Exception (the issue's example)."""
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    ("retryable", "name"),
+    [
+        (Abort, "Abort"),
+        ([Abort], "Abort"),
+        (BaseException, "BaseException"),
+        (KeyboardInterrupt, "KeyboardInterrupt"),
+        ((ValueError, SystemExit), "SystemExit"),
+        ([GeneratorExit], "GeneratorExit"),
+    ],
+    ids=["custom", "custom-in-list", "BaseException", "KeyboardInterrupt", "in-tuple", "list"],
+)
+async def test_r43_retryable_exceptions_rejects_non_exception_classes(
+    method: str, retryable: Any, name: str
+) -> None:
+    """A class that is not an Exception subclass is a TypeError at the call, naming the argument."""
+    pattern = (
+        rf"^retryable_exceptions must contain only subclasses of Exception, not {name}: "
+        r"a job's KeyboardInterrupt, SystemExit or other non-Exception error is never retried, "
+        r"it stops the pool$"
+    )
+    async with WorkerPool() as pool:
+        with pytest.raises(TypeError, match=pattern):
+            await submit(pool, method, echo, 1, retries=2, retryable_exceptions=retryable)
+        untouched(pool)
+        assert await pool.call(echo, "still fine") == "still fine"
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_r43_cancellation_classes_keep_their_own_error(method: str) -> None:
+    """Cancellation classes (BaseExceptions too) keep their ValueError, not the new TypeError."""
+    async with WorkerPool() as pool:
+        with pytest.raises(ValueError, match=r"^retryable_exceptions must not contain \w+: "):
+            await submit(
+                pool, method, echo, 1, retryable_exceptions=anyio.get_cancelled_exc_class()
+            )
+        untouched(pool)
