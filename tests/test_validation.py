@@ -171,9 +171,9 @@ class TestRate:
 
 
 class TestBurst:
-    @pytest.mark.parametrize("burst", [1, 5, 10**6])
+    @pytest.mark.parametrize("burst", [1, 5, 10**6, 2**53])
     def test_accepts_positive_ints(self, burst: int) -> None:
-        """burst may be any int >= 1."""
+        """burst may be any int from 1 to 2**53."""
         assert WorkerPool(rate=1, burst=burst).burst == burst
 
     def test_defaults_to_one(self) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import TYPE_CHECKING, Final, final
 
+from ._validate import show_value
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -43,17 +45,23 @@ class JobOptions:
 def next_delay(options: JobOptions, retry: int) -> float:
     """Call the job's backoff for retry number *retry* and check what it returned.
 
-    :raises ValueError: if the backoff returned a number that is not finite and >= 0
+    :raises ValueError: if the backoff returned a number that is not finite and >= 0 (an int too
+        large for a float included)
     :raises TypeError: if the backoff returned something that is not a number
     """
     delay: object = options.backoff(retry)  # user code: trust nothing about the result
     if isinstance(delay, bool) or not isinstance(delay, Real):
         raise TypeError(
-            f"backoff({retry}) returned {delay!r}; expected a finite number of seconds >= 0"
+            f"backoff({retry}) returned {show_value(delay)}; "
+            "expected a finite number of seconds >= 0"
         )
-    value = float(delay)
+    try:
+        value = float(delay)
+    except OverflowError:  # an int (or Fraction) beyond float range: as bad as inf, not a crash
+        value = math.inf
     if not math.isfinite(value) or value < 0:
         raise ValueError(
-            f"backoff({retry}) returned {delay!r}; expected a finite number of seconds >= 0"
+            f"backoff({retry}) returned {show_value(delay)}; "
+            "expected a finite number of seconds >= 0"
         )
-    return value
+    return value + 0.0  # -0.0 becomes 0.0 (IEEE 754), a plain zero delay

@@ -14,6 +14,7 @@ from numbers import Real
 from typing import Any, cast
 
 __all__ = [
+    "MAX_BURST",
     "check_backoff",
     "check_burst",
     "check_max_pending",
@@ -23,15 +24,17 @@ __all__ = [
     "check_size",
     "check_task",
     "check_timeout",
+    "show_value",
 ]
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
     """repr() for a message, even of an int too long for Python to print."""
     try:
         return repr(value)
     except ValueError:  # int max str digits
-        assert isinstance(value, int)
+        if not isinstance(value, int):
+            raise
         return f"an int of {value.bit_length()} bits"
 
 
@@ -52,7 +55,7 @@ def _to_float(value: object, name: str, rule: str) -> float:
     try:
         return float(value)  # type: ignore[arg-type]
     except OverflowError:  # an int too large for a float: a bad value, not a crash
-        raise ValueError(f"{name} must be {rule}, got {_show(value)}") from None
+        raise ValueError(f"{name} must be {rule}, got {show_value(value)}") from None
 
 
 def check_size(size: object) -> int | None:
@@ -62,7 +65,7 @@ def check_size(size: object) -> int | None:
         raise TypeError(f"size must be None or an int >= 1, not {_type_name(size)}")
     assert isinstance(size, int)
     if size < 1:
-        raise ValueError(f"size must be None or an int >= 1, got {_show(size)}")
+        raise ValueError(f"size must be None or an int >= 1, got {show_value(size)}")
     return size
 
 
@@ -73,7 +76,7 @@ def check_rate(rate: object) -> float | None:
         raise TypeError(f"rate must be None or a finite number > 0, not {_type_name(rate)}")
     value = _to_float(rate, "rate", "None or a finite number > 0")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"rate must be None or a finite number > 0, got {_show(rate)}")
+        raise ValueError(f"rate must be None or a finite number > 0, got {show_value(rate)}")
     return value
 
 
@@ -84,16 +87,25 @@ def check_max_pending(max_pending: object) -> int | None:
         raise TypeError(f"max_pending must be None or an int >= 1, not {_type_name(max_pending)}")
     assert isinstance(max_pending, int)
     if max_pending < 1:
-        raise ValueError(f"max_pending must be None or an int >= 1, got {_show(max_pending)}")
+        raise ValueError(f"max_pending must be None or an int >= 1, got {show_value(max_pending)}")
     return max_pending
 
 
+#: The largest ``burst`` accepted. The rate limit computes ``(starts - burst + 1) / rate`` in float
+#: arithmetic, exact only up to 2**53; a larger burst would lose starts to rounding (and past
+#: ~1.8e308 overflow), and already means "no burst limit" for any run a computer can make.
+MAX_BURST = 2**53
+
+
 def check_burst(burst: object) -> int:
+    """Check ``burst``: an int from 1 to :data:`MAX_BURST` (2**53)."""
     if not _is_int(burst):
         raise TypeError(f"burst must be an int >= 1, not {_type_name(burst)}")
     assert isinstance(burst, int)
     if burst < 1:
-        raise ValueError(f"burst must be an int >= 1, got {_show(burst)}")
+        raise ValueError(f"burst must be an int >= 1, got {show_value(burst)}")
+    if burst > MAX_BURST:
+        raise ValueError(f"burst must be an int <= 2**53 ({MAX_BURST}), got {show_value(burst)}")
     return burst
 
 
@@ -107,9 +119,11 @@ def check_timeout(timeout: object) -> float | None:
     value = _to_float(timeout, "timeout", "None or a finite number of seconds >= 0")
     if not math.isfinite(value) or value < 0:
         raise ValueError(
-            f"timeout must be None or a finite number of seconds >= 0, got {_show(timeout)}"
+            f"timeout must be None or a finite number of seconds >= 0, got {show_value(timeout)}"
         )
-    return value
+    # -0.0 passes "value < 0"; adding 0.0 makes it 0.0 (IEEE 754: -0.0 + 0.0 == +0.0), so that
+    # messages say "timed out after 0 s", not "-0 s".
+    return value + 0.0
 
 
 def check_retries(retries: object) -> int:
@@ -117,7 +131,7 @@ def check_retries(retries: object) -> int:
         raise TypeError(f"retries must be an int >= 0, not {_type_name(retries)}")
     assert isinstance(retries, int)
     if retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {_show(retries)}")
+        raise ValueError(f"retries must be an int >= 0, got {show_value(retries)}")
     return retries
 
 

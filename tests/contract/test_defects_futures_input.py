@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 import traceback
 import weakref
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import Boom, echo
+from contract._support import Boom, approx, echo
 
-from werkpool import Future, WorkerPool
+from werkpool import Future, WorkerPool, worker_pool
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -242,4 +244,110 @@ async def test_r43_cancellation_classes_keep_their_own_error(method: str) -> Non
             await submit(
                 pool, method, echo, 1, retryable_exceptions=anyio.get_cancelled_exc_class()
             )
+        untouched(pool)
+
+
+# -- item 13: huge numbers are rejected or normalised at the call ------------------------------
+
+
+@pytest.mark.parametrize(
+    "burst", [2**53 + 1, 10**400, 10**5000], ids=["2**53+1", "10**400", "10**5000"]
+)
+def test_r41_a_burst_above_2_53_is_rejected_at_the_call(burst: int) -> None:
+    """burst > 2**53 is a ValueError naming burst (it used to crash the first admission)."""
+    shown = f"an int of {burst.bit_length()} bits" if burst == 10**5000 else str(burst)
+    message = f"burst must be an int <= 2**53 (9007199254740992), got {shown}"
+    for factory in (WorkerPool, worker_pool):
+        with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
+            factory(rate=1, burst=burst)
+        with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
+            factory(burst=burst)  # checked with or without a rate, like every other argument
+
+
+async def test_r41_the_largest_burst_works() -> None:
+    """burst=2**53: the first starts go back to back, and nothing overflows."""
+    async with WorkerPool(rate=1, burst=2**53) as pool:
+        start = anyio.current_time()
+        assert [await f for f in [pool.run(echo, i) for i in range(20)]] == list(range(20))
+        assert anyio.current_time() - start == approx(0)
+
+
+def fails_once() -> Any:
+    """A job that fails with Boom on its first attempt, and would succeed on its second."""
+    calls: list[int] = []
+
+    async def job() -> str:
+        calls.append(1)
+        await checkpoint()
+        if len(calls) == 1:
+            raise Boom("first attempt")
+        return "second attempt"
+
+    return job
+
+
+@pytest.mark.parametrize(
+    ("delay", "shown"),
+    [
+        (10**400, str(10**400)),
+        (10**5000, f"an int of {(10**5000).bit_length()} bits"),
+        (Fraction(10**400), repr(Fraction(10**400))),
+        (-(10**400), str(-(10**400))),
+    ],
+    ids=["10**400", "10**5000", "Fraction", "-10**400"],
+)
+async def test_r17_a_backoff_beyond_float_range_fails_the_job_with_value_error(
+    delay: Any, shown: str
+) -> None:
+    """A backoff returning a number too large for a float fails the job with a ValueError naming
+    backoff, chained to the attempt's error (it was a bare OverflowError); the pool goes on."""
+    message = f"backoff(1) returned {shown}; {BACKOFF_RULE}"
+    async with WorkerPool() as pool:
+        future = pool.run(
+            fails_once(), retries=1, retryable_exceptions=Boom, backoff=lambda n: delay
+        )
+        with pytest.raises(ValueError, match=rf"^{re.escape(message)}$") as caught:
+            await future
+        assert isinstance(caught.value.__cause__, Boom)
+        assert await pool.call(echo, "still fine") == "still fine"
+    assert pool.statistics().failed == 1
+
+
+async def test_r17_a_backoff_returning_negative_zero_is_a_zero_delay() -> None:
+    """-0.0 is a valid delay of zero: the retry starts at once."""
+    async with WorkerPool() as pool:
+        start = anyio.current_time()
+        assert (
+            await pool.run(
+                fails_once(), retries=1, retryable_exceptions=Boom, backoff=lambda n: -0.0
+            )
+            == "second attempt"
+        )
+        assert anyio.current_time() - start == approx(0)
+
+
+@pytest.mark.parametrize("method", ["run", "submit", "call", "map"])
+async def test_r42_a_negative_zero_timeout_is_normalised_to_zero(method: str) -> None:
+    """timeout=-0.0 is timeout=0: the attempt times out at once, "after 0 s" (not "-0 s")."""
+
+    async def slow(*_: object) -> None:
+        await anyio.sleep(1)
+
+    async with WorkerPool() as pool:
+        with pytest.raises(TimeoutError, match=r"^the attempt timed out after 0 s$"):
+            outcome = await submit(pool, method, slow, timeout=-0.0)
+            if method in ("run", "submit"):
+                await outcome
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("seconds", [10**400, -(10**400), Fraction(10**400)])
+async def test_r42_a_timeout_beyond_float_range_is_a_value_error_naming_timeout(
+    method: str, seconds: object
+) -> None:
+    """A timeout too large for a float is a ValueError at the call, never an OverflowError."""
+    message = f"{TIMEOUT_RULE}, got {seconds!r}"
+    async with WorkerPool() as pool:
+        with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
+            await submit(pool, method, echo, 1, timeout=seconds)
         untouched(pool)
