@@ -422,7 +422,7 @@ class TestMap:
             count = 0
             async for _ in results:
                 count += 1
-                peak = max(peak, len(results._in_flight))
+                peak = max(peak, len(results._core.in_flight))
         assert count == 100_000
         assert peak <= 10
 

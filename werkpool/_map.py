@@ -1,7 +1,37 @@
-"""MapIterator: the lazily fed, bounded stream of results behind :meth:`WorkerPool.map`."""
+"""MapIterator: the lazily fed, bounded stream of results behind :meth:`WorkerPool.map`.
+
+A map is two objects. :class:`MapIterator` is the one the user holds; :class:`MapCore` is
+everything else: the input, the jobs in flight, the feeder task and the events. The pool keeps the
+cores of its open maps (to close them when it exits), every job's owner is its map's core, and the
+feeder task runs the core, but nothing refers from the core back to the iterator. So a map that
+its user drops without closing it (``async for ... : break`` outside ``async with``) is freed by
+reference counting at once; a weak reference from the core then asks the event loop to close the
+core, which cancels the map's unfinished jobs (R53). The request goes through the loop, not
+straight into the pool, because the last reference may go anywhere: inside the pool's own code
+(a job's argument or result that held the map), in the cyclic collector, or in another thread.
+
+How far ahead a map reads its input (``window``, see :meth:`WorkerPool.map`) depends on the
+pool's limits, so that a map never runs fewer jobs than the pool allows (issue 9, item 11):
+
+* with ``size``, at most ``size + window`` of its items are in flight (queued, running, or finished
+  and not yet yielded): the pool runs up to ``size`` of them, the rest wait to start or to be
+  yielded;
+* with a rate and no size, the rate bounds how many start, and nothing bounds how many run but the
+  jobs' own length (as for :meth:`WorkerPool.run`). The map submits items as the rate admits them:
+  at most ``window`` of its items wait, to start or to be yielded. Nothing tells the map when the
+  pool starts one of its jobs, so it works out from the rate when its queued items will have
+  started, and looks again then (a timer per half window of starts, not one per job);
+* with neither, nothing but the window bounds the jobs that run, so the window bounds all of the
+  map's items in flight (otherwise an endless input would be read without end).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+import sys
+import weakref
 from collections import deque
 from collections.abc import (
     AsyncIterable,
@@ -12,26 +42,375 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
 import anyio
 
 from ._exceptions import PoolClosedError
-from ._scheduler import CANCELLED, RETURNED, PlainJob
+from ._limits import RateLimit
+from ._scheduler import CANCELLED, QUEUED, RETURNED, PlainJob
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from typing_extensions import Self
 
     from ._pool import WorkerPool
     from ._retry import JobOptions
     from ._scheduler import Job, Scheduler
 
-if TYPE_CHECKING:
-    from typing_extensions import Self
-
-__all__ = ["MapIterator"]
+__all__ = ["DEFAULT_WINDOW", "MapCore", "MapIterator", "check_window"]
 
 T = TypeVar("T")
+
+#: The window of a map on a pool without ``size`` (with one, the window is ``size``).
+DEFAULT_WINDOW: Final = 256
+
+_INF = math.inf
+
+
+def check_window(window: object) -> None:
+    """Check the ``window`` argument of :meth:`WorkerPool.map`."""
+    if window is None:
+        return
+    if not isinstance(window, int) or isinstance(window, bool):
+        raise TypeError(f"window must be None or an int >= 1, not {type(window).__name__}")
+    if window < 1:
+        raise ValueError(f"window must be None or an int >= 1, got {window!r}")
+
+
+def _not_the_end(error: BaseException, source: str) -> BaseException:
+    """*error* as raised out of ``__anext__``: a StopIteration or StopAsyncIteration there would
+    end the ``async for`` as if the map were over, so it is wrapped, as PEP 479 does (R50)."""
+    if isinstance(error, (StopIteration, StopAsyncIteration)):
+        wrapped = RuntimeError(f"{source} raised {type(error).__name__}")
+        wrapped.__cause__ = error
+        return wrapped
+    return error
+
+
+@final
+class MapCore:
+    """The state of one map, owned by the pool and the map's jobs; see the module docstring."""
+
+    __slots__ = (
+        "__weakref__",
+        "all_settled",
+        "async_source",
+        "call_soon",
+        "cap",
+        "changed",
+        "closed",
+        "closed_by_pool",
+        "completed",
+        "exhausted",
+        "feeder_scope",
+        "feeder_started",
+        "fifo",
+        "func",
+        "in_flight",
+        "low",
+        "options",
+        "ordered",
+        "pool",
+        "rate",
+        "ref",
+        "refill_at",
+        "return_exceptions",
+        "room",
+        "sched",
+        "source_error",
+        "sync_source",
+        "unordered",
+        "unsettled",
+        "waiting",
+        "wake_at",
+        "window",
+    )
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        sched: Scheduler,
+        func: Callable[[Any], Awaitable[Any]],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        options: JobOptions,
+        ordered: bool,
+        return_exceptions: bool,
+        size: int | None,
+        window: int | None,
+    ) -> None:
+        self.pool = pool
+        self.sched = sched
+        self.func = func
+        self.options = options
+        self.ordered = ordered
+        self.return_exceptions = return_exceptions
+        self.sync_source: Iterator[Any] | None = None
+        self.async_source: AsyncIterable[Any] | None = None
+        if isinstance(iterable, AsyncIterable):
+            self.async_source = iterable
+        else:
+            self.sync_source = iter(iterable)
+        if window is None:
+            window = size if size is not None else DEFAULT_WINDOW
+        self.window = window
+        batch = max(1, window // 2)
+        #: Rate-only pools: the rate that paces the map, and its queued jobs in submission order
+        #: (pruned from the left as they start), to count them.
+        self.rate: RateLimit | None = None
+        self.waiting: deque[PlainJob] = deque()
+        #: Rate-only pools: the map reads more once at most ``low`` of its items wait to start.
+        self.low = window - batch
+        #: Rate-only pools: when to look again if the pool starts the map's queued items meanwhile.
+        self.wake_at = _INF
+        if size is not None:
+            # The pool runs up to `size` of them; a sync input is read in batches of up to
+            # `size` items (the admission check and the wake-up are paid per batch).
+            self.cap = size + window
+            self.refill_at = self.cap - min(size, window)
+        else:
+            self.rate = next((lim for lim in sched.limits if isinstance(lim, RateLimit)), None)
+            if self.rate is None:  # no limit at all: the window bounds everything in flight
+                self.cap = window
+                self.refill_at = window - batch
+            else:
+                self.cap = sys.maxsize  # _room() decides
+                self.refill_at = sys.maxsize  # look at every step: _top_up() checks the room
+        # Jobs submitted and not yet yielded, in submission order: a deque when results come in
+        # that order, a dict (O(1) removal anywhere) when they come as they finish. A map's jobs
+        # have no future: each outcome stays on its job record (see Job.outcome).
+        self.fifo: deque[PlainJob] = deque()  # ordered
+        self.unordered: dict[PlainJob, None] = {}
+        self.in_flight: Collection[PlainJob] = self.fifo if ordered else self.unordered
+        self.completed: deque[PlainJob] = deque()  # unordered: finished, in completion order
+        self.unsettled = 0  # jobs whose code may still run
+        self.exhausted = False
+        self.source_error: BaseException | None = None
+        self.closed = False
+        self.closed_by_pool = False
+        self.feeder_started = False
+        self.feeder_scope = anyio.CancelScope()
+        self.changed: anyio.Event | None = None  # the consumer waits for a result
+        self.room: anyio.Event | None = None  # the feeder waits for room in the window
+        self.all_settled: anyio.Event | None = None
+        #: Runs a callback on the pool's event loop, from anywhere (see _abandoned).
+        self.call_soon = _loop_caller()
+        self.ref: weakref.ref[MapIterator[Any]] | None = None
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def _room(self) -> int:
+        """How many more items to submit now (0: wait for ``room``, or until ``wake_at``)."""
+        if self.rate is None:
+            return self.cap - len(self.in_flight)
+        # Rate-only pool: the map's running jobs are the rate's business; the window bounds the
+        # ones waiting to start plus the results waiting to be yielded.
+        waiting = self.waiting
+        while waiting and waiting[0].state != QUEUED:
+            waiting.popleft()
+        queued = len(waiting)
+        held = len(self.in_flight) - self.unsettled
+        room = self.window - held - queued
+        self.wake_at = _INF
+        if queued <= self.low:
+            return max(room, 0)  # 0: results fill the window, the consumer must take some
+        # When will the pool have started all but `low` of them? The j-th next start is at
+        # `earliest + (j - 1) / rate` at the soonest; jobs queued by others come first.
+        rate = self.rate
+        ahead = max(self.sched.queued - queued, 0)
+        now = anyio.current_time()
+        step = 1 / rate.rate
+        self.wake_at = max(
+            rate.earliest(None, now) + (ahead + queued - self.low - 1) * step, now + step
+        )
+        return 0
+
+    def _queue_batch(self, sched: Scheduler, batch: list[PlainJob]) -> None:
+        """Queue *batch* in the pool, add it to the window, and make sure a worker looks."""
+        sched.enqueue_all(batch)
+        if self.ordered:
+            self.fifo.extend(batch)
+        else:
+            self.unordered.update(dict.fromkeys(batch))
+        if self.rate is not None:
+            self.waiting.extend(batch)
+        self.unsettled += len(batch)
+        pool = self.pool
+        if not pool._waking:
+            pool._kick(batch[0])
+
+    def top_up(self) -> None:
+        """Read the sync input while there is room (no task needed for a sync source)."""
+        source = self.sync_source
+        assert source is not None
+        room = self._room()
+        if room <= 0:
+            return
+        try:
+            sched = self.pool._accepting()
+        except Exception as exc:
+            self._stop_reading(exc)
+            return
+        func = self.func
+        options = self.options
+        now = anyio.current_time() if sched.timed else 0.0
+        batch: list[PlainJob] = []
+        while len(batch) < room:
+            try:
+                item = next(source)
+            except StopIteration:
+                self.exhausted = True
+                break
+            except Exception as exc:
+                self._stop_reading(exc)
+                break
+            batch.append(PlainJob(func, (item,), options, now, self))
+        if batch:
+            self._queue_batch(sched, batch)
+            if self.rate is not None and not self.exhausted:
+                self._room()  # sets wake_at
+
+    def _stop_reading(self, error: BaseException) -> None:
+        """The input (or the pool) failed: yield what is in flight, then raise *error*."""
+        self.exhausted = True
+        self.source_error = error
+
+    async def _feed(self) -> None:
+        """The feeder task of an async input: submit its items as the window has room."""
+        assert self.async_source is not None
+        source: AsyncIterator[Any] | None = None
+        try:
+            with self.feeder_scope:
+                source = self.async_source.__aiter__()
+                async for item in source:
+                    while not self.closed and self._room() <= 0:
+                        room = self.room = anyio.Event()
+                        if self.wake_at == _INF:
+                            await room.wait()
+                        else:
+                            with anyio.CancelScope(deadline=self.wake_at):
+                                await room.wait()
+                    if self.closed:
+                        break
+                    sched = self.pool._accepting()
+                    now = anyio.current_time() if sched.timed else 0.0
+                    self._queue_batch(
+                        sched, [PlainJob(self.func, (item,), self.options, now, self)]
+                    )
+                    self.signal()
+        except Exception as exc:
+            self._stop_reading(exc)
+        finally:
+            self.exhausted = True
+            self.signal()
+            # We stopped iterating it: let an async generator run its cleanup now, not at GC.
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+    async def start_feeder(self) -> None:
+        self.feeder_started = True
+        pool = self.pool
+        started = pool._started
+        if pool._tg is None and started is not None and not started.is_set():
+            await started.wait()  # an unscoped pool whose background task is starting
+        tg = pool._tg
+        if tg is None:
+            raise PoolClosedError("this WorkerPool no longer accepts jobs: the pool has exited")
+        tg.start_soon(self._feed, name="werkpool map feeder")
+
+    def signal(self) -> None:
+        changed = self.changed
+        if changed is not None:
+            self.changed = None
+            changed.set()
+
+    def job_settled(self, job: Job) -> None:
+        """Called by the pool when one of this map's jobs is over."""
+        self.unsettled -= 1
+        if not self.ordered and job in self.unordered:
+            assert isinstance(job, PlainJob)
+            self.completed.append(job)
+        changed = self.changed
+        if changed is not None:
+            self.changed = None
+            changed.set()
+        if self.unsettled == 0 and self.all_settled is not None:
+            self.all_settled.set()
+
+    # -- iterating ------------------------------------------------------------------------------
+
+    def next_completed(self) -> PlainJob | None:
+        """Unordered: take the first finished job out of the window (None if none has)."""
+        if self.completed:
+            job = self.completed.popleft()
+            del self.unordered[job]
+            return job
+        return None
+
+    def raise_if_closed(self) -> None:
+        if self.closed:
+            if self.closed_by_pool:
+                raise PoolClosedError(
+                    "this map was closed, and its jobs cancelled, when its pool exited or was "
+                    "killed: iterate a map inside the pool's 'async with' block"
+                )
+            raise StopAsyncIteration
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def close_nowait(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.ref = None  # nothing to do when the iterator goes (and no core <-> ref cycle)
+        self.feeder_scope.cancel()
+        in_flight = list(self.in_flight)
+        self.fifo.clear()
+        self.unordered.clear()
+        self.completed.clear()
+        self.waiting.clear()
+        cancel = self.pool._cancel_owned
+        for job in in_flight:
+            cancel(job)
+        if self.room is not None:
+            self.room.set()
+        self.signal()  # a consumer waiting for a result must see the map closed
+        self.pool._maps.discard(self)
+
+    def _close_by_pool(self) -> None:
+        """The pool exits or is killed while this map is open."""
+        if not (self.exhausted and not self.in_flight):
+            self.closed_by_pool = True
+        self.close_nowait()
+
+    def _abandoned(self, ref: object) -> None:
+        """The MapIterator was freed while open: close the map on the pool's event loop."""
+        self.ref = None
+        if self.closed:
+            return
+        # RuntimeError: the event loop is closed (or the trio run is over), and so is the pool.
+        with contextlib.suppress(RuntimeError):
+            self.call_soon(self.close_nowait)
+
+    async def aclose(self) -> None:
+        self.close_nowait()
+        if self.unsettled:
+            self.all_settled = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self.all_settled.wait()
+
+
+def _loop_caller() -> Callable[[Callable[[], object]], object]:
+    """A thread-safe "run this soon on the current event loop", for asyncio or trio."""
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        return loop.call_soon_threadsafe
+    import trio
+
+    return trio.lowlevel.current_trio_token().run_sync_soon
 
 
 @final
@@ -42,259 +421,78 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     Closing (``aclose()``, leaving ``async with``, or an error or cancellation while iterating)
     stops reading the input, cancels the map's jobs that have not finished, and waits until none
-    of their code runs any more.
+    of their code runs any more. A map that is dropped without being closed is closed as soon as
+    it is freed (without waiting for its jobs' code to stop).
 
     .. versionadded:: 0.3
     """
 
-    def __init__(
-        self,
-        pool: WorkerPool,
-        func: Callable[[Any], Awaitable[T]],
-        iterable: Iterable[Any] | AsyncIterable[Any],
-        options: JobOptions,
-        ordered: bool,
-        return_exceptions: bool,
-        window: int,
-    ) -> None:
-        self._pool = pool
-        self._func = func
-        self._options = options
-        self._ordered = ordered
-        self._return_exceptions = return_exceptions
-        self._window = window
-        # A sync input is read in batches, once half the window is free: the admission check and
-        # the wake-up are paid per batch, and at least window/2 (= size) jobs stay in flight.
-        self._refill_at = window // 2
-        self._sync_source: Iterator[Any] | None = None
-        self._async_source: AsyncIterable[Any] | None = None
-        if isinstance(iterable, AsyncIterable):
-            self._async_source = iterable
-        else:
-            self._sync_source = iter(iterable)
-        # Jobs submitted and not yet yielded, in submission order: a deque when results come in
-        # that order, a dict (O(1) removal anywhere) when they come as they finish. A map's jobs
-        # have no future: each outcome stays on its job record (see Job.outcome).
-        self._fifo: deque[PlainJob] = deque()  # ordered
-        self._unordered: dict[PlainJob, None] = {}
-        self._in_flight: Collection[PlainJob] = self._fifo if ordered else self._unordered
-        self._completed: deque[PlainJob] = deque()  # unordered: finished, in completion order
-        self._unsettled = 0  # jobs whose code may still run
-        self._exhausted = False
-        self._source_error: BaseException | None = None
-        self._closed = False
-        self._closed_by_pool = False
-        self._feeder_started = False
-        self._feeder_scope = anyio.CancelScope()
-        self._changed: anyio.Event | None = None  # the consumer waits for a result
-        self._room: anyio.Event | None = None  # the feeder waits for room in the window
-        self._all_settled: anyio.Event | None = None
+    __slots__ = ("__weakref__", "_core")
 
-    # -- feeding --------------------------------------------------------------------------------
-
-    def _submit(self, item: Any) -> None:
-        """Queue the job for one item of the async input (the feeder's way in)."""
-        sched = self._pool._accepting()
-        now = anyio.current_time() if sched.timed else 0.0
-        self._queue_batch(sched, [PlainJob(self._func, (item,), self._options, now, self)])
-
-    def _queue_batch(self, sched: Scheduler, batch: list[PlainJob]) -> None:
-        """Queue *batch* in the pool, add it to the window, and make sure a worker looks."""
-        sched.enqueue_all(batch)
-        if self._ordered:
-            self._fifo.extend(batch)
-        else:
-            self._unordered.update(dict.fromkeys(batch))
-        self._unsettled += len(batch)
-        pool = self._pool
-        if not pool._waking:
-            pool._kick(batch[0])
-
-    def _top_up(self) -> None:
-        """Read the sync input until the window is full (no task needed for a sync source)."""
-        source = self._sync_source
-        assert source is not None
-        room = self._window - len(self._in_flight)
-        try:
-            sched = self._pool._accepting()
-        except Exception as exc:
-            self._stop_reading(exc)
-            return
-        func = self._func
-        options = self._options
-        now = anyio.current_time() if sched.timed else 0.0
-        batch: list[PlainJob] = []
-        while len(batch) < room:
-            try:
-                item = next(source)
-            except StopIteration:
-                self._exhausted = True
-                break
-            except Exception as exc:
-                self._stop_reading(exc)
-                break
-            batch.append(PlainJob(func, (item,), options, now, self))
-        if batch:
-            self._queue_batch(sched, batch)
-
-    def _stop_reading(self, error: BaseException) -> None:
-        """The input (or the pool) failed: yield what is in flight, then raise *error*."""
-        self._exhausted = True
-        self._source_error = error
-
-    async def _feed(self) -> None:
-        assert self._async_source is not None
-        source = self._async_source.__aiter__()
-        try:
-            with self._feeder_scope:
-                async for item in source:
-                    while len(self._in_flight) >= self._window and not self._closed:
-                        self._room = anyio.Event()
-                        await self._room.wait()
-                    if self._closed:
-                        break
-                    self._submit(item)
-                    self._signal()
-        except Exception as exc:
-            self._stop_reading(exc)
-        finally:
-            self._exhausted = True
-            self._signal()
-            # We stopped iterating it: let an async generator run its cleanup now, not at GC.
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-
-    async def _start_feeder(self) -> None:
-        self._feeder_started = True
-        pool = self._pool
-        started = pool._started
-        if pool._tg is None and started is not None and not started.is_set():
-            await started.wait()  # an unscoped pool whose background task is starting
-        tg = pool._tg
-        if tg is None:
-            raise PoolClosedError("this WorkerPool no longer accepts jobs: the pool has exited")
-        tg.start_soon(self._feed, name="werkpool map feeder")
-
-    def _signal(self) -> None:
-        changed = self._changed
-        if changed is not None:
-            self._changed = None
-            changed.set()
-
-    def job_settled(self, job: Job) -> None:
-        """Called by the pool when one of this map's jobs is over."""
-        self._unsettled -= 1
-        if not self._ordered and job in self._unordered:
-            assert isinstance(job, PlainJob)
-            self._completed.append(job)
-        changed = self._changed
-        if changed is not None:
-            self._changed = None
-            changed.set()
-        if self._unsettled == 0 and self._all_settled is not None:
-            self._all_settled.set()
-
-    # -- iterating ------------------------------------------------------------------------------
+    def __init__(self, core: MapCore) -> None:
+        self._core = core
+        core.ref = weakref.ref(self, core._abandoned)
+        core.pool._maps.add(core)
 
     def __aiter__(self) -> Self:
         return self
 
-    def _next_completed(self) -> PlainJob | None:
-        """Unordered: take the first finished job out of the window (None if none has)."""
-        if self._completed:
-            job = self._completed.popleft()
-            del self._unordered[job]
-            return job
-        return None
-
-    def _raise_if_closed(self) -> None:
-        if self._closed:
-            if self._closed_by_pool:
-                raise PoolClosedError(
-                    "this map was closed, and its jobs cancelled, when its pool exited or was "
-                    "killed: iterate a map inside the pool's 'async with' block"
-                )
-            raise StopAsyncIteration
-
     async def __anext__(self) -> T:
-        if self._closed:
-            self._raise_if_closed()
+        core = self._core
+        if core.closed:
+            core.raise_if_closed()
         try:
-            if self._sync_source is not None:
-                if not self._exhausted and len(self._in_flight) <= self._refill_at:
-                    self._top_up()
-            elif not self._feeder_started:
-                await self._start_feeder()
-            fifo = self._fifo
+            if core.sync_source is not None:
+                if not core.exhausted and len(core.in_flight) <= core.refill_at:
+                    core.top_up()
+            elif not core.feeder_started:
+                await core.start_feeder()
+            fifo = core.fifo
             while True:
                 if fifo and fifo[0].outcome:  # ordered: the next result is ready
                     job = fifo.popleft()
                     break
-                ready = None if self._ordered else self._next_completed()
+                ready = None if core.ordered else core.next_completed()
                 if ready is not None:
                     job = ready
                     break
-                if self._exhausted and not self._in_flight:
-                    self._close_nowait()
-                    if self._source_error is not None:
-                        raise self._source_error
+                if core.exhausted and not core.in_flight:
+                    core.close_nowait()
+                    if core.source_error is not None:
+                        raise _not_the_end(core.source_error, "the input of this map")
                     raise StopAsyncIteration
-                self._changed = anyio.Event()
-                await self._changed.wait()
-                self._raise_if_closed()  # the pool closed it meanwhile
-            if self._room is not None:
-                self._room.set()
-                self._room = None
+                changed = core.changed = anyio.Event()
+                if core.wake_at == _INF or core.sync_source is None:
+                    await changed.wait()
+                else:  # rate-only pool: read more when the rate has started the queued items
+                    with anyio.CancelScope(deadline=core.wake_at):
+                        await changed.wait()
+                    core.wake_at = _INF
+                core.raise_if_closed()  # the pool closed it meanwhile
+                if core.rate is not None and not core.exhausted and core.sync_source is not None:
+                    core.top_up()
+            if core.room is not None:
+                core.room.set()
+                core.room = None
             outcome = job.outcome
             if outcome == RETURNED:
                 return job.value  # type: ignore[no-any-return]
             if outcome == CANCELLED:
-                self._closed_by_pool = True  # only kill() or the pool's exit cancel map jobs
+                core.closed_by_pool = True  # only kill() or the pool's exit cancel map jobs
                 raise PoolClosedError("this map's job was cancelled: its pool was killed")
             error: BaseException = job.value
-            if self._return_exceptions:
+            if core.return_exceptions:
                 return error  # type: ignore[return-value]
-            raise error
+            raise _not_the_end(error, "a job of this map")
         except StopAsyncIteration:
             raise
         except BaseException:
-            await self.aclose()
+            await core.aclose()
             raise
-
-    # -- closing --------------------------------------------------------------------------------
-
-    def _close_nowait(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._feeder_scope.cancel()
-        in_flight = list(self._in_flight)
-        self._fifo.clear()
-        self._unordered.clear()
-        self._completed.clear()
-        cancel = self._pool._cancel_owned
-        for job in in_flight:
-            cancel(job)
-        if self._room is not None:
-            self._room.set()
-        self._signal()  # a consumer waiting for a result must see the map closed
-        self._pool._maps.discard(self)
-
-    def _close_by_pool(self) -> None:
-        """The pool exits or is killed while this map is open."""
-        if not (self._exhausted and not self._in_flight):
-            self._closed_by_pool = True
-        self._close_nowait()
 
     async def aclose(self) -> None:
         """Stop the map: cancel its unfinished jobs and wait until none of their code runs."""
-        self._close_nowait()
-        if self._unsettled:
-            self._all_settled = anyio.Event()
-            with anyio.CancelScope(shield=True):
-                await self._all_settled.wait()
+        await self._core.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -305,8 +503,9 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await self._core.aclose()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<werkpool.MapIterator {state} in_flight={len(self._in_flight)}>"
+        core = self._core
+        state = "closed" if core.closed else "open"
+        return f"<werkpool.MapIterator {state} in_flight={len(core.in_flight)}>"
