@@ -176,7 +176,7 @@ class MapCore:
                 self.refill_at = window - batch
             else:
                 self.cap = sys.maxsize  # _room() decides
-                self.refill_at = sys.maxsize  # look at every step: _top_up() checks the room
+                self.refill_at = sys.maxsize  # look at every step: top_up() checks the room
         # Jobs submitted and not yet yielded, in submission order: a deque when results come in
         # that order, a dict (O(1) removal anywhere) when they come as they finish. A map's jobs
         # have no future: each outcome stays on its job record (see Job.outcome).
