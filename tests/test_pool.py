@@ -312,7 +312,7 @@ class TestTimeoutsAndRetries:
         assert isinstance(info.value.__cause__, Boom)
 
     async def test_cancellation_is_never_retried(self) -> None:
-        """Cancelling a running job with retries and BaseException retryable ends it."""
+        """Cancelling a running job with retries and Exception retryable ends it."""
         attempts: list[int] = []
 
         async def sleeper() -> None:
@@ -320,7 +320,7 @@ class TestTimeoutsAndRetries:
             await anyio.sleep(100)
 
         async with WorkerPool() as pool:
-            future = pool.run(sleeper, retries=5, retryable_exceptions=BaseException)
+            future = pool.run(sleeper, retries=5, retryable_exceptions=Exception)
             await anyio.sleep(1)
             assert future.cancel() is True
             await anyio.sleep(1)

@@ -251,10 +251,10 @@ async def test_r20_swallowed_cancellation_never_sets_a_result(how: str, then: st
     async with WorkerPool(size=1) as pool:
         if how == "caller":
             with anyio.move_on_after(1) as scope:
-                await pool.call(stubborn, retries=3, retryable_exceptions=BaseException)
+                await pool.call(stubborn, retries=3, retryable_exceptions=Exception)
             assert scope.cancelled_caught
         else:
-            future = pool.run(stubborn, retries=3, retryable_exceptions=BaseException)
+            future = pool.run(stubborn, retries=3, retryable_exceptions=Exception)
             await anyio.sleep(1)
             assert future.cancel() is True
         assert await pool.run(echo, "after") == "after"

@@ -177,7 +177,7 @@ async def test_r14_success_stops_the_retries() -> None:
         ((ConnectionError, KeyError), ValueError("not retryable"), 1),
         ([], Boom("empty list: nothing is retryable"), 1),
         (OSError, ConnectionRefusedError("a subclass is retryable"), 4),
-        (BaseException, Boom("BaseException means every error"), 4),
+        (Exception, Boom("Exception means every error"), 4),
     ],
 )
 async def test_r14_only_retryable_errors_are_retried(
@@ -202,14 +202,14 @@ async def test_r14_only_retryable_errors_are_retried(
 
 @pytest.mark.parametrize("how", ["future", "caller", "kill"])
 async def test_r15_cancellation_is_never_retried_nor_a_failure(how: str) -> None:
-    """With retryable_exceptions=BaseException and retries=5, a cancelled job ends, cancelled."""
+    """With retryable_exceptions=Exception and retries=5, a cancelled job ends, cancelled."""
     attempts: list[float] = []
 
     async def sleeper() -> None:
         attempts.append(anyio.current_time())
         await anyio.sleep(100)
 
-    options: dict[str, Any] = {"retries": 5, "retryable_exceptions": BaseException}
+    options: dict[str, Any] = {"retries": 5, "retryable_exceptions": Exception}
     async with WorkerPool() as pool:
         if how == "caller":
             with anyio.move_on_after(1) as scope:
