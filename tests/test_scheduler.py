@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 from helpers import rate_contract_holds
@@ -138,7 +139,7 @@ class TestRateDating:
                 assert result is job
                 admitted.append(now)
             assert admitted[-1] == pytest.approx(last, abs=0.0011)
-            gaps = [b - a for a, b in zip(admitted, admitted[1:])]
+            gaps = [b - a for a, b in pairwise(admitted)]
             if burst == 1:
                 assert min(gaps) >= 0.01 - 1e-12  # never closer than 1/rate on the real clock
             assert rate_contract_holds(admitted, 100, burst)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
@@ -78,9 +79,19 @@ class AsyncioFuture(asyncio.Future[T], Job):
     # No __init__ of its own: asyncio's runs in C, then the pool fills in the job's fields.
 
     def cancel(self, msg: Any | None = None) -> bool:
+        pool = self._pool
+        if pool is not None and threading.get_ident() != pool._thread:
+            # From another thread: asyncio's futures are not thread-safe, so the whole
+            # cancellation (the future's and the job's) is handed to the loop's thread (R54).
+            if self.done():
+                return False
+            try:
+                self.get_loop().call_soon_threadsafe(self.cancel, msg)
+            except RuntimeError:  # the loop is closed: refuse, changing nothing
+                return False
+            return True
         if not super().cancel(msg):
             return False
-        pool = self._pool
         if pool is not None:
             pool._future_cancelled(self)
         return True

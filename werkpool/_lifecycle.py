@@ -77,7 +77,8 @@ class _Lifecycle(_Workers):
 
     def _job_failed(self, error: BaseException) -> None:
         """A start_soon() job failed: cancel everything and let the supervisor raise the error."""
-        self._errors.append(error)
+        if error not in self._errors:  # by identity: one object raised by several jobs is one
+            self._errors.append(error)
         if self._state < _KILLED:
             # Running jobs are cancelled through their scopes, their futures left pending: one
             # that fails at the same moment fails its future and is reported with this error
@@ -94,8 +95,18 @@ class _Lifecycle(_Workers):
         if self._sched is not None:
             self._check_loop()
         if state == _CLOSING and self._in_worker():
+            assert self._drained is not None
             assert self._sched is not None
-            return self._sched  # a job of this pool may still submit follow-up work while draining
+            if not self._drained.is_set():
+                # A job of this pool may still submit follow-up work while draining: its
+                # workers stay until the last accepted job ends, so this one will run.
+                return self._sched
+            # The drain is over (the last job ended, and a task it started outlived it): the
+            # workers are leaving, so the job could never run. Refuse it here (R52).
+            raise PoolClosedError(
+                "this WorkerPool no longer accepts jobs: its drain is complete (every accepted "
+                "job ended before this follow-up was submitted)"
+            )
         reason = {
             _CLOSING: "shutdown() has begun",
             _KILLED: "kill() has begun or the pool failed",

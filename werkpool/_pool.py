@@ -10,6 +10,7 @@ loop, settling jobs) and ``_Lifecycle`` (admission, task groups, stopping).
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final, overload
 
@@ -19,7 +20,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 from ._exceptions import FutureCancelled, PoolFullError
 from ._futures import AsyncioFuture, Future, JobFuture
 from ._lifecycle import _Lifecycle
-from ._map import MapIterator
+from ._map import MapCore, MapIterator, check_window
 from ._pool_state import _CLOSED, _INF, _KILLED, _NEW
 from ._retry import JobOptions, default_backoff
 from ._scheduler import QUEUED, RAISED, RETURNED, Job, JobOwner, Scheduler
@@ -57,19 +58,24 @@ _DEFAULT_OPTIONS: Final = JobOptions(None, 0, _DEFAULT_RETRYABLE, default_backof
 
 @final
 class _StartSoonOwner:
-    """Reports the failure of a start_soon() job to its pool."""
+    """Reports the failure of a start_soon() job to its pool.
+
+    It holds the pool weakly: the pool holds it, and a cycle would leave every pool to the
+    cyclic garbage collector (R53). Its jobs cannot outlive the pool's run anyway.
+    """
 
     __slots__ = ("_pool",)
 
     def __init__(self, pool: WorkerPool) -> None:
-        self._pool = pool
+        self._pool = weakref.ref(pool)
 
     def job_settled(self, job: Job) -> None:
         if job.cancelled():
             return
         error = job.exception()  # also marks an asyncio future's exception as retrieved
-        if error is not None:
-            self._pool._job_failed(error)
+        pool = self._pool()
+        if error is not None and pool is not None:
+            pool._job_failed(error)
 
 
 @final
@@ -172,7 +178,7 @@ class WorkerPool(_Lifecycle):
         self._tg = None
         self._outer_tg = None
         self._kill_scope = None
-        self._parked = {}  # insertion-ordered: FIFO wake-ups, O(1) removal
+        self._parked = {}  # insertion-ordered: LIFO wake-ups, O(1) removal
         self._sleeper = None
         self._sleeper_deadline = _INF
         self._waking = 0
@@ -406,6 +412,7 @@ class WorkerPool(_Lifecycle):
         *,
         ordered: bool = ...,
         return_exceptions: Literal[False] = ...,
+        window: int | None = ...,
         timeout: float | None = ...,
         retries: int = ...,
         retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = ...,
@@ -421,6 +428,7 @@ class WorkerPool(_Lifecycle):
         *,
         ordered: bool = ...,
         return_exceptions: bool,
+        window: int | None = ...,
         timeout: float | None = ...,
         retries: int = ...,
         retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = ...,
@@ -435,6 +443,7 @@ class WorkerPool(_Lifecycle):
         *,
         ordered: bool = True,
         return_exceptions: bool = False,
+        window: int | None = None,
         timeout: float | None = None,
         retries: int = 0,
         retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
@@ -445,27 +454,40 @@ class WorkerPool(_Lifecycle):
         """
         Run ``func(item)`` for each item under the pool's limits; iterate over the results.
 
-        *iterable* may be a list, a generator or an async iterable; it is read lazily, so at most
-        ``2 * size`` items (256 without a size) are in flight, however long or endless the input.
+        *iterable* may be a list, a generator or an async iterable. It is read lazily, as the pool
+        can start more jobs, never faster than the pool's own limits allow and never slower:
+        with ``size``, at most ``size + window`` items are in flight (queued, running, or
+        finished and not yet yielded); with a rate and no size, the rate decides how many start
+        and at most ``window`` items wait to start or to be yielded; with neither limit, at most
+        ``window`` items are in flight. So memory stays bounded however long or endless the
+        input, and ``window`` bounds the results held for ordered output behind a slow item.
         With ``ordered=True`` results come in input order, otherwise in completion order. A
         failed item raises its error from the iteration, after cancelling the map's other jobs;
-        with ``return_exceptions=True`` it yields the exception instead and the map goes on.
+        with ``return_exceptions=True`` it yields the exception instead and the map goes on. An
+        error that would read as the end of the loop (``StopAsyncIteration``, ``StopIteration``)
+        is raised as a :exc:`RuntimeError` whose ``__cause__`` it is, as :pep:`479` does.
         Leaving the loop early by an error or a cancellation cancels the map's jobs; after a
-        ``break``, close it with ``async with pool.map(...) as results:`` or ``aclose()``, or it
-        is closed when the pool exits: a map still open then has its jobs cancelled and raises
-        :exc:`werkpool.PoolClosedError` if iterated again.
+        ``break``, close it with ``async with pool.map(...) as results:`` or ``aclose()``. A map
+        dropped without closing is closed when it is freed; one still open when the pool exits
+        is closed then: its jobs are cancelled and iterating it again raises
+        :exc:`werkpool.PoolClosedError`.
+
+        :param window: how many of the map's items may wait beyond those the pool runs (see
+            above): an int >= 1, or None for the default, the pool's ``size``, or 256 without
+            one
+        :raises TypeError: if ``window`` is not None or an int
+        :raises ValueError: if ``window`` is < 1
 
         .. versionadded:: 0.3
         """
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
-        self._accepting()
-        window = 2 * self._size if self._size is not None else 256
-        results: MapIterator[Any] = MapIterator(
-            self, func, iterable, options, ordered, return_exceptions, window
+        check_window(window)
+        sched = self._accepting()
+        core = MapCore(
+            self, sched, func, iterable, options, ordered, return_exceptions, self._size, window
         )
-        self._maps.add(results)
-        return results
+        return MapIterator(core)
 
     def statistics(self) -> PoolStatistics:
         """

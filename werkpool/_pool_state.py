@@ -25,11 +25,10 @@ from ._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from collections import deque
-    from typing import Any
 
     from anyio.abc import TaskGroup
 
-    from ._map import MapIterator
+    from ._map import MapCore
     from ._pool import _StartSoonOwner
     from ._scheduler import Job
 
@@ -80,6 +79,7 @@ class _PoolState:
     """
 
     __slots__ = (
+        "__weakref__",
         "_backend",
         "_burst",
         "_cancelled_exc",
@@ -126,7 +126,7 @@ class _PoolState:
     _space_abandoned: set[anyio.Event]
     _space_reserved: int
     _errors: list[BaseException]
-    _maps: set[MapIterator[Any]]
+    _maps: set[MapCore]
     _started: anyio.Event | None
     _start_soon_owner: _StartSoonOwner
     _state: int
@@ -281,7 +281,8 @@ class _PoolState:
                 self._wake(sleeper)
             return
         if self._parked:
-            self._wake(next(iter(self._parked)))
+            # The worker parked last: the others stay idle long enough to retire (IDLE_RETIRE).
+            self._wake(next(reversed(self._parked)))
         else:
             self._spawn()
 

@@ -33,10 +33,40 @@ from ._scheduler import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._scheduler import Scheduler
 
 #: A worker that has run this many jobs back to back without waiting lets other tasks run once.
 _FAIRNESS_BATCH: Final = 64
+
+#: A worker idle (parked, with no job in sight) this many seconds exits; the pool starts workers
+#: again when jobs come. A pool at rest thus holds O(1) memory, whatever its past peak (R53).
+IDLE_RETIRE: Final = 10.0
+
+
+def _cancelling_of_current_task() -> Callable[[], int] | None:
+    """``cancelling`` of the running asyncio task on 3.11+, where a stray cancellation can be
+    undone; None on 3.10 (no cancellation count to restore)."""
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        if task is not None:
+            return task.cancelling
+    return None  # pragma: no cover - 3.10
+
+
+def _protocol_safe(error: BaseException) -> BaseException:
+    """Wrap a StopIteration or StopAsyncIteration a job raised, as PEP 479 does for generators.
+
+    Re-raised raw from a future or a ``__anext__``, it would read as the end of an iteration
+    (or asyncio's futures refuse it with a TypeError, crashing the worker); R50.
+    """
+    if isinstance(error, (StopIteration, StopAsyncIteration)):
+        wrapped = RuntimeError(f"the job raised {type(error).__name__}")
+        wrapped.__cause__ = error
+        return wrapped
+    return error
+
 
 #: The pool whose job code the current task runs (set in each worker task; inherited by the
 #: tasks a job starts), so that a job may still submit while its pool drains.
@@ -58,6 +88,7 @@ class _Workers(_PoolState):
     # -- workers ----------------------------------------------------------------------------------
 
     async def _worker_main(self) -> None:
+        """The body of one worker task: run attempts until the pool no longer needs this worker."""
         sched = self._sched
         assert sched is not None
         worker = _Worker()
@@ -67,12 +98,17 @@ class _Workers(_PoolState):
         self._waking -= 1
         try:
             while True:
-                with anyio.CancelScope() as scope:
-                    worker.scope = scope
-                    if await self._work(worker, scope, sched):
-                        return
+                try:
+                    with anyio.CancelScope() as scope:
+                        worker.scope = scope
+                        if await self._work(worker, scope, sched):
+                            return
+                except self._cancelled_exc:
+                    if not self._stray_cancellation():
+                        raise
                 # The scope was cancelled to stop one job (its future was cancelled, or its attempt
-                # timed out); that job is accounted for, so carry on in a fresh scope.
+                # timed out), or a job cancelled this task itself: that job is accounted for, so
+                # carry on in a fresh scope.
         except BaseException as exc:
             if not isinstance(exc, self._cancelled_exc):
                 self._crashed(exc)
@@ -80,8 +116,44 @@ class _Workers(_PoolState):
         finally:
             sched.workers -= 1
             self._workers.discard(worker)
+            worker.job = None
             if worker.token:
                 self._return_token(worker)
+
+    def _stray_cancellation(self) -> bool:
+        """True if a cancellation reached this worker that no cancel scope of anyio's made.
+
+        On asyncio a job runs inline in its worker's task, so ``asyncio.current_task().cancel()``
+        in a job cancels the worker itself (R51). Such a cancellation ends the job (its future is
+        cancelled) but must not end the worker: nothing around it was cancelled. The task's
+        cancellation count is restored, so that anyio's scopes later tell their own cancellations
+        apart correctly. A real stop of the pool always comes through a scope (kill(), the exit
+        of ``async with``, an enclosing scope), and is then not stray.
+        """
+        if self._backend != "asyncio" or anyio.current_effective_deadline() == -_INF:
+            return False
+        if sys.version_info >= (3, 11):
+            task = asyncio.current_task()
+            if task is not None:
+                while task.cancelling():
+                    task.uncancel()
+        return True
+
+    async def _absorb_stray_cancellation(self, scope: anyio.CancelScope) -> None:
+        """A job cancelled its own task and returned (or swallowed it): clear that up here.
+
+        Otherwise the pending cancellation would hit the worker's next job, and the raised count
+        would make anyio's scopes mistake their own cancellations for outside ones (R51).
+        """
+        if scope.cancel_called or anyio.current_effective_deadline() == -_INF:
+            return  # a real cancellation is under way: let it land
+        self._stray_cancellation()  # on 3.13+ this also drops a cancellation not yet delivered
+        if sys.version_info < (3, 13):
+            try:
+                await checkpoint()  # 3.11 and 3.12 keep it pending: let it land here, harmlessly
+            except self._cancelled_exc:
+                if not self._stray_cancellation():
+                    raise
 
     def _in_worker(self) -> bool:
         """True in this pool's job code, including tasks that a job started."""
@@ -101,6 +173,7 @@ class _Workers(_PoolState):
         and running the attempt (no coroutine of its own per job).
         """
         streak = 0
+        candidate: Job | None = None
         queue = sched._queue
         limiter = self._limiter
         simple = sched.simple
@@ -109,6 +182,10 @@ class _Workers(_PoolState):
         # checkpoint, for one acquire per busy spell instead of one per job).
         worker_token = simple and limiter is not None
         worker.stopping = False
+        # asyncio 3.11+: the task's cancellation count, to notice one a job left on it (R51).
+        cancelling = _cancelling_of_current_task() if self._backend == "asyncio" else None
+        result: object = None
+        awaitable: object = None
         while True:
             job = None
             if simple and not sched.delayed and not sched._retry_ready:
@@ -137,7 +214,12 @@ class _Workers(_PoolState):
                     streak = 0
                     if worker.token:
                         self._return_token(worker)
-                    await self._park(worker, sched, admitted if self._sleeper is None else _INF)
+                    wake_at = admitted if self._sleeper is None else _INF
+                    # An idle worker keeps nothing of its last job alive (R53).
+                    result = awaitable = candidate = None
+                    del admitted
+                    if not await self._park(worker, sched, wake_at):
+                        return True  # idle for long: retired (the pool spawns anew when needed)
                     continue
                 job = admitted
                 # Hand the queue on: if more may start, someone must look at it while we run.
@@ -180,8 +262,11 @@ class _Workers(_PoolState):
                         self._returned(job, result)
                 else:
                     self._returned(job, result)
+            worker.job = None
             if (worker.stopping or timeout is not None) and scope.cancel_called:
                 return False
+            if cancelling is not None and cancelling():
+                await self._absorb_stray_cancellation(scope)
             streak += 1
             if streak == _FAIRNESS_BATCH:
                 streak = 0
@@ -189,20 +274,25 @@ class _Workers(_PoolState):
                     self._return_token(worker)
                 await checkpoint()
 
-    async def _park(self, worker: _Worker, sched: Scheduler, wake_at: float) -> None:
+    async def _park(self, worker: _Worker, sched: Scheduler, wake_at: float) -> bool:
+        """Wait until woken, or until *wake_at* (a rate slot or the end of a backoff).
+
+        Return False if the worker should exit instead: it waited for no time in particular
+        (``wake_at`` is ``inf``) and nobody woke it for IDLE_RETIRE seconds.
+        """
         event = worker.event = anyio.Event()
         if wake_at == _INF:
             self._parked[worker] = None
+            wake_at = anyio.current_time() + IDLE_RETIRE
+            retire = True
         else:
             self._sleeper = worker
             self._sleeper_deadline = wake_at
+            retire = False
         sched.idle += 1
         try:
-            if wake_at == _INF:
+            with anyio.CancelScope(deadline=wake_at):
                 await event.wait()
-            else:
-                with anyio.CancelScope(deadline=wake_at):
-                    await event.wait()
         finally:
             sched.idle -= 1
             if event.is_set():
@@ -211,6 +301,7 @@ class _Workers(_PoolState):
                 self._sleeper = None
             else:
                 self._parked.pop(worker, None)
+        return not retire or event.is_set()
 
     def _returned(self, job: Job, result: object) -> None:
         """Settle an attempt that returned in time: the job is done, unless cancelled meanwhile."""
@@ -231,6 +322,8 @@ class _Workers(_PoolState):
                 sched.completed += 1
                 job.outcome = RETURNED
                 job.value = result
+            job.fn = spent  # its owner keeps the record for the outcome only (R53)
+            job.args = ()
         else:
             job._pool = None  # settled: cancelling its future no longer concerns the pool
             if job.done() or self._state == _KILLED:
@@ -253,21 +346,17 @@ class _Workers(_PoolState):
             self._set_drained()  # the last job of a drain
 
     def _raised_by_the_job(self, exc: BaseException, scope: anyio.CancelScope) -> bool:
-        """True for a CancelledError the job raised itself, with nobody cancelling this worker.
+        """True for a CancelledError that no cancel scope around this worker caused.
 
         On asyncio a job can end with CancelledError because it awaited something that was
-        cancelled. That ends the job (its future is cancelled) but must not end the worker: no
-        scope around it is cancelled and its task has no pending cancel request.
+        cancelled, or because it cancelled its own task (which is its worker's task). That ends
+        the job (its future is cancelled) but must not end the worker (see _stray_cancellation).
         """
         if self._backend != "asyncio" or not isinstance(exc, self._cancelled_exc):
             return False
-        if scope.cancel_called or anyio.current_effective_deadline() == -_INF:
+        if scope.cancel_called:
             return False
-        if sys.version_info >= (3, 11):
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                return False
-        return True
+        return self._stray_cancellation()
 
     def _not_awaitable(self, job: Job, value: object) -> None:
         error = TypeError(
@@ -286,6 +375,13 @@ class _Workers(_PoolState):
         sched = self._sched
         assert sched is not None
         sched.end_attempt(job)
+        if exc is not None:
+            tb = exc.__traceback__
+            if tb is not None and tb.tb_frame.f_code is _WORK_CODE:
+                # Drop the worker's own frame from the job's traceback: the caller sees the job's
+                # frames only, and a kept exception does not keep the worker (and its pool, and
+                # whatever job it runs next) alive, nor make a cycle with its future (R53).
+                exc.__traceback__ = tb.tb_next
         if job.done():  # its future was cancelled while it ran
             sched.cancelled_job(job)
             self._settled(job)
@@ -308,7 +404,7 @@ class _Workers(_PoolState):
             self._fail(job, exc)  # KeyboardInterrupt, SystemExit...: resolve, then re-raised
             return
         else:
-            error = exc
+            error = _protocol_safe(exc)
         options = job.options
         if (
             job.attempts <= options.retries
@@ -317,10 +413,15 @@ class _Workers(_PoolState):
         ):
             try:
                 delay = next_delay(options, job.attempts)
-            except Exception as bad:
-                bad.__cause__ = error
+            except BaseException as bad:
+                if isinstance(bad, Exception):
+                    bad.__cause__ = error
+                    self._fail(job, _protocol_safe(bad))
+                    return
+                # KeyboardInterrupt, SystemExit: as when the job raises them, its future holds
+                # the error, and it goes on to stop the pool.
                 self._fail(job, bad)
-                return
+                raise
             due = anyio.current_time() + delay
             sched.retry_at(job, due)
             if self._sleeper is not None and due < self._sleeper_deadline:
@@ -363,15 +464,26 @@ class _Workers(_PoolState):
         sched = self._sched
         assert sched is not None
         if job.state == RUNNING:
-            worker = job.worker
-            if worker is not None and worker.scope is not None:
-                worker.stopping = True
-                worker.scope.cancel()  # the worker settles the job when the cancellation lands
+            if self._backend == "asyncio" and asyncio._get_running_loop() is None:
+                # Cancelled while the loop is not running (asyncio.run() cancelling the tasks
+                # left at its end, one of them awaiting this future): anyio's cancellation needs
+                # the running loop, so it is delivered from the loop's next iteration (R54).
+                assert self._loop is not None
+                self._loop.call_soon(self._stop_attempt, job)
+            else:
+                self._stop_attempt(job)
         elif job.state in (QUEUED, BACKOFF):
             sched.cancelled_job(job)
             self._settled(job)
             if self._space_waiting:
                 self._give_room()
+
+    def _stop_attempt(self, job: Job) -> None:
+        """Cancel the running attempt of *job*; its worker settles the job when that lands."""
+        worker = job.worker
+        if job.state == RUNNING and worker is not None and worker.scope is not None:
+            worker.stopping = True
+            worker.scope.cancel()
 
     def _cancel_owned(self, job: PlainJob) -> None:
         """Cancel a job that has no future (a map's, a call's), as cancelling a future would."""
@@ -398,3 +510,6 @@ class _Workers(_PoolState):
                 self._fail(job, exc)
             else:
                 self._cancel_job(job)
+
+
+_WORK_CODE: Final = _Workers._work.__code__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from itertools import pairwise
 from typing import Any
 
 import anyio
@@ -190,7 +191,7 @@ def test_r09_r49_late_wake_ups_with_burst_1_lose_only_their_lateness(burst: int)
         sched.end_attempt(job)
         sched.completed_job(job)
     achieved = (len(woke) - 1) / (woke[-1] - woke[0])
-    gaps = [b - a for a, b in zip(woke, woke[1:])]
+    gaps = [b - a for a, b in pairwise(woke)]
     if burst == 1:
         assert min(gaps) >= 1 / 100 - 1e-12
         assert 100 / 1.11 <= achieved <= 100 / 1.09  # 1 ms of lateness on average per start
@@ -221,7 +222,7 @@ async def test_r49_late_wake_ups_never_bring_the_next_start_closer(burst: int) -
         for i in range(6 + burst):
             pool.run(probe.job, i)
     starts = [t - t0 for t in probe.starts]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in pairwise(starts)]
     assert_rate_contract(starts, 10, burst)
     if burst == 1:
         assert min(gaps) >= 0.1 - 1e-6

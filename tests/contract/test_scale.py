@@ -246,6 +246,11 @@ ONE_BACKEND = {
     "test_r22_trio_handle_has_wait_and_status": "trio",
     "test_r24_job_raising_cancelled_error_itself_affects_only_its_future": "asyncio",
     "test_r38_an_asyncio_future_is_rejected_too": "asyncio",
+    # A job cancelling its own task, and futures cancelled from another thread: asyncio only
+    # (on trio a job cannot cancel its worker's task, and no future is touched off-thread).
+    "test_r51_a_job_cancelling_its_own_task_does_not_kill_its_worker": "asyncio",
+    "test_r51_a_job_whose_self_cancel_is_pending_when_it_returns": "asyncio",
+    "test_r54_cancelling_a_future_from_another_thread_goes_through_the_loop": "asyncio",
 }
 
 
