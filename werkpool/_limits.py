@@ -39,6 +39,10 @@ class Limit(Protocol):
         """Record that *job* starts an attempt, admitted at time *at* (<= the current time)."""
         ...
 
+    def restamp(self, job: Job, at: float) -> None:
+        """Re-date the latest admission, *job*'s, to *at*: when its code really began (later)."""
+        ...
+
     def release(self, job: Job) -> None:
         """Record that the attempt *job* started has ended."""
         ...
@@ -84,6 +88,13 @@ class RateLimit:
         else:
             self._count += 1
 
+    def restamp(self, job: Job | None, at: float) -> None:
+        # As if the latest admit() had been at `at`: the schedule before it ended at
+        # tat - 1/rate; if that is before `at`, the bucket had drained by then and restarts.
+        if at > self._origin + (self._count - 1) / self.rate:
+            self._origin = at
+            self._count = 1
+
     def release(self, job: Job | None) -> None:
         pass
 
@@ -120,6 +131,9 @@ class ConcurrencyLimit:
     def admit(self, job: Job, at: float) -> None:
         # Never blocks: earliest() said a token is free, and nothing awaits between the two calls.
         self.limiter.acquire_on_behalf_of_nowait(job)
+
+    def restamp(self, job: Job, at: float) -> None:
+        pass  # counts attempts, not times
 
     def release(self, job: Job) -> None:
         self.limiter.release_on_behalf_of(job)

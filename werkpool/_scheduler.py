@@ -335,6 +335,14 @@ class Scheduler:
         if job.attempts > 1:
             self.retries += 1
 
+    def restamp(self, job: Job, at: float) -> None:
+        """Re-date the admission :meth:`poll` just returned *job* for: it began at *at*, later.
+
+        Called before any other admission, so each limit may treat it as its latest one.
+        """
+        for limit in self.limits:
+            limit.restamp(job, at)
+
     # -- outcomes ---------------------------------------------------------------------------------
 
     def end_attempt(self, job: Job) -> None:
