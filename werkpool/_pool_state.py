@@ -44,7 +44,7 @@ _CLOSED: Final = 4  # exited
 
 @final
 class _Worker:
-    __slots__ = ("event", "job", "scope", "stopping", "token")
+    __slots__ = ("event", "job", "retire", "scope", "stopping", "token")
 
     def __init__(self) -> None:
         self.scope: anyio.CancelScope | None = None
@@ -54,6 +54,8 @@ class _Worker:
         self.stopping = False
         #: The worker holds a token of the pool's limiter on its own behalf (size-only pools).
         self.token = False
+        #: Woken to exit: it was idle for a whole round of the reaper (see _Workers._reap).
+        self.retire = False
 
 
 def _detect_backend() -> str:
@@ -90,6 +92,7 @@ class _PoolState:
         "_host_stop",
         "_host_task",
         "_hosted",
+        "_idle_round",
         "_kill_scope",
         "_limiter",
         "_loop",
@@ -98,6 +101,7 @@ class _PoolState:
         "_outer_tg",
         "_parked",
         "_rate",
+        "_reaper",
         "_sched",
         "_size",
         "_sleeper",
@@ -140,7 +144,11 @@ class _PoolState:
     _tg: TaskGroup | None
     _outer_tg: TaskGroup | None
     _kill_scope: anyio.CancelScope | None
-    _parked: dict[_Worker, None]
+    #: Parked workers (insertion-ordered, woken LIFO), each with the reaper's round it parked in.
+    _parked: dict[_Worker, int]
+    #: The parked worker that keeps the time for the idle ones (see _Workers._reap).
+    _reaper: _Worker | None
+    _idle_round: int
     _sleeper: _Worker | None
     _sleeper_deadline: float
     _waking: int

@@ -49,8 +49,8 @@ _FAIRNESS_BATCH: Final = 64
 #: alone, as long as the clock moves between two loop iterations (uvloop's counts whole ms).
 SPIN: Final = 0.00025
 
-#: A worker idle (parked, with no job in sight) this many seconds exits; the pool starts workers
-#: again when jobs come. A pool at rest thus holds O(1) memory, whatever its past peak (R53).
+#: A worker idle (parked, with no job in sight) for a round of this many seconds exits (from 1 to
+#: 2 rounds after it parked); the pool starts workers again when jobs come (R53).
 IDLE_RETIRE: Final = 10.0
 
 
@@ -215,7 +215,6 @@ class _Workers(_PoolState):
                     sched.attempts += 1
                     if queue and not self._waking:
                         self._kick(None)  # more may start: someone must look while we run
-            stamped = False
             if job is None:
                 # Read the clock only when some limit or backoff depends on it.
                 now = anyio.current_time() if sched.timed or sched.delayed else 0.0
@@ -245,28 +244,29 @@ class _Workers(_PoolState):
                         # yields above take over from there); a virtual clock waits exactly.
                         wake_at = admitted - SPIN if wait > 2 * SPIN else admitted
                     # An idle worker keeps nothing of its last job alive (R53).
-                    result = awaitable = candidate = None
+                    result = awaitable = candidate = worker.job = None
                     del admitted
                     if not await self._park(worker, sched, wake_at):
                         return True  # idle for long: retired (the pool spawns anew when needed)
                     continue
                 job = admitted
-                stamped = sched.timed
                 # Hand the queue on: if more may start, someone must look at it while we run.
                 if not self._waking and self._sleeper is None and sched.has_queued():
                     self._kick(None)
+                if self._space_waiting:
+                    self._give_room()
+                if sched.timed:
+                    # Date the start when the job's code begins, after the work above (starting
+                    # a worker takes tens of µs): the limits then count the times the job, and
+                    # a server, see (R49).
+                    started = anyio.current_time()
+                    if started > now:
+                        sched.restamp(job, started)
+            elif self._space_waiting:
+                self._give_room()
             if worker_token and not worker.token:
                 limiter.acquire_on_behalf_of_nowait(worker)  # type: ignore[union-attr]
                 worker.token = True
-            if self._space_waiting:
-                self._give_room()
-            if stamped:
-                # Date the start when the job's code begins, after the work above (starting
-                # a worker can take tens of µs): the limits then count the times the job, and a
-                # server, see (R49).
-                started = anyio.current_time()
-                if started > now:
-                    sched.restamp(job, started)
 
             # -- one attempt of the job --
             job.worker = worker
@@ -299,7 +299,6 @@ class _Workers(_PoolState):
                         self._returned(job, result)
                 else:
                     self._returned(job, result)
-            worker.job = None
             if (worker.stopping or timeout is not None) and scope.cancel_called:
                 return False
             if cancelling is not None and cancelling():
@@ -314,31 +313,62 @@ class _Workers(_PoolState):
     async def _park(self, worker: _Worker, sched: Scheduler, wake_at: float) -> bool:
         """Wait until woken, or until *wake_at* (a rate slot or the end of a backoff).
 
-        Return False if the worker should exit instead: it waited for no time in particular
-        (``wake_at`` is ``inf``) and nobody woke it for IDLE_RETIRE seconds.
+        Return False if the worker should exit instead: it was idle (waiting for no time in
+        particular) for a whole round of the reaper, see :meth:`_reap`.
         """
         event = worker.event = anyio.Event()
+        reaper = False
         if wake_at == _INF:
-            self._parked[worker] = None
-            wake_at = anyio.current_time() + IDLE_RETIRE
-            retire = True
+            self._parked[worker] = self._idle_round
+            if self._reaper is None:
+                # One idle worker keeps the time for all of them, so that the others wait with
+                # no timer (a cancel scope per park would cost every busy pool).
+                self._reaper = worker
+                reaper = True
+                wake_at = anyio.current_time() + IDLE_RETIRE
         else:
             self._sleeper = worker
             self._sleeper_deadline = wake_at
-            retire = False
         sched.idle += 1
         try:
-            with anyio.CancelScope(deadline=wake_at):
+            if wake_at == _INF:
                 await event.wait()
+            else:
+                with anyio.CancelScope(deadline=wake_at):
+                    await event.wait()
         finally:
             sched.idle -= 1
+            if reaper and self._reaper is worker:
+                self._reaper = None
             if event.is_set():
                 self._waking -= 1
             elif worker is self._sleeper:
                 self._sleeper = None
             else:
                 self._parked.pop(worker, None)
-        return not retire or event.is_set()
+        if event.is_set():
+            return not worker.retire
+        if reaper:
+            self._reap()
+            return False
+        return True
+
+    def _reap(self) -> None:
+        """The reaper waited IDLE_RETIRE with nobody waking it: retire the long-idle workers.
+
+        Every worker parked before this round began has been idle for at least IDLE_RETIRE, and
+        exits (the reaper too); the pool starts workers again when jobs come. So a pool at rest
+        holds O(1) memory, whatever its past peak (R53). If workers parked during the round
+        remain, one of them is woken to keep the time for the next round.
+        """
+        round_ = self._idle_round
+        self._idle_round += 1
+        for other, parked_in in list(self._parked.items()):
+            if parked_in < round_:
+                other.retire = True
+                self._wake(other)
+        if self._parked:
+            self._wake(next(reversed(self._parked)))  # it parks again, as the reaper
 
     def _returned(self, job: Job, result: object) -> None:
         """Settle an attempt that returned in time: the job is done, unless cancelled meanwhile."""
@@ -359,8 +389,6 @@ class _Workers(_PoolState):
                 sched.completed += 1
                 job.outcome = RETURNED
                 job.value = result
-            job.fn = spent  # its owner keeps the record for the outcome only (R53)
-            job.args = ()
         else:
             job._pool = None  # settled: cancelling its future no longer concerns the pool
             if job.done() or self._state == _KILLED:
