@@ -144,6 +144,30 @@ class TestRateDating:
                 assert min(gaps) >= 0.01 - 1e-12  # never closer than 1/rate on the real clock
             assert rate_contract_holds(admitted, 100, burst)
 
+    def test_restamp_dates_the_start_when_the_job_began(self) -> None:
+        """A start the pool re-dates (its code began 4 ms after the poll) moves the next slot."""
+        rate = RateLimit(100)
+        sched = Scheduler([rate])
+        jobs = [submit(sched, i) for i in range(3)]
+        sched.idle = 1
+        assert sched.poll(0.0) is jobs[0]
+        sched.restamp(jobs[0], 0.004)
+        assert rate.tat == pytest.approx(0.014)
+        assert sched.poll(0.0139) == pytest.approx(0.014)
+
+    def test_restamp_does_not_move_a_schedule_that_was_still_running(self) -> None:
+        """burst=2: the second start of a burst re-dated a little later keeps the grid."""
+        rate = RateLimit(100, 2)
+        sched = Scheduler([rate])
+        jobs = [submit(sched, i) for i in range(3)]
+        sched.idle = 1
+        assert sched.poll(0.0) is jobs[0]
+        assert sched.poll(0.0) is jobs[1]
+        sched.restamp(jobs[1], 0.004)  # before the schedule ahead of it (0.01) ended
+        assert rate.tat == pytest.approx(0.02)
+        sched.restamp(jobs[1], 0.015)  # after it ended: the bucket had drained, restart there
+        assert rate.tat == pytest.approx(0.025)
+
     def test_a_stall_banks_no_credit_beyond_burst(self) -> None:
         """After a long stall, burst=3 lets exactly three starts through at once, then spaces."""
         rate = RateLimit(10, 3)
@@ -220,6 +244,9 @@ class _Spy:
 
     def admit(self, job: Job, at: float) -> None:
         self.dated.append(at)
+
+    def restamp(self, job: Job, at: float) -> None:
+        self.dated[-1] = at
 
     def release(self, job: Job) -> None:
         pass

@@ -52,7 +52,7 @@ T = TypeVar("T")
 U = TypeVar("U")
 Ts = TypeVarTuple("Ts")
 
-_DEFAULT_RETRYABLE: Final[tuple[type[BaseException], ...]] = (Exception,)
+_DEFAULT_RETRYABLE: Final[tuple[type[Exception], ...]] = (Exception,)
 _DEFAULT_OPTIONS: Final = JobOptions(None, 0, _DEFAULT_RETRYABLE, default_backoff)
 
 
@@ -94,7 +94,7 @@ class _CallOwner:
 def _options(
     timeout: float | None,
     retries: int,
-    retryable_exceptions: type[BaseException] | Iterable[type[BaseException]],
+    retryable_exceptions: type[Exception] | Iterable[type[Exception]],
     backoff: Callable[[int], float],
 ) -> JobOptions:
     """Validate per-job options; the defaults share one instance (no work, no memory per job)."""
@@ -121,17 +121,18 @@ class WorkerPool(_Lifecycle):
 
     :param size: the most attempts that may execute at once (``None``: no limit)
     :param rate: the most attempt starts per second (``None``: no limit)
-    :param burst: how many starts may go back to back after a pause (default 1)
+    :param burst: how many starts may go back to back after a pause (default 1; at most 2**53)
     :param max_pending: how many jobs may wait to start before :meth:`run` raises
         :exc:`werkpool.PoolFullError` and :meth:`submit` waits (``None``: no bound)
 
     **Rate contract.** In any half-open window of length ``W`` seconds, at most
-    ``ceil(W * rate) + burst - 1`` attempts start. With the default ``burst=1`` starts are spaced
-    ``1/rate`` apart, so ``rate=10`` never starts more than 10 in any second; unused credit never
-    grows beyond ``burst``, however long the pool is idle or busy. Starts are admitted on this
-    schedule by the pool's clock (:func:`anyio.current_time`); a job may begin slightly after its
-    admission when the event loop is busy, never before, and such lateness does not push later
-    admissions back, so the long-run rate does not drift below ``rate``.
+    ``ceil(W * rate) + burst - 1`` attempts start, on the jobs' own clock: each start is dated
+    when its job's code begins (:func:`anyio.current_time` as the job reads it), never earlier.
+    With the default ``burst=1`` no two starts are closer than ``1/rate``, so ``rate=10`` never
+    starts more than 10 in any second, as a server sees it; unused credit never grows beyond
+    ``burst``, however long the pool is idle or busy. A worker the event loop wakes late cannot
+    make that up, so with ``burst=1`` the long-run rate is a few percent below ``rate``;
+    ``burst >= 2`` absorbs such lateness (see the README's "Choosing burst").
 
     Every attempt, retries included, takes a rate slot and a size slot; a job sleeping in its
     backoff holds neither. Jobs waiting for the same limits start in submission order.
@@ -232,9 +233,7 @@ class WorkerPool(_Lifecycle):
         *args: Unpack[Ts],
         timeout: float | None = None,
         retries: int = 0,
-        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
-            _DEFAULT_RETRYABLE
-        ),
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
     ) -> JobFuture[T]:
         """
@@ -248,8 +247,9 @@ class WorkerPool(_Lifecycle):
             deadline times out, even if it would have returned then.
         :param retries: how many times to retry after the first attempt fails (up to
             ``retries + 1`` attempts in all)
-        :param retryable_exceptions: the exception class(es) that may be retried (default:
-            :exc:`Exception`); cancellation is never retried
+        :param retryable_exceptions: the :exc:`Exception` subclass(es) that may be retried
+            (default: :exc:`Exception`); cancellation and other ``BaseException`` are never
+            retried
         :param backoff: ``backoff(n)`` gives the seconds to wait before retry ``n`` (1, 2, ...);
             it must return a finite number >= 0, or the job fails with that error. The default,
             :func:`werkpool.default_backoff`, is exponential with jitter, capped at 60 s.
@@ -307,9 +307,7 @@ class WorkerPool(_Lifecycle):
         *args: Unpack[Ts],
         timeout: float | None = None,
         retries: int = 0,
-        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
-            _DEFAULT_RETRYABLE
-        ),
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
     ) -> JobFuture[T]:
         """
@@ -338,9 +336,7 @@ class WorkerPool(_Lifecycle):
         *args: Unpack[Ts],
         timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
         retries: int = 0,
-        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
-            _DEFAULT_RETRYABLE
-        ),
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
     ) -> T:
         """
@@ -384,9 +380,7 @@ class WorkerPool(_Lifecycle):
         *args: Unpack[Ts],
         timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
         retries: int = 0,
-        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
-            _DEFAULT_RETRYABLE
-        ),
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
     ) -> JobFuture[T]:
         """
@@ -417,7 +411,7 @@ class WorkerPool(_Lifecycle):
         window: int | None = ...,
         timeout: float | None = ...,
         retries: int = ...,
-        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = ...,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
         backoff: Callable[[int], float] = ...,
     ) -> MapIterator[T]: ...
 
@@ -433,7 +427,7 @@ class WorkerPool(_Lifecycle):
         window: int | None = ...,
         timeout: float | None = ...,
         retries: int = ...,
-        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = ...,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
         backoff: Callable[[int], float] = ...,
     ) -> MapIterator[T | BaseException]: ...
 
@@ -448,9 +442,7 @@ class WorkerPool(_Lifecycle):
         window: int | None = None,
         timeout: float | None = None,
         retries: int = 0,
-        retryable_exceptions: type[BaseException] | Iterable[type[BaseException]] = (
-            _DEFAULT_RETRYABLE
-        ),
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
     ) -> MapIterator[Any]:
         """

@@ -2,7 +2,8 @@
 
 Hypothesis generates a *program*: a pool configuration, then a list of operations (submit a job
 through run / submit / start_soon / call / map with random durations, failures, timeouts,
-retries and backoffs; cancel a random future or caller; advance virtual time), then an ending
+retries and backoffs; cancel a random future or caller; advance virtual time, or stall the
+loop so that every timer fires late), then an ending
 (shutdown, kill, or leaving ``async with``). Each program runs in a fresh event loop on virtual
 time, on asyncio and on trio (trio's own tie-breaking is seeded too, so every run is replayable),
 and shrinks to a minimal failing program.
@@ -36,6 +37,7 @@ from contract._support import (
     BACKENDS,
     borrowed,
     internal_tasks,
+    jump_clock,
     rate_violation,
     run_virtual,
     stats_add_up,
@@ -113,6 +115,8 @@ operations = st.one_of(
     st.tuples(st.just("cancel_future"), st.integers(0, 63)),
     st.tuples(st.just("cancel_caller"), st.integers(0, 63)),
     st.tuples(st.just("advance"), st.sampled_from([0.0, 0.05, 0.3, 1.0, 4.0])),
+    # A busy loop: the clock moves on with nothing run, so every timer then fires late (R49).
+    st.tuples(st.just("stall"), st.sampled_from([0.001, 0.003, 0.02, 0.3])),
 )
 
 configs = st.fixed_dictionaries(
@@ -387,6 +391,9 @@ async def _apply(world: World, op: tuple[Any, ...], callers: Any) -> None:
                 world.callers[index].cancel()
                 for label in world.caller_jobs[index]:
                     world.jobs[label].cancelled_by_us = True
+    elif kind == "stall":
+        jump_clock(op[1])
+        await checkpoint()
     else:
         delay = op[1]
         if delay:
