@@ -113,6 +113,10 @@ async def test_r51_a_job_cancelling_its_own_task_does_not_kill_its_worker(swallo
 
 
 @asyncio_only
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="3.10's tasks keep no cancellation count: a pending cancel cannot be told apart",
+)
 async def test_r51_a_job_whose_self_cancel_is_pending_when_it_returns() -> None:
     """A job that cancels its task and returns at once: the pending cancel hits no one's job."""
 
