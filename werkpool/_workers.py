@@ -195,7 +195,7 @@ class _Workers(_PoolState):
         cancelling = _cancelling_of_current_task() if self._backend == "asyncio" else None
         result: object = None
         awaitable: object = None
-        now = 0.0
+        timed = sched.timed  # then every job comes through poll(), and is restamped
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
         while True:
             job = None
@@ -253,16 +253,7 @@ class _Workers(_PoolState):
                 # Hand the queue on: if more may start, someone must look at it while we run.
                 if not self._waking and self._sleeper is None and sched.has_queued():
                     self._kick(None)
-                if self._space_waiting:
-                    self._give_room()
-                if sched.timed:
-                    # Date the start when the job's code begins, after the work above (starting
-                    # a worker takes tens of µs): the limits then count the times the job, and
-                    # a server, see (R49).
-                    started = anyio.current_time()
-                    if started > now:
-                        sched.restamp(job, started)
-            elif self._space_waiting:
+            if self._space_waiting:
                 self._give_room()
             if worker_token and not worker.token:
                 limiter.acquire_on_behalf_of_nowait(worker)  # type: ignore[union-attr]
@@ -280,6 +271,12 @@ class _Workers(_PoolState):
                 awaitable = job.fn(*job.args)
                 if awaitable.__class__ is not CoroutineType and not inspect.isawaitable(awaitable):
                     raise _NotAwaitable(awaitable)
+                if timed:
+                    # Date the start when the job's code begins, after all the work since the
+                    # poll (handing the queue on can start a worker: tens of µs; making the
+                    # coroutine can run the garbage collector): the limits then count the times
+                    # the job, and a server, see (R49).
+                    sched.restamp(job, anyio.current_time())
                 result = await awaitable
             except _NotAwaitable as bad:
                 self._not_awaitable(job, bad.value)
