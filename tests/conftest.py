@@ -113,3 +113,14 @@ def no_asyncio_noise(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     ]
     if noise:
         pytest.fail("asyncio reported:\n" + "\n".join(noise), pytrace=False)
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Only reference counting frees objects during the test (the cyclic GC is off)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

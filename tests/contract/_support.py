@@ -315,3 +315,24 @@ def jump_clock(seconds: float) -> None:
     loop = asyncio.get_running_loop()
     assert isinstance(loop, looptime.LoopTimeEventLoop), "needs the virtual-time test loop"
     loop._LoopTimeEventLoop__now += loop._LoopTimeEventLoop__time2int(seconds)  # type: ignore[attr-defined]
+
+
+# -- submitting through every entry point ---------------------------------------------------------
+
+
+async def submit_by(pool: WorkerPool, method: str, task: Any, *args: Any, **options: Any) -> Any:
+    """Submit through *method* and return what it gives (for map, its first result, so that the
+    job actually runs)."""
+    if method == "run":
+        return pool.run(task, *args, **options)
+    if method == "start_soon":
+        return pool.start_soon(task, *args, **options)
+    if method == "submit":
+        return await pool.submit(task, *args, **options)
+    if method == "call":
+        return await pool.call(task, *args, **options)
+    results = pool.map(task, args or [None], **options)
+    try:
+        return await results.__anext__()
+    finally:
+        await results.aclose()

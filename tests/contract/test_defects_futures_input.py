@@ -7,7 +7,6 @@ Each test is named after the requirement the defect broke (R17, R22, R41, R42, R
 from __future__ import annotations
 
 import contextlib
-import gc
 import re
 import traceback
 import weakref
@@ -17,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import Boom, approx, echo
+from contract._support import Boom, approx, echo, submit_by
 
 from werkpool import Future, WorkerPool, worker_pool
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from types import TracebackType
 
 METHODS = ["run", "start_soon", "submit", "call", "map"]
@@ -42,34 +40,6 @@ def raised_boom() -> Boom:
         raise Boom("job failed")
     except Boom as exc:
         return exc  # the except clause unbinds exc: this frame keeps no reference to it
-
-
-@pytest.fixture
-def no_gc() -> Iterator[None]:
-    """Only reference counting frees objects during the test."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-async def submit(pool: WorkerPool, method: str, task: Any, *args: Any, **options: Any) -> Any:
-    """Submit through *method* and return what it gives (for map, its first result)."""
-    if method == "run":
-        return pool.run(task, *args, **options)
-    if method == "start_soon":
-        return pool.start_soon(task, *args, **options)
-    if method == "submit":
-        return await pool.submit(task, *args, **options)
-    if method == "call":
-        return await pool.call(task, *args, **options)
-    results = pool.map(task, args or [None], **options)
-    try:
-        return await results.__anext__()
-    finally:
-        await results.aclose()
 
 
 def untouched(pool: WorkerPool) -> None:
@@ -231,7 +201,7 @@ async def test_r43_retryable_exceptions_rejects_non_exception_classes(
     )
     async with WorkerPool() as pool:
         with pytest.raises(TypeError, match=pattern):
-            await submit(pool, method, echo, 1, retries=2, retryable_exceptions=retryable)
+            await submit_by(pool, method, echo, 1, retries=2, retryable_exceptions=retryable)
         untouched(pool)
         assert await pool.call(echo, "still fine") == "still fine"
 
@@ -241,7 +211,7 @@ async def test_r43_cancellation_classes_keep_their_own_error(method: str) -> Non
     """Cancellation classes (BaseExceptions too) keep their ValueError, not the new TypeError."""
     async with WorkerPool() as pool:
         with pytest.raises(ValueError, match=r"^retryable_exceptions must not contain \w+: "):
-            await submit(
+            await submit_by(
                 pool, method, echo, 1, retryable_exceptions=anyio.get_cancelled_exc_class()
             )
         untouched(pool)
@@ -335,7 +305,7 @@ async def test_r42_a_negative_zero_timeout_is_normalised_to_zero(method: str) ->
 
     async with WorkerPool() as pool:
         with pytest.raises(TimeoutError, match=r"^the attempt timed out after 0 s$"):
-            outcome = await submit(pool, method, slow, timeout=-0.0)
+            outcome = await submit_by(pool, method, slow, timeout=-0.0)
             if method in ("run", "submit"):
                 await outcome
 
@@ -349,5 +319,5 @@ async def test_r42_a_timeout_beyond_float_range_is_a_value_error_naming_timeout(
     message = f"{TIMEOUT_RULE}, got {seconds!r}"
     async with WorkerPool() as pool:
         with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
-            await submit(pool, method, echo, 1, timeout=seconds)
+            await submit_by(pool, method, echo, 1, timeout=seconds)
         untouched(pool)

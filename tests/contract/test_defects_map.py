@@ -5,7 +5,6 @@ Each test is named after the requirement the defect broke; see RELIABILITY.md.
 
 from __future__ import annotations
 
-import gc
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -147,17 +146,6 @@ async def test_r24_map_async_input_failing_in_aiter_raises_in_the_loop() -> None
 
 
 # -- R53: an abandoned map is collected, and its jobs cancelled -----------------------------------
-
-
-@pytest.fixture
-def no_gc() -> Iterator[None]:
-    """Only reference counting frees objects during the test."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 async def _settle() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import asyncio_only, case_id, echo
+from contract._support import asyncio_only, case_id, echo, submit_by
 
 from werkpool import Future, WorkerPool, worker_pool
 
@@ -31,23 +31,6 @@ RETRIES_RULE = "retries must be an int >= 0"
 RETRYABLE_RULE = (
     "retryable_exceptions must be an exception class or a sequence of exception classes"
 )
-
-
-async def submit(pool: WorkerPool, method: str, task: Any, *args: Any, **options: Any) -> Any:
-    """Submit through *method*; for map, read one result so the job actually runs."""
-    if method == "run":
-        return pool.run(task, *args, **options)
-    if method == "start_soon":
-        return pool.start_soon(task, *args, **options)
-    if method == "submit":
-        return await pool.submit(task, *args, **options)
-    if method == "call":
-        return await pool.call(task, *args, **options)
-    results = pool.map(task, args or [None], **options)
-    try:
-        return await results.__anext__()
-    finally:
-        await results.aclose()
 
 
 async def fetch(url: str) -> str:
@@ -85,7 +68,7 @@ async def test_r38_a_coroutine_object_is_rejected_with_a_hint_and_closed(method:
                 r"or a lambda, e\.g\. pool\.run\(lambda: fetch\(url\)\)$"
             )
             with pytest.raises(TypeError, match=pattern):
-                await submit(pool, method, coro)
+                await submit_by(pool, method, coro)
             assert coro.cr_frame is None  # closed: Python will not warn it was never awaited
             del coro
             gc.collect()
@@ -100,7 +83,7 @@ async def test_r38_non_callables_and_other_awaitables_are_rejected(method: str, 
     """Anything that is not a callable, awaitables included, raises TypeError at submission."""
     async with WorkerPool() as pool:
         with pytest.raises(TypeError, match=rf"^{re.escape(TASK_RULE)}, not "):
-            await submit(pool, method, task)
+            await submit_by(pool, method, task)
         untouched(pool, 0)
 
 
@@ -136,7 +119,7 @@ async def test_r39_a_non_awaitable_return_fails_with_type_error_and_no_retry(
     )
     async with WorkerPool(size=1) as pool:
         with pytest.raises(TypeError, match=pattern):
-            outcome = await submit(
+            outcome = await submit_by(
                 pool, method, not_async, retries=3, retryable_exceptions=TypeError
             )
             if method in ("run", "submit"):
@@ -246,9 +229,9 @@ async def test_r42_bad_timeouts_raise_at_submission_on_both_backends(
     """NaN, negative, infinite and non-number timeouts raise at the call, identically."""
     async with WorkerPool() as pool:
         with pytest.raises(error, match=rf"^{re.escape(message)}$"):
-            await submit(pool, method, echo, timeout=seconds)
+            await submit_by(pool, method, echo, timeout=seconds)
         untouched(pool, 0)
-        assert await submit(pool, "call", echo, "ok", timeout=0.5) == "ok"
+        assert await submit_by(pool, "call", echo, "ok", timeout=0.5) == "ok"
 
 
 # -- R43: retries and retryable_exceptions -------------------------------------------------------
@@ -286,7 +269,7 @@ async def test_r43_retries_is_an_int_of_at_least_zero(
 ) -> None:
     async with WorkerPool() as pool:
         with pytest.raises(error, match=rf"^{re.escape(message)}$"):
-            await submit(pool, method, echo, retries=retries)
+            await submit_by(pool, method, echo, retries=retries)
         untouched(pool, 0)
 
 
@@ -300,7 +283,7 @@ async def test_r43_retryable_exceptions_must_be_exception_classes(
     """Strings, instances and non-exception classes raise TypeError at submission."""
     async with WorkerPool() as pool:
         with pytest.raises(TypeError, match=rf"^{re.escape(RETRYABLE_RULE)}, got "):
-            await submit(pool, method, echo, retries=1, retryable_exceptions=retryable)
+            await submit_by(pool, method, echo, retries=1, retryable_exceptions=retryable)
         untouched(pool, 0)
 
 
@@ -314,7 +297,7 @@ async def test_r43_cancellation_classes_are_rejected(method: str, index: int) ->
             ValueError,
             match=r"^retryable_exceptions must not contain \w+: cancellation is never retried$",
         ):
-            await submit(pool, method, echo, retries=1, retryable_exceptions=retryable)
+            await submit_by(pool, method, echo, retries=1, retryable_exceptions=retryable)
         with pytest.raises(ValueError, match=r"cancellation is never retried"):
             pool.run(echo, 1, retryable_exceptions=anyio.get_cancelled_exc_class())
         untouched(pool, 0)
@@ -337,7 +320,7 @@ async def test_r44_arguments_are_bound_at_submission(method: str) -> None:
     results: list[Any] = []
     async with WorkerPool(size=2) as pool:
         for i in range(10):
-            outcome = await submit(pool, method, echo, i)
+            outcome = await submit_by(pool, method, echo, i)
             results.append(outcome)
         i = 99  # rebinding the name afterwards changes nothing
         values = [r if method == "call" else await r for r in results]
