@@ -17,7 +17,7 @@ import anyio
 from ._exceptions import PoolClosedError
 from ._pool_state import _CLOSED, _CLOSING, _KILLED, _NEW, _OPEN
 from ._scheduler import RUNNING, PlainJob
-from ._workers import _Workers
+from ._workers import IDLE_RETIRE, _Workers
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -130,7 +130,7 @@ class _Lifecycle(_Workers):
                     assert sched is not None
                     if sched.has_queued() and not self._waking:
                         self._kick(None)  # jobs submitted before the pool started
-                    await self._drained.wait()
+                    await self._retire_idle_workers_until_drained()
                     self._tg = None
         except BaseException as exc:
             if not isinstance(exc, self._cancelled_exc):
@@ -145,6 +145,27 @@ class _Lifecycle(_Workers):
             raise errors[0]
         if errors:
             raise BaseExceptionGroup("several jobs started with start_soon() failed", errors)
+
+    async def _retire_idle_workers_until_drained(self) -> None:
+        """Wait for the drain; meanwhile, while workers are parked, reap them every round.
+
+        One timer for the whole pool, and only while some worker is idle: a busy pool and a
+        pool at rest (its idle workers retired) keep none.
+        """
+        drained = self._drained
+        assert drained is not None
+        while not drained.is_set():
+            if self._parked:
+                with anyio.move_on_after(IDLE_RETIRE):
+                    await drained.wait()
+                if not drained.is_set():
+                    self._reap()
+            else:
+                try:
+                    with anyio.CancelScope() as self._reap_scope:
+                        await drained.wait()  # or until a worker parks (it cancels the scope)
+                finally:
+                    self._reap_scope = None
 
     def _abort(self, *, cancel_running_futures: bool = True) -> None:
         """Cancel everything, synchronously: the first half of kill()."""

@@ -180,7 +180,7 @@ class WorkerPool(_Lifecycle):
         self._outer_tg = None
         self._kill_scope = None
         self._parked = {}  # insertion-ordered: LIFO wake-ups, O(1) removal
-        self._reaper = None
+        self._reap_scope = None
         self._idle_round = 0
         self._sleeper = None
         self._sleeper_deadline = _INF

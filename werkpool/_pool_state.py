@@ -54,7 +54,7 @@ class _Worker:
         self.stopping = False
         #: The worker holds a token of the pool's limiter on its own behalf (size-only pools).
         self.token = False
-        #: Woken to exit: it was idle for a whole round of the reaper (see _Workers._reap).
+        #: Woken to exit: it was idle for a whole round of reaping (see _Workers._reap).
         self.retire = False
 
 
@@ -101,7 +101,7 @@ class _PoolState:
         "_outer_tg",
         "_parked",
         "_rate",
-        "_reaper",
+        "_reap_scope",
         "_sched",
         "_size",
         "_sleeper",
@@ -144,10 +144,11 @@ class _PoolState:
     _tg: TaskGroup | None
     _outer_tg: TaskGroup | None
     _kill_scope: anyio.CancelScope | None
-    #: Parked workers (insertion-ordered, woken LIFO), each with the reaper's round it parked in.
+    #: Parked workers (insertion-ordered, woken LIFO), each with the reaping round it parked in.
     _parked: dict[_Worker, int]
-    #: The parked worker that keeps the time for the idle ones (see _Workers._reap).
-    _reaper: _Worker | None
+    #: The supervisor's wait while no worker is parked; the first to park cancels it, so that
+    #: the supervisor counts rounds of idleness (see _Workers._reap). None while it counts.
+    _reap_scope: anyio.CancelScope | None
     _idle_round: int
     _sleeper: _Worker | None
     _sleeper_deadline: float

@@ -49,7 +49,7 @@ _FAIRNESS_BATCH: Final = 64
 #: alone, as long as the clock moves between two loop iterations (uvloop's counts whole ms).
 SPIN: Final = 0.00025
 
-#: A worker idle (parked, with no job in sight) for a round of this many seconds exits (from 1 to
+#: A worker idle (parked, with no job in sight) for a whole round of this many seconds exits (1 to
 #: 2 rounds after it parked); the pool starts workers again when jobs come (R53).
 IDLE_RETIRE: Final = 10.0
 
@@ -310,19 +310,17 @@ class _Workers(_PoolState):
     async def _park(self, worker: _Worker, sched: Scheduler, wake_at: float) -> bool:
         """Wait until woken, or until *wake_at* (a rate slot or the end of a backoff).
 
-        Return False if the worker should exit instead: it was idle (waiting for no time in
-        particular) for a whole round of the reaper, see :meth:`_reap`.
+        Return False if the worker should exit instead: it was idle for a whole round of the
+        supervisor's reaping (see :meth:`_reap`).
         """
         event = worker.event = anyio.Event()
-        reaper = False
         if wake_at == _INF:
             self._parked[worker] = self._idle_round
-            if self._reaper is None:
-                # One idle worker keeps the time for all of them, so that the others wait with
-                # no timer (a cancel scope per park would cost every busy pool).
-                self._reaper = worker
-                reaper = True
-                wake_at = anyio.current_time() + IDLE_RETIRE
+            reap_scope = self._reap_scope
+            if reap_scope is not None:
+                # The first idle worker: the supervisor starts counting rounds (see _reap).
+                self._reap_scope = None
+                reap_scope.cancel()
         else:
             self._sleeper = worker
             self._sleeper_deadline = wake_at
@@ -335,28 +333,21 @@ class _Workers(_PoolState):
                     await event.wait()
         finally:
             sched.idle -= 1
-            if reaper and self._reaper is worker:
-                self._reaper = None
             if event.is_set():
                 self._waking -= 1
             elif worker is self._sleeper:
                 self._sleeper = None
             else:
                 self._parked.pop(worker, None)
-        if event.is_set():
-            return not worker.retire
-        if reaper:
-            self._reap()
-            return False
-        return True
+        return not worker.retire
 
     def _reap(self) -> None:
-        """The reaper waited IDLE_RETIRE with nobody waking it: retire the long-idle workers.
+        """A round of IDLE_RETIRE seconds ended: retire the workers idle for all of it.
 
-        Every worker parked before this round began has been idle for at least IDLE_RETIRE, and
-        exits (the reaper too); the pool starts workers again when jobs come. So a pool at rest
-        holds O(1) memory, whatever its past peak (R53). If workers parked during the round
-        remain, one of them is woken to keep the time for the next round.
+        Called by the pool's supervisor while workers are parked (it keeps no timer when none
+        is, and a park costs no timer either). Every worker parked before this round began has
+        been idle for at least IDLE_RETIRE, and exits; the pool starts workers again when jobs
+        come. So a pool at rest holds O(1) memory, whatever its past peak (R53).
         """
         round_ = self._idle_round
         self._idle_round += 1
@@ -364,8 +355,6 @@ class _Workers(_PoolState):
             if parked_in < round_:
                 other.retire = True
                 self._wake(other)
-        if self._parked:
-            self._wake(next(reversed(self._parked)))  # it parks again, as the reaper
 
     def _returned(self, job: Job, result: object) -> None:
         """Settle an attempt that returned in time: the job is done, unless cancelled meanwhile."""
