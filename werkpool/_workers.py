@@ -339,6 +339,10 @@ class _Workers(_PoolState):
                 self._sleeper = None
             else:
                 self._parked.pop(worker, None)
+        if worker.retire and sched.has_queued():
+            # Woken to retire, but a job came in meanwhile, whose submitter saw this wake-up
+            # pending (_waking) and so woke nobody else: stay and take it.
+            worker.retire = False
         return not worker.retire
 
     def _reap(self) -> None:

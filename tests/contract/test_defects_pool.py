@@ -252,6 +252,23 @@ async def test_r53_idle_workers_beyond_need_retire() -> None:
         )
 
 
+async def test_r53_a_worker_woken_to_retire_takes_a_job_submitted_meanwhile() -> None:
+    """The reaping and a submission in the same instant: the job runs, it is not stranded.
+
+    The submitter sees a wake-up pending (the retiring worker's) and wakes nobody else; the
+    retiring worker must then stay for the job. Driven through the reaper directly, so the order
+    of the two is fixed (it hung trio's test_futures on 3.10 and 3.13 by chance of scheduling).
+    """
+    with anyio.fail_after(60):
+        async with WorkerPool(size=1) as pool:
+            assert await pool.run(_ok, 1) == 1
+            await anyio.sleep(0.5)  # the worker is parked now
+            assert len(pool._parked) == 1
+            pool._reap()  # the round it parked in ends
+            pool._reap()  # a whole round idle: it is woken to retire
+            assert await pool.run(_ok, 2) == 2
+
+
 async def test_r53_a_closed_pool_is_freed_by_reference_counting_alone() -> None:
     """With the cyclic GC off, an exited pool and its finished futures are freed."""
     gc.collect()
