@@ -341,8 +341,13 @@ class _Workers(_PoolState):
                 self._parked.pop(worker, None)
         if worker.retire and sched.has_queued():
             # Woken to retire, but a job came in meanwhile, whose submitter saw this wake-up
-            # pending (_waking) and so woke nobody else: stay and take it.
-            worker.retire = False
+            # pending (_waking) and so woke nobody else. If no worker waits for the clock,
+            # stay and take it; if one does, it watches the head of the line: let it look
+            # again (the job may be the new head) and leave.
+            if self._sleeper is None:
+                worker.retire = False
+            elif not self._waking:
+                self._wake(self._sleeper)
         return not worker.retire
 
     def _reap(self) -> None:
