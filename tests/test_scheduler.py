@@ -18,8 +18,8 @@ from werkpool._scheduler import DONE, RUNNING, TICK, Job, PlainJob, Scheduler
 OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)
 
 
-def submit(sched: Scheduler, label: object, now: float = 0.0) -> Job:
-    return sched.submit(lambda: None, (label,), OPTIONS, now)
+def submit(sched: Scheduler, label: object) -> Job:
+    return sched.submit(lambda: None, (label,), OPTIONS)
 
 
 def finish(sched: Scheduler, job: Job) -> None:
@@ -180,14 +180,14 @@ class TestRateDating:
         assert sched.poll(5.0).__class__ is PlainJob
         assert sched.poll(5.0) == pytest.approx(5.1)
 
-    def test_job_is_never_dated_before_its_submission(self) -> None:
-        """A job submitted after its slot passed is dated at its submission."""
+    def test_a_job_started_after_its_slot_is_dated_when_it_starts(self) -> None:
+        """A job polled after its slot passed is dated at that poll, not at the slot."""
         rate = RateLimit(1000)
         sched = Scheduler([rate])
         sched.idle = 1
-        submit(sched, "a", now=0.0)
+        submit(sched, "a")
         assert sched.poll(0.0).__class__ is PlainJob
-        submit(sched, "b", now=0.0012)  # its slot (0.001) passed before it existed
+        submit(sched, "b")  # submitted after its slot (0.001) passed
         assert sched.poll(0.0012).__class__ is PlainJob
         assert rate.tat == 0.0012 + 0.001
 

@@ -254,7 +254,6 @@ class MapCore:
             return
         func = self.func
         options = self.options
-        now = anyio.current_time() if sched.timed else 0.0
         batch: list[PlainJob] = []
         while len(batch) < room:
             try:
@@ -265,7 +264,7 @@ class MapCore:
             except Exception as exc:
                 self._stop_reading(exc)
                 break
-            batch.append(PlainJob(func, (item,), options, now, self))
+            batch.append(PlainJob(func, (item,), options, self))
         if batch:
             self._queue_batch(sched, batch)
             if self.rate is not None and not self.exhausted:
@@ -294,10 +293,7 @@ class MapCore:
                     if self.closed:
                         break
                     sched = self.pool._accepting()
-                    now = anyio.current_time() if sched.timed else 0.0
-                    self._queue_batch(
-                        sched, [PlainJob(self.func, (item,), self.options, now, self)]
-                    )
+                    self._queue_batch(sched, [PlainJob(self.func, (item,), self.options, self)])
                     self.signal()
         except Exception as exc:
             self._stop_reading(exc)

@@ -288,7 +288,6 @@ class WorkerPool(_Lifecycle):
         job.args = args
         job.options = options
         job.owner = owner
-        job.ready_at = anyio.current_time() if sched.timed else 0.0
         job.state = QUEUED
         job.attempts = 0
         job.worker = None
@@ -357,7 +356,7 @@ class WorkerPool(_Lifecycle):
         await self._wait_for_room()
         sched = self._accepting_after_wait()
         owner = _CallOwner()
-        job = sched.submit(func, args, options, anyio.current_time() if sched.timed else 0.0, owner)
+        job = sched.submit(func, args, options, owner)
         if not self._waking:
             self._kick(job)
         try:

@@ -68,7 +68,6 @@ JOB_SLOTS: Final = (
     "fn",
     "options",
     "owner",
-    "ready_at",
     "seq",
     "state",
     "worker",
@@ -101,8 +100,6 @@ class Job:
     owner: JobOwner | None
     #: The submission order, for FIFO admission of retries among new jobs.
     seq: int
-    #: When the job became ready to start: its submission, or the end of its backoff.
-    ready_at: float
     state: int
     #: Attempts started so far.
     attempts: int
@@ -136,7 +133,6 @@ class PlainJob(Job):
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         options: JobOptions,
-        ready_at: float,
         owner: JobOwner | None = None,
     ) -> None:
         self.fn = fn
@@ -144,7 +140,6 @@ class PlainJob(Job):
         self.options = options
         self.owner = owner
         self.seq = 0
-        self.ready_at = ready_at
         self.state = QUEUED
         self.attempts = 0
         self.worker = None
@@ -217,11 +212,10 @@ class Scheduler:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         options: JobOptions,
-        now: float,
         owner: JobOwner | None = None,
     ) -> PlainJob:
         """Queue a new :class:`PlainJob` at the back and return it."""
-        job = PlainJob(fn, args, options, now, owner)
+        job = PlainJob(fn, args, options, owner)
         self.enqueue(job)
         return job
 
@@ -275,10 +269,9 @@ class Scheduler:
     def _release_due(self, now: float) -> None:
         delayed = self.delayed
         while delayed and delayed[0][0] <= now + TICK:
-            due, seq, job = heappop(delayed)
+            _, seq, job = heappop(delayed)
             if job.state == BACKOFF:
                 job.state = QUEUED
-                job.ready_at = due
                 self.backoff -= 1
                 self.queued += 1
                 heappush(self._retry_ready, (seq, job))

@@ -177,7 +177,7 @@ def test_r09_r49_late_wake_ups_with_burst_1_lose_only_their_lateness(burst: int)
     rng = random.Random(10)
     options = JobOptions(None, 0, (Exception,), default_backoff)
     sched = Scheduler([RateLimit(100, burst)])
-    jobs = [sched.submit(lambda: None, (i,), options, 0.0) for i in range(10_000)]
+    jobs = [sched.submit(lambda: None, (i,), options) for i in range(10_000)]
     sched.idle = 1  # a second worker is parked: the next job always has a free worker
     now = 0.0
     woke: list[float] = []
