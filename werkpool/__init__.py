@@ -12,10 +12,10 @@ from ._exceptions import PoolFullError as PoolFullError
 from ._futures import Future as Future
 from ._futures import JobFuture as JobFuture
 from ._map import MapIterator as MapIterator
+from ._options import BACKOFF_CAP as BACKOFF_CAP
+from ._options import default_backoff as default_backoff
 from ._pool import WorkerPool as WorkerPool
 from ._pool import worker_pool as worker_pool
-from ._retry import BACKOFF_CAP as BACKOFF_CAP
-from ._retry import default_backoff as default_backoff
 from ._statistics import PoolStatistics as PoolStatistics
 
 __all__ = [

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 import anyio
 
 from ._exceptions import FutureCancelled, FutureNotFinished
-from ._scheduler import JOB_SLOTS, Job
+from ._job import JOB_SLOTS, Job
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -79,8 +79,8 @@ class AsyncioFuture(asyncio.Future[T], Job):
     # No __init__ of its own: asyncio's runs in C, then the pool fills in the job's fields.
 
     def cancel(self, msg: Any | None = None) -> bool:
-        pool = self._pool
-        if pool is not None and threading.get_ident() != pool._thread:
+        host = self.host
+        if host is not None and threading.get_ident() != host.thread:
             # From another thread: asyncio's futures are not thread-safe, so the whole
             # cancellation (the future's and the job's) is handed to the loop's thread (R54).
             if self.done():
@@ -92,8 +92,8 @@ class AsyncioFuture(asyncio.Future[T], Job):
             return True
         if not super().cancel(msg):
             return False
-        if pool is not None:
-            pool._future_cancelled(self)
+        if host is not None:
+            host.job_cancelled(self)
         return True
 
 
@@ -144,7 +144,7 @@ class Future(Job, Generic[T]):
         self._traceback: TracebackType | None = None
         self._callbacks: list[Callable[[Future[T]], object]] | None = None
         self._event: anyio.Event | None = None
-        self._pool = None  # a pool sets this, and the job's fields, when it runs one for it
+        self.host = None  # a pool sets this, and the job's fields, when it runs one for it
 
     @property
     def status(self) -> Future.Status:
@@ -206,9 +206,9 @@ class Future(Job, Generic[T]):
         if self._status is not Future.Status.PENDING:
             return False
         self._resolve(Future.Status.CANCELLED)
-        pool = self._pool
-        if pool is not None:
-            pool._future_cancelled(self)
+        host = self.host
+        if host is not None:
+            host.job_cancelled(self)
         return True
 
     def add_done_callback(self, fn: Callable[[Future[T]], object], /) -> None:

@@ -1,31 +1,60 @@
-"""The lifecycle of a WorkerPool: admission, starting, supervising, draining and stopping.
+"""The lifecycle of a pool: binding to a loop, the submission gate, its task groups, stopping.
 
-``_Lifecycle`` is the third class of the chain that makes up WorkerPool (see ``_pool_state.py``):
-it decides whether a caller may submit (binding and starting the pool on its first use), runs the
-pool's task groups and their supervisor, cancels everything on kill() or failure, and leaves the
+:class:`Lifecycle` owns the parts of one running pool (the scheduler, the crew of workers and their
+:class:`~werkpool._workers.Runner`, the ``max_pending`` room) and its phases: new, open, closing
+(``shutdown()``: draining), killed (``kill()`` or a failure: cancelling) and closed. It decides
+whether a caller may submit (binding the pool to the caller's loop, and starting it in the
+background, on first use), runs the supervisor that holds the workers' task group, and leaves the
 task groups at the end, raising the pool's own failure as it was raised.
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 import sys
-from typing import TYPE_CHECKING, NoReturn, cast
+import weakref
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, cast, final
 
 import anyio
 
+from ._binding import LoopBinding
+from ._crew import IDLE_RETIRE, Crew
 from ._exceptions import PoolClosedError
-from ._pool_state import _CLOSED, _CLOSING, _KILLED, _NEW, _OPEN
-from ._scheduler import RUNNING, PlainJob
-from ._workers import IDLE_RETIRE, _Workers
+from ._futures import AsyncioFuture, Future
+from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
+from ._limits import ConcurrencyLimit, Limit, RateLimit
+from ._scheduler import Scheduler
+from ._workers import Runner
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from anyio.abc import TaskGroup, TaskStatus
 
-    from ._scheduler import Scheduler
+    from ._job import JobOwner
+    from ._limits import RemoteLimit
+    from ._options import JobOptions
+    from ._room import Room
+
+__all__ = ["CLOSED", "CLOSING", "KILLED", "NEW", "OPEN", "Lifecycle", "MapCloser"]
+
+_INF = math.inf
+
+# The phases of a pool.
+NEW: Final = 0  # constructed, not bound to an event loop
+OPEN: Final = 1  # accepting work
+CLOSING: Final = 2  # shutdown() began: draining, only the pool's own jobs may submit
+KILLED: Final = 3  # kill() began, or the pool failed: cancelling everything
+CLOSED: Final = 4  # exited
+
+
+class MapCloser(Protocol):
+    """What the lifecycle closes when the pool stops: an open map."""
+
+    def close_by_pool(self) -> None: ...
 
 
 def _as_group(error: BaseException) -> BaseExceptionGroup[BaseException] | None:
@@ -46,61 +75,164 @@ def _reraise_unchanged(error: BaseException) -> NoReturn:
         error.__suppress_context__ = suppress
 
 
-class _Lifecycle(_Workers):
-    """Admission and the lifecycle of a WorkerPool, from its binding to its exit."""
+@final
+class _StartSoonOwner:
+    """Reports the failure of a start_soon() job to its pool's lifecycle.
 
-    __slots__ = ()
+    It holds the lifecycle weakly: the lifecycle holds it, and a cycle would leave every pool to
+    the cyclic garbage collector (R53). Its jobs cannot outlive the pool's run anyway.
+    """
 
-    # -- admission --------------------------------------------------------------------------------
+    __slots__ = ("_life",)
 
-    def _accepting(self) -> Scheduler:
-        """Return the scheduler if this caller may submit now, or raise why not."""
-        sched = self._sched
-        if self._state != _OPEN:
-            return self._admission_check()
-        loop = self._loop
-        if loop is None or asyncio._get_running_loop() is not loop:
-            self._check_loop()  # on trio, or from the wrong loop or thread
-        assert sched is not None
+    notify_success = False  # only failures fail the pool
+
+    def __init__(self, life: Lifecycle) -> None:
+        self._life = weakref.ref(life)
+
+    def job_settled(self, job: Job) -> None:
+        if job.cancelled():
+            return
+        error = job.exception()  # also marks an asyncio future's exception as retrieved
+        life = self._life()
+        if error is not None and life is not None:
+            life.start_soon_failed(error)
+
+
+@final
+class Lifecycle:
+    """The parts and phases of one pool; see the module docstring.
+
+    :param size: the concurrency limit, or None
+    :param rate: the rate limit, or None
+    :param burst: the rate limit's burst
+    :param room: the ``max_pending`` line, or None
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_bg_done",
+        "_bg_error",
+        "_bg_stop",
+        "_bg_task",
+        "_kill_scope",
+        "_may_stop",
+        "_started",
+        "_stopped",
+        "_supervisor_tg",
+        "binding",
+        "burst",
+        "crew",
+        "errors",
+        "in_background",
+        "limiter",
+        "maps",
+        "rate",
+        "remote",
+        "room",
+        "runner",
+        "sched",
+        "size",
+        "start_soon_owner",
+        "state",
+    )
+
+    def __init__(self, size: int | None, rate: float | None, burst: int, room: Room | None) -> None:
+        self.size = size
+        self.rate = rate
+        self.burst = burst
+        self.room = room
+        #: Remote limits every attempt must also get (set before the pool binds).
+        self.remote: tuple[RemoteLimit, ...] = ()
+        self.state = NEW
+        #: Failures of start_soon() jobs: the pool raises them when it exits.
+        self.errors: list[BaseException] = []
+        #: The maps still open: closed when the pool stops.
+        self.maps: set[MapCloser] = set()
+        self.start_soon_owner = _StartSoonOwner(self)
+        # Made when the pool binds to its loop (see _bind).
+        self.binding: LoopBinding | None = None
+        self.sched: Scheduler | None = None
+        self.crew: Crew | None = None
+        self.runner: Runner | None = None
+        self.limiter: anyio.CapacityLimiter | None = None
+        self._started: anyio.Event | None = None  # the workers' task group exists
+        self._may_stop: anyio.Event | None = None  # the supervisor may stop: drained or killed
+        self._stopped: anyio.Event | None = None  # the supervisor has stopped
+        self._supervisor_tg: TaskGroup | None = None  # holds the supervisor (crew.tg: workers)
+        self._kill_scope: anyio.CancelScope | None = None
+        self.in_background = False  # used without `async with`: run by a background task
+        self._bg_stop: anyio.Event | None = None
+        self._bg_done: anyio.Event | None = None
+        self._bg_error: BaseException | None = None
+        self._bg_task: Any = None
+
+    # -- binding ----------------------------------------------------------------------------------
+
+    def bind(self) -> Scheduler:
+        """Bind the pool to the running loop and make its parts; the phase becomes OPEN."""
+        binding = self.binding = LoopBinding()
+        limits: list[Limit] = []
+        tokens = None
+        if self.size is not None:
+            self.limiter = anyio.CapacityLimiter(self.size)
+            if self.rate is not None or self.remote:
+                limits.append(ConcurrencyLimit(self.limiter))
+            else:
+                # Without another limit the size needs no admission check: at most `size`
+                # workers exist, each running one attempt at a time. Each worker borrows a
+                # token for as long as it runs attempts back to back, not one per job.
+                tokens = self.limiter
+        if self.rate is not None:
+            limits.append(RateLimit(self.rate, self.burst))
+        sched = self.sched = Scheduler(limits, self.remote, on_drained=self._let_supervisor_stop)
+        crew = self.crew = Crew(sched, _INF if self.size is None else self.size, self._worker)
+        self.runner = Runner(sched, crew, binding, self.room, tokens, self)
+        if self.room is not None:
+            self.room.queue = sched
+        self._may_stop = anyio.Event()
+        self._stopped = anyio.Event()
+        self._started = anyio.Event()
+        self.state = OPEN
         return sched
 
-    def _accepting_after_wait(self) -> Scheduler:
-        """Claim the room reserved by _wait_for_room() and check the pool still accepts."""
-        if self._max_pending is not None:
-            self._space_reserved -= 1
-        try:
-            return self._accepting()
-        except BaseException:
-            if self._space_waiting:
-                self._give_room()  # our room goes unused: the next waiter must learn why
-            raise
+    async def _worker(self) -> None:
+        runner = self.runner
+        assert runner is not None
+        await runner.worker_main()
 
-    def _job_failed(self, error: BaseException) -> None:
-        """A start_soon() job failed: cancel everything and let the supervisor raise the error."""
-        if error not in self._errors:  # by identity: one object raised by several jobs is one
-            self._errors.append(error)
-        if self._state < _KILLED:
-            # Running jobs are cancelled through their scopes, their futures left pending: one
-            # that fails at the same moment fails its future and is reported with this error
-            # (several failures are raised together); one that returns ends cancelled.
-            self._abort(cancel_running_futures=False)
+    # -- the submission gate ----------------------------------------------------------------------
 
-    def _admission_check(self) -> Scheduler:
-        """The slow path of :meth:`run` when the pool is not simply open."""
-        state = self._state
-        if state == _NEW:
-            sched = self._bind()
-            self._start_host()
+    def scheduler_for_submit(self) -> Scheduler:
+        """Return the scheduler to queue a job in, or raise why the caller may not submit.
+
+        On the first use of a pool without ``async with`` this binds it to the caller's loop and
+        starts it in the background.
+        """
+        if self.state != OPEN:
+            return self._submission_slow_path()
+        binding = self.binding
+        assert binding is not None
+        loop = binding.loop
+        if loop is None or sys.modules["asyncio"]._get_running_loop() is not loop:
+            binding.check()  # on trio, or from the wrong loop or thread
+        assert self.sched is not None
+        return self.sched
+
+    def _submission_slow_path(self) -> Scheduler:
+        state = self.state
+        if state == NEW:
+            sched = self.bind()
+            self._start_in_background()
             return sched
-        if self._sched is not None:
-            self._check_loop()
-        if state == _CLOSING and self._in_worker():
-            assert self._drained is not None
-            assert self._sched is not None
-            if not self._drained.is_set():
+        if self.binding is not None:
+            self.binding.check()
+        if state == CLOSING and self.in_worker():
+            assert self.sched is not None
+            if not self.sched.over:
                 # A job of this pool may still submit follow-up work while draining: its
                 # workers stay until the last accepted job ends, so this one will run.
-                return self._sched
+                return self.sched
             # The drain is over (the last job ended, and a task it started outlived it): the
             # workers are leaving, so the job could never run. Refuse it here (R52).
             raise PoolClosedError(
@@ -108,157 +240,263 @@ class _Lifecycle(_Workers):
                 "job ended before this follow-up was submitted)"
             )
         reason = {
-            _CLOSING: "shutdown() has begun",
-            _KILLED: "kill() has begun or the pool failed",
-            _CLOSED: "the pool has exited",
+            CLOSING: "shutdown() has begun",
+            KILLED: "kill() has begun or the pool failed",
+            CLOSED: "the pool has exited",
         }[state]
         raise PoolClosedError(f"this WorkerPool no longer accepts jobs: {reason}")
 
-    # -- lifecycle --------------------------------------------------------------------------------
+    def in_worker(self) -> bool:
+        """True in this pool's job code, including tasks that a job started."""
+        return self.runner is not None and self.runner.in_worker()
 
-    async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
-        assert self._stopped is not None
-        assert self._drained is not None
-        try:
-            with anyio.CancelScope() as self._kill_scope:
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    task_status.started()
-                    assert self._started is not None
-                    self._started.set()
-                    sched = self._sched
-                    assert sched is not None
-                    if sched.has_queued() and not self._waking:
-                        self._kick(None)  # jobs submitted before the pool started
-                    await self._retire_idle_workers_until_drained()
-                    self._tg = None
-        except BaseException as exc:
-            if not isinstance(exc, self._cancelled_exc):
-                self._crashed(exc)
-            raise
-        finally:
-            self._tg = None
-            self._stopped.set()
-        # Failed start_soon() jobs fail the pool, as failed tasks fail a task group.
-        errors = self._errors
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            raise BaseExceptionGroup("several jobs started with start_soon() failed", errors)
+    def kick_for(self, job: Job | None) -> None:
+        """A job was queued: make sure a worker looks, unless one is about to."""
+        crew = self.crew
+        assert crew is not None
+        if not crew.waking:
+            crew.kick(job)
 
-    async def _retire_idle_workers_until_drained(self) -> None:
-        """Wait for the drain; meanwhile, while workers are parked, reap them every round.
+    def cancel_owned(self, job: PlainJob) -> None:
+        """Cancel a job that has no future (a map's, a call's)."""
+        assert self.runner is not None
+        self.runner.cancel_owned(job)
 
-        One timer for the whole pool, and only while some worker is idle: a busy pool and a
-        pool at rest (its idle workers retired) keep none.
-        """
-        drained = self._drained
-        assert drained is not None
-        while not drained.is_set():
-            if self._parked:
-                with anyio.move_on_after(IDLE_RETIRE):
-                    await drained.wait()
-                if not drained.is_set():
-                    self._reap()
-            else:
-                try:
-                    with anyio.CancelScope() as self._reap_scope:
-                        await drained.wait()  # or until a worker parks (it cancels the scope)
-                finally:
-                    self._reap_scope = None
+    def enqueue_future(
+        self,
+        sched: Scheduler,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        options: JobOptions,
+        owner: JobOwner | None,
+    ) -> Any:
+        """Queue a job whose record is its future (asyncio's own type on asyncio); return it."""
+        runner = self.runner
+        assert runner is not None
+        loop = runner.binding.loop
+        job: AsyncioFuture[Any] | Future[Any] = (
+            AsyncioFuture(loop=loop) if loop is not None else Future()
+        )
+        job.fn = fn
+        job.args = args
+        job.options = options
+        job.owner = owner
+        job.state = QUEUED
+        job.attempts = 0
+        job.worker = None
+        job.host = runner
+        sched.enqueue(job)
+        crew = runner.crew
+        if not crew.waking:
+            crew.kick(job)
+        return job
 
-    def _abort(self, *, cancel_running_futures: bool = True) -> None:
-        """Cancel everything, synchronously: the first half of kill()."""
-        if self._state == _NEW:
-            self._state = _CLOSED
-            return
-        if self._state < _KILLED:
-            self._state = _KILLED
-        sched = self._sched
-        assert sched is not None
-        self._close_maps()
-        for job in sched.drop_all():
-            self._cancel_job(job)
-        for worker in self._workers if cancel_running_futures else ():
-            running = worker.job
-            if running is not None and running.state == RUNNING:
-                # Cancelled now, not when the job stops: a job that swallows its cancellation
-                # and returns cannot resolve its future any more.
-                if isinstance(running, PlainJob):
-                    self._cancel_owned(running)
-                else:
-                    running.cancel()
-        if self._kill_scope is not None:
-            self._kill_scope.cancel()
-        assert self._drained is not None
-        self._drained.set()
-        self._wake_all()
-        if self._space_waiting:
-            self._give_room()  # they wake to find the pool closed
+    def start_soon_failed(self, error: BaseException) -> None:
+        """A start_soon() job failed: cancel everything and let the supervisor raise the error."""
+        if error not in self.errors:  # by identity: one object raised by several jobs is one
+            self.errors.append(error)
+        if self.state < KILLED:
+            # Running jobs are cancelled through their scopes, their futures left pending: one
+            # that fails at the same moment fails its future and is reported with this error
+            # (several failures are raised together); one that returns ends cancelled.
+            self.abort(cancel_running_futures=False)
 
-    def _begin_closing(self) -> None:
-        if self._state == _OPEN:
-            self._state = _CLOSING
-            if self._space_waiting:
-                self._give_room()  # they wake to find the pool closed
+    # -- running ----------------------------------------------------------------------------------
 
-    def _close_maps(self) -> None:
-        """Close the maps still open: their jobs are cancelled, their input is no longer read."""
-        for results in list(self._maps):
-            results._close_by_pool()
-
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Open the supervisor's task group and start the supervisor in it (``async with``)."""
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
             await tg.start(self._supervise)
         except BaseException:
-            self._abort()
+            self.abort()
             await tg.__aexit__(*sys.exc_info())
             raise
-        self._outer_tg = tg
+        self._supervisor_tg = tg
 
-    async def _finish(self, exc: BaseException | None) -> None:
-        """Leave the pool's task group: drain after a normal exit, cancel everything otherwise."""
-        tg = self._outer_tg
+    async def task_group(self) -> TaskGroup:
+        """The workers' task group, once the pool runs (a map starts its feeder there)."""
+        crew = self.crew
+        started = self._started
+        if crew is not None and crew.tg is None and started is not None and not started.is_set():
+            await started.wait()  # a pool used without `async with` whose task is starting
+        if crew is None or crew.tg is None:
+            raise PoolClosedError("this WorkerPool no longer accepts jobs: the pool has exited")
+        return crew.tg
+
+    async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
+        """The supervisor task: holds the workers' task group until the pool may stop.
+
+        Meanwhile it retires idle workers; afterwards it raises the failures of start_soon()
+        jobs, as failed tasks fail a task group.
+        """
+        crew, sched = self.crew, self.sched
+        assert crew is not None
+        assert sched is not None
+        assert self._stopped is not None
+        assert self._started is not None
+        assert self.binding is not None
+        try:
+            with anyio.CancelScope() as self._kill_scope:
+                async with anyio.create_task_group() as tg:
+                    crew.tg = tg
+                    task_status.started()
+                    self._started.set()
+                    if sched.has_queued() and not crew.waking:
+                        crew.kick(None)  # jobs submitted before the pool started
+                    await self._retire_idle_workers_until_may_stop()
+                    crew.tg = None
+        except BaseException as exc:
+            if not isinstance(exc, self.binding.cancelled_exc):
+                self.crashed(exc)
+            raise
+        finally:
+            crew.tg = None
+            self._stopped.set()
+        errors = self.errors
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise BaseExceptionGroup("several jobs started with start_soon() failed", errors)
+
+    async def _retire_idle_workers_until_may_stop(self) -> None:
+        """Wait until the pool may stop; meanwhile, while workers are parked, reap each round.
+
+        One timer for the whole pool, and only while some worker is idle: a busy pool and a
+        pool at rest (its idle workers retired) keep none.
+        """
+        may_stop, crew = self._may_stop, self.crew
+        assert may_stop is not None
+        assert crew is not None
+        while not may_stop.is_set():
+            if crew.parked:
+                with anyio.move_on_after(IDLE_RETIRE):
+                    await may_stop.wait()
+                if not may_stop.is_set():
+                    crew.reap()
+            else:
+                try:
+                    with anyio.CancelScope() as crew.reap_scope:
+                        await may_stop.wait()  # or until a worker parks (it cancels the scope)
+                finally:
+                    crew.reap_scope = None
+
+    def _let_supervisor_stop(self) -> None:
+        """The pool drained (or is killed): the supervisor may stop, and idle workers leave."""
+        assert self._may_stop is not None
+        assert self.crew is not None
+        if not self._may_stop.is_set():
+            self._may_stop.set()
+            self.crew.wake_all()
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def begin_closing(self) -> None:
+        """shutdown() or the end of ``async with``: accept no more jobs, drain the others."""
+        if self.state == OPEN:
+            self.state = CLOSING
+            if self.room is not None:
+                self.room.close()  # waiters wake to find the pool closed
+        if self.sched is not None:
+            self.sched.close()
+
+    def abort(self, *, cancel_running_futures: bool = True) -> None:
+        """Cancel everything, synchronously: the first half of kill().
+
+        :param cancel_running_futures: also cancel the futures of running attempts now, not when
+            the attempts stop (False when a start_soon() job failed: see start_soon_failed)
+        """
+        if self.state == NEW:
+            self.state = CLOSED
+            return
+        if self.state < KILLED:
+            self.state = KILLED
+        sched, crew, runner = self.sched, self.crew, self.runner
+        assert sched is not None
+        assert crew is not None
+        assert runner is not None
+        self.close_maps()
+        sched.kill()
+        for worker in crew.workers if cancel_running_futures else ():
+            job = worker.job
+            if job is not None and (job.state == RUNNING or job.state == RESERVING):
+                # Cancelled now, not when the job stops: a job that swallows its cancellation
+                # and returns cannot resolve its future any more.
+                if isinstance(job, PlainJob):
+                    runner.cancel_owned(job)
+                else:
+                    job.cancel()
+        if self._kill_scope is not None:
+            self._kill_scope.cancel()
+        self._let_supervisor_stop()
+        if self.room is not None:
+            self.room.close()  # they wake to find the pool closed
+
+    def crashed(self, error: BaseException) -> None:
+        """A worker or the supervisor failed outside any job: fail what waits, then stop."""
+        if self.state >= KILLED:
+            return
+        self.state = KILLED
+        self._let_supervisor_stop()
+        assert self.sched is not None
+        self.sched.kill(error)
+
+    def close_maps(self) -> None:
+        """Close the maps still open: their jobs are cancelled, their input is no longer read."""
+        for core in list(self.maps):
+            core.close_by_pool()
+
+    async def finish(self, exc: BaseException | None) -> None:
+        """Leave the pool's task groups: drain after a normal exit, cancel everything otherwise."""
+        tg = self._supervisor_tg
         assert tg is not None
-        assert self._drained is not None
+        assert self._may_stop is not None
         if exc is None:
-            self._close_maps()  # nobody iterates them any more: do not wait for their jobs
-            self._begin_closing()
-            sched = self._sched
-            assert sched is not None
-            if sched.pending == 0:
-                self._set_drained()
+            self.close_maps()  # nobody iterates them any more: do not wait for their jobs
+            self.begin_closing()
             try:
-                await self._drained.wait()
+                await self._may_stop.wait()
             except BaseException as waiting_error:
-                self._abort()
+                self.abort()
                 await self._exit_task_group(tg, waiting_error)
                 raise
         else:
-            self._abort()
+            self.abort()
         await self._exit_task_group(tg, exc)
-        self._state = _CLOSED
+        self.state = CLOSED
+
+    async def wait_stopped(self) -> None:
+        """Wait until the supervisor has stopped (no job code runs any more)."""
+        if self._stopped is not None and self._supervisor_tg is not None:
+            await self._stopped.wait()
+
+    async def wait_drained(self) -> None:
+        """Wait until the pool may stop (drained, or killed)."""
+        assert self._may_stop is not None
+        await self._may_stop.wait()
+        if self.state >= KILLED and self._stopped is not None:
+            await self._stopped.wait()  # killed: return once the cancelled jobs stopped
 
     async def _exit_task_group(self, tg: TaskGroup, body_error: BaseException | None) -> None:
-        """Exit the outer task group; raise the pool's own failure, if any, as it was raised.
+        """Exit the supervisor's task group; raise the pool's own failure, if any, as it was.
 
         *body_error* is what the ``async with`` body raised (None if nothing): a genuine error
         of the body and a failure of the pool are raised together, in an ExceptionGroup.
         """
-        self._outer_tg = None
+        self._supervisor_tg = None
         try:
             await tg.__aexit__(None, None, None)
         except BaseExceptionGroup as group:
-            self._state = _CLOSED
+            self.state = CLOSED
             # The pool's own two task groups nest a lone error twice: unwrap it.
             error: BaseException = group
             nested = _as_group(error)
             while nested is not None and len(nested.exceptions) == 1:
                 error = nested.exceptions[0]
                 nested = _as_group(error)
-            cancelled = self._cancelled_exc
+            assert self.binding is not None
+            cancelled = self.binding.cancelled_exc
             only_cancelled = isinstance(error, cancelled) or (
                 nested is not None and nested.split(cancelled)[1] is None  # only cancellations
             )
@@ -274,33 +512,48 @@ class _Lifecycle(_Workers):
                 ) from None
             _reraise_unchanged(error)
 
-    def _start_host(self) -> None:
+    # -- use without `async with` -----------------------------------------------------------------
+
+    def _start_in_background(self) -> None:
         """Run the pool in a background task, for use without ``async with``."""
-        self._hosted = True
-        self._host_stop = anyio.Event()
-        self._host_done = anyio.Event()
-        if self._backend == "asyncio":
-            assert self._loop is not None
+        self.in_background = True
+        self._bg_stop = anyio.Event()
+        self._bg_done = anyio.Event()
+        binding = self.binding
+        assert binding is not None
+        if binding.loop is not None:
             # Keep a reference: the event loop holds only weak references to tasks.
-            self._host_task = self._loop.create_task(self._host(), name="werkpool host")
+            self._bg_task = binding.loop.create_task(
+                self._run_in_background(), name="werkpool host"
+            )
         else:
             import trio
 
-            trio.lowlevel.spawn_system_task(self._host, name="werkpool host")
+            trio.lowlevel.spawn_system_task(self._run_in_background, name="werkpool host")
 
-    async def _host(self) -> None:
-        assert self._host_stop is not None
-        assert self._host_done is not None
+    async def _run_in_background(self) -> None:
+        assert self._bg_stop is not None
+        assert self._bg_done is not None
         try:
-            await self._start()
+            await self.start()
             try:
-                await self._host_stop.wait()
+                await self._bg_stop.wait()
             except BaseException as exc:
-                await self._finish(exc)
+                await self.finish(exc)
                 raise
-            await self._finish(None)
+            await self.finish(None)
         except BaseException as exc:  # a system task must not raise; shutdown() re-raises it
-            if not isinstance(exc, self._cancelled_exc):
-                self._host_error = exc
+            assert self.binding is not None
+            if not isinstance(exc, self.binding.cancelled_exc):
+                self._bg_error = exc
         finally:
-            self._host_done.set()
+            self._bg_done.set()
+
+    async def stop_background(self, *, reraise: bool = True) -> None:
+        """Tell the background task to finish, and wait for it; re-raise the pool's failure."""
+        assert self._bg_stop is not None
+        assert self._bg_done is not None
+        self._bg_stop.set()
+        await self._bg_done.wait()
+        if reraise and self._bg_error is not None:
+            raise self._bg_error

@@ -1,21 +1,29 @@
-"""Admission limits: small synchronous strategy objects that the scheduler composes.
+"""Admission limits: small strategy objects that the scheduler composes.
 
-A limit answers one question for the job at the head of the queue, "from when may it start?",
-and is told when an attempt starts and when it ends. None of them awaits anything: the scheduler
-drives them with the current time, so they can be unit-tested with no event loop
-(``tests/test_limits.py``).
-Later limits (several rates at once, strict windows, per-key limits) are more classes of this shape.
+A *local* limit (:class:`Limit`) answers one question for the job at the head of the line, "from
+when may it start?", and is told when an attempt starts, when it ends, and when an admission is
+taken back. It awaits nothing: the scheduler drives it with the current time, so it can be tested
+with no event loop (``tests/test_limits.py``). Every method gets the job, so a limit may weigh a
+job by its cost or key (weighted and per-key limits are more classes of this shape).
+
+A *remote* limit (:class:`RemoteLimit`) is kept elsewhere, say in Redis: asking it takes I/O and it
+may refuse. The scheduler never awaits it. Once the local limits admit the head job, the scheduler
+hands a worker a :class:`~werkpool._scheduler.Reservation` to perform (httpcore's shape: the state
+change is synchronous and returns the I/O to do); the worker awaits :meth:`RemoteLimit.acquire`
+and reports the answer back, and gives the credit back (:meth:`RemoteLimit.release`, shielded)
+when the attempt ends or the request is cancelled.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, final
 
 if TYPE_CHECKING:
-    from ._scheduler import Job
+    from ._job import Job
 
-__all__ = ["ConcurrencyLimit", "Limit", "RateLimit", "TokenSource"]
+__all__ = ["ConcurrencyLimit", "Limit", "RateLimit", "Refusal", "RemoteLimit", "TokenSource"]
 
 _INF = math.inf
 
@@ -43,8 +51,47 @@ class Limit(Protocol):
         """Re-date the latest admission, *job*'s, to *at*: when its code really began (later)."""
         ...
 
+    def refund(self, job: Job) -> None:
+        """Take back the latest admission, *job*'s: its attempt never started (a remote limit
+        refused it, or its request was cancelled). Never more permissive than before the admit."""
+        ...
+
     def release(self, job: Job) -> None:
         """Record that the attempt *job* started has ended."""
+        ...
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A remote limit's "not now": the attempt may ask again from *retry_at* (the pool's clock)."""
+
+    retry_at: float
+
+
+class RemoteLimit(Protocol):
+    """A limit kept outside the process: asking it is I/O, and it may refuse.
+
+    The pool asks the remote limits of a job one after the other, only once the local limits
+    admitted it, and one job at a time (so FIFO holds across the pool's workers). An attempt
+    takes credit in every remote limit or in none: when one refuses, the ones that granted are
+    released.
+    """
+
+    async def acquire(self, job: Job) -> float | Refusal:
+        """Take credit for one attempt of *job*.
+
+        :return: the time (on the pool's clock, :func:`anyio.current_time`) from which the
+            attempt may start, now or later; or a :class:`Refusal`, having taken nothing
+        """
+        ...
+
+    async def release(self, job: Job) -> None:
+        """Give back what :meth:`acquire` took for *job*'s attempt (it ended, or was never run).
+
+        Called shielded from cancellation, also after an :meth:`acquire` that was cancelled
+        midway (it must then give back whatever that request took, if anything).
+        """
         ...
 
 
@@ -79,9 +126,11 @@ class RateLimit:
         return self._origin + self._count / self.rate
 
     def earliest(self, job: Job | None, now: float) -> float:
+        """The next conforming start: ``tat - tau`` (any job: each start costs one slot)."""
         return self._origin + (self._count - self.burst + 1) / self.rate
 
     def admit(self, job: Job | None, at: float) -> None:
+        """Count a start at *at*: ``tat = max(tat, at) + T``."""
         if at > self._origin + self._count / self.rate:
             self._origin = at  # the bucket drained before `at`: restart the schedule there
             self._count = 1
@@ -94,6 +143,12 @@ class RateLimit:
         if at > self._origin + (self._count - 1) / self.rate:
             self._origin = at
             self._count = 1
+
+    def refund(self, job: Job | None) -> None:
+        # One start fewer in the schedule. If admit() had restarted it (the bucket was empty),
+        # the schedule now ends at that admission's time instead of before it: stricter than
+        # before the admit by less than a slot, never looser.
+        self._count -= 1
 
     def release(self, job: Job | None) -> None:
         pass
@@ -134,6 +189,9 @@ class ConcurrencyLimit:
 
     def restamp(self, job: Job, at: float) -> None:
         pass  # counts attempts, not times
+
+    def refund(self, job: Job) -> None:
+        self.limiter.release_on_behalf_of(job)
 
     def release(self, job: Job) -> None:
         self.limiter.release_on_behalf_of(job)

@@ -42,24 +42,24 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, final
 
 import anyio
 
 from ._exceptions import PoolClosedError
-from ._limits import RateLimit
-from ._scheduler import CANCELLED, QUEUED, RETURNED, PlainJob
+from ._job import CANCELLED, QUEUED, RETURNED, PlainJob, protocol_safe
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from anyio.abc import TaskGroup
     from typing_extensions import Self
 
-    from ._pool import WorkerPool
-    from ._retry import JobOptions
-    from ._scheduler import Job, Scheduler
+    from ._job import Job
+    from ._options import JobOptions
+    from ._scheduler import Scheduler
 
-__all__ = ["DEFAULT_WINDOW", "MapCore", "MapIterator", "check_window"]
+__all__ = ["DEFAULT_WINDOW", "MapCore", "MapHost", "MapIterator", "check_window"]
 
 T = TypeVar("T")
 
@@ -79,14 +79,30 @@ def check_window(window: object) -> None:
         raise ValueError(f"window must be None or an int >= 1, got {window!r}")
 
 
-def _not_the_end(error: BaseException, source: str) -> BaseException:
-    """*error* as raised out of ``__anext__``: a StopIteration or StopAsyncIteration there would
-    end the ``async for`` as if the map were over, so it is wrapped, as PEP 479 does (R50)."""
-    if isinstance(error, (StopIteration, StopAsyncIteration)):
-        wrapped = RuntimeError(f"{source} raised {type(error).__name__}")
-        wrapped.__cause__ = error
-        return wrapped
-    return error
+class MapHost(Protocol):
+    """What a map needs of its pool (the pool's lifecycle implements it)."""
+
+    #: The pool's limits, which decide how far ahead the map reads its input.
+    size: int | None
+    rate: float | None
+    #: The open maps, closed by the pool when it stops.
+    maps: set[Any]
+
+    def scheduler_for_submit(self) -> Scheduler:
+        """The scheduler to queue jobs in, or raise why the pool accepts none."""
+        ...
+
+    def kick_for(self, job: Job | None) -> None:
+        """Jobs were queued: make sure a worker looks."""
+        ...
+
+    def cancel_owned(self, job: PlainJob) -> None:
+        """Cancel one of the map's jobs."""
+        ...
+
+    async def task_group(self) -> TaskGroup:
+        """The task group to start the feeder of an async input in."""
+        ...
 
 
 @final
@@ -108,11 +124,11 @@ class MapCore:
         "feeder_started",
         "fifo",
         "func",
+        "host",
         "in_flight",
         "low",
         "options",
         "ordered",
-        "pool",
         "rate",
         "ref",
         "refill_at",
@@ -130,17 +146,16 @@ class MapCore:
 
     def __init__(
         self,
-        pool: WorkerPool,
+        host: MapHost,
         sched: Scheduler,
         func: Callable[[Any], Awaitable[Any]],
         iterable: Iterable[Any] | AsyncIterable[Any],
         options: JobOptions,
         ordered: bool,
         return_exceptions: bool,
-        size: int | None,
         window: int | None,
     ) -> None:
-        self.pool = pool
+        self.host = host
         self.sched = sched
         self.func = func
         self.options = options
@@ -152,13 +167,14 @@ class MapCore:
             self.async_source = iterable
         else:
             self.sync_source = iter(iterable)
+        size = host.size
         if window is None:
             window = size if size is not None else DEFAULT_WINDOW
         self.window = window
         batch = max(1, window // 2)
         #: Rate-only pools: the rate that paces the map, and its queued jobs in submission order
         #: (pruned from the left as they start), to count them.
-        self.rate: RateLimit | None = None
+        self.rate: float | None = None
         self.waiting: deque[PlainJob] = deque()
         #: Rate-only pools: the map reads more once at most ``low`` of its items wait to start.
         self.low = window - batch
@@ -170,7 +186,7 @@ class MapCore:
             self.cap = size + window
             self.refill_at = self.cap - min(size, window)
         else:
-            self.rate = next((lim for lim in sched.limits if isinstance(lim, RateLimit)), None)
+            self.rate = host.rate
             if self.rate is None:  # no limit at all: the window bounds everything in flight
                 self.cap = window
                 self.refill_at = window - batch
@@ -217,12 +233,11 @@ class MapCore:
             return max(room, 0)  # 0: results fill the window, the consumer must take some
         # When will the pool have started all but `low` of them? The j-th next start is at
         # `earliest + (j - 1) / rate` at the soonest; jobs queued by others come first.
-        rate = self.rate
         ahead = max(self.sched.queued - queued, 0)
         now = anyio.current_time()
-        step = 1 / rate.rate
+        step = 1 / self.rate
         self.wake_at = max(
-            rate.earliest(None, now) + (ahead + queued - self.low - 1) * step, now + step
+            self.sched.earliest_start(now) + (ahead + queued - self.low - 1) * step, now + step
         )
         return 0
 
@@ -236,9 +251,7 @@ class MapCore:
         if self.rate is not None:
             self.waiting.extend(batch)
         self.unsettled += len(batch)
-        pool = self.pool
-        if not pool._waking:
-            pool._kick(batch[0])
+        self.host.kick_for(batch[0])
 
     def top_up(self) -> None:
         """Read the sync input while there is room (no task needed for a sync source)."""
@@ -248,7 +261,7 @@ class MapCore:
         if room <= 0:
             return
         try:
-            sched = self.pool._accepting()
+            sched = self.host.scheduler_for_submit()
         except Exception as exc:
             self._stop_reading(exc)
             return
@@ -292,7 +305,7 @@ class MapCore:
                                 await room.wait()
                     if self.closed:
                         break
-                    sched = self.pool._accepting()
+                    sched = self.host.scheduler_for_submit()
                     self._queue_batch(sched, [PlainJob(self.func, (item,), self.options, self)])
                     self.signal()
         except Exception as exc:
@@ -308,13 +321,7 @@ class MapCore:
 
     async def start_feeder(self) -> None:
         self.feeder_started = True
-        pool = self.pool
-        started = pool._started
-        if pool._tg is None and started is not None and not started.is_set():
-            await started.wait()  # an unscoped pool whose background task is starting
-        tg = pool._tg
-        if tg is None:
-            raise PoolClosedError("this WorkerPool no longer accepts jobs: the pool has exited")
+        tg = await self.host.task_group()
         tg.start_soon(self._feed, name="werkpool map feeder")
 
     def signal(self) -> None:
@@ -322,6 +329,8 @@ class MapCore:
         if changed is not None:
             self.changed = None
             changed.set()
+
+    notify_success = True  # JobOwner: every result counts
 
     def job_settled(self, job: Job) -> None:
         """Called by the pool when one of this map's jobs is over."""
@@ -368,15 +377,15 @@ class MapCore:
         self.unordered.clear()
         self.completed.clear()
         self.waiting.clear()
-        cancel = self.pool._cancel_owned
+        cancel = self.host.cancel_owned
         for job in in_flight:
             cancel(job)
         if self.room is not None:
             self.room.set()
         self.signal()  # a consumer waiting for a result must see the map closed
-        self.pool._maps.discard(self)
+        self.host.maps.discard(self)
 
-    def _close_by_pool(self) -> None:
+    def close_by_pool(self) -> None:
         """The pool exits or is killed while this map is open."""
         if not (self.exhausted and not self.in_flight):
             self.closed_by_pool = True
@@ -428,7 +437,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def __init__(self, core: MapCore) -> None:
         self._core = core
         core.ref = weakref.ref(self, core._abandoned)
-        core.pool._maps.add(core)
+        core.host.maps.add(core)
 
     def __aiter__(self) -> Self:
         return self
@@ -455,7 +464,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 if core.exhausted and not core.in_flight:
                     core.close_nowait()
                     if core.source_error is not None:
-                        raise _not_the_end(core.source_error, "the input of this map")
+                        raise protocol_safe(core.source_error, "the input of this map")
                     raise StopAsyncIteration
                 changed = core.changed = anyio.Event()
                 if core.wake_at == _INF or core.sync_source is None:
@@ -479,7 +488,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             error: BaseException = job.value
             if core.return_exceptions:
                 return error  # type: ignore[return-value]
-            raise _not_the_end(error, "a job of this map")
+            raise protocol_safe(error, "a job of this map")
         except StopAsyncIteration:
             raise
         except BaseException:

@@ -1,29 +1,26 @@
-"""WorkerPool: the scheduler's I/O shell, a fixed set of workers inside an AnyIO task group.
+"""WorkerPool: the public face of the pool (its constructor, submission API, ``async with``).
 
-This module holds the public face of the pool: its constructor, properties, the submission API
-(run, start_soon, call, submit, map), statistics, ``async with``, shutdown() and kill(). The
-machinery underneath lives in the earlier classes of its chain (see ``_pool_state.py``):
-``_PoolState`` (attributes, loop binding, backpressure, waking workers), ``_Workers`` (the worker
-loop, settling jobs) and ``_Lifecycle`` (admission, task groups, stopping).
+Everything underneath is composed, layer by layer (see the README's "Architecture"): the pool's
+:class:`~werkpool._lifecycle.Lifecycle` owns its phases and its parts, the sans-I/O
+:class:`~werkpool._scheduler.Scheduler` (every change of a job's state), the
+:class:`~werkpool._crew.Crew` of worker tasks run by a :class:`~werkpool._workers.Runner`, and
+the ``max_pending`` :class:`~werkpool._room.Room`.
 """
 
 from __future__ import annotations
 
 import sys
-import weakref
-from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final, overload
 
 import anyio
-from anyio.lowlevel import checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._exceptions import FutureCancelled, PoolFullError
-from ._futures import AsyncioFuture, Future, JobFuture
-from ._lifecycle import _Lifecycle
+from ._job import RAISED, RETURNED, Job
+from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
-from ._pool_state import _CLOSED, _INF, _KILLED, _NEW
-from ._retry import JobOptions, default_backoff
-from ._scheduler import QUEUED, RAISED, RETURNED, Job, JobOwner, Scheduler
+from ._options import JobOptions, default_backoff
+from ._room import EmptyQueue, Room
 from ._statistics import PoolStatistics
 from ._validate import (
     check_backoff,
@@ -46,6 +43,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
     from types import TracebackType
 
+    from ._futures import JobFuture
+    from ._scheduler import Scheduler
+
 __all__ = ["WorkerPool", "worker_pool"]
 
 T = TypeVar("T")
@@ -57,32 +57,12 @@ _DEFAULT_OPTIONS: Final = JobOptions(None, 0, _DEFAULT_RETRYABLE, default_backof
 
 
 @final
-class _StartSoonOwner:
-    """Reports the failure of a start_soon() job to its pool.
-
-    It holds the pool weakly: the pool holds it, and a cycle would leave every pool to the
-    cyclic garbage collector (R53). Its jobs cannot outlive the pool's run anyway.
-    """
-
-    __slots__ = ("_pool",)
-
-    def __init__(self, pool: WorkerPool) -> None:
-        self._pool = weakref.ref(pool)
-
-    def job_settled(self, job: Job) -> None:
-        if job.cancelled():
-            return
-        error = job.exception()  # also marks an asyncio future's exception as retrieved
-        pool = self._pool()
-        if error is not None and pool is not None:
-            pool._job_failed(error)
-
-
-@final
 class _CallOwner:
     """Lets call() wait until its job is over, so a cancelled call returns with the slot free."""
 
     __slots__ = ("settled",)
+
+    notify_success = True
 
     def __init__(self) -> None:
         self.settled = anyio.Event()
@@ -115,7 +95,7 @@ def _options(
 
 
 @final
-class WorkerPool(_Lifecycle):
+class WorkerPool:
     """
     Run many async jobs under a concurrency limit, a rate limit, or both, on asyncio or trio.
 
@@ -146,7 +126,7 @@ class WorkerPool(_Lifecycle):
     .. versionadded:: 0.3
     """
 
-    __slots__ = ()  # every attribute is declared in _PoolState.__slots__
+    __slots__ = ("__weakref__", "_life")
 
     def __init__(
         self,
@@ -156,72 +136,42 @@ class WorkerPool(_Lifecycle):
         burst: int = 1,
         max_pending: int | None = None,
     ) -> None:
-        self._size = check_size(size)
-        self._rate = check_rate(rate)
-        self._burst = check_burst(burst)
-        self._max_pending = check_max_pending(max_pending)
-        self._space_waiters = deque()  # producers waiting for room, FIFO (some abandoned)
-        self._space_waiting = 0  # how many of them still wait
-        self._space_abandoned = set()  # cancelled while waiting, skipped when reached
-        self._space_reserved = 0  # waiters woken for room that have not submitted yet
-        self._errors = []  # failures of start_soon() jobs, for the pool
-        self._maps = set()
-        self._started = None
-        self._start_soon_owner = _StartSoonOwner(self)
-        self._state = _NEW
-        self._backend = ""
-        self._loop = None
-        self._trio_token = None
-        self._thread = 0
-        self._limiter = None
-        self._sched = None
-        self._cancelled_exc = BaseException
-        self._tg = None
-        self._outer_tg = None
-        self._kill_scope = None
-        self._parked = {}  # insertion-ordered: LIFO wake-ups, O(1) removal
-        self._reap_scope = None
-        self._idle_round = 0
-        self._sleeper = None
-        self._sleeper_deadline = _INF
-        self._waking = 0
-        self._workers = set()
-        self._drained = None
-        self._stopped = None
-        self._hosted = False
-        self._host_stop = None
-        self._host_done = None
-        self._host_error = None
-        self._host_task = None
+        size = check_size(size)
+        rate = check_rate(rate)
+        burst = check_burst(burst)
+        max_pending = check_max_pending(max_pending)
+        room = None if max_pending is None else Room(max_pending, EmptyQueue())
+        self._life = Lifecycle(size, rate, burst, room)
 
     # -- public properties ------------------------------------------------------------------------
 
     @property
     def size(self) -> int | None:
         """The concurrency limit (``None``: unlimited)."""
-        return self._size
+        return self._life.size
 
     @property
     def rate(self) -> float | None:
         """The rate limit in attempt starts per second (``None``: unlimited)."""
-        return self._rate
+        return self._life.rate
 
     @property
     def burst(self) -> int:
         """How many starts may go back to back."""
-        return self._burst
+        return self._life.burst
 
     def __repr__(self) -> str:
-        state = ("new", "open", "closing", "killed", "closed")[self._state]
-        sched = self._sched
+        life = self._life
+        state = ("new", "open", "closing", "killed", "closed")[life.state]
+        sched = life.sched
         counts = (
             ""
             if sched is None
             else f" queued={sched.queued} running={sched.running} backoff={sched.backoff}"
         )
         return (
-            f"<werkpool.WorkerPool {state} size={self._size} rate={self._rate} "
-            f"burst={self._burst}{counts}>"
+            f"<werkpool.WorkerPool {state} size={life.size} rate={life.rate} "
+            f"burst={life.burst}{counts}>"
         )
 
     # -- submission -------------------------------------------------------------------------------
@@ -261,41 +211,15 @@ class WorkerPool(_Lifecycle):
         if not callable(task):  # checked at run time too: untyped callers pass anything
             check_task(task)  # type: ignore[unreachable]
         options = _options(timeout, retries, retryable_exceptions, backoff)
-        sched = self._accepting()
-        if self._max_pending is not None and (
-            sched.queued + self._space_reserved >= self._max_pending or self._space_waiting
-        ):
+        life = self._life
+        sched = life.scheduler_for_submit()
+        room = life.room
+        if room is not None and room.full():
             raise PoolFullError(
-                f"this WorkerPool already has max_pending={self._max_pending} jobs waiting to "
+                f"this WorkerPool already has max_pending={room.limit} jobs waiting to "
                 "start: use 'await pool.submit(...)' to wait for room instead"
             )
-        return self._enqueue(sched, task, args, options, None)  # type: ignore[no-any-return]
-
-    def _enqueue(
-        self,
-        sched: Scheduler,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        options: JobOptions,
-        owner: JobOwner | None,
-    ) -> Any:
-        """Queue a job whose record is its future (asyncio's own type on asyncio); return it."""
-        loop = self._loop
-        job: AsyncioFuture[Any] | Future[Any] = (
-            AsyncioFuture(loop=loop) if loop is not None else Future()
-        )
-        job.fn = fn
-        job.args = args
-        job.options = options
-        job.owner = owner
-        job.state = QUEUED
-        job.attempts = 0
-        job.worker = None
-        job._pool = self
-        sched.enqueue(job)
-        if not self._waking:
-            self._kick(job)
-        return job
+        return life.enqueue_future(sched, task, args, options, None)  # type: ignore[no-any-return]
 
     # -- the structured API -----------------------------------------------------------------------
 
@@ -323,9 +247,10 @@ class WorkerPool(_Lifecycle):
         if not callable(func):  # checked at run time too: untyped callers pass anything
             check_task(func)  # type: ignore[unreachable]
         options = _options(timeout, retries, retryable_exceptions, backoff)
-        sched = self._accepting()
-        return self._enqueue(  # type: ignore[no-any-return]
-            sched, func, args, options, self._start_soon_owner
+        life = self._life
+        sched = life.scheduler_for_submit()
+        return life.enqueue_future(  # type: ignore[no-any-return]
+            sched, func, args, options, life.start_soon_owner
         )
 
     async def call(
@@ -353,16 +278,15 @@ class WorkerPool(_Lifecycle):
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
-        await self._wait_for_room()
-        sched = self._accepting_after_wait()
+        sched = await self._wait_for_room()
         owner = _CallOwner()
         job = sched.submit(func, args, options, owner)
-        if not self._waking:
-            self._kick(job)
+        life = self._life
+        life.kick_for(job)
         try:
             await owner.settled.wait()
         except BaseException:
-            self._cancel_owned(job)
+            life.cancel_owned(job)
             with anyio.CancelScope(shield=True):
                 await owner.settled.wait()  # no job code runs and the slot is free again
             raise
@@ -394,9 +318,26 @@ class WorkerPool(_Lifecycle):
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
-        await self._wait_for_room()
-        sched = self._accepting_after_wait()
-        return self._enqueue(sched, func, args, options, None)  # type: ignore[no-any-return]
+        sched = await self._wait_for_room()
+        return self._life.enqueue_future(  # type: ignore[no-any-return]
+            sched, func, args, options, None
+        )
+
+    async def _wait_for_room(self) -> Scheduler:
+        """Wait (FIFO) for room under ``max_pending``, then pass the submission gate."""
+        life = self._life
+        room = life.room
+        if room is None:
+            await checkpoint()
+            return life.scheduler_for_submit()
+        await room.wait()
+        try:
+            sched = life.scheduler_for_submit()
+        except BaseException:
+            room.forfeit()  # our room goes unused: the next waiter must learn why
+            raise
+        room.claim()
+        return sched
 
     @overload
     def map(
@@ -476,10 +417,9 @@ class WorkerPool(_Lifecycle):
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
         check_window(window)
-        sched = self._accepting()
-        core = MapCore(
-            self, sched, func, iterable, options, ordered, return_exceptions, self._size, window
-        )
+        life = self._life
+        sched = life.scheduler_for_submit()
+        core = MapCore(life, sched, func, iterable, options, ordered, return_exceptions, window)
         return MapIterator(core)
 
     def statistics(self) -> PoolStatistics:
@@ -488,12 +428,14 @@ class WorkerPool(_Lifecycle):
 
         .. versionadded:: 0.3
         """
-        sched = self._sched
+        life = self._life
+        sched = life.sched
+        room = life.room
         return PoolStatistics(
-            size=self._size,
-            rate=self._rate,
-            burst=self._burst,
-            max_pending=self._max_pending,
+            size=life.size,
+            rate=life.rate,
+            burst=life.burst,
+            max_pending=None if room is None else room.limit,
             submitted=0 if sched is None else sched.submitted,
             queued=0 if sched is None else sched.queued,
             running=0 if sched is None else sched.running,
@@ -503,19 +445,20 @@ class WorkerPool(_Lifecycle):
             cancelled=0 if sched is None else sched.cancelled,
             attempts=0 if sched is None else sched.attempts,
             retries=0 if sched is None else sched.retries,
-            borrowed_tokens=0 if self._limiter is None else int(self._limiter.borrowed_tokens),
+            borrowed_tokens=0 if life.limiter is None else int(life.limiter.borrowed_tokens),
         )
 
     # -- async with, shutdown and kill ------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._state != _NEW:
+        life = self._life
+        if life.state != NEW:
             raise RuntimeError(
                 "this WorkerPool is already running or has exited; create a new one "
                 "(a pool used without 'async with' runs from its first run())"
             )
-        self._bind()
-        await self._start()
+        life.bind()
+        await life.start()
         return self
 
     async def __aexit__(
@@ -524,7 +467,7 @@ class WorkerPool(_Lifecycle):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        await self._finish(exc)
+        await self._life.finish(exc)
         return False
 
     async def shutdown(self) -> None:
@@ -538,32 +481,22 @@ class WorkerPool(_Lifecycle):
         :raises RuntimeError: if awaited from inside one of the pool's own jobs (it would wait for
             itself)
         """
-        if self._state == _NEW:
-            self._state = _CLOSED
+        life = self._life
+        if life.state == NEW:
+            life.abort()  # a pool never used: closed at once
             return
-        self._check_loop()
-        if self._in_worker():
+        assert life.binding is not None
+        life.binding.check()
+        if life.in_worker():
             raise RuntimeError(
                 "shutdown() was awaited from inside one of this pool's jobs, "
                 "so it would wait for itself"
             )
-        self._begin_closing()
-        sched = self._sched
-        assert sched is not None
-        assert self._drained is not None
-        if sched.pending == 0:
-            self._set_drained()
-        if self._hosted:
-            assert self._host_stop is not None
-            assert self._host_done is not None
-            self._host_stop.set()
-            await self._host_done.wait()
-            if self._host_error is not None:
-                raise self._host_error
+        life.begin_closing()
+        if life.in_background:
+            await life.stop_background()
         else:
-            await self._drained.wait()
-            if self._state >= _KILLED and self._stopped is not None:
-                await self._stopped.wait()  # killed: return once the cancelled jobs stopped
+            await life.wait_drained()
 
     async def kill(self) -> None:
         """
@@ -572,19 +505,17 @@ class WorkerPool(_Lifecycle):
         Every future ends cancelled. Returns once no job code runs any more. Idempotent, and safe
         to combine with :meth:`shutdown` in any order.
         """
-        if self._state != _NEW:
-            self._check_loop()
-        self._abort()
-        if self._in_worker():
+        life = self._life
+        if life.binding is not None:
+            life.binding.check()
+        life.abort()
+        if life.in_worker():
             return  # a job killing its own pool: it is being cancelled itself
         with anyio.CancelScope(shield=True):
-            if self._hosted:
-                assert self._host_stop is not None
-                assert self._host_done is not None
-                self._host_stop.set()
-                await self._host_done.wait()
-            elif self._stopped is not None and self._outer_tg is not None:
-                await self._stopped.wait()
+            if life.in_background:
+                await life.stop_background(reraise=False)
+            else:
+                await life.wait_stopped()
 
 
 def worker_pool(

@@ -1,8 +1,12 @@
-"""The pool's sans-I/O core: the job queue, admission under the limits, retries and counters.
+"""The pool's sans-I/O core: the one place where a job's state changes.
 
-Every method is synchronous and reads no clock: the pool passes ``now`` in and does the awaiting
-(httpcore's ``_assign_requests_to_connections`` is the model). That keeps each state change atomic
-on the event loop, and lets ``tests/test_scheduler.py`` drive the core with no event loop at all.
+The line of jobs, their admission under the limits (the fast path of a pool without limits
+included), the remote limits' reservations, the settling of each attempt (the retry decision
+among it), cancellation, the drain and kill(): every transition of a job and every counter is
+here, in synchronous methods that read no clock. The pool passes ``now`` in, performs the I/O a
+method hands back, and reports outcomes (httpcore's ``_assign_requests_to_connections`` is the
+model). Each state change is thus atomic on the event loop, and ``tests/test_scheduler.py`` drives
+the whole core with no event loop at all.
 """
 
 from __future__ import annotations
@@ -10,40 +14,31 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, final
+from typing import TYPE_CHECKING, Final, final
+
+from ._job import (
+    BACKOFF,
+    CANCELLED,
+    DONE,
+    QUEUED,
+    RESERVING,
+    RETURNED,
+    RUNNING,
+    PlainJob,
+    protocol_safe,
+    spent,
+)
+from ._options import next_delay
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any
 
-    from ._limits import Limit
-    from ._retry import JobOptions
+    from ._job import Job, JobOwner
+    from ._limits import Limit, RemoteLimit
+    from ._options import JobOptions
 
-__all__ = [
-    "BACKOFF",
-    "CANCELLED",
-    "DONE",
-    "JOB_SLOTS",
-    "QUEUED",
-    "RAISED",
-    "RETURNED",
-    "RUNNING",
-    "TICK",
-    "Job",
-    "JobOwner",
-    "PlainJob",
-    "Scheduler",
-    "spent",
-]
-
-QUEUED: Final = 0
-RUNNING: Final = 1
-BACKOFF: Final = 2
-DONE: Final = 3
-
-# A PlainJob's outcome, kept on the record for its owner (a map reads it in place).
-RETURNED: Final = 1
-RAISED: Final = 2
-CANCELLED: Final = 3
+__all__ = ["TICK", "Reservation", "Scheduler"]
 
 #: A wait shorter than this (1 ns, the resolution of the event loops' clocks) is no wait: the
 #: start is admitted at once and dated at its slot, less than a tick *after* now (never before:
@@ -54,149 +49,70 @@ TICK: Final = 1e-9
 _INF = math.inf
 
 
-class JobOwner(Protocol):
-    """Something told when one of its jobs is over and none of its code runs any more."""
-
-    def job_settled(self, job: Job) -> None: ...
-
-
-#: The fields every job record has, whatever its class (see :class:`Job`).
-JOB_SLOTS: Final = (
-    "_pool",
-    "args",
-    "attempts",
-    "fn",
-    "options",
-    "owner",
-    "seq",
-    "state",
-    "worker",
-)
-
-
-def spent(*args: object) -> NoReturn:
-    """What a settled job's ``fn`` becomes, so that its record keeps nothing of the job alive."""
-    raise AssertionError("a settled job was run again")
-
-
-class Job:
-    """
-    One submitted job, as the scheduler sees it: a record with no task, coroutine or timer.
-
-    This class only declares the fields (``__slots__ = ()``, so it can be mixed into a C type):
-    each kind of record stores them itself. A job run for a future *is* that future, so a
-    ``run()`` costs one object, not a record plus a future (``_futures.AsyncioFuture`` and
-    ``werkpool.Future``); a map's or a ``call()``'s job is a :class:`PlainJob`, which keeps the
-    outcome for its owner to read. Every kind has the future methods the pool resolves it with.
-    """
-
-    if not TYPE_CHECKING:  # declared for mypy below, stored by each subclass's __slots__
-        __slots__ = ()
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    options: JobOptions
-    #: Who wants to hear when the job is over (a map, a call, start_soon's failure check).
-    owner: JobOwner | None
-    #: The submission order, for FIFO admission of retries among new jobs.
-    seq: int
-    state: int
-    #: Attempts started so far.
-    attempts: int
-    #: Whatever runs the current attempt (the pool's worker), for cancellation.
-    worker: Any
-    #: The pool to tell when the job's future is cancelled; None once the job is settled.
-    _pool: Any
-
-    if TYPE_CHECKING:
-
-        def done(self) -> bool: ...
-        def cancelled(self) -> bool: ...
-        def exception(self) -> BaseException | None: ...
-        def cancel(self, msg: Any | None = None) -> bool: ...
-        def set_result(self, result: Any, /) -> None: ...
-        def set_exception(self, exception: BaseException, /) -> None: ...
-
-    def __repr__(self) -> str:
-        state = ("queued", "running", "backoff", "done")[self.state]
-        return f"<Job #{self.seq} {state} attempts={self.attempts}>"
+def _nothing() -> None:
+    pass
 
 
 @final
-class PlainJob(Job):
-    """A job without a future of its own: its outcome stays on the record for its owner."""
+class Reservation:
+    """I/O that :meth:`Scheduler.poll` hands to a worker: ask *limits* for an attempt of *job*.
 
-    __slots__ = (*JOB_SLOTS, "outcome", "value")
+    The job is ``RESERVING`` and holds its local limits meanwhile. The worker reports the answer
+    with :meth:`Scheduler.granted`, :meth:`Scheduler.refused` or :meth:`Scheduler.abandoned`.
+    """
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        options: JobOptions,
-        owner: JobOwner | None = None,
-    ) -> None:
-        self.fn = fn
-        self.args = args
-        self.options = options
-        self.owner = owner
-        self.seq = 0
-        self.state = QUEUED
-        self.attempts = 0
-        self.worker = None
-        self._pool = None
-        #: 0 while unresolved, then RETURNED, RAISED or CANCELLED, with the return value or the
-        #: exception in ``value``.
-        self.outcome = 0
-        self.value: Any = None
+    __slots__ = ("job", "limits")
 
-    def done(self) -> bool:
-        return self.outcome != 0
+    def __init__(self, job: Job, limits: tuple[RemoteLimit, ...]) -> None:
+        self.job = job
+        self.limits = limits
 
-    def cancelled(self) -> bool:
-        return self.outcome == CANCELLED
-
-    def exception(self) -> BaseException | None:
-        return self.value if self.outcome == RAISED else None
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        if self.outcome:
-            return False
-        self.outcome = CANCELLED
-        return True
-
-    def set_result(self, result: Any, /) -> None:
-        self.outcome = RETURNED
-        self.value = result
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        self.outcome = RAISED
-        self.value = exception
+    def __repr__(self) -> str:
+        return f"<Reservation for {self.job!r}>"
 
 
 @final
 class Scheduler:
-    """FIFO admission of jobs under a set of limits; see the module docstring."""
+    """FIFO admission of jobs under a set of limits, and every change of a job's state.
 
-    def __init__(self, limits: Sequence[Limit], max_workers: float = _INF) -> None:
+    :param limits: the local limits, all taken by every attempt (AND)
+    :param remote: the remote limits, asked after the local ones admit a job
+    :param on_drained: called once the pool closes (or was killed) and no job is pending: the
+        pool's supervisor may stop
+    """
+
+    def __init__(
+        self,
+        limits: Sequence[Limit] = (),
+        remote: Sequence[RemoteLimit] = (),
+        *,
+        on_drained: Callable[[], None] = _nothing,
+    ) -> None:
         self.limits: tuple[Limit, ...] = tuple(limits)
+        self.remote: tuple[RemoteLimit, ...] = tuple(remote)
         #: True if some limit depends on the clock: only then does the pool read it per job.
         self.timed = any(limit.timed for limit in self.limits)
-        #: True without any limit (a size-only pool: its workers bound the concurrency): then
-        #: the pool may admit the head of the line without poll() (see WorkerPool._work).
-        self.simple = not self.limits
+        #: No limit at all (a size-only pool: its workers bound the concurrency): poll() then
+        #: takes the head of the line without asking any limit (the fast path).
+        self.unlimited = not self.limits and not self.remote
+        self.on_drained = on_drained
         self._queue: deque[Job] = deque()
         self._retry_ready: list[tuple[int, Job]] = []  # heap by submission order
-        #: Jobs in their backoff, as a heap by the end of it.
-        self.delayed: list[tuple[float, int, Job]] = []
+        #: Jobs in their backoff, as a heap by its end.
+        self.backoffs: list[tuple[float, int, Job]] = []
         self._seq = 0
-
-        # Worker accounting, kept by the pool (how many workers exist, how many are parked).
-        self.max_workers = max_workers
-        self.workers = 0
-        self.idle = 0
+        #: The job whose reservation a worker performs now (one at a time: see RemoteLimit).
+        self.reserving: Job | None = None
+        #: A remote limit refused: no reservation before this time.
+        self._hold_until = -_INF
+        #: shutdown() began (or kill()): once nothing is pending, the pool may stop.
+        self.closing = False
+        #: kill() began or the pool crashed: nothing is retried, a job that returns is cancelled.
+        self.killed = False
+        self._drain_told = False
 
         # Counters for statistics(); each is O(1) to keep.
-        self.queued = 0
+        self.queued = 0  # reserving jobs count as queued: they have not started
         self.running = 0
         self.backoff = 0
         self.completed = 0
@@ -242,12 +158,17 @@ class Scheduler:
 
     @property
     def pending(self) -> int:
-        """Jobs accepted and not finished: queued, running or in backoff."""
+        """Jobs accepted and not settled: queued (or reserving), running or in backoff."""
         return self.queued + self.running + self.backoff
+
+    @property
+    def over(self) -> bool:
+        """The pool closes (or was killed) and no job is pending: workers may leave."""
+        return self.closing and not (self.queued or self.running or self.backoff)
 
     def has_queued(self) -> bool:
         """True if a job waits to start now or after its backoff (cheap, may see cancelled ones)."""
-        return bool(self._queue or self._retry_ready or self.delayed)
+        return bool(self._queue or self._retry_ready or self.backoffs)
 
     # -- admission --------------------------------------------------------------------------------
 
@@ -267,9 +188,9 @@ class Scheduler:
         return self._head() is job
 
     def _release_due(self, now: float) -> None:
-        delayed = self.delayed
-        while delayed and delayed[0][0] <= now + TICK:
-            _, seq, job = heappop(delayed)
+        backoffs = self.backoffs
+        while backoffs and backoffs[0][0] <= now + TICK:
+            _, seq, job = heappop(backoffs)
             if job.state == BACKOFF:
                 job.state = QUEUED
                 self.backoff -= 1
@@ -278,20 +199,45 @@ class Scheduler:
 
     def next_wakeup(self) -> float:
         """When the earliest backoff ends (``inf`` if none)."""
-        delayed = self.delayed
-        while delayed and delayed[0][2].state != BACKOFF:
-            heappop(delayed)
-        return delayed[0][0] if delayed else _INF
+        backoffs = self.backoffs
+        while backoffs and backoffs[0][2].state != BACKOFF:
+            heappop(backoffs)
+        return backoffs[0][0] if backoffs else _INF
 
-    def poll(self, now: float) -> Job | float:
+    def earliest_start(self, now: float) -> float:
+        """When the local limits would next admit a start, whatever the job (for a map's pace)."""
+        earliest = -_INF
+        for limit in self.limits:
+            t = limit.earliest(None, now)  # type: ignore[arg-type]
+            if t > earliest:
+                earliest = t
+        return earliest
+
+    def poll(self, now: float) -> Job | Reservation | float:
         """
         Admit the next job if the limits allow it now, or say how long to wait.
 
-        Returns the admitted job (now ``RUNNING``; its limits are taken), or the time at which to
-        poll again: finite for the clock (a rate slot or the end of a backoff), ``inf`` when only
-        the end of a running attempt, or a new job, can change the answer.
+        Returns the admitted job (now ``RUNNING``; its limits are taken); or, with remote limits,
+        a :class:`Reservation` for the worker to perform; or the time at which to poll again:
+        finite for the clock (a rate slot, the end of a backoff or of a refusal), ``inf`` when
+        only the end of an attempt or of a reservation, or a new job, can change the answer.
+        *now* is read only if :attr:`timed` or a backoff runs (else pass anything).
         """
-        if self.delayed and self.delayed[0][0] <= now + TICK:  # a timer may fire a tick early
+        if self.unlimited and not self.backoffs and not self._retry_ready:
+            # The fast path of a pool without limits: take the head of the line, skipping the
+            # records cancelled while queued. Only first attempts are in _queue.
+            queue = self._queue
+            while queue:
+                first = queue.popleft()
+                if first.state == QUEUED:
+                    first.state = RUNNING
+                    first.attempts = 1
+                    self.queued -= 1
+                    self.running += 1
+                    self.attempts += 1
+                    return first
+            return _INF
+        if self.backoffs and self.backoffs[0][0] <= now + TICK:  # a timer may fire a tick early
             self._release_due(now)
         job = self._head()
         if job is None:
@@ -301,6 +247,11 @@ class Scheduler:
             t = limit.earliest(job, now)
             if t > earliest:
                 earliest = t
+        if self.remote:
+            if self.reserving is not None:
+                return min(_INF, self.next_wakeup())  # the one reservation in flight ends first
+            if self._hold_until > earliest:
+                earliest = self._hold_until
         if earliest > now + TICK:
             return min(earliest, self.next_wakeup())
         # The start is dated now, the moment it happens, never at the slot it was due: the job's
@@ -310,16 +261,25 @@ class Scheduler:
         # A bucket with burst >= 2 absorbs such lateness in its tolerance, so its long-run rate
         # does not drift; with burst=1 each late wake-up costs its lateness (see WorkerPool).
         # Less than a TICK ahead counts as now, and is dated at the slot (after now, not before).
-        self._admit(job, earliest if earliest > now else now)
+        at = earliest if earliest > now else now
+        self._take(job)
+        for limit in self.limits:
+            limit.admit(job, at)
+        if self.remote:
+            job.state = RESERVING
+            self.reserving = job
+            return Reservation(job, self.remote)
+        self._started(job)
         return job
 
-    def _admit(self, job: Job, at: float) -> None:
+    def _take(self, job: Job) -> None:
+        """Take *job*, the head, out of the line."""
         if self._retry_ready and self._retry_ready[0][1] is job:
             heappop(self._retry_ready)
         else:
             self._queue.popleft()
-        for limit in self.limits:
-            limit.admit(job, at)
+
+    def _started(self, job: Job) -> None:
         job.state = RUNNING
         job.attempts += 1
         self.queued -= 1
@@ -336,52 +296,227 @@ class Scheduler:
         for limit in self.limits:
             limit.restamp(job, at)
 
-    # -- outcomes ---------------------------------------------------------------------------------
+    # -- remote limits: the answers to a Reservation ----------------------------------------------
 
-    def end_attempt(self, job: Job) -> None:
-        """Release the limits the attempt held; the job's state is then set by one call below."""
+    def granted(self, reservation: Reservation) -> bool:
+        """Every remote limit granted the attempt. Return True to run it; False if the job was
+        cancelled meanwhile (its local limits are released): the worker gives the remote credit
+        back."""
+        job = reservation.job
+        self.reserving = None
+        if job.state != RESERVING or job.done() or self.killed:
+            # Cancelled meanwhile (its worker is being stopped), or the pool is being killed.
+            for limit in self.limits:
+                limit.refund(job)
+            self._cancelled(job)
+            return False
+        self._started(job)
+        return True
+
+    def refused(self, reservation: Reservation, retry_at: float) -> None:
+        """A remote limit refused (and none holds credit now): the job goes back to the head
+        of the line, and no reservation is made before *retry_at*."""
+        job = reservation.job
+        self.reserving = None
+        for limit in self.limits:
+            limit.refund(job)
+        if retry_at > self._hold_until:
+            self._hold_until = retry_at
+        if job.state == RESERVING:
+            job.state = QUEUED
+            heappush(self._retry_ready, (job.seq, job))  # its seq puts it back at the head
+
+    def abandoned(self, reservation: Reservation) -> None:
+        """The worker's request was cancelled before an answer: undo the reservation. The job is
+        settled as cancelled if its future was (or the pool killed), else queued again."""
+        job = reservation.job
+        self.reserving = None
+        for limit in self.limits:
+            limit.refund(job)
+        if job.state != RESERVING:
+            return
+        if job.done() or self.killed:
+            self._cancelled(job)
+        else:  # the worker was stopped for another reason: the job waits again, at the head
+            job.state = QUEUED
+            heappush(self._retry_ready, (job.seq, job))
+
+    # -- outcomes of an attempt -------------------------------------------------------------------
+
+    def _end_attempt(self, job: Job) -> None:
         for limit in self.limits:
             limit.release(job)
         self.running -= 1
         job.worker = None
 
-    def completed_job(self, job: Job) -> None:
+    def returned(self, job: Job, result: object) -> None:
+        """The attempt returned *result* in time: the job is done, unless cancelled meanwhile."""
+        self._end_attempt(job)
         job.state = DONE
-        self.completed += 1
+        if type(job) is PlainJob:  # a map's or a call's: its outcome is two fields, set here
+            if job.outcome or self.killed:
+                self.cancelled += 1  # cancelled while it ran, yet it returned
+                job.outcome = CANCELLED
+            else:
+                self.completed += 1
+                job.outcome = RETURNED
+                job.value = result
+            # A map keeps the record until its result is yielded: fn and args are the map's
+            # function and the item, nothing to free early.
+        else:
+            job.host = None  # settled: cancelling its future no longer concerns the pool
+            if job.done() or self.killed:
+                # Cancelled while running (or the pool is being killed), yet it returned: the
+                # future ends cancelled, never with a value it was not meant to get.
+                self.cancelled += 1
+                job.cancel()
+            else:
+                self.completed += 1
+                job.set_result(result)
+            job.fn = spent  # the future the caller keeps holds neither callable nor arguments
+            job.args = ()
+        owner = job.owner
+        if owner is not None and owner.notify_success:
+            job.owner = None
+            owner.job_settled(job)
+        if self.closing and not (self.queued or self.running or self.backoff):
+            self._drained()
 
-    def failed_job(self, job: Job) -> None:
-        """Count *job* as failed: after its attempt, or while it waits if the pool crashed."""
+    def raised(self, job: Job, error: Exception, now: float) -> float:
+        """The attempt failed with *error* (its own, or a TimeoutError) at *now*.
+
+        Retry the job if its options allow it, else fail it. Return the end of its backoff
+        (``inf`` if it is settled), so the caller can wake a worker that sleeps longer.
+
+        :raises BaseException: what the job's backoff raised, if not an :exc:`Exception` (the
+            job fails with it too)
+        """
+        self._end_attempt(job)
+        if job.done():  # its future was cancelled while it ran
+            self._cancelled(job)
+            return _INF
+        safe = protocol_safe(error)
+        options = job.options
+        if (
+            job.attempts <= options.retries
+            and isinstance(safe, options.retryable)
+            and not self.killed
+        ):
+            try:
+                delay = next_delay(options, job.attempts)
+            except Exception as bad:
+                bad.__cause__ = safe
+                self._failed(job, protocol_safe(bad, "the backoff"))
+                return _INF
+            except BaseException as bad:
+                # KeyboardInterrupt, SystemExit: as when the job raises them, its future
+                # holds the error, and it goes on to stop the pool.
+                self._failed(job, bad)
+                raise
+            due = now + delay
+            job.state = BACKOFF
+            self.backoff += 1
+            heappush(self.backoffs, (due, job.seq, job))
+            return due
+        self._failed(job, safe)
+        return _INF
+
+    def aborted(self, job: Job, error: BaseException) -> None:
+        """The attempt ended with an error that is never retried: a KeyboardInterrupt or the like
+        (the caller re-raises it), or a callable that returned no awaitable."""
+        self._end_attempt(job)
+        if job.done():
+            self._cancelled(job)
+        else:
+            self._failed(job, error)
+
+    def stopped(self, job: Job) -> None:
+        """The attempt was cancelled (its future, kill(), or the job's own cancellation)."""
+        self._end_attempt(job)
+        self._cancelled(job)
+
+    # -- settling ---------------------------------------------------------------------------------
+
+    def _failed(self, job: Job, error: BaseException) -> None:
         if job.state == QUEUED:
             self.queued -= 1
         elif job.state == BACKOFF:
             self.backoff -= 1
         job.state = DONE
         self.failed += 1
+        job.set_exception(error)
+        self._settled(job)
 
-    def cancelled_job(self, job: Job) -> None:
-        """Count *job* as cancelled; if it waits (queued or in backoff) it is dropped, in O(1)."""
-        if job.state == QUEUED:
-            self.queued -= 1
-        elif job.state == BACKOFF:
-            self.backoff -= 1
-        elif job.state == DONE:
+    def _cancelled(self, job: Job) -> None:
+        """Cancel *job*; if it waits (queued or in backoff) it is dropped from the line in O(1)."""
+        state = job.state
+        if state == DONE:
             return
-        job.state = DONE
+        if state in (QUEUED, RESERVING):
+            self.queued -= 1
+        elif state == BACKOFF:
+            self.backoff -= 1
+        job.state = DONE  # first: the future's cancel hook then sees a settled job
         self.cancelled += 1
+        job.cancel()
+        self._settled(job)
 
-    def retry_at(self, job: Job, due: float) -> None:
-        """Put *job* (whose attempt has ended) back in line after a backoff ending at *due*."""
-        job.state = BACKOFF
-        self.backoff += 1
-        heappush(self.delayed, (due, job.seq, job))
+    def _settled(self, job: Job) -> None:
+        """Forget what a settled job needs no more, tell its owner, check for the end of a drain.
 
-    def drop_all(self) -> list[Job]:
-        """Remove and return every job that waits (queued or in backoff), for kill()."""
+        :meth:`returned` writes the same out for its common case.
+        """
+        job.host = None
+        job.fn = spent  # a future the caller keeps does not keep the job's callable and arguments
+        job.args = ()
+        owner = job.owner
+        if owner is not None:
+            job.owner = None
+            owner.job_settled(job)
+        if self.closing and not (self.queued or self.running or self.backoff):
+            self._drained()
+
+    def _drained(self) -> None:
+        if not self._drain_told:
+            self._drain_told = True
+            self.on_drained()
+
+    # -- cancellation, drain and kill -------------------------------------------------------------
+
+    def cancel(self, job: Job) -> bool:
+        """*job*'s future (or its owner) was cancelled.
+
+        A waiting job is settled as cancelled here. Return True if an attempt or a reservation
+        of it is under way: the caller stops its worker, which then reports the outcome.
+        """
+        state = job.state
+        if state in (RUNNING, RESERVING):
+            return True
+        if state in (QUEUED, BACKOFF):
+            self._cancelled(job)
+        return False
+
+    def close(self) -> None:
+        """shutdown() began: once nothing is pending, :attr:`on_drained` is called."""
+        self.closing = True
+        if not (self.queued or self.running or self.backoff):
+            self._drained()
+
+    def kill(self, error: BaseException | None = None) -> None:
+        """Settle every job that waits: cancelled, or failed with *error* if the pool crashed
+        with an :exc:`Exception`. Running attempts are the caller's to stop; none is retried."""
+        self.closing = self.killed = True
         waiting = [job for job in self._queue if job.state == QUEUED]
         waiting += [job for _, job in self._retry_ready if job.state == QUEUED]
-        waiting += [job for _, _, job in self.delayed if job.state == BACKOFF]
+        waiting += [job for _, _, job in self.backoffs if job.state == BACKOFF]
         waiting.sort(key=lambda job: job.seq)
         self._queue.clear()
         self._retry_ready.clear()
-        self.delayed.clear()
-        return waiting
+        self.backoffs.clear()
+        for job in waiting:
+            if isinstance(error, Exception):
+                self._failed(job, error)
+            else:
+                self._cancelled(job)
+        if not (self.queued or self.running or self.backoff):
+            self._drained()

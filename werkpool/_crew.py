@@ -1,0 +1,214 @@
+"""The crew of worker tasks: starting them, parking idle ones, waking them, retiring them.
+
+The wake-up protocol has one rule: whenever a job is queued, some worker will look at the line
+soon. A submitter checks :attr:`Crew.waking` (the workers woken or started that have not looked
+yet); only if it is zero does it :meth:`~Crew.kick` one: the worker waiting for the clock (the
+*sleeper*, at most one) if the new job may be due sooner, else the worker parked last, else a new
+worker, up to ``max_workers``. A worker that takes a job hands the line on the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Final, Protocol, final
+
+import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+    from typing import Any
+
+    from anyio.abc import TaskGroup
+
+    from ._job import Job
+
+__all__ = ["IDLE_RETIRE", "Crew", "Line", "Worker"]
+
+_INF = math.inf
+
+#: A worker idle (parked, with no job in sight) for a whole round of this many seconds exits (1 to
+#: 2 rounds after it parked); the crew starts workers again when jobs come (R53).
+IDLE_RETIRE: Final = 10.0
+
+
+class Line(Protocol):
+    """What the crew asks of the line of jobs (the scheduler)."""
+
+    def is_head(self, job: Job) -> bool: ...
+
+    def has_queued(self) -> bool: ...
+
+
+@final
+class Worker:
+    """One worker task's record: what it runs and how to stop or wake it."""
+
+    __slots__ = ("event", "job", "retire", "scope", "stopping", "token")
+
+    def __init__(self) -> None:
+        #: The cancel scope its attempts run in (cancelled to stop one attempt, or all on kill).
+        self.scope: anyio.CancelScope | None = None
+        #: Set to wake it while it is parked.
+        self.event: anyio.Event | None = None
+        #: The job whose attempt (or reservation) it runs now.
+        self.job: Job | None = None
+        #: The pool cancelled ``scope`` to stop the current job (its future was cancelled).
+        self.stopping = False
+        #: It holds a token of the pool's capacity limiter on its own behalf (size-only pools).
+        self.token = False
+        #: Woken to exit: it was idle for a whole round of reaping (see :meth:`Crew.reap`).
+        self.retire = False
+
+
+@final
+class Crew:
+    """The worker tasks of one pool, and who of them looks at the line of jobs next.
+
+    :param line: the line of jobs the workers serve
+    :param max_workers: how many workers may exist (the pool's ``size``, or ``inf``)
+    :param body: the coroutine function a new worker task runs
+    """
+
+    __slots__ = (
+        "body",
+        "count",
+        "idle_round",
+        "line",
+        "max_workers",
+        "parked",
+        "reap_scope",
+        "sleeper",
+        "sleeper_deadline",
+        "tg",
+        "waking",
+        "workers",
+    )
+
+    def __init__(
+        self, line: Line, max_workers: float, body: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        self.line = line
+        self.max_workers = max_workers
+        self.body = body
+        #: The task group workers are started in (None while the pool is not running).
+        self.tg: TaskGroup | None = None
+        #: Worker tasks started and not yet ended.
+        self.count = 0
+        #: The records of the running worker tasks (kill() stops their jobs).
+        self.workers: set[Worker] = set()
+        #: Workers woken (or started) that have not looked at the line yet. While it is
+        #: nonzero a new job needs no wake-up of its own: that worker will see it.
+        self.waking = 0
+        #: Parked workers (insertion-ordered, woken LIFO), each with the reaping round it parked in.
+        self.parked: dict[Worker, int] = {}
+        #: The one worker that waits for the clock (a rate slot or a backoff), and until when.
+        self.sleeper: Worker | None = None
+        self.sleeper_deadline = _INF
+        self.idle_round = 0
+        #: The supervisor's wait while no worker is parked; the first to park cancels it, so that
+        #: the supervisor counts rounds of idleness (see :meth:`reap`). None while it counts.
+        self.reap_scope: anyio.CancelScope | None = None
+
+    def kick(self, job: Job | None) -> None:
+        """Make sure some worker looks at the line soon (call only while ``waking == 0``).
+
+        *job* is the job just queued, or None for "something changed".
+        """
+        sleeper = self.sleeper
+        if sleeper is not None:
+            # It already waits for the clock on behalf of the head job; only a job that is now
+            # the head (or a None) can need an earlier look.
+            if job is None or self.line.is_head(job):
+                self.wake(sleeper)
+            return
+        if self.parked:
+            # The worker parked last: the others stay idle long enough to retire (IDLE_RETIRE).
+            self.wake(next(reversed(self.parked)))
+        else:
+            self.spawn()
+
+    def wake(self, worker: Worker) -> None:
+        """Wake a parked worker or the sleeper."""
+        if worker is self.sleeper:
+            self.sleeper = None
+        else:
+            del self.parked[worker]
+        self.waking += 1
+        assert worker.event is not None
+        worker.event.set()
+
+    def wake_all(self) -> None:
+        for worker in list(self.parked):
+            self.wake(worker)
+        if self.sleeper is not None:
+            self.wake(self.sleeper)
+
+    def wake_sleeper_before(self, due: float) -> None:
+        """A job becomes due at *due*: wake the sleeper if it would wake later than that."""
+        if self.sleeper is not None and due < self.sleeper_deadline:
+            self.wake(self.sleeper)
+
+    def spawn(self) -> None:
+        """Start a worker task, if the pool runs and has fewer than ``max_workers``."""
+        tg = self.tg
+        if tg is None or self.count >= self.max_workers:
+            return
+        self.count += 1
+        self.waking += 1
+        tg.start_soon(self.body, name="werkpool worker")
+
+    async def park(self, worker: Worker, wake_at: float) -> bool:
+        """Wait until woken, or until *wake_at* (a rate slot or the end of a backoff).
+
+        With ``wake_at == inf`` the worker is idle (parked); else it is the sleeper. Return False
+        if it should exit instead: it was idle for a whole round of reaping (see :meth:`reap`).
+        """
+        event = worker.event = anyio.Event()
+        if wake_at == _INF:
+            self.parked[worker] = self.idle_round
+            reap_scope = self.reap_scope
+            if reap_scope is not None:
+                # The first idle worker: the supervisor starts counting rounds (see reap()).
+                self.reap_scope = None
+                reap_scope.cancel()
+        else:
+            self.sleeper = worker
+            self.sleeper_deadline = wake_at
+        try:
+            if wake_at == _INF:
+                await event.wait()
+            else:
+                with anyio.CancelScope(deadline=wake_at):
+                    await event.wait()
+        finally:
+            if event.is_set():
+                self.waking -= 1
+            elif worker is self.sleeper:
+                self.sleeper = None
+            else:
+                self.parked.pop(worker, None)
+        if worker.retire and self.line.has_queued():
+            # Woken to retire, but a job came in meanwhile, whose submitter saw this wake-up
+            # pending (waking) and so woke nobody else. If no worker waits for the clock, stay
+            # and take it; if one does, it watches the head of the line: let it look again
+            # (the job may be the new head) and leave.
+            if self.sleeper is None:
+                worker.retire = False
+            elif not self.waking:
+                self.wake(self.sleeper)
+        return not worker.retire
+
+    def reap(self) -> None:
+        """A round of IDLE_RETIRE seconds ended: retire the workers idle for all of it.
+
+        Called by the pool's supervisor while workers are parked (it keeps no timer when none
+        is, and a park costs no timer either). Every worker parked before this round began has
+        been idle for at least IDLE_RETIRE, and exits; the crew starts workers again when jobs
+        come. So a pool at rest holds O(1) memory, whatever its past peak (R53).
+        """
+        round_ = self.idle_round
+        self.idle_round += 1
+        for other, parked_in in list(self.parked.items()):
+            if parked_in < round_:
+                other.retire = True
+                self.wake(other)

@@ -1,0 +1,66 @@
+"""The I/O half of remote limits: performing a :class:`~werkpool._scheduler.Reservation`.
+
+The scheduler decides *when* a job asks its remote limits and what the answer does to the job;
+this module only performs the asking (one await per remote limit) and the giving back, shielded
+from cancellation, so that no credit taken in a remote store outlives the attempt it was for.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._limits import Refusal
+
+if TYPE_CHECKING:
+    from ._limits import RemoteLimit
+    from ._scheduler import Reservation
+
+__all__ = ["give_back", "perform"]
+
+_logger = logging.getLogger("werkpool")
+
+
+async def perform(reservation: Reservation) -> float | Refusal:
+    """Ask each remote limit in turn; all grant (the latest start time is returned) or none holds.
+
+    If a limit refuses, those that granted are released (shielded) and the refusal returned. If
+    the request is cancelled midway, everything asked so far, the interrupted one included, is
+    released (shielded) before the cancellation propagates.
+    """
+    job = reservation.job
+    start = -math.inf
+    asked: list[RemoteLimit] = []
+    try:
+        for limit in reservation.limits:
+            asked.append(limit)
+            answer = await limit.acquire(job)
+            if isinstance(answer, Refusal):
+                asked.pop()  # a refusal took nothing
+                await give_back(reservation, asked)
+                return answer
+            if answer > start:
+                start = answer
+    except BaseException:
+        await give_back(reservation, asked)
+        raise
+    return start
+
+
+async def give_back(reservation: Reservation, limits: list[RemoteLimit] | None = None) -> None:
+    """Release the credit *limits* (default: all of the reservation's) hold for its job.
+
+    Shielded: a cancellation waits until the store has it back. A release that fails is logged
+    and not retried: the job's outcome stands, and the store's own expiry (a lease's TTL) is the
+    backstop.
+    """
+    job = reservation.job
+    with anyio.CancelScope(shield=True):
+        for limit in reversed(limits if limits is not None else reservation.limits):
+            try:
+                await limit.release(job)
+            except Exception:
+                _logger.exception("werkpool: releasing %r for %r failed", limit, job)
