@@ -39,6 +39,10 @@ class Line(Protocol):
     def has_queued(self) -> bool: ...
 
 
+async def _no_body() -> None:  # pragma: no cover - replaced before the crew starts
+    raise AssertionError("the crew's body was not set")
+
+
 @final
 class Worker:
     """One worker task's record: what it runs and how to stop or wake it."""
@@ -66,7 +70,8 @@ class Crew:
 
     :param line: the line of jobs the workers serve
     :param max_workers: how many workers may exist (the pool's ``size``, or ``inf``)
-    :param body: the coroutine function a new worker task runs
+    Its :attr:`body` (the coroutine function a new worker task runs) is set by the layer above,
+    which builds the workers on top of the crew.
     """
 
     __slots__ = (
@@ -84,12 +89,10 @@ class Crew:
         "workers",
     )
 
-    def __init__(
-        self, line: Line, max_workers: float, body: Callable[[], Coroutine[Any, Any, None]]
-    ) -> None:
+    def __init__(self, line: Line, max_workers: float) -> None:
         self.line = line
         self.max_workers = max_workers
-        self.body = body
+        self.body: Callable[[], Coroutine[Any, Any, None]] = _no_body
         #: The task group workers are started in (None while the pool is not running).
         self.tg: TaskGroup | None = None
         #: Worker tasks started and not yet ended.
@@ -138,6 +141,7 @@ class Crew:
         worker.event.set()
 
     def wake_all(self) -> None:
+        """Wake every parked worker and the sleeper (the pool drains or stops)."""
         for worker in list(self.parked):
             self.wake(worker)
         if self.sleeper is not None:

@@ -10,6 +10,7 @@ task groups at the end, raising the pool's own failure as it was raised.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 import weakref
@@ -91,6 +92,7 @@ class _StartSoonOwner:
         self._life = weakref.ref(life)
 
     def job_settled(self, job: Job) -> None:
+        """A start_soon() job is settled: if it failed, the pool fails."""
         if job.cancelled():
             return
         error = job.exception()  # also marks an asyncio future's exception as retrieved
@@ -126,6 +128,7 @@ class Lifecycle:
         "errors",
         "in_background",
         "limiter",
+        "loop",
         "maps",
         "rate",
         "remote",
@@ -152,6 +155,8 @@ class Lifecycle:
         self.start_soon_owner = _StartSoonOwner(self)
         # Made when the pool binds to its loop (see _bind).
         self.binding: LoopBinding | None = None
+        #: The asyncio loop the pool is bound to (None on trio, or before binding).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.sched: Scheduler | None = None
         self.crew: Crew | None = None
         self.runner: Runner | None = None
@@ -172,6 +177,7 @@ class Lifecycle:
     def bind(self) -> Scheduler:
         """Bind the pool to the running loop and make its parts; the phase becomes OPEN."""
         binding = self.binding = LoopBinding()
+        self.loop = binding.loop
         limits: list[Limit] = []
         tokens = None
         if self.size is not None:
@@ -186,8 +192,9 @@ class Lifecycle:
         if self.rate is not None:
             limits.append(RateLimit(self.rate, self.burst))
         sched = self.sched = Scheduler(limits, self.remote, on_drained=self._let_supervisor_stop)
-        crew = self.crew = Crew(sched, _INF if self.size is None else self.size, self._worker)
-        self.runner = Runner(sched, crew, binding, self.room, tokens, self)
+        crew = self.crew = Crew(sched, _INF if self.size is None else self.size)
+        runner = self.runner = Runner(sched, crew, binding, self.room, tokens, self)
+        crew.body = runner.worker_main
         if self.room is not None:
             self.room.queue = sched
         self._may_stop = anyio.Event()
@@ -195,11 +202,6 @@ class Lifecycle:
         self._started = anyio.Event()
         self.state = OPEN
         return sched
-
-    async def _worker(self) -> None:
-        runner = self.runner
-        assert runner is not None
-        await runner.worker_main()
 
     # -- the submission gate ----------------------------------------------------------------------
 
@@ -211,15 +213,14 @@ class Lifecycle:
         """
         if self.state != OPEN:
             return self._submission_slow_path()
-        binding = self.binding
-        assert binding is not None
-        loop = binding.loop
-        if loop is None or sys.modules["asyncio"]._get_running_loop() is not loop:
-            binding.check()  # on trio, or from the wrong loop or thread
-        assert self.sched is not None
-        return self.sched
+        loop = self.loop
+        if loop is None or asyncio._get_running_loop() is not loop:
+            assert self.binding is not None
+            self.binding.check()  # on trio, or from the wrong loop or thread
+        return self.sched  # type: ignore[return-value]  # set by bind(): the pool is OPEN
 
     def _submission_slow_path(self) -> Scheduler:
+        """The submission gate when the pool is not simply open: bind on first use, or refuse."""
         state = self.state
         if state == NEW:
             sched = self.bind()
@@ -271,9 +272,7 @@ class Lifecycle:
         owner: JobOwner | None,
     ) -> Any:
         """Queue a job whose record is its future (asyncio's own type on asyncio); return it."""
-        runner = self.runner
-        assert runner is not None
-        loop = runner.binding.loop
+        loop = self.loop
         job: AsyncioFuture[Any] | Future[Any] = (
             AsyncioFuture(loop=loop) if loop is not None else Future()
         )
@@ -284,11 +283,11 @@ class Lifecycle:
         job.state = QUEUED
         job.attempts = 0
         job.worker = None
-        job.host = runner
+        job.host = self.runner
         sched.enqueue(job)
-        crew = runner.crew
-        if not crew.waking:
-            crew.kick(job)
+        crew = self.crew
+        if not crew.waking:  # type: ignore[union-attr]  # set by bind()
+            crew.kick(job)  # type: ignore[union-attr]
         return job
 
     def start_soon_failed(self, error: BaseException) -> None:
@@ -532,6 +531,7 @@ class Lifecycle:
             trio.lowlevel.spawn_system_task(self._run_in_background, name="werkpool host")
 
     async def _run_in_background(self) -> None:
+        """The background task: run the pool until shutdown() or kill() asks it to finish."""
         assert self._bg_stop is not None
         assert self._bg_done is not None
         try:

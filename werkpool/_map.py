@@ -320,11 +320,13 @@ class MapCore:
                     await aclose()
 
     async def start_feeder(self) -> None:
+        """Start the task that reads an async input, in the pool's task group."""
         self.feeder_started = True
         tg = await self.host.task_group()
         tg.start_soon(self._feed, name="werkpool map feeder")
 
     def signal(self) -> None:
+        """Wake the consumer waiting for a result, if any."""
         changed = self.changed
         if changed is not None:
             self.changed = None
@@ -356,6 +358,7 @@ class MapCore:
         return None
 
     def raise_if_closed(self) -> None:
+        """Raise why iterating a closed map stops: the pool closed it, or it ended."""
         if self.closed:
             if self.closed_by_pool:
                 raise PoolClosedError(
@@ -367,6 +370,7 @@ class MapCore:
     # -- closing --------------------------------------------------------------------------------
 
     def close_nowait(self) -> None:
+        """Close the map at once: stop reading, cancel its unfinished jobs, drop its results."""
         if self.closed:
             return
         self.closed = True
@@ -401,6 +405,7 @@ class MapCore:
             self.call_soon(self.close_nowait)
 
     async def aclose(self) -> None:
+        """Close the map and wait until none of its jobs' code runs any more."""
         self.close_nowait()
         if self.unsettled:
             self.all_settled = anyio.Event()

@@ -154,6 +154,7 @@ class Scheduler:
 
     @property
     def submitted(self) -> int:
+        """Jobs accepted so far."""
         return self._seq
 
     @property
@@ -173,6 +174,7 @@ class Scheduler:
     # -- admission --------------------------------------------------------------------------------
 
     def _head(self) -> Job | None:
+        """The next job to start (a due retry or the oldest queued one); drops settled records."""
         queue = self._queue
         while queue and queue[0].state != QUEUED:
             queue.popleft()  # cancelled while queued: dropped here, in O(1)
@@ -188,6 +190,7 @@ class Scheduler:
         return self._head() is job
 
     def _release_due(self, now: float) -> None:
+        """Move the jobs whose backoff ended by *now* back into line (by submission order)."""
         backoffs = self.backoffs
         while backoffs and backoffs[0][0] <= now + TICK:
             _, seq, job = heappop(backoffs)
@@ -280,6 +283,7 @@ class Scheduler:
             self._queue.popleft()
 
     def _started(self, job: Job) -> None:
+        """*job*, taken out of line, starts an attempt."""
         job.state = RUNNING
         job.attempts += 1
         self.queued -= 1
@@ -344,6 +348,7 @@ class Scheduler:
     # -- outcomes of an attempt -------------------------------------------------------------------
 
     def _end_attempt(self, job: Job) -> None:
+        """The attempt ended: release its limits."""
         for limit in self.limits:
             limit.release(job)
         self.running -= 1
@@ -351,7 +356,12 @@ class Scheduler:
 
     def returned(self, job: Job, result: object) -> None:
         """The attempt returned *result* in time: the job is done, unless cancelled meanwhile."""
-        self._end_attempt(job)
+        # _end_attempt(), written out: this runs once per job.
+        if self.limits:
+            for limit in self.limits:
+                limit.release(job)
+        self.running -= 1
+        job.worker = None
         job.state = DONE
         if type(job) is PlainJob:  # a map's or a call's: its outcome is two fields, set here
             if job.outcome or self.killed:
@@ -438,6 +448,7 @@ class Scheduler:
     # -- settling ---------------------------------------------------------------------------------
 
     def _failed(self, job: Job, error: BaseException) -> None:
+        """Settle *job* as failed with *error* (after its attempt, or while it waits on a crash)."""
         if job.state == QUEUED:
             self.queued -= 1
         elif job.state == BACKOFF:
@@ -477,6 +488,7 @@ class Scheduler:
             self._drained()
 
     def _drained(self) -> None:
+        """Tell the pool, once, that nothing is pending while it closes."""
         if not self._drain_told:
             self._drain_told = True
             self.on_drained()

@@ -176,13 +176,17 @@ class Runner:
         result: object = None
         awaitable: object = None
         timed = sched.timed  # then every job is restamped when its code begins
+        # Bound once: these run once per job.
+        poll = sched.poll
+        returned = sched.returned
+        has_queued = sched.has_queued
         reservation: Reservation | None = None
         job: Job
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
         while True:
             # Read the clock only when some limit or backoff depends on it.
             now = anyio.current_time() if timed or sched.backoffs else 0.0
-            admitted = sched.poll(now)
+            admitted = poll(now)
             if admitted.__class__ is float:  # nothing to start: the time to poll again
                 if sched.over:
                     return True
@@ -226,7 +230,7 @@ class Runner:
             else:
                 job = admitted  # type: ignore[assignment]
             # Hand the line on: if more may start, someone must look at it while we run.
-            if not crew.waking and crew.sleeper is None and sched.has_queued():
+            if not crew.waking and crew.sleeper is None and has_queued():
                 crew.kick(None)
             if room is not None and room.waiting:
                 room.give()
@@ -268,9 +272,9 @@ class Runner:
                         # It returned at or after its deadline: a timeout, on every backend.
                         self._attempt_failed(job, None, scope, deadline)
                     else:
-                        sched.returned(job, result)
+                        returned(job, result)
                 else:
-                    sched.returned(job, result)
+                    returned(job, result)
             finally:
                 if reservation is not None:
                     await give_back(reservation)
@@ -328,6 +332,7 @@ class Runner:
     # -- outcomes ---------------------------------------------------------------------------------
 
     def _not_awaitable(self, job: Job, value: object) -> None:
+        """Fail a job whose callable returned something that is not awaitable."""
         error = TypeError(
             f"the job's callable {job.fn!r} returned {type(value).__name__}, not an awaitable: "
             "pass an async function (or a callable returning an awaitable)"
