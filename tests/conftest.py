@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
-import importlib.util
 import weakref
 from typing import TYPE_CHECKING, Any
 
 import looptime
 import pytest
+from support import BACKENDS
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Iterator
-
-HAS_TRIO = importlib.util.find_spec("trio") is not None
-
-BACKENDS = [pytest.param("asyncio", id="asyncio")]
-if HAS_TRIO:
-    BACKENDS.append(pytest.param("trio", id="trio"))
 
 # Every virtual-time asyncio loop, so no_asyncio_noise can reach it after the test.
 _LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()

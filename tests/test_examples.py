@@ -11,7 +11,6 @@ patched to ``trio.run``, to show that the same user code works there.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
 import re
 import runpy
@@ -21,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import looptime
 import pytest
+from support import HAS_TRIO
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
-
-HAS_TRIO = importlib.util.find_spec("trio") is not None
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -9,29 +9,19 @@ pool-level facade: an ``asyncio.Future`` on asyncio, usable with asyncio's own h
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import re
 from typing import Any
 
 import anyio
 import pytest
-from anyio.lowlevel import checkpoint
+from support import HAS_TRIO, Boom, asyncio_only
 
 import werkpool
 from werkpool import Future, FutureCancelled, FutureNotFinished, WorkerPool
 
-HAS_TRIO = importlib.util.find_spec("trio") is not None
-
-#: Run a test on asyncio only (with the conftest's virtual clock): for asyncio-only features.
-asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
-
 NOT_FINISHED = r"^the job has not finished yet$"
 CANCELLED = r"^the job was cancelled$"
-
-
-class Boom(Exception):
-    """A job's own error."""
 
 
 # -- werkpool.Future, synchronous surface (no event loop) ------------------------------------------
@@ -460,51 +450,6 @@ class TestPoolFutureType:
             assert future.result() == 42
             assert future.exception() is None
 
-    async def test_a_failed_job_fails_its_future(self) -> None:
-        """A job's exception is the future's exception, on both backends."""
-
-        async def fail() -> None:
-            await checkpoint()
-            raise Boom("job failed")
-
-        async with WorkerPool() as pool:
-            future = pool.run(fail)
-            with pytest.raises(Boom, match=r"^job failed$"):
-                await future
-            assert isinstance(future.exception(), Boom)
-
-    async def test_add_done_callback_gets_the_future(self) -> None:
-        """A done callback on a pool future is called once with that future, on both backends."""
-        calls: list[object] = []
-        async with WorkerPool() as pool:
-            future = pool.run(double, 1)
-            future.add_done_callback(calls.append)
-            assert await future == 2
-            await checkpoint()  # asyncio schedules done callbacks with call_soon
-            assert calls == [future]
-
-    async def test_cancel_a_running_job_future(self) -> None:
-        """Cancelling a pool future cancels its running job and frees its slot, on both backends."""
-        started = anyio.Event()
-        finished: list[bool] = []
-
-        async def slow() -> None:
-            started.set()
-            await anyio.sleep(10)
-            finished.append(True)
-
-        async with WorkerPool(size=1) as pool:
-            future = pool.run(slow)
-            await started.wait()
-            assert future.cancel() is True
-            assert future.cancelled()
-            assert future.cancel() is False
-            await anyio.sleep(20)
-            assert finished == []
-            assert pool._limiter is not None
-            assert pool._limiter.borrowed_tokens == 0
-            assert await pool.run(double, 4) == 8
-
 
 @asyncio_only
 class TestAsyncioInterop:
@@ -546,83 +491,12 @@ class TestAsyncioInterop:
         async with WorkerPool() as pool:
             assert await asyncio.wait_for(pool.run(double, 3, 1), timeout=2) == 6
 
-    async def test_wait_for_timeout_cancels_the_job(self) -> None:
-        """A timed-out wait_for cancels the job: it never completes and its slot is freed."""
-        events: list[str] = []
-
-        async def slow() -> str:
-            events.append("started")
-            try:
-                await anyio.sleep(10)
-            except asyncio.CancelledError:
-                events.append("cancelled")
-                raise
-            events.append("completed")
-            return "late"
-
-        async with WorkerPool(size=2) as pool:
-            future = pool.run(slow)
-            start = anyio.current_time()
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(future, timeout=1)
-            assert anyio.current_time() - start == pytest.approx(1)
-            assert future.cancelled()
-            await anyio.sleep(20)
-            assert events == ["started", "cancelled"]
-            assert pool._limiter is not None
-            assert pool._limiter.borrowed_tokens == 0
-            assert pool._sched is not None
-            assert (pool._sched.running, pool._sched.cancelled) == (0, 1)
-            # Both slots are free again.
-            assert await asyncio.gather(pool.run(double, 1, 1), pool.run(double, 2, 1)) == [2, 4]
-
-    async def test_wait_for_timeout_cancels_a_queued_job(self) -> None:
-        """A wait_for timing out on a job still queued for a slot means it never starts."""
-        started: list[int] = []
-
-        async def job(n: int) -> int:
-            started.append(n)
-            await anyio.sleep(5)
-            return n
-
-        async with WorkerPool(size=1) as pool:
-            first = pool.run(job, 1)
-            second = pool.run(job, 2)
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(second, timeout=1)
-            assert second.cancelled()
-            assert await first == 1
-            await anyio.sleep(10)
-            assert started == [1]
-            assert pool._limiter is not None
-            assert pool._limiter.borrowed_tokens == 0
-
-    async def test_shield_keeps_the_job_running(self) -> None:
-        """wait_for(shield(future)) timing out leaves the job running to completion."""
-        async with WorkerPool() as pool:
-            future = pool.run(double, 5, 3)
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), timeout=1)
-            assert not future.done()
-            assert await future == 10
-
     async def test_as_completed(self) -> None:
         """asyncio.as_completed() yields pool results in completion order."""
         async with WorkerPool() as pool:
             futures = [pool.run(double, i, delay) for i, delay in enumerate([3, 1, 2])]
             order = [await next_done for next_done in asyncio.as_completed(futures)]
         assert order == [2, 4, 0]
-
-    async def test_add_done_callback(self) -> None:
-        """asyncio-style add_done_callback() is called once with the future, after it resolves."""
-        calls: list[asyncio.Future[int]] = []
-        async with WorkerPool() as pool:
-            future = pool.run(double, 2)
-            assert isinstance(future, asyncio.Future)
-            future.add_done_callback(calls.append)
-            assert await future == 4
-            await asyncio.sleep(0)
-        assert calls == [future]
 
     async def test_cancelled_future_raises_cancelled_error(self) -> None:
         """Awaiting a cancelled pool future raises asyncio.CancelledError, as asyncio does."""
@@ -638,16 +512,6 @@ class TestAsyncioInterop:
 @pytest.mark.skipif(not HAS_TRIO, reason="trio is not installed")
 @pytest.mark.parametrize("anyio_backend", ["trio"], indirect=True)
 class TestTrioFacade:
-    async def test_cancelled_future_raises_future_cancelled(self) -> None:
-        """On trio, awaiting a cancelled pool future raises werkpool.FutureCancelled."""
-        async with WorkerPool(size=1) as pool:
-            blocker = pool.run(double, 0, 5)
-            future = pool.run(double, 1)
-            assert future.cancel() is True
-            with pytest.raises(FutureCancelled, match=CANCELLED):
-                await future
-            assert await blocker == 0
-
     async def test_repr_of_a_pool_future(self) -> None:
         """A pool future on trio has the werkpool.Future repr."""
         async with WorkerPool() as pool:

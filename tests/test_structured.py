@@ -7,15 +7,18 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from helpers import Recorder, rate_contract_holds
-
-from werkpool import (
-    FutureCancelled,
-    PoolClosedError,
-    PoolFullError,
-    PoolStatistics,
-    WorkerPool,
+from support import (
+    Boom,
+    Probe,
+    approx,
+    assert_idle,
+    echo,
+    fail_after_sleep,
+    rate_violation,
+    sleep_echo,
 )
+
+from werkpool import PoolClosedError, PoolFullError, PoolStatistics, WorkerPool
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -26,51 +29,18 @@ if sys.version_info < (3, 11):
 pytestmark = pytest.mark.anyio
 
 
-class Boom(Exception):
-    pass
-
-
-def approx(value: float) -> object:
-    return pytest.approx(value, abs=1e-6)
-
-
-async def echo(value: object) -> object:
-    return value
-
-
-async def sleep_echo(delay: float, value: object) -> object:
-    await anyio.sleep(delay)
-    return value
-
-
-async def fail_after_sleep(delay: float, message: str) -> None:
-    await anyio.sleep(delay)
-    raise Boom(message)
-
-
-def assert_idle(pool: WorkerPool) -> None:
-    """No job running or waiting, no slot lent, the counters add up."""
-    stats = pool.statistics()
-    assert stats.running == 0
-    assert stats.queued == 0
-    assert stats.backoff == 0
-    assert stats.borrowed_tokens == 0
-    finished = stats.completed + stats.failed + stats.cancelled
-    assert stats.submitted == finished
-
-
 # -- start_soon ----------------------------------------------------------------------------------
 
 
 class TestStartSoon:
     async def test_runs_under_the_limits_and_returns_a_handle(self) -> None:
         """start_soon returns at once; the handle has the result; size holds."""
-        rec = Recorder(limit=2)
+        probe = Probe(limit=2)
         async with WorkerPool(size=2) as pool:
-            handles = [pool.start_soon(rec.job, i, 1.0) for i in range(6)]
+            handles = [pool.start_soon(probe.job, i, 1.0) for i in range(6)]
             assert not handles[0].done()
         assert [await h for h in handles] == list(range(6))
-        assert rec.peak == 2
+        assert probe.peak == 2
 
     async def test_lone_failure_propagates_unwrapped_and_cancels_the_rest(self) -> None:
         """A failed start_soon job cancels the pool's other work and leaves as it was raised."""
@@ -87,20 +57,6 @@ class TestStartSoon:
         assert other.cancelled()
         assert queued.cancelled()
 
-    async def test_simultaneous_failures_are_grouped(self) -> None:
-        """Several start_soon failures at the same moment come out in one ExceptionGroup."""
-
-        async def fails_regardless(message: str) -> None:
-            with anyio.CancelScope(shield=True):  # the first failure cannot cancel the second
-                await anyio.sleep(1.0)
-            raise Boom(message)
-
-        with pytest.raises(ExceptionGroup) as info:
-            async with WorkerPool() as pool:
-                pool.start_soon(fails_regardless, "a")
-                pool.start_soon(fails_regardless, "b")
-        assert sorted(str(e) for e in info.value.exceptions) == ["a", "b"]
-
     async def test_failure_after_retries_only(self) -> None:
         """A start_soon job that succeeds on a retry does not fail the pool."""
         attempts: list[int] = []
@@ -115,22 +71,6 @@ class TestStartSoon:
             handle = pool.start_soon(flaky, retries=2, backoff=lambda n: 0.5)
         assert await handle == "ok"
         assert len(attempts) == 3
-
-    async def test_from_inside_a_job_crawler(self) -> None:
-        """A job may start_soon more jobs (a crawler); the pool waits for them all."""
-        seen: list[str] = []
-        links = {"/": ["/a", "/b"], "/a": ["/a/1"], "/b": [], "/a/1": []}
-
-        async def crawl(url: str) -> None:
-            seen.append(url)
-            await anyio.sleep(1)
-            for link in links[url]:
-                pool.start_soon(crawl, link)
-
-        async with WorkerPool(size=2) as pool:
-            pool.start_soon(crawl, "/")
-        assert sorted(seen) == ["/", "/a", "/a/1", "/b"]
-        assert_idle(pool)
 
     async def test_cancelled_handle_is_not_a_failure(self) -> None:
         """Cancelling a start_soon handle cancels the job without failing the pool."""
@@ -151,81 +91,20 @@ class TestCall:
         async with WorkerPool(size=1) as pool:
             assert await pool.call(sleep_echo, 1.0, "x") == "x"
 
-    async def test_error_goes_to_the_caller_not_the_pool(self) -> None:
-        """A failing call raises in the caller; the pool carries on."""
-        async with WorkerPool() as pool:
-            with pytest.raises(Boom, match=r"^for the caller$"):
-                await pool.call(fail_after_sleep, 0.5, "for the caller")
-            assert await pool.call(echo, 1) == 1
-
-    async def test_cancelling_the_caller_frees_the_slot_before_returning(self) -> None:
-        """A cancelled call returns only once its job stopped and its slot is free."""
-        stopped_at: list[float] = []
-        cancelled = anyio.get_cancelled_exc_class()
-
-        async def slow_cleanup() -> None:
-            try:
-                await anyio.sleep(100)
-            except cancelled:
-                with anyio.CancelScope(shield=True):
-                    await anyio.sleep(2)  # awaited cleanup: the slot stays taken meanwhile
-                stopped_at.append(anyio.current_time())
-                raise
-
-        async with WorkerPool(size=1) as pool:
-            t0 = anyio.current_time()
-            with anyio.move_on_after(1):
-                await pool.call(slow_cleanup)
-            assert anyio.current_time() - t0 == approx(3.0)
-            assert stopped_at == [approx(t0 + 3.0)]
-            assert_idle(pool)
-
-    async def test_queued_call_cancelled_never_starts(self) -> None:
-        """A call cancelled while its job waits for a slot never runs it."""
-        rec = Recorder()
-        async with WorkerPool(size=1) as pool:
-            pool.run(anyio.sleep, 5)
-            with anyio.move_on_after(1):
-                await pool.call(rec.job, "never")
-            await anyio.sleep(10)
-            assert rec.order == []
-            assert_idle(pool)
-
     async def test_call_waits_behind_run_fifo(self) -> None:
         """One FIFO line: a call waits behind jobs queued earlier by run() and map()."""
-        rec = Recorder(limit=1)
+        probe = Probe(limit=1)
         async with WorkerPool(size=1) as pool:
-            pool.run(rec.job, "run-1", 1.0)
-            pool.run(rec.job, "run-2", 1.0)
-            await pool.call(rec.job, "call", 1.0)
-            assert rec.order == ["run-1", "run-2", "call"]
-
-    async def test_killed_pool_cancels_a_waiting_call(self) -> None:
-        """kill() while a call waits makes the call raise FutureCancelled."""
-        async with WorkerPool() as pool:
-
-            async def killer() -> None:
-                await anyio.sleep(1)
-                await pool.kill()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(killer)
-                with pytest.raises(FutureCancelled):
-                    await pool.call(anyio.sleep, 100)
+            pool.run(probe.job, "run-1", 1.0)
+            pool.run(probe.job, "run-2", 1.0)
+            await pool.call(probe.job, "call", 1.0)
+            assert probe.order == ["run-1", "run-2", "call"]
 
 
 # -- submit and max_pending ----------------------------------------------------------------------
 
 
 class TestSubmit:
-    async def test_submit_without_max_pending_returns_at_once(self) -> None:
-        """submit() returns the future right away when there is no max_pending."""
-        async with WorkerPool(size=1) as pool:
-            t0 = anyio.current_time()
-            futures = [await pool.submit(sleep_echo, 1.0, i) for i in range(3)]
-            assert anyio.current_time() == t0
-            assert [await f for f in futures] == [0, 1, 2]
-
     async def test_submit_waits_for_room(self) -> None:
         """With max_pending=2 a producer is held while two jobs wait to start."""
         times: list[float] = []
@@ -266,17 +145,6 @@ class TestSubmit:
                     tg.start_soon(producer, i)
                     await anyio.sleep(0.01)
         assert order == [0, 1, 2, 3]
-
-    async def test_cancelled_submit_leaves_nothing_behind(self) -> None:
-        """A producer cancelled while waiting for room submits nothing."""
-        async with WorkerPool(size=1, max_pending=1) as pool:
-            pool.run(anyio.sleep, 5)
-            await anyio.sleep(0.01)
-            pool.run(anyio.sleep, 5)
-            with anyio.move_on_after(1):
-                await pool.submit(echo, "never")
-            assert pool.statistics().submitted == 2
-            assert pool._space_reserved == 0
 
     async def test_producers_cancelled_while_waiting_are_skipped(self) -> None:
         """Cancelled waiters keep no place in line: the others get room first come, first
@@ -341,13 +209,6 @@ class TestSubmit:
                 await anyio.sleep(1)
                 await pool.shutdown()
 
-    async def test_max_pending_is_validated(self) -> None:
-        """max_pending is None or an int >= 1."""
-        with pytest.raises(ValueError, match=r"^max_pending must be None or an int >= 1, got 0$"):
-            WorkerPool(max_pending=0)
-        with pytest.raises(TypeError, match=r"^max_pending must be None or an int >= 1, not"):
-            WorkerPool(max_pending=2.5)  # type: ignore[arg-type]
-
 
 # -- map -----------------------------------------------------------------------------------------
 
@@ -388,32 +249,6 @@ class TestMap:
             results = [r async for r in pool.map(wait_for, [3.0, 1.0, 2.0], ordered=False)]
         assert results == [1.0, 2.0, 3.0]
 
-    async def test_infinite_async_input_stays_bounded(self) -> None:
-        """Over an endless async generator with size=3, records stay within the window."""
-        pulled = 0
-
-        async def endless() -> AsyncIterator[int]:
-            nonlocal pulled
-            i = 0
-            while True:
-                pulled += 1
-                yield i
-                i += 1
-
-        async with WorkerPool(size=3) as pool:
-            async with pool.map(square, endless()) as results:
-                count = 0
-                async for value in results:
-                    assert value == count * count
-                    count += 1
-                    stats = pool.statistics()
-                    # in flight = submitted - yielded: never more than the window (2 * size)
-                    assert stats.submitted - count <= 6
-                    assert pulled - count <= 7
-                    if count == 1000:
-                        break
-            assert_idle(pool)
-
     async def test_memory_bound_with_a_long_sync_input(self) -> None:
         """A map over 10^5 items never holds more than the window of records at once."""
         peak = 0
@@ -441,25 +276,6 @@ class TestMap:
                     pass
             assert_idle(pool)
             assert pool.statistics().cancelled == 9  # 4 running and 5 queued
-
-    async def test_return_exceptions_yields_errors_in_place(self) -> None:
-        """With return_exceptions=True a failed item yields its exception and the map goes on."""
-
-        async def odd_fails(x: int) -> int:
-            if x % 2:
-                raise Boom(x)
-            return x
-
-        async with WorkerPool(size=2) as pool:
-            results = [r async for r in pool.map(odd_fails, range(6), return_exceptions=True)]
-        assert [r if isinstance(r, int) else ("boom", r.args[0]) for r in results] == [
-            0,
-            ("boom", 1),
-            2,
-            ("boom", 3),
-            4,
-            ("boom", 5),
-        ]
 
     async def test_break_then_close_cancels_in_flight(self) -> None:
         """Leaving an 'async with pool.map()' early cancels its jobs and frees their slots."""
@@ -496,25 +312,14 @@ class TestMap:
 
     async def test_map_respects_the_rate_and_fifo_with_run(self) -> None:
         """map and run share one line and one rate limit."""
-        rec = Recorder()
+        probe = Probe()
         async with WorkerPool(rate=10) as pool:
-            pool.run(rec.job, "run-first")
-            results = [r async for r in pool.map(rec.job, ["m0", "m1", "m2"])]
-            pool.run(rec.job, "run-last")
+            pool.run(probe.job, "run-first")
+            results = [r async for r in pool.map(probe.job, ["m0", "m1", "m2"])]
+            pool.run(probe.job, "run-last")
         assert results == ["m0", "m1", "m2"]
-        assert rec.order == ["run-first", "m0", "m1", "m2", "run-last"]
-        assert rate_contract_holds(rec.starts, 10, 1)
-
-    async def test_map_open_at_pool_exit_is_closed(self) -> None:
-        """A map left open when the pool exits has its jobs cancelled and then raises."""
-        async with WorkerPool(size=2) as pool:
-            results = pool.map(sleep_echo_1, range(10))
-            async for value in results:
-                if value == 1:
-                    break
-        assert_idle(pool)
-        with pytest.raises(PoolClosedError, match=r"closed, and its jobs cancelled"):
-            await results.__anext__()
+        assert probe.order == ["run-first", "m0", "m1", "m2", "run-last"]
+        assert rate_violation(probe.starts, 10, 1) is None
 
     async def test_map_on_unscoped_pool(self) -> None:
         """map works on a pool used without async with, from an async source too."""
@@ -534,18 +339,18 @@ async def sleep_echo_1(value: int) -> int:
 class TestAllEntryPoints:
     async def test_fifo_and_size_across_all_five(self) -> None:
         """run, submit, start_soon, call and map share one FIFO line and one size limit."""
-        rec = Recorder(limit=1)
+        probe = Probe(limit=1)
         async with WorkerPool(size=1) as pool:
-            pool.run(rec.job, "run", 1.0)
-            await pool.submit(rec.job, "submit", 1.0)
-            pool.start_soon(rec.job, "start_soon", 1.0)
-            results = pool.map(rec.job, ["map"])
+            pool.run(probe.job, "run", 1.0)
+            await pool.submit(probe.job, "submit", 1.0)
+            pool.start_soon(probe.job, "start_soon", 1.0)
+            results = pool.map(probe.job, ["map"])
             first = await results.__anext__()  # queues "map" behind the three above
             assert first == "map"
-            await pool.call(rec.job, "call", 1.0)
+            await pool.call(probe.job, "call", 1.0)
             await results.aclose()
-        assert rec.order == ["run", "submit", "start_soon", "map", "call"]
-        assert rec.peak == 1
+        assert probe.order == ["run", "submit", "start_soon", "map", "call"]
+        assert probe.peak == 1
 
 
 # -- statistics ----------------------------------------------------------------------------------

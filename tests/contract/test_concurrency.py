@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from contract._support import (
+from support import (
     Boom,
     Probe,
     approx,
@@ -68,6 +68,11 @@ async def test_r01_executing_attempts_never_exceed_size() -> None:
     assert (4, 1, 4) in samples
     # Its retry went first when its backoff ended, in the slot that freed at 5.5 s.
     assert [t - t0 for t in attempts] == [0.0, approx(5.5)]
+    # No slot idles while jobs wait: four attempts start at once, and every later one starts
+    # the instant an earlier one ends.
+    starts, ends = sorted(probe.starts), sorted(probe.ends)
+    assert starts[:4] == [approx(t0)] * 4
+    assert starts[4:] == [approx(t) for t in ends[: len(starts) - 4]]
 
 
 async def test_r01_size_holds_while_jobs_are_cancelled() -> None:

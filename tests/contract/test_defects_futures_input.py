@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import Boom, approx, echo, submit_by
+from support import Boom, approx, echo, submit_by
 
 from werkpool import Future, WorkerPool, worker_pool
 

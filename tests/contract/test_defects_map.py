@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import Boom, Probe, approx, assert_idle, echo, rate_violation
+from support import Boom, Probe, approx, assert_idle, echo, rate_violation
 
-from werkpool import WorkerPool
+from werkpool import PoolClosedError, WorkerPool
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -242,7 +242,8 @@ async def test_r53_map_freed_in_another_thread_is_closed_on_the_loop() -> None:
 
 
 async def test_r53_map_alive_at_pool_exit_is_still_closed_then() -> None:
-    """A map still referenced when the pool exits is closed by the exit, as before."""
+    """A map still referenced when the pool exits is closed by the exit, as before: its jobs are
+    cancelled, and reading it on raises PoolClosedError."""
     async with WorkerPool(size=2) as pool:
         results = pool.map(sleep_1, numbers())
         async for _ in results:
@@ -250,6 +251,8 @@ async def test_r53_map_alive_at_pool_exit_is_still_closed_then() -> None:
     assert anyio.current_time() == approx(1.0)
     assert_idle(pool)
     assert pool.statistics().cancelled >= 2
+    with pytest.raises(PoolClosedError, match=r"closed, and its jobs cancelled"):
+        await results.__anext__()
 
 
 # -- R9 / R6: a map keeps the pool's rate; its window bounds what it holds -------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import BACKENDS, Boom, asyncio_only, echo, run_virtual, sleep_echo
+from support import BACKENDS, Boom, asyncio_only, echo, run_virtual, sleep_echo
 
 from werkpool import PoolClosedError, WorkerPool
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from contract._support import (
+from support import (
     Boom,
     Probe,
     approx,

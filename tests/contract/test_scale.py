@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import (
+from support import (
     Boom,
     assert_idle,
     borrowed,

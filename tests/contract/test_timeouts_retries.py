@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any
 
 import anyio
 import pytest
-from contract._support import (
+from support import (
     Boom,
     Probe,
     approx,
@@ -231,10 +232,10 @@ async def test_r15_cancellation_is_never_retried_nor_a_failure(how: str) -> None
 
 async def test_r15_timeout_is_not_cancellation() -> None:
     """A timed-out attempt is an error (TimeoutError), retried only if TimeoutError is retryable."""
-    attempts: list[int] = []
+    attempts: list[float] = []
 
     async def slow() -> None:
-        attempts.append(1)
+        attempts.append(anyio.current_time())
         await anyio.sleep(10)
 
     async with WorkerPool() as pool:
@@ -248,6 +249,8 @@ async def test_r15_timeout_is_not_cancellation() -> None:
         with pytest.raises(TimeoutError):
             await retried
     assert len(attempts) == 4
+    # Each retry starts when the attempt before it timed out (backoff 0), one timeout later.
+    assert [b - a for a, b in pairwise(attempts[1:])] == [approx(1.0), approx(1.0)]
     assert pool.statistics().cancelled == 0
 
 

@@ -1,0 +1,344 @@
+"""Helpers shared by every test module, in tests/ and tests/contract/ alike.
+
+Imported as ``from support import ...``: pyproject.toml puts tests/ on ``sys.path``.
+Nothing here is collected as a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import random
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import looptime
+import pytest
+from anyio.lowlevel import checkpoint
+
+import werkpool
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator, Sequence
+    from types import FrameType
+
+    from werkpool import WorkerPool
+
+HAS_TRIO = importlib.util.find_spec("trio") is not None
+
+#: The backends every test runs on: the conftest's ``anyio_backend`` fixture for async tests, and
+#: a ``backend`` parameter for the sync tests that run an event loop of their own.
+BACKENDS = ["asyncio", "trio"] if HAS_TRIO else ["asyncio"]
+
+#: Run a test on asyncio only (asyncio-only features such as ``asyncio.wait_for``): the conftest's
+#: ``anyio_backend`` fixture reads this plain string as its parameter.
+asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
+#: Run a test on trio only (the trio-side ``werkpool.Future`` surface).
+trio_only = pytest.mark.parametrize("anyio_backend", ["trio"], indirect=True)
+
+#: Task names werkpool gives its internal tasks (workers, host, map feeder, supervisor).
+INTERNAL_TASK_MARKERS = ("werkpool", "WorkerPool")
+
+
+class Boom(Exception):
+    """A job's own error."""
+
+
+def case_id(value: object) -> str | None:
+    """pytest ids for parametrized cases: "msg" for expected messages, the default otherwise."""
+    if isinstance(value, str) and " " in value:
+        return "msg"
+    return None
+
+
+def approx(value: float) -> Any:
+    """Equality on virtual time: trio's MockClock adds floats, looptime counts integer ns."""
+    return pytest.approx(value, abs=1e-6)
+
+
+async def echo(value: object) -> object:
+    return value
+
+
+async def sleep_echo(delay: float, value: object) -> object:
+    await anyio.sleep(delay)
+    return value
+
+
+async def fail_after_sleep(delay: float, message: str = "boom") -> None:
+    await anyio.sleep(delay)
+    raise Boom(message)
+
+
+# -- pool accounting -----------------------------------------------------------------------------
+
+
+def stats_add_up(pool: WorkerPool) -> bool:
+    """``submitted == queued + running + backoff + completed + failed + cancelled``."""
+    s = pool.statistics()
+    return s.submitted == s.queued + s.running + s.backoff + s.completed + s.failed + s.cancelled
+
+
+def borrowed(pool: WorkerPool) -> int:
+    """Tokens the pool's capacity limiter has lent out (0 for a pool without ``size``)."""
+    limiter = pool._limiter
+    return 0 if limiter is None else int(limiter.borrowed_tokens)
+
+
+def assert_consistent(pool: WorkerPool, running: int | None = None) -> None:
+    """The counters add up, and the limiter lends exactly one token per executing attempt."""
+    s = pool.statistics()
+    assert stats_add_up(pool), s
+    if pool.size is not None:
+        assert s.running <= pool.size, s
+        assert borrowed(pool) == s.running, s
+    if running is not None:
+        assert s.running == running, (s, running)
+
+
+def assert_idle(pool: WorkerPool) -> None:
+    """No job running or waiting, no slot lent, and the counters add up."""
+    s = pool.statistics()
+    assert (s.queued, s.running, s.backoff, s.borrowed_tokens) == (0, 0, 0, 0), s
+    assert borrowed(pool) == 0
+    assert s.submitted == s.completed + s.failed + s.cancelled, s
+
+
+def internal_tasks() -> list[str]:
+    """Names of the running tasks that belong to some werkpool pool."""
+    return [
+        task.name
+        for task in anyio.get_running_tasks()
+        if task.name and any(marker in task.name for marker in INTERNAL_TASK_MARKERS)
+    ]
+
+
+# -- a probe: jobs that record what they do ------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """Jobs that record each attempt's start and end, and check ``size`` from the inside."""
+
+    limit: int | None = None
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    order: list[object] = field(default_factory=list)
+    attempts: dict[object, int] = field(default_factory=dict)
+    running: int = 0
+    peak: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    def enter(self, label: object) -> None:
+        self.starts.append(anyio.current_time())
+        self.order.append(label)
+        self.attempts[label] = self.attempts.get(label, 0) + 1
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        if self.limit is not None and self.running > self.limit:
+            self.violations.append(f"{self.running} attempts executing with size={self.limit}")
+        assert self.limit is None or self.running <= self.limit, self.violations[-1]
+
+    def leave(self) -> None:
+        self.running -= 1
+        self.ends.append(anyio.current_time())
+
+    async def job(
+        self, label: object, duration: float = 0.0, fail: bool = False, cleanup: float = 0.0
+    ) -> object:
+        """Sleep *duration*, then return *label* or raise :class:`Boom` (*fail*).
+
+        If cancelled, run *cleanup* seconds of shielded cleanup first: the attempt (and its slot)
+        lasts until the cleanup is over.
+        """
+        self.enter(label)
+        try:
+            if duration:
+                await anyio.sleep(duration)
+            else:
+                await checkpoint()
+            if fail:
+                raise Boom(label)
+            return label
+        except anyio.get_cancelled_exc_class():
+            if cleanup:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(cleanup)
+            raise
+        finally:
+            self.leave()
+
+
+# -- the rate contract, checked exactly ----------------------------------------------------------
+
+
+def rate_violation(times: Sequence[float], rate: float, burst: int) -> str | None:
+    """Describe the first window that holds more than ``ceil(W * rate) + burst - 1`` starts.
+
+    Exact, not sampled: a half-open window that holds the starts ``i..i+k`` (sorted) has a length
+    just over ``t[i+k] - t[i]``, and may then hold at most ``floor((t[i+k] - t[i]) * rate) + burst``
+    starts. So the contract is ``t[i+k] - t[i] >= (k + 1 - burst) / rate`` for every ``i`` and
+    ``k >= burst``. The same bound, ``burst + floor(W * rate)``, is the checklist's R6 form.
+    1 µs of slack absorbs float clocks.
+    """
+    ordered = sorted(times)
+    n = len(ordered)
+    for i in range(n):
+        for k in range(burst, n - i):
+            need = (k + 1 - burst) / rate
+            gap = ordered[i + k] - ordered[i]
+            if gap < need - 1e-6:
+                return (
+                    f"{k + 1} starts within {gap:.9f} s (from t={ordered[i]:.9f}); "
+                    f"rate={rate}, burst={burst} allows them no closer than {need:.9f} s"
+                )
+    return None
+
+
+def max_starts_in(times: Sequence[float], width: float) -> int:
+    """The most of *times* in any half-open window of length *width* (exact)."""
+    ordered = sorted(times)
+    best = 0
+    j = 0
+    for i, start in enumerate(ordered):
+        j = max(j, i)
+        while j < len(ordered) and ordered[j] < start + width - 1e-9:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+def r6_bound(width: float, rate: float, burst: int) -> int:
+    """The checklist's bound for a window of length *width*: ``burst + floor(width * rate)``."""
+    return burst + math.floor(width * rate + 1e-9)
+
+
+# -- running an event loop of our own, on virtual time -------------------------------------------
+
+
+def virtual_backend_options(backend: str) -> dict[str, Any]:
+    """backend_options for :func:`anyio.run` with a virtual clock that starts at 0."""
+    if backend == "trio":
+        import trio.testing
+
+        return {"clock": trio.testing.MockClock(autojump_threshold=0)}
+    return {"loop_factory": lambda: looptime.new_event_loop(resolution=1e-9)}
+
+
+def run_virtual(backend: str, fn: Callable[[], Awaitable[Any]], seed: int | None = None) -> Any:
+    """Run *fn* in a fresh event loop of *backend* on virtual time.
+
+    On trio, *seed* seeds the scheduler's own random tie-breaking (trio shuffles tasks that
+    become runnable together), so a run is replayable; asyncio's ready queue is FIFO already.
+    """
+    trio_run: Any = None
+    saved = None
+    if backend == "trio" and seed is not None:
+        import trio._core._run as trio_run  # private: trio's tie-breaking RNG
+
+        saved = trio_run._r
+        trio_run._r = random.Random(seed)
+    try:
+        return anyio.run(fn, backend=backend, backend_options=virtual_backend_options(backend))
+    finally:
+        if saved is not None:
+            trio_run._r = saved
+
+
+def asyncio_tasks() -> set[asyncio.Task[Any]]:
+    """The asyncio tasks alive now (empty on trio)."""
+    try:
+        return asyncio.all_tasks()
+    except RuntimeError:
+        return set()
+
+
+# -- counting the package's own work (deterministic, unlike wall time) ---------------------------
+
+_PACKAGE_DIR = str(Path(werkpool.__file__).resolve().parent)
+
+
+@dataclass
+class CallCount:
+    """Python calls made into werkpool's modules, and C calls made from them, by name."""
+
+    python: int = 0
+    c_calls: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def count_werkpool_calls() -> Iterator[CallCount]:
+    """Count, with :func:`sys.setprofile`, the function calls that execute werkpool's own code.
+
+    A deterministic measure of the work the pool does: it grows with a busy loop or an O(n)
+    scan written in Python, and names each C function werkpool calls (``remove``, ``index``...).
+    """
+    count = CallCount()
+    package = _PACKAGE_DIR
+    c_calls = count.c_calls
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            if frame.f_code.co_filename.startswith(package):
+                count.python += 1
+        elif event == "c_call" and frame.f_code.co_filename.startswith(package):
+            name = str(getattr(arg, "__qualname__", None) or getattr(arg, "__name__", "?"))
+            c_calls[name] = c_calls.get(name, 0) + 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield count
+    finally:
+        sys.setprofile(previous)
+
+
+# -- late wake-ups on virtual time ---------------------------------------------------------------
+
+
+def jump_clock(seconds: float) -> None:
+    """Move the current virtual clock forward by *seconds* without running anything.
+
+    What a busy or late event loop does to a waiting task: its timer fires, but it runs
+    *seconds* after it was due. trio's ``MockClock.jump`` does it; looptime has no public call for
+    it, so its integer clock is moved directly (tests only; conftest's loops tick in ns).
+    """
+    if sys.modules.get("trio") is not None:
+        import trio
+
+        try:
+            clock = trio.lowlevel.current_clock()
+        except RuntimeError:
+            pass
+        else:
+            clock.jump(seconds)  # type: ignore[attr-defined]
+            return
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, looptime.LoopTimeEventLoop), "needs the virtual-time test loop"
+    loop._LoopTimeEventLoop__now += loop._LoopTimeEventLoop__time2int(seconds)  # type: ignore[attr-defined]
+
+
+# -- submitting through every entry point ---------------------------------------------------------
+
+
+async def submit_by(pool: WorkerPool, method: str, task: Any, *args: Any, **options: Any) -> Any:
+    """Submit through *method* and return what it gives (for map, its first result, so that the
+    job actually runs)."""
+    if method == "run":
+        return pool.run(task, *args, **options)
+    if method == "start_soon":
+        return pool.start_soon(task, *args, **options)
+    if method == "submit":
+        return await pool.submit(task, *args, **options)
+    if method == "call":
+        return await pool.call(task, *args, **options)
+    results = pool.map(task, args or [None], **options)
+    try:
+        return await results.__anext__()
+    finally:
+        await results.aclose()
