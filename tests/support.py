@@ -22,6 +22,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 import werkpool
+from werkpool._limits import Refusal
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -86,7 +87,7 @@ def stats_add_up(pool: WorkerPool) -> bool:
 
 def borrowed(pool: WorkerPool) -> int:
     """Tokens the pool's capacity limiter has lent out (0 for a pool without ``size``)."""
-    limiter = pool._limiter
+    limiter = pool._life.limiter
     return 0 if limiter is None else int(limiter.borrowed_tokens)
 
 
@@ -342,3 +343,75 @@ async def submit_by(pool: WorkerPool, method: str, task: Any, *args: Any, **opti
         return await results.__anext__()
     finally:
         await results.aclose()
+
+
+# -- a fake remote limit (the shape Redis limits will take) --------------------------------------
+
+
+class FakeRemoteLimit:
+    """A remote concurrency limit with a latency and random refusals: at most *capacity* attempts
+    hold its credit at once, across everything that shares it.
+
+    It checks the remote-limit protocol from the other side: every grant is released exactly
+    once (``held`` returns to 0, no double release), a cancelled request gives back what it took,
+    and the pool never holds more than *capacity*. *start_delay* grants a start that far in the
+    future (a reservation-style rate limit answers so).
+    """
+
+    def __init__(
+        self,
+        capacity: int = 1_000_000,
+        *,
+        latency: float = 0.0,
+        refuse: float = 0.0,
+        retry_after: float = 0.05,
+        start_delay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.capacity = capacity
+        self.latency = latency
+        self.refuse = refuse
+        self.retry_after = retry_after
+        self.start_delay = start_delay
+        self.rng = random.Random(seed)
+        self.holders: set[int] = set()  # id() of the jobs holding credit
+        self.peak = 0
+        self.grants = 0
+        self.refusals = 0
+        self.releases = 0
+        self.requests = 0
+        self.errors: list[str] = []
+
+    @property
+    def held(self) -> int:
+        return len(self.holders)
+
+    async def acquire(self, job: Any) -> float | Refusal:
+        self.requests += 1
+        if self.latency:
+            await anyio.sleep(self.latency)  # the request is out: the answer comes back later
+        now = anyio.current_time()
+        if self.rng.random() < self.refuse or len(self.holders) >= self.capacity:
+            self.refusals += 1
+            return Refusal(now + self.retry_after)
+        if id(job) in self.holders:
+            self.errors.append(f"{job!r} acquired twice without a release")
+        self.holders.add(id(job))
+        self.peak = max(self.peak, len(self.holders))
+        self.grants += 1
+        return now + self.start_delay
+
+    async def release(self, job: Any) -> None:
+        # Called for a granted attempt, and for a request cancelled midway (which may have taken
+        # nothing): a store's release is idempotent, so is this one.
+        if id(job) in self.holders:
+            self.holders.discard(id(job))
+            self.releases += 1
+        if self.latency:
+            await anyio.sleep(self.latency / 2)
+
+
+def add_remote_limit(pool: WorkerPool, *limits: Any) -> None:
+    """Give an unstarted pool remote limits (no public API yet: issue #12 adds ``limits=``)."""
+    assert pool._life.state == 0, "remote limits must be set before the pool starts"
+    pool._life.remote = tuple(limits)

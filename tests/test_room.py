@@ -469,11 +469,6 @@ def test_close_without_waiters_only_marks_closed() -> None:
     assert room.waiting == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Room.wait() ignores closed: a producer arriving after close() with no room waits in "
-    "line until some later give() (a queued job starting), instead of returning to learn why",
-)
 async def test_wait_after_close_does_not_wait_in_line() -> None:
     """A producer that asks for room after close() is not kept waiting, room or not."""
     room, _ = make_room(1, queued=1)
@@ -481,3 +476,30 @@ async def test_wait_after_close_does_not_wait_in_line() -> None:
     with anyio.move_on_after(10) as scope:
         await room.wait()
     assert not scope.cancelled_caught
+    room.forfeit()  # the pool refuses it: the room it was given goes unused
+    assert room.reserved == 0
+
+
+async def test_the_line_keeps_no_abandoned_waiter_once_give_serves_the_last_one() -> None:
+    """Waiters cancelled behind the last one served by give() are not kept."""
+    room, queue = make_room(1, queued=1)
+    async with anyio.create_task_group() as tg:
+        scopes = []
+        for _ in range(4):
+            scope = anyio.CancelScope()
+            scopes.append(scope)
+
+            async def producer(scope: anyio.CancelScope = scope) -> None:
+                with scope:
+                    await room.wait()
+
+            tg.start_soon(producer)
+            await anyio.wait_all_tasks_blocked()
+        for scope in scopes[1:]:
+            scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        queue.queued = 0
+        room.give()
+    assert (room.waiting, room.reserved) == (0, 1)
+    assert len(room._waiters) == 0
+    assert not room._abandoned

@@ -1,108 +1,331 @@
-"""The sans-I/O scheduler, driven by hand with explicit times: no event loop."""
+"""The sans-I/O scheduler, driven by hand with explicit times: no event loop.
+
+Every change of a job's state happens in the scheduler, so these tests cover all of them: the fast
+path of a pool without limits, admission under limits, settlement, the retry decision, cancellation,
+the drain, kill(), and the remote limits' reservations.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Any
 
 import pytest
-from helpers import rate_contract_holds
 from hypothesis import given
 from hypothesis import strategies as st
+from support import rate_violation
 from test_limits import _Tokens
 
+from werkpool._job import (
+    BACKOFF,
+    CANCELLED,
+    DONE,
+    QUEUED,
+    RAISED,
+    RESERVING,
+    RETURNED,
+    RUNNING,
+    Job,
+    PlainJob,
+)
 from werkpool._limits import ConcurrencyLimit, RateLimit
-from werkpool._retry import JobOptions, default_backoff
-from werkpool._scheduler import DONE, RUNNING, TICK, Job, PlainJob, Scheduler
+from werkpool._options import JobOptions, default_backoff
+from werkpool._scheduler import TICK, Reservation, Scheduler
 
 OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)
 
 
-def submit(sched: Scheduler, label: object) -> Job:
-    return sched.submit(lambda: None, (label,), OPTIONS)
+class Boom(Exception):
+    pass
 
 
-def finish(sched: Scheduler, job: Job) -> None:
-    sched.end_attempt(job)
-    sched.completed_job(job)
+def retrying(
+    retries: int, delay: float = 1.0, on: tuple[type[Exception], ...] = (Exception,)
+) -> JobOptions:
+    return JobOptions(None, retries, on, lambda n: delay)
 
 
-class TestQueue:
+@dataclass
+class Owner:
+    """Records the jobs it is told about."""
+
+    notify_success: bool = True
+    settled: list[Job] = field(default_factory=list)
+
+    def job_settled(self, job: Job) -> None:
+        self.settled.append(job)
+
+
+def submit(
+    sched: Scheduler, label: object, options: JobOptions = OPTIONS, owner: Any = None
+) -> PlainJob:
+    return sched.submit(lambda: None, (label,), options, owner)
+
+
+def admit(sched: Scheduler, now: float = 0.0) -> PlainJob:
+    job = sched.poll(now)
+    assert isinstance(job, PlainJob), job
+    return job
+
+
+def counts_add_up(sched: Scheduler) -> bool:
+    return sched.submitted == (
+        sched.queued
+        + sched.running
+        + sched.backoff
+        + sched.completed
+        + sched.failed
+        + sched.cancelled
+    )
+
+
+class TestFastPath:
+    """A pool without limits: poll() takes the head of the line, no limit asked, no clock read."""
+
     def test_fifo_admission(self) -> None:
-        """Jobs are admitted in submission order."""
-        sched = Scheduler([])
+        """Jobs are admitted in submission order, each RUNNING with its first attempt."""
+        sched = Scheduler()
+        assert sched.unlimited
         jobs = [submit(sched, i) for i in range(5)]
-        assert [sched.poll(0.0) for _ in range(5)] == jobs
+        admitted = [sched.poll(math.nan) for _ in range(5)]  # the time is never read
+        assert admitted == jobs
+        assert all(job.state == RUNNING and job.attempts == 1 for job in jobs)
+        assert (sched.queued, sched.running, sched.attempts) == (0, 5, 5)
         assert sched.poll(0.0) == math.inf  # nothing left: wait for a change
 
-    def test_cancelled_queued_job_is_skipped_in_o1(self) -> None:
-        """A cancelled queued job is never admitted and leaves the counts right."""
-        sched = Scheduler([])
-        jobs = [submit(sched, i) for i in range(4)]
-        sched.cancelled_job(jobs[1])
-        sched.cancelled_job(jobs[2])
-        assert sched.queued == 2
-        assert sched.cancelled == 2
-        assert sched.poll(0.0) is jobs[0]
-        assert sched.poll(0.0) is jobs[3]
+    def test_cancelled_queued_jobs_are_skipped(self) -> None:
+        """A job cancelled while queued is settled at once and never admitted."""
+        owner = Owner()
+        sched = Scheduler()
+        jobs = [submit(sched, i, owner=owner) for i in range(4)]
+        assert sched.cancel(jobs[1]) is False  # nothing runs: no worker to stop
+        assert sched.cancel(jobs[2]) is False
+        assert (jobs[1].outcome, jobs[1].state) == (CANCELLED, DONE)
+        assert owner.settled == [jobs[1], jobs[2]]
+        assert (sched.queued, sched.cancelled) == (2, 2)
+        assert admit(sched) is jobs[0]
+        assert admit(sched) is jobs[3]
+        assert counts_add_up(sched)
 
+    def test_the_fast_path_yields_to_backoffs(self) -> None:
+        """New jobs start while a retry waits out its backoff; it comes first once due."""
+        sched = Scheduler()
+        a, b, c, d = (submit(sched, x, retrying(1, delay=1.0)) for x in "abcd")
+        assert admit(sched) is a
+        assert sched.raised(a, Boom(), 0.0) == 1.0
+        assert (a.state, sched.backoff) == (BACKOFF, 1)
+        assert admit(sched, 0.5) is b
+        assert admit(sched, 0.6) is c
+        assert admit(sched, 1.0) is a  # due now, and older than d
+        assert (a.attempts, sched.retries) == (2, 1)
+        assert admit(sched, 1.0) is d
+
+
+class TestAdmission:
     def test_concurrency_limit_blocks_until_release(self) -> None:
         """With size 2 the third job waits for a release (poll says inf)."""
         tokens = _Tokens(2)
-        sched = Scheduler([ConcurrencyLimit(tokens)], max_workers=2)
+        sched = Scheduler([ConcurrencyLimit(tokens)])
         jobs = [submit(sched, i) for i in range(3)]
-        first, second = sched.poll(0.0), sched.poll(0.0)
+        first, second = admit(sched), admit(sched)
         assert sched.poll(0.0) == math.inf
-        assert sched.running == 2
         assert tokens.borrowers == {first, second}
-        finish(sched, first)  # type: ignore[arg-type]
-        assert sched.poll(0.0) is jobs[2]
-
-    def test_retry_goes_before_younger_jobs(self) -> None:
-        """A job back from its backoff starts before jobs submitted after it."""
-        sched = Scheduler([])
-        a, b, c = (submit(sched, x) for x in "abc")
-        assert sched.poll(0.0) is a
-        sched.end_attempt(a)
-        sched.retry_at(a, 1.0)
-        assert sched.backoff == 1
-        assert sched.poll(0.5) is b
-        assert sched.poll(1.0) is a
-        assert a.attempts == 2
-        assert sched.retries == 1
-        assert sched.poll(1.0) is c
+        sched.returned(first, "done")
+        assert tokens.borrowers == {second}
+        assert admit(sched) is jobs[2]
 
     def test_backoff_end_is_the_next_wakeup(self) -> None:
         """With only a job in backoff, poll returns when its backoff ends."""
-        sched = Scheduler([])
-        job = submit(sched, 0)
-        sched.poll(0.0)
-        sched.end_attempt(job)
-        sched.retry_at(job, 7.5)
+        sched = Scheduler([RateLimit(1000)])
+        job = submit(sched, 0, retrying(1, delay=7.5))
+        admit(sched)
+        assert sched.raised(job, Boom(), 0.0) == 7.5
         assert sched.poll(1.0) == 7.5
-        assert sched.poll(7.5) is job
+        assert admit(sched, 7.5) is job
 
-    def test_cancel_in_backoff_drops_the_job(self) -> None:
-        """A job cancelled in its backoff is never admitted again."""
-        sched = Scheduler([])
+
+class TestSettlement:
+    def test_returned_sets_the_outcome_and_tells_the_owner(self) -> None:
+        owner = Owner()
+        sched = Scheduler()
+        job = submit(sched, 0, owner=owner)
+        admit(sched)
+        sched.returned(job, "value")
+        assert (job.state, job.outcome, job.value) == (DONE, RETURNED, "value")
+        assert owner.settled == [job]
+        assert job.owner is None  # told once, then forgotten
+        assert (sched.running, sched.completed) == (0, 1)
+
+    def test_an_owner_of_failures_only_is_not_told_of_a_success(self) -> None:
+        owner = Owner(notify_success=False)
+        sched = Scheduler()
+        ok, bad = submit(sched, 0, owner=owner), submit(sched, 1, owner=owner)
+        admit(sched), admit(sched)
+        sched.returned(ok, None)
+        sched.raised(bad, Boom(), 0.0)
+        assert owner.settled == [bad]
+
+    def test_a_job_cancelled_while_running_ends_cancelled_even_if_it_returns(self) -> None:
+        sched = Scheduler()
         job = submit(sched, 0)
-        sched.poll(0.0)
-        sched.end_attempt(job)
-        sched.retry_at(job, 2.0)
-        sched.cancelled_job(job)
-        assert job.state == DONE
-        assert sched.poll(3.0) == math.inf
-        assert sched.pending == 0
+        admit(sched)
+        job.cancel()  # its owner cancelled it (a map closing)
+        assert sched.cancel(job) is True  # running: the caller must stop its worker
+        assert job.state == RUNNING
+        sched.returned(job, "late")
+        assert (job.outcome, sched.cancelled, sched.completed) == (CANCELLED, 1, 0)
 
-    def test_drop_all_returns_waiting_jobs_in_order(self) -> None:
-        """drop_all() hands back every queued and backing-off job, oldest first."""
-        sched = Scheduler([])
-        a, b, c = (submit(sched, x) for x in "abc")
-        sched.poll(0.0)
-        sched.end_attempt(a)
-        sched.retry_at(a, 5.0)
-        assert sched.drop_all() == [a, b, c]
+    def test_a_returned_job_after_kill_is_cancelled(self) -> None:
+        sched = Scheduler()
+        job = submit(sched, 0)
+        admit(sched)
+        sched.kill()
+        sched.returned(job, "late")
+        assert job.outcome == CANCELLED
+
+    def test_raised_fails_a_job_without_retries(self) -> None:
+        sched = Scheduler()
+        job = submit(sched, 0)
+        admit(sched)
+        error = Boom()
+        assert sched.raised(job, error, 0.0) == math.inf
+        assert (job.state, job.outcome, job.value, sched.failed) == (DONE, RAISED, error, 1)
+
+    def test_raised_retries_only_retryable_errors(self) -> None:
+        sched = Scheduler()
+        job = submit(sched, 0, retrying(3, on=(KeyError,)))
+        admit(sched)
+        assert sched.raised(job, Boom(), 2.0) == math.inf
+        assert job.outcome == RAISED
+
+    def test_raised_retries_until_the_retries_are_spent(self) -> None:
+        """retries=2: three attempts, then the last error fails the job."""
+        sched = Scheduler()
+        job = submit(sched, 0, retrying(2, delay=0.5))
+        now = 0.0
+        for attempt in (1, 2):
+            assert admit(sched, now) is job
+            assert job.attempts == attempt
+            now = sched.raised(job, Boom(attempt), now)
+            assert now == 0.5 * attempt
+        assert admit(sched, now) is job
+        last = Boom(3)
+        sched.raised(job, last, now)
+        assert job.value is last
+        assert (sched.attempts, sched.retries, sched.failed) == (3, 2, 1)
+
+    def test_nothing_is_retried_once_killed(self) -> None:
+        sched = Scheduler()
+        job = submit(sched, 0, retrying(5))
+        admit(sched)
+        sched.kill()
+        assert sched.raised(job, Boom(), 0.0) == math.inf
+        assert job.outcome == RAISED
+
+    def test_a_stop_iteration_is_wrapped(self) -> None:
+        """R50: a job's StopIteration fails it as a RuntimeError caused by it."""
+        sched = Scheduler()
+        job = submit(sched, 0)
+        admit(sched)
+        stop = StopIteration()
+        sched.raised(job, stop, 0.0)
+        assert isinstance(job.value, RuntimeError)
+        assert job.value.__cause__ is stop
+
+    def test_a_backoff_that_raises_fails_the_job_with_that_error(self) -> None:
+        sched = Scheduler()
+
+        def backoff(n: int) -> float:
+            raise ValueError("bad backoff")
+
+        job = submit(sched, 0, JobOptions(None, 1, (Exception,), backoff))
+        admit(sched)
+        error = Boom()
+        assert sched.raised(job, error, 0.0) == math.inf
+        assert isinstance(job.value, ValueError)
+        assert job.value.__cause__ is error
+
+    def test_a_backoff_that_raises_keyboard_interrupt_fails_the_job_and_propagates(self) -> None:
+        sched = Scheduler()
+
+        def backoff(n: int) -> float:
+            raise KeyboardInterrupt
+
+        job = submit(sched, 0, JobOptions(None, 1, (Exception,), backoff))
+        admit(sched)
+        with pytest.raises(KeyboardInterrupt):
+            sched.raised(job, Boom(), 0.0)
+        assert isinstance(job.value, KeyboardInterrupt)
+        assert sched.failed == 1
+
+    def test_aborted_is_never_retried(self) -> None:
+        sched = Scheduler()
+        job = submit(sched, 0, retrying(5))
+        admit(sched)
+        interrupt = KeyboardInterrupt()
+        sched.aborted(job, interrupt)
+        assert (job.outcome, job.value) == (RAISED, interrupt)
+
+    def test_stopped_cancels(self) -> None:
+        sched = Scheduler([ConcurrencyLimit(tokens := _Tokens(1))])
+        job = submit(sched, 0, retrying(5))
+        admit(sched)
+        sched.stopped(job)
+        assert (job.outcome, sched.cancelled, sched.running) == (CANCELLED, 1, 0)
+        assert tokens.borrowers == set()
+
+    def test_a_settled_job_keeps_nothing_of_its_callable(self) -> None:
+        """A future's record drops fn and args when settled (R53); see test_futures."""
+        sched = Scheduler()
+        job = submit(sched, 0)
+        sched.cancel(job)
+        assert job.args == ()
+
+
+class TestDrainAndKill:
+    def test_close_with_nothing_pending_drains_at_once(self) -> None:
+        told: list[int] = []
+        sched = Scheduler(on_drained=lambda: told.append(1))
+        sched.close()
+        assert sched.over
+        assert told == [1]
+        sched.close()
+        assert told == [1]  # once
+
+    def test_the_last_settlement_ends_the_drain(self) -> None:
+        told: list[int] = []
+        sched = Scheduler(on_drained=lambda: told.append(1))
+        a, b = submit(sched, 0), submit(sched, 1, retrying(1))
+        admit(sched), admit(sched)
+        sched.close()
+        assert not sched.over
+        sched.returned(a, None)
+        sched.raised(b, Boom(), 0.0)  # a retry keeps the drain going
+        assert (told, sched.over) == ([], False)
+        assert admit(sched, 1.0) is b
+        sched.returned(b, None)
+        assert (told, sched.over) == ([1], True)
+
+    def test_kill_cancels_every_waiting_job_in_submission_order(self) -> None:
+        owner = Owner()
+        sched = Scheduler()
+        a, b, c = (submit(sched, x, retrying(1), owner) for x in "abc")
+        admit(sched)
+        sched.raised(a, Boom(), 0.0)  # a in its backoff
+        sched.kill()
+        assert owner.settled == [a, b, c]
+        assert all(job.outcome == CANCELLED for job in (a, b, c))
         assert sched.poll(10.0) == math.inf
+        assert counts_add_up(sched)
+
+    def test_kill_with_an_error_fails_the_waiting_jobs(self) -> None:
+        sched = Scheduler()
+        job = submit(sched, 0)
+        error = Boom()
+        sched.kill(error)
+        assert (job.outcome, job.value) == (RAISED, error)
 
 
 class TestRateDating:
@@ -110,14 +333,12 @@ class TestRateDating:
 
     def test_late_wakeup_is_dated_now_and_pushes_the_next_slot(self) -> None:
         """burst=1: a wake-up 3 ms late starts the next 1/rate period from the late start."""
-        rate = RateLimit(100)
-        sched = Scheduler([rate])
+        sched = Scheduler([RateLimit(100)])
         for i in range(3):
             submit(sched, i)
-        sched.idle = 1
-        assert sched.poll(0.0).__class__ is PlainJob
+        admit(sched, 0.0)
         assert sched.poll(0.0) == pytest.approx(0.01)
-        assert sched.poll(0.013).__class__ is PlainJob  # woke 3 ms after the slot
+        admit(sched, 0.013)  # woke 3 ms after the slot
         # The next start is 1/rate after the late one as the job saw it, not after the slot.
         assert sched.poll(0.013) == pytest.approx(0.023)
         assert sched.poll(0.0229) == pytest.approx(0.023)
@@ -125,84 +346,52 @@ class TestRateDating:
     def test_late_wake_ups_cost_rate_with_burst_1_and_nothing_with_burst_2(self) -> None:
         """Every wake-up 1 ms late: burst=1 loses the lateness per start, burst=2 keeps the grid."""
         for burst, last in ((1, 49 * 0.011), (2, 0.48 + 0.001)):  # burst=2: two at 0
-            rate = RateLimit(100, burst)
-            sched = Scheduler([rate])
+            sched = Scheduler([RateLimit(100, burst)])
             jobs = [submit(sched, i) for i in range(50)]
-            sched.idle = 1
             now = 0.0
             admitted: list[float] = []
             for job in jobs:
                 result = sched.poll(now)
-                while result.__class__ is not PlainJob:
-                    now = result + 0.001  # type: ignore[operator]
+                while isinstance(result, float):
+                    now = result + 0.001
                     result = sched.poll(now)
                 assert result is job
                 admitted.append(now)
             assert admitted[-1] == pytest.approx(last, abs=0.0011)
-            gaps = [b - a for a, b in pairwise(admitted)]
             if burst == 1:
+                gaps = [b - a for a, b in pairwise(admitted)]
                 assert min(gaps) >= 0.01 - 1e-12  # never closer than 1/rate on the real clock
-            assert rate_contract_holds(admitted, 100, burst)
+            assert rate_violation(admitted, 100, burst) is None
 
     def test_restamp_dates_the_start_when_the_job_began(self) -> None:
         """A start the pool re-dates (its code began 4 ms after the poll) moves the next slot."""
         rate = RateLimit(100)
         sched = Scheduler([rate])
         jobs = [submit(sched, i) for i in range(3)]
-        sched.idle = 1
-        assert sched.poll(0.0) is jobs[0]
+        assert admit(sched) is jobs[0]
         sched.restamp(jobs[0], 0.004)
         assert rate.tat == pytest.approx(0.014)
         assert sched.poll(0.0139) == pytest.approx(0.014)
 
-    def test_restamp_does_not_move_a_schedule_that_was_still_running(self) -> None:
-        """burst=2: the second start of a burst re-dated a little later keeps the grid."""
-        rate = RateLimit(100, 2)
-        sched = Scheduler([rate])
-        jobs = [submit(sched, i) for i in range(3)]
-        sched.idle = 1
-        assert sched.poll(0.0) is jobs[0]
-        assert sched.poll(0.0) is jobs[1]
-        sched.restamp(jobs[1], 0.004)  # before the schedule ahead of it (0.01) ended
-        assert rate.tat == pytest.approx(0.02)
-        sched.restamp(jobs[1], 0.015)  # after it ended: the bucket had drained, restart there
-        assert rate.tat == pytest.approx(0.025)
-
     def test_a_stall_banks_no_credit_beyond_burst(self) -> None:
         """After a long stall, burst=3 lets exactly three starts through at once, then spaces."""
-        rate = RateLimit(10, 3)
-        sched = Scheduler([rate])
+        sched = Scheduler([RateLimit(10, 3)])
         for i in range(5):
             submit(sched, i)
-        sched.idle = 1
-        assert sched.poll(5.0).__class__ is PlainJob
-        assert sched.poll(5.0).__class__ is PlainJob
-        assert sched.poll(5.0).__class__ is PlainJob
+        for _ in range(3):
+            admit(sched, 5.0)
         assert sched.poll(5.0) == pytest.approx(5.1)
 
-    def test_a_job_started_after_its_slot_is_dated_when_it_starts(self) -> None:
-        """A job polled after its slot passed is dated at that poll, not at the slot."""
-        rate = RateLimit(1000)
-        sched = Scheduler([rate])
-        sched.idle = 1
-        submit(sched, "a")
-        assert sched.poll(0.0).__class__ is PlainJob
-        submit(sched, "b")  # submitted after its slot (0.001) passed
-        assert sched.poll(0.0012).__class__ is PlainJob
-        assert rate.tat == 0.0012 + 0.001
-
     def test_size_bound_start_is_dated_when_the_slot_frees(self) -> None:
-        """With no free worker, the next start is dated when a worker frees, not at its slot."""
-        tokens = _Tokens(1)
+        """With no free slot, the next start is dated when a slot frees, not at its rate slot."""
         rate = RateLimit(10)
-        sched = Scheduler([ConcurrencyLimit(tokens), rate], max_workers=1)
-        sched.workers = 1
+        sched = Scheduler([ConcurrencyLimit(_Tokens(1)), rate])
         first = submit(sched, 0)
         submit(sched, 1)
-        assert sched.poll(0.0) is first
-        finish(sched, first)
-        job = sched.poll(0.102)  # the worker freed 2 ms after the rate slot
-        assert job.__class__ is PlainJob
+        assert admit(sched) is first
+        assert sched.poll(0.05) == math.inf
+        sched.returned(first, None)
+        admit(sched, 0.102)  # the slot freed 2 ms after the rate slot
         assert rate.tat == 0.102 + 0.1
 
     @given(
@@ -218,17 +407,17 @@ class TestRateDating:
         sched = Scheduler([RateLimit(rate, burst), spy])
         for i in range(len(lateness)):
             submit(sched, i)
-        sched.idle = 1
         now = 0.0
         for late in lateness:
             result = sched.poll(now)
-            while result.__class__ is not PlainJob:
-                now = result + late  # type: ignore[operator]
+            while isinstance(result, float):
+                now = result + late
                 result = sched.poll(now)
             # Dated now (or less than a tick after, at its sub-ns slot), never before (R49).
             assert now <= spy.dated[-1] <= now + TICK
-            assert result.state == RUNNING  # type: ignore[union-attr]
-        assert rate_contract_holds(spy.dated, rate, burst)
+            assert isinstance(result, Job)
+            assert result.state == RUNNING
+        assert rate_violation(spy.dated, rate, burst) is None
 
 
 class _Spy:
@@ -238,6 +427,7 @@ class _Spy:
 
     def __init__(self) -> None:
         self.dated: list[float] = []
+        self.refunds = 0
 
     def earliest(self, job: Job, now: float) -> float:
         return -math.inf
@@ -248,5 +438,149 @@ class _Spy:
     def restamp(self, job: Job, at: float) -> None:
         self.dated[-1] = at
 
+    def refund(self, job: Job) -> None:
+        self.refunds += 1
+        self.dated.pop()
+
     def release(self, job: Job) -> None:
         pass
+
+
+class _Remote:
+    """A remote limit that is never performed here: the tests answer for it."""
+
+    async def acquire(self, job: Job) -> float:  # pragma: no cover - never awaited here
+        raise AssertionError("the scheduler never awaits a remote limit")
+
+    async def release(self, job: Job) -> None:  # pragma: no cover
+        raise AssertionError("the scheduler never awaits a remote limit")
+
+
+def reserve(sched: Scheduler, now: float = 0.0) -> Reservation:
+    result = sched.poll(now)
+    assert isinstance(result, Reservation), result
+    return result
+
+
+class TestRemoteReservations:
+    """The scheduler's half of a remote limit: a Reservation handed out, the answer reported."""
+
+    def test_a_reservation_holds_the_local_limits_and_is_the_only_one_in_flight(self) -> None:
+        tokens = _Tokens(5)
+        remote = _Remote()
+        sched = Scheduler([ConcurrencyLimit(tokens)], [remote])
+        a, b = submit(sched, "a"), submit(sched, "b")
+        res = reserve(sched)
+        assert (res.job, res.limits) == (a, (remote,))
+        assert a.state == RESERVING
+        assert tokens.borrowers == {a}  # local limits first: the remote one is the last gate
+        assert (sched.queued, sched.running, sched.attempts) == (2, 0, 0)  # not started yet
+        assert sched.poll(0.0) == math.inf  # one reservation at a time: FIFO across workers
+        assert sched.granted(res) is True
+        assert (a.state, a.attempts, sched.running, sched.queued) == (RUNNING, 1, 1, 1)
+        assert reserve(sched).job is b
+
+    def test_a_refusal_puts_the_job_back_at_the_head_and_holds_until_retry_at(self) -> None:
+        spy = _Spy()
+        sched = Scheduler([spy], [_Remote()])
+        a, b = submit(sched, "a"), submit(sched, "b")
+        res = reserve(sched, 1.0)
+        sched.refused(res, 1.5)
+        assert (a.state, spy.dated, spy.refunds) == (QUEUED, [], 1)  # local credit given back
+        assert sched.poll(1.2) == 1.5  # nobody asks again before retry_at
+        again = reserve(sched, 1.5)
+        assert again.job is a  # still first: b did not overtake it
+        assert sched.granted(again)
+        assert reserve(sched, 1.5).job is b
+        assert a.attempts == 1  # a refusal is not an attempt
+
+    def test_a_refusal_gives_the_rate_slot_back(self) -> None:
+        rate = RateLimit(10)
+        sched = Scheduler([rate], [_Remote()])
+        submit(sched, "a")
+        res = reserve(sched, 0.0)
+        assert rate.earliest(None, 0.0) == pytest.approx(0.1)
+        sched.refused(res, 0.0)
+        assert rate.earliest(None, 0.0) <= 0.0  # the slot is free again
+
+    def test_a_job_cancelled_while_reserving_is_settled_when_the_answer_comes(self) -> None:
+        tokens = _Tokens(1)
+        owner = Owner()
+        sched = Scheduler([ConcurrencyLimit(tokens)], [_Remote()])
+        job = submit(sched, 0, owner=owner)
+        res = reserve(sched)
+        job.cancel()
+        assert sched.cancel(job) is True  # the worker's request must be stopped
+        assert sched.granted(res) is False  # the remote credit must be given back
+        assert (job.state, job.outcome, owner.settled) == (DONE, CANCELLED, [job])
+        assert tokens.borrowers == set()
+        assert sched.reserving is None
+        assert counts_add_up(sched)
+
+    def test_an_abandoned_reservation_requeues_a_live_job(self) -> None:
+        sched = Scheduler([], [_Remote()])
+        a = submit(sched, "a")
+        submit(sched, "b")
+        sched.abandoned(reserve(sched))
+        assert a.state == QUEUED
+        assert reserve(sched).job is a
+
+    def test_an_abandoned_reservation_of_a_cancelled_job_settles_it(self) -> None:
+        sched = Scheduler([], [_Remote()])
+        job = submit(sched, 0)
+        res = reserve(sched)
+        job.cancel()
+        sched.abandoned(res)
+        assert (job.state, sched.cancelled, sched.queued) == (DONE, 1, 0)
+
+    def test_kill_during_a_reservation(self) -> None:
+        sched = Scheduler([], [_Remote()])
+        job, waiting = submit(sched, 0), submit(sched, 1)
+        res = reserve(sched)
+        sched.kill()
+        assert waiting.outcome == CANCELLED
+        assert sched.granted(res) is False
+        assert job.outcome == CANCELLED
+        assert counts_add_up(sched)
+        assert sched.over
+
+    @given(
+        answers=st.lists(
+            st.tuples(st.sampled_from(["grant", "refuse", "abandon", "cancel"]), st.booleans()),
+            min_size=1,
+            max_size=60,
+        ),
+    )
+    def test_any_sequence_of_answers_keeps_the_counts_and_fifo(
+        self, answers: list[tuple[str, bool]]
+    ) -> None:
+        """Whatever the remote answers, counts add up, jobs start in order, nothing is lost."""
+        tokens = _Tokens(3)
+        sched = Scheduler([ConcurrencyLimit(tokens)], [_Remote()])
+        jobs = [submit(sched, i) for i in range(20)]
+        started: list[Job] = []
+        now = 0.0
+        for answer, end_one in answers:
+            if end_one and started and started[0].state == RUNNING:
+                sched.returned(started[0], None)
+            result = sched.poll(now)
+            if isinstance(result, float):
+                now = max(now, result) if result != math.inf else now + 1
+                continue
+            assert isinstance(result, Reservation)
+            if answer == "grant":
+                if sched.granted(result):
+                    started.append(result.job)
+            elif answer == "refuse":
+                sched.refused(result, now + 0.5)
+            elif answer == "abandon":
+                sched.abandoned(result)
+            else:
+                result.job.cancel()
+                assert sched.cancel(result.job)
+                assert not sched.granted(result)
+            assert counts_add_up(sched)
+            assert len(tokens.borrowers) == sched.running
+        seqs = [job.seq for job in started]
+        assert seqs == sorted(seqs)  # FIFO
+        assert all(job.state in (QUEUED, RUNNING, DONE) for job in jobs)

@@ -166,11 +166,11 @@ class TestSubmit:
                     tg.start_soon(producer, i, scope)
                     await anyio.sleep(0.01)  # in this order (trio starts tasks in any order)
                 await anyio.sleep(0.1)
-                assert pool._space_waiting == 6
+                assert pool._life.room.waiting == 6
                 for i in (0, 2, 3):
                     scopes[i].cancel()
                 await anyio.sleep(0.1)
-                assert pool._space_waiting == 3
+                assert pool._life.room.waiting == 3
                 assert pool.statistics().submitted == 2
             assert order == [1, 4, 5]
             await anyio.sleep(1)  # their echo jobs are done: the queue is empty
@@ -185,9 +185,9 @@ class TestSubmit:
                 await anyio.sleep(0.1)
                 for scope in late:
                     scope.cancel()
-            assert pool._space_waiting == 0
-            assert len(pool._space_waiters) == 0  # nothing abandoned is kept
-            assert not pool._space_abandoned
+            assert pool._life.room.waiting == 0
+            assert len(pool._life.room._waiters) == 0  # nothing abandoned is kept
+            assert not pool._life.room._abandoned
             await anyio.sleep(10)  # both sleepers done: there is room again
             assert await pool.run(echo, "room") == "room"
         assert order == [1, 4, 5]

@@ -65,7 +65,8 @@ class Room:
 
         The caller then submits (:meth:`claim`) or gives the room up (:meth:`forfeit`).
         """
-        if not self.waiting and self.queue.queued + self.reserved < self.limit:
+        if self.closed or (not self.waiting and self.queue.queued + self.reserved < self.limit):
+            # Closed: pass at once, so the caller learns it from the pool instead of waiting.
             # Reserve before the checkpoint, so producers that pass here in the same tick
             # cannot overfill the queue between the check and the submission.
             self.reserved += 1
@@ -115,6 +116,9 @@ class Room:
             self.waiting -= 1
             self.reserved += 1
             event.set()
+        if not self.waiting and abandoned:
+            waiters.clear()  # only abandoned waiters are left: keep nothing of them
+            abandoned.clear()
 
     def close(self) -> None:
         """The pool stops accepting jobs: wake every waiter (each then learns why)."""

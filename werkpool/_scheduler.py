@@ -90,8 +90,9 @@ class Scheduler:
     ) -> None:
         self.limits: tuple[Limit, ...] = tuple(limits)
         self.remote: tuple[RemoteLimit, ...] = tuple(remote)
-        #: True if some limit depends on the clock: only then does the pool read it per job.
-        self.timed = any(limit.timed for limit in self.limits)
+        #: True if some limit depends on the clock: only then does the pool read it per job. A
+        #: remote limit does (a refusal holds starts until a time, a grant may be for later).
+        self.timed = bool(self.remote) or any(limit.timed for limit in self.limits)
         #: No limit at all (a size-only pool: its workers bound the concurrency): poll() then
         #: takes the head of the line without asking any limit (the fast path).
         self.unlimited = not self.limits and not self.remote

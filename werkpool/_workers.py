@@ -15,7 +15,7 @@ import inspect
 import sys
 from contextvars import ContextVar
 from types import CoroutineType
-from typing import TYPE_CHECKING, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -173,8 +173,8 @@ class Runner:
         worker.stopping = False
         # asyncio 3.11+: the task's cancellation count, to notice one a job left on it (R51).
         cancelling = _cancelling_of_current_task() if self.binding.backend == "asyncio" else None
-        result: object = None
-        awaitable: object = None
+        result: Any = None
+        awaitable: Any = None
         timed = sched.timed  # then every job is restamped when its code begins
         # Bound once: these run once per job.
         poll = sched.poll
@@ -187,7 +187,7 @@ class Runner:
             # Read the clock only when some limit or backoff depends on it.
             now = anyio.current_time() if timed or sched.backoffs else 0.0
             admitted = poll(now)
-            if admitted.__class__ is float:  # nothing to start: the time to poll again
+            if type(admitted) is float:  # nothing to start: the time to poll again
                 if sched.over:
                     return True
                 streak = 0
@@ -217,7 +217,7 @@ class Runner:
                 if not await crew.park(worker, wake_at):
                     return True  # idle for long: retired (the crew starts anew when needed)
                 continue
-            if admitted.__class__ is Reservation:
+            if type(admitted) is Reservation:
                 reservation = admitted
                 del admitted
                 assert reservation is not None

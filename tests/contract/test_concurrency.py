@@ -120,14 +120,14 @@ async def test_r01_size_is_fixed_for_the_pools_lifetime() -> None:
     with pytest.raises(AttributeError):
         pool.size = 5  # type: ignore[misc]
     async with pool, WorkerPool(size=1) as other:
-        assert pool._limiter is not None
-        assert other._limiter is not None
-        assert pool._limiter is not other._limiter
+        assert pool._life.limiter is not None
+        assert other._life.limiter is not None
+        assert pool._life.limiter is not other._life.limiter
         futures = [pool.run(anyio.sleep, 1) for _ in range(7)]
         others = [other.run(anyio.sleep, 1) for _ in range(2)]
         for _ in range(4):
-            assert pool._limiter.total_tokens == 3
-            assert other._limiter.total_tokens == 1
+            assert pool._life.limiter.total_tokens == 3
+            assert other._life.limiter.total_tokens == 1
             assert_consistent(pool)
             assert_consistent(other)
             await anyio.sleep(0.75)
@@ -368,7 +368,7 @@ async def test_r04_each_slot_is_taken_and_released_exactly_once(
 
     attempts: list[int] = []
     async with WorkerPool(size=2, rate=rate) as pool:
-        instrument(pool._limiter)
+        instrument(pool._life.limiter)
         ok = pool.run(echo, "ok")
         failed = pool.run(fail_after_sleep, 0.5)
         timed_out = pool.run(anyio.sleep, 5, timeout=1)

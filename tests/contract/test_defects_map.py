@@ -195,7 +195,7 @@ async def test_r53_repeated_abandoned_maps_leave_nothing_behind() -> None:
         await _settle()
         assert_idle(pool)
         assert probe.running == 0
-        assert not pool._maps  # type: ignore[attr-defined]
+        assert not pool._life.maps  # type: ignore[attr-defined]
         stats = pool.statistics()
         assert stats.cancelled > 0
         assert stats.submitted == stats.completed + stats.cancelled
@@ -238,7 +238,7 @@ async def test_r53_map_freed_in_another_thread_is_closed_on_the_loop() -> None:
         await _settle()
         assert_idle(pool)
         assert pool.statistics().cancelled == 3  # items 1 and 2 running, 3 queued
-        assert not pool._maps  # type: ignore[attr-defined]
+        assert not pool._life.maps  # type: ignore[attr-defined]
 
 
 async def test_r53_map_alive_at_pool_exit_is_still_closed_then() -> None:
@@ -387,4 +387,4 @@ async def test_r40_map_window_is_checked_at_the_call(
         with pytest.raises(error, match=message):
             pool.map(echo, range(3), window=window)  # type: ignore[call-overload]
         assert pool.statistics().submitted == 0
-        assert not pool._maps  # type: ignore[attr-defined]
+        assert not pool._life.maps  # type: ignore[attr-defined]

@@ -243,9 +243,9 @@ async def test_r53_idle_workers_beyond_need_retire() -> None:
     async with WorkerPool() as pool:
         futures = [pool.run(sleep_echo, 1.0, i) for i in range(500)]
         assert [await f for f in futures] == list(range(500))
-        assert len(pool._workers) == 500
+        assert len(pool._life.crew.workers) == 500
         await anyio.sleep(60)
-        assert len(pool._workers) <= 1
+        assert len(pool._life.crew.workers) <= 1
         # Retired workers come back when needed.
         assert [await f for f in [pool.run(sleep_echo, 1.0, i) for i in range(50)]] == list(
             range(50)
@@ -263,9 +263,9 @@ async def test_r53_a_worker_woken_to_retire_takes_a_job_submitted_meanwhile() ->
         async with WorkerPool(size=1) as pool:
             assert await pool.run(_ok, 1) == 1
             await anyio.sleep(0.5)  # the worker is parked now
-            assert len(pool._parked) == 1
-            pool._reap()  # the round it parked in ends
-            pool._reap()  # a whole round idle: it is woken to retire
+            assert len(pool._life.crew.parked) == 1
+            pool._life.crew.reap()  # the round it parked in ends
+            pool._life.crew.reap()  # a whole round idle: it is woken to retire
             assert await pool.run(_ok, 2) == 2
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import (
+from support import (
     BACKENDS,
     Boom,
     Probe,
@@ -29,8 +29,8 @@ from contract._support import (
     stats_add_up,
 )
 
+import werkpool._crew
 import werkpool._limits
-import werkpool._pool
 import werkpool._scheduler
 from werkpool import PoolClosedError, WorkerPool
 
@@ -383,9 +383,9 @@ def _inject(monkeypatch: pytest.MonkeyPatch, where: str, crash: Crash) -> None:
     target: Any = {
         "scheduler": werkpool._scheduler.Scheduler,
         "rate-limit": werkpool._limits.RateLimit,
-        "worker-parking": werkpool._pool.WorkerPool,
+        "worker-parking": werkpool._crew.Crew,
     }[where]
-    name = {"scheduler": "poll", "rate-limit": "earliest", "worker-parking": "_park"}[where]
+    name = {"scheduler": "poll", "rate-limit": "earliest", "worker-parking": "park"}[where]
     after = {"scheduler": 4, "rate-limit": 4, "worker-parking": 1}[where]
     original = getattr(target, name)
     calls = [0]

@@ -33,8 +33,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from contract._support import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import (
     BACKENDS,
+    FakeRemoteLimit,
+    add_remote_limit,
     borrowed,
     internal_tasks,
     jump_clock,
@@ -42,8 +46,6 @@ from contract._support import (
     run_virtual,
     stats_add_up,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from werkpool import FutureCancelled, PoolClosedError, PoolFullError, WorkerPool
 
@@ -125,6 +127,9 @@ configs = st.fixed_dictionaries(
         "rate": st.sampled_from([None, None, 1.0, 4.0, 20.0]),
         "burst": st.sampled_from([1, 2, 3]),
         "max_pending": st.sampled_from([None, None, 2, 5]),
+        # A fake remote limit (capacity, latency, refusal rate), as Redis limits will be: the
+        # reservation protocol under every program (issue #11).
+        "remote": st.sampled_from([None, None, None, (2, 0.0, 0.3), (1, 0.05, 0.0), (3, 0.2, 0.5)]),
     }
 )
 
@@ -159,6 +164,7 @@ class Job:
 class World:
     config: dict[str, Any]
     pool: WorkerPool
+    remote: FakeRemoteLimit | None = None
     jobs: dict[int, Job] = field(default_factory=dict)
     futures: list[Job] = field(default_factory=list)  # jobs with a user-visible future
     callers: list[anyio.CancelScope] = field(default_factory=list)
@@ -240,8 +246,14 @@ class World:
             self.fail(f"statistics do not add up: {s}")
         if s.running != self.running:
             self.fail(f"statistics().running={s.running}, but {self.running} attempts execute")
-        if pool.size is not None and borrowed(pool) != s.running:
+        # A job that asks the remote limit holds its local token meanwhile (not yet running).
+        sched = pool._life.sched
+        reserving = 1 if sched is not None and sched.reserving is not None else 0
+        if pool.size is not None and borrowed(pool) != s.running + reserving:
             self.fail(f"limiter lends {borrowed(pool)} tokens for {s.running} running attempts")
+        remote = self.remote
+        if remote is not None and remote.held > remote.capacity:
+            self.fail(f"{remote.held} hold the remote limit of capacity {remote.capacity}")
         if pool.size is not None and self.running > pool.size:
             self.fail(f"{self.running} attempts executing with size={pool.size}")
         rate = self.config["rate"]
@@ -334,8 +346,8 @@ async def _apply(world: World, op: tuple[Any, ...], callers: Any) -> None:
                 # run() never overtakes producers that wait in submit()/call() or hold room
                 # they were given: the queue counts as full for it then (documented).
                 stats = pool.statistics()
-                full = bool(pool._space_waiting) or (
-                    stats.queued + pool._space_reserved >= (stats.max_pending or 0)
+                full = bool(pool._life.room.waiting) or (
+                    stats.queued + pool._life.room.reserved >= (stats.max_pending or 0)
                 )
                 if method != "run" or not full:
                     world.fail(f"{method}() raised PoolFullError with room in the queue")
@@ -491,8 +503,14 @@ def run_program(backend: str, program: tuple[Any, ...]) -> list[str]:
     outcome: dict[str, Any] = {}
 
     async def main() -> None:
-        pool = WorkerPool(**config)
-        world = World(config, pool)
+        options = {key: value for key, value in config.items() if key != "remote"}
+        pool = WorkerPool(**options)
+        remote = None
+        if config["remote"] is not None:
+            capacity, latency, refuse = config["remote"]
+            remote = FakeRemoteLimit(capacity, latency=latency, refuse=refuse, seed=seed)
+            add_remote_limit(pool, remote)
+        world = World(config, pool, remote)
         outcome["world"] = world
         pool_error: BaseException | None = None
         with anyio.CancelScope(deadline=anyio.current_time() + STALL_LIMIT) as stall:
@@ -526,6 +544,8 @@ def run_program(backend: str, program: tuple[Any, ...]) -> list[str]:
         if leftover:
             world.fail(f"werkpool tasks still alive after exit: {leftover}")
         _check_outcomes(world, ending, pool_error)
+        if remote is not None and (remote.held or remote.errors):
+            world.fail(f"remote credit leaked: {remote.held} held, {remote.errors}")
         for job in world.futures:  # retrieved: asyncio must not log them as lost
             if job.future.done() and not job.future.cancelled():
                 job.future.exception()
