@@ -533,6 +533,22 @@ class TestRemoteReservations:
         sched.abandoned(res)
         assert (job.state, sched.cancelled, sched.queued) == (DONE, 1, 0)
 
+    def test_a_refusal_after_kill_or_cancel_settles_the_job(self) -> None:
+        """A refusal that arrives once the job was cancelled (or the pool killed) does not put
+        the job back in line, where nothing would ever run or cancel it."""
+        for how in ("cancel", "kill"):
+            sched = Scheduler([], [_Remote()])
+            job = submit(sched, 0)
+            res = reserve(sched)
+            if how == "cancel":
+                job.cancel()
+                assert sched.cancel(job)
+            else:
+                sched.kill()
+            sched.refused(res, 5.0)
+            assert (job.state, job.outcome, sched.queued) == (DONE, CANCELLED, 0), how
+            assert counts_add_up(sched)
+
     def test_kill_during_a_reservation(self) -> None:
         sched = Scheduler([], [_Remote()])
         job, waiting = submit(sched, 0), submit(sched, 1)

@@ -321,30 +321,30 @@ class Scheduler:
     def refused(self, reservation: Reservation, retry_at: float) -> None:
         """A remote limit refused (and none holds credit now): the job goes back to the head
         of the line, and no reservation is made before *retry_at*."""
-        job = reservation.job
         self.reserving = None
         for limit in self.limits:
-            limit.refund(job)
+            limit.refund(reservation.job)
         if retry_at > self._hold_until:
             self._hold_until = retry_at
-        if job.state == RESERVING:
-            job.state = QUEUED
-            heappush(self._retry_ready, (job.seq, job))  # its seq puts it back at the head
+        self._back_to_the_head(reservation.job)
 
     def abandoned(self, reservation: Reservation) -> None:
-        """The worker's request was cancelled before an answer: undo the reservation. The job is
-        settled as cancelled if its future was (or the pool killed), else queued again."""
-        job = reservation.job
+        """The worker's request was cancelled before an answer: undo the reservation."""
         self.reserving = None
         for limit in self.limits:
-            limit.refund(job)
+            limit.refund(reservation.job)
+        self._back_to_the_head(reservation.job)
+
+    def _back_to_the_head(self, job: Job) -> None:
+        """A reservation ended without an attempt: *job* waits again, first in line; or it is
+        settled as cancelled if its future was cancelled meanwhile, or the pool killed."""
         if job.state != RESERVING:
             return
         if job.done() or self.killed:
             self._cancelled(job)
-        else:  # the worker was stopped for another reason: the job waits again, at the head
+        else:
             job.state = QUEUED
-            heappush(self._retry_ready, (job.seq, job))
+            heappush(self._retry_ready, (job.seq, job))  # its seq puts it back at the head
 
     # -- outcomes of an attempt -------------------------------------------------------------------
 
