@@ -45,5 +45,6 @@ class PoolStatistics:
     attempts: int
     #: Attempts that were retries.
     retries: int
-    #: Tokens of the pool's capacity limiter lent out now (equals ``running``).
+    #: Tokens of the pool's capacity limiter lent out now (equals ``running``; a job that asks a
+    #: remote limit holds one meanwhile, before it runs).
     borrowed_tokens: int
