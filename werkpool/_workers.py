@@ -179,13 +179,15 @@ class Runner:
         # Bound once: these run once per job.
         poll = sched.poll
         returned = sched.returned
-        has_queued = sched.has_queued
+        remote = bool(sched.remote)  # only then may poll() hand out a Reservation
+        backoffs = sched.backoffs  # the same list for the scheduler's life
+        current_time = anyio.current_time
         reservation: Reservation | None = None
         job: Job
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
         while True:
             # Read the clock only when some limit or backoff depends on it.
-            now = anyio.current_time() if timed or sched.backoffs else 0.0
+            now = current_time() if timed or backoffs else 0.0
             admitted = poll(now)
             if type(admitted) is float:  # nothing to start: the time to poll again
                 if sched.over:
@@ -217,7 +219,7 @@ class Runner:
                 if not await crew.park(worker, wake_at):
                     return True  # idle for long: retired (the crew starts anew when needed)
                 continue
-            if type(admitted) is Reservation:
+            if remote and type(admitted) is Reservation:
                 reservation = admitted
                 del admitted
                 assert reservation is not None
@@ -230,7 +232,9 @@ class Runner:
             else:
                 job = admitted  # type: ignore[assignment]
             # Hand the line on: if more may start, someone must look at it while we run.
-            if not crew.waking and crew.sleeper is None and has_queued():
+            # (Counters, not a call: this runs once per job. A job in its backoff needs a worker
+            # to watch the clock too.)
+            if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
                 crew.kick(None)
             if room is not None and room.waiting:
                 room.give()
