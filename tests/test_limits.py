@@ -7,9 +7,11 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support import rate_violation
+from support import max_starts_in, rate_violation
 
-from werkpool._limits import ConcurrencyLimit, RateLimit
+from werkpool._limits import ConcurrencyLimit, RateLimit, WindowLimit
+from werkpool._options import JobOptions, default_backoff
+from werkpool._scheduler import Scheduler
 
 
 def drive(limit: RateLimit, requests: list[float]) -> list[float]:
@@ -124,3 +126,79 @@ class TestConcurrencyLimit:
             assert limiter.borrowed_tokens == 0
 
         anyio.run(main)
+
+
+def drive_window(limit: WindowLimit, requests: list[float]) -> list[float]:
+    """Admit one start per request time, each as early as the limit allows."""
+    admitted: list[float] = []
+    for t in requests:
+        at = max(t, limit.earliest(None, t), admitted[-1] if admitted else -math.inf)
+        limit.admit(None, at)
+        admitted.append(at)
+    return admitted
+
+
+class TestWindowLimit:
+    def test_a_fresh_window_admits_count_at_once_then_waits_a_whole_window(self) -> None:
+        """count=3 per 1 s: three at 0, then the next three at 1 (not spread out like a rate)."""
+        assert drive_window(WindowLimit(3, 1.0), [0.0] * 7) == [0, 0, 0, 1, 1, 1, 2]
+
+    def test_credit_comes_back_as_old_starts_leave_the_window(self) -> None:
+        """Starts at 0, 0.2, 0.4: the next ones may start at 1.0, 1.2, 1.4, one by one."""
+        limit = WindowLimit(3, 1.0)
+        assert drive_window(limit, [0.0, 0.2, 0.4, 0.5, 0.5, 0.5]) == pytest.approx(
+            [0.0, 0.2, 0.4, 1.0, 1.2, 1.4]
+        )
+
+    def test_no_burst_after_a_full_window(self) -> None:
+        """Unlike a bucket with burst=count, a full window never lets 2 * count through in one
+        window's length: at most count in any [a, a + per)."""
+        limit = WindowLimit(2, 1.0)
+        admitted = drive_window(limit, [0.0, 0.0, 0.999, 1.0, 1.0, 1.0])
+        assert max_starts_in(admitted, 1.0) == 2
+
+    def test_restamp_moves_the_latest_start(self) -> None:
+        limit = WindowLimit(1, 1.0)
+        limit.admit(None, 0.0)
+        limit.restamp(None, 0.25)  # the job's code began later
+        assert limit.earliest(None, 0.5) == 1.25
+
+    def test_refund_takes_the_latest_start_back_exactly(self) -> None:
+        """A start that never happened leaves the window as if it had never been admitted."""
+        limit = WindowLimit(2, 1.0)
+        for at in (0.0, 0.5):
+            limit.admit(None, at)
+        limit.admit(None, 1.0)  # allowed: 0.0 has left the window
+        limit.refund(None)
+        assert limit.earliest(None, 1.0) == -math.inf  # only 0.5 is in [0.0..1.0]'s window
+        limit.admit(None, 1.0)
+        assert limit.earliest(None, 1.0) == 1.5
+
+    @given(
+        count=st.integers(1, 6),
+        per=st.sampled_from([0.1, 1.0, 60.0]),
+        gaps=st.lists(st.floats(0, 2.0), min_size=1, max_size=80),
+        lateness=st.floats(0, 0.05),
+    )
+    def test_any_arrivals_never_put_more_than_count_in_a_window(
+        self, count: int, per: float, gaps: list[float], lateness: float
+    ) -> None:
+        """Through the scheduler, with late wake-ups: the window holds, and every start is as
+        early as the window allows (work-conserving)."""
+        limit = WindowLimit(count, per)
+        sched = Scheduler([limit])
+        options = JobOptions(None, 0, (Exception,), default_backoff)
+        now = 0.0
+        dated: list[float] = []
+        for gap in gaps:
+            now += gap * per  # the next job arrives
+            sched.submit(lambda: None, (), options)
+            allowed = max(now, limit.earliest(None, now))
+            result = sched.poll(now)
+            while isinstance(result, float):
+                assert result == allowed  # the worker is told exactly when the window frees
+                now = result + lateness * per  # ...and wakes up late
+                result = sched.poll(now)
+            assert now == (allowed if allowed == now else allowed + lateness * per)
+            dated.append(now)
+        assert max_starts_in(dated, per) <= count

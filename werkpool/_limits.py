@@ -17,13 +17,22 @@ when the attempt ends or the request is cancelled.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, final
 
 if TYPE_CHECKING:
     from ._job import Job
 
-__all__ = ["ConcurrencyLimit", "Limit", "RateLimit", "Refusal", "RemoteLimit", "TokenSource"]
+__all__ = [
+    "ConcurrencyLimit",
+    "Limit",
+    "RateLimit",
+    "Refusal",
+    "RemoteLimit",
+    "TokenSource",
+    "WindowLimit",
+]
 
 _INF = math.inf
 
@@ -149,6 +158,48 @@ class RateLimit:
         # the schedule now ends at that admission's time instead of before it: stricter than
         # before the admit by less than a slot, never looser.
         self._count -= 1
+
+    def release(self, job: Job | None) -> None:
+        pass
+
+
+@final
+class WindowLimit:
+    """
+    A strict sliding window: never more than ``count`` starts in any window of ``per`` seconds.
+
+    For providers that count that way (a request log, not a bucket): a start at ``t`` is allowed
+    only if the ``count``-th start before it was at ``t - per`` or earlier, so every half-open
+    window ``[a, a + per)`` holds at most ``count`` starts. Unlike :class:`RateLimit` with
+    ``burst=count``, it never lets ``count`` more through right after a full window ended: credit
+    comes back as the old starts leave the window, one by one. It keeps the last ``count``
+    start times (O(count) memory).
+    """
+
+    __slots__ = ("_starts", "count", "per")
+
+    timed = True
+
+    def __init__(self, count: int, per: float) -> None:
+        self.count = count
+        self.per = per
+        self._starts: deque[float] = deque(maxlen=count)
+
+    def earliest(self, job: Job | None, now: float) -> float:
+        """When the oldest of the last ``count`` starts leaves the window (``-inf``: not full)."""
+        starts = self._starts
+        return starts[0] + self.per if len(starts) == self.count else -_INF
+
+    def admit(self, job: Job | None, at: float) -> None:
+        self._starts.append(at)  # the deque drops the oldest once it holds `count`
+
+    def restamp(self, job: Job | None, at: float) -> None:
+        self._starts[-1] = at
+
+    def refund(self, job: Job | None) -> None:
+        # The start admitted last never happened. One it pushed out of the full deque need not
+        # come back: the admit was allowed only because that start had left the window.
+        self._starts.pop()
 
     def release(self, job: Job | None) -> None:
         pass
