@@ -14,9 +14,9 @@ from werkpool._options import JobOptions, default_backoff
 from werkpool._scheduler import Scheduler
 
 
-def drive(limit: RateLimit, requests: list[float]) -> list[float]:
+def drive(limit: RateLimit | WindowLimit, requests: list[float]) -> list[float]:
     """Admit one start per request time, each as early as the limit allows."""
-    admitted = []
+    admitted: list[float] = []
     for t in requests:
         at = max(t, limit.earliest(None, t), admitted[-1] if admitted else -math.inf)
         limit.admit(None, at)
@@ -128,25 +128,15 @@ class TestConcurrencyLimit:
         anyio.run(main)
 
 
-def drive_window(limit: WindowLimit, requests: list[float]) -> list[float]:
-    """Admit one start per request time, each as early as the limit allows."""
-    admitted: list[float] = []
-    for t in requests:
-        at = max(t, limit.earliest(None, t), admitted[-1] if admitted else -math.inf)
-        limit.admit(None, at)
-        admitted.append(at)
-    return admitted
-
-
 class TestWindowLimit:
     def test_a_fresh_window_admits_count_at_once_then_waits_a_whole_window(self) -> None:
         """count=3 per 1 s: three at 0, then the next three at 1 (not spread out like a rate)."""
-        assert drive_window(WindowLimit(3, 1.0), [0.0] * 7) == [0, 0, 0, 1, 1, 1, 2]
+        assert drive(WindowLimit(3, 1.0), [0.0] * 7) == [0, 0, 0, 1, 1, 1, 2]
 
     def test_credit_comes_back_as_old_starts_leave_the_window(self) -> None:
         """Starts at 0, 0.2, 0.4: the next ones may start at 1.0, 1.2, 1.4, one by one."""
         limit = WindowLimit(3, 1.0)
-        assert drive_window(limit, [0.0, 0.2, 0.4, 0.5, 0.5, 0.5]) == pytest.approx(
+        assert drive(limit, [0.0, 0.2, 0.4, 0.5, 0.5, 0.5]) == pytest.approx(
             [0.0, 0.2, 0.4, 1.0, 1.2, 1.4]
         )
 
@@ -154,7 +144,7 @@ class TestWindowLimit:
         """Unlike a bucket with burst=count, a full window never lets 2 * count through in one
         window's length: at most count in any [a, a + per)."""
         limit = WindowLimit(2, 1.0)
-        admitted = drive_window(limit, [0.0, 0.0, 0.999, 1.0, 1.0, 1.0])
+        admitted = drive(limit, [0.0, 0.0, 0.999, 1.0, 1.0, 1.0])
         assert max_starts_in(admitted, 1.0) == 2
 
     def test_restamp_moves_the_latest_start(self) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from typing import Any, final
+from typing import TYPE_CHECKING, final
 
 import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["LoopBinding"]
 
@@ -72,7 +75,7 @@ class LoopBinding:
             "that started it"
         )
 
-    def call_soon_threadsafe(self, fn: Any) -> None:
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
         """Run ``fn()`` soon on this loop, from any thread (RuntimeError once the loop is over)."""
         if self.loop is not None:
             self.loop.call_soon_threadsafe(fn)

@@ -258,6 +258,11 @@ class Lifecycle:
         if not crew.waking:
             crew.kick(job)
 
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` soon on the pool's event loop, from any thread (for a dropped map)."""
+        assert self.binding is not None
+        self.binding.call_soon_threadsafe(fn)
+
     def cancel_owned(self, job: PlainJob) -> None:
         """Cancel a job that has no future (a map's, a call's)."""
         assert self.runner is not None

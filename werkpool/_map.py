@@ -27,7 +27,6 @@ pool's limits, so that a map never runs fewer jobs than the pool allows (issue 9
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import sys
@@ -102,6 +101,11 @@ class MapHost(Protocol):
 
     async def task_group(self) -> TaskGroup:
         """The task group to start the feeder of an async input in."""
+        ...
+
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` soon on the pool's event loop, from any thread (RuntimeError once the
+        loop is over)."""
         ...
 
 
@@ -211,7 +215,7 @@ class MapCore:
         self.room: anyio.Event | None = None  # the feeder waits for room in the window
         self.all_settled: anyio.Event | None = None
         #: Runs a callback on the pool's event loop, from anywhere (see _abandoned).
-        self.call_soon = _loop_caller()
+        self.call_soon = host.call_soon_threadsafe
         self.ref: weakref.ref[MapIterator[Any]] | None = None
 
     # -- feeding --------------------------------------------------------------------------------
@@ -411,16 +415,6 @@ class MapCore:
             self.all_settled = anyio.Event()
             with anyio.CancelScope(shield=True):
                 await self.all_settled.wait()
-
-
-def _loop_caller() -> Callable[[Callable[[], object]], object]:
-    """A thread-safe "run this soon on the current event loop", for asyncio or trio."""
-    loop = asyncio._get_running_loop()
-    if loop is not None:
-        return loop.call_soon_threadsafe
-    import trio
-
-    return trio.lowlevel.current_trio_token().run_sync_soon
 
 
 @final

@@ -169,8 +169,8 @@ class Scheduler:
         return self.closing and not (self.queued or self.running or self.backoff)
 
     def has_queued(self) -> bool:
-        """True if a job waits to start now or after its backoff (cheap, may see cancelled ones)."""
-        return bool(self._queue or self._retry_ready or self.backoffs)
+        """True if a job waits to start, now or after its backoff (a worker must watch the line)."""
+        return bool(self.queued or self.backoff)
 
     # -- admission --------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from ._binding import LoopBinding
     from ._crew import Crew
+    from ._limits import TokenSource
     from ._room import Room
     from ._scheduler import Scheduler
 
@@ -61,14 +62,6 @@ class Supervisor(Protocol):
     def crashed(self, error: BaseException) -> None:
         """A worker failed outside any job: the pool must stop, failing what waits."""
         ...
-
-
-class TokenSource(Protocol):
-    """The part of :class:`anyio.CapacityLimiter` a size-only pool's workers borrow from."""
-
-    def acquire_on_behalf_of_nowait(self, borrower: object) -> None: ...
-
-    def release_on_behalf_of(self, borrower: object) -> None: ...
 
 
 def _cancelling_of_current_task() -> Callable[[], int] | None:
@@ -232,8 +225,7 @@ class Runner:
             else:
                 job = admitted  # type: ignore[assignment]
             # Hand the line on: if more may start, someone must look at it while we run.
-            # (Counters, not a call: this runs once per job. A job in its backoff needs a worker
-            # to watch the clock too.)
+            # (sched.has_queued() written out: this runs once per job.)
             if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
                 crew.kick(None)
             if room is not None and room.waiting:
