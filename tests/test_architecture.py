@@ -30,31 +30,34 @@ LAYERS: dict[str, int] = {
     "_exceptions": 0,
     "_validate": 0,
     "_statistics": 0,
-    # 1: per-job options (timeout, retry policy, default backoff)
+    # 1: per-job options (timeout, retry policy, default backoff); limits as values
     "_options": 1,
+    "_specs": 1,
     # 2: the job record, its states and outcomes
     "_job": 2,
     # 3: admission limits (local and remote)
     "_limits": 3,
-    # 4: the sans-I/O core, where a job's state changes
-    "_scheduler": 4,
-    # 5: the parts a running pool composes
-    "_futures": 5,
-    "_room": 5,  # the max_pending line
-    "_binding": 5,  # which event loop a pool belongs to
-    "_remote": 5,  # the I/O half of remote limits
-    # 6: the crew of worker tasks (start, park, wake, retire)
-    "_crew": 6,
-    # 7: the worker task: run an attempt, report its outcome
-    "_workers": 7,
-    # 8: one pool's lifecycle: loop binding, submission gate, task groups, stopping
-    "_lifecycle": 8,
-    # 9: map's bounded stream of results
-    "_map": 9,
-    # 10: WorkerPool, the public face
-    "_pool": 10,
-    # 11: the package, which may import any module
-    "__init__": 11,
+    # 4: the lines of jobs per key, with their own limits
+    "_lanes": 4,
+    # 5: the sans-I/O core, where a job's state changes
+    "_scheduler": 5,
+    # 6: the parts a running pool composes
+    "_futures": 6,
+    "_room": 6,  # the max_pending line
+    "_binding": 6,  # which event loop a pool belongs to
+    "_remote": 6,  # the I/O half of remote limits
+    # 7: the crew of worker tasks (start, park, wake, retire)
+    "_crew": 7,
+    # 8: the worker task: run an attempt, report its outcome
+    "_workers": 8,
+    # 9: one pool's lifecycle: loop binding, submission gate, task groups, stopping
+    "_lifecycle": 9,
+    # 10: map's bounded stream of results
+    "_map": 10,
+    # 11: WorkerPool, the public face
+    "_pool": 11,
+    # 12: the package, which may import any module
+    "__init__": 12,
 }
 
 

@@ -47,7 +47,7 @@ class TestRateLimit:
         """tat is origin + count/rate, so the 10^7-th slot is exact."""
         limit = RateLimit(1000)
         limit.admit(None, 5.0)
-        limit._count = 10_000_000
+        limit._units = 10_000_000
         assert limit.earliest(None, 0.0) == 5.0 + 10_000.0
 
     def test_huge_rate_is_effectively_unlimited(self) -> None:

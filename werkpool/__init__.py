@@ -9,6 +9,7 @@ from ._exceptions import FutureCancelled as FutureCancelled
 from ._exceptions import FutureNotFinished as FutureNotFinished
 from ._exceptions import PoolClosedError as PoolClosedError
 from ._exceptions import PoolFullError as PoolFullError
+from ._exceptions import RetryAfter as RetryAfter
 from ._futures import Future as Future
 from ._futures import JobFuture as JobFuture
 from ._map import MapIterator as MapIterator
@@ -16,18 +17,27 @@ from ._options import BACKOFF_CAP as BACKOFF_CAP
 from ._options import default_backoff as default_backoff
 from ._pool import WorkerPool as WorkerPool
 from ._pool import worker_pool as worker_pool
+from ._specs import Concurrency as Concurrency
+from ._specs import Rate as Rate
+from ._specs import Window as Window
+from ._statistics import LimitStatistics as LimitStatistics
 from ._statistics import PoolStatistics as PoolStatistics
 
 __all__ = [
     "BACKOFF_CAP",
+    "Concurrency",
     "Future",
     "FutureCancelled",
     "FutureNotFinished",
     "JobFuture",
+    "LimitStatistics",
     "MapIterator",
     "PoolClosedError",
     "PoolFullError",
     "PoolStatistics",
+    "Rate",
+    "RetryAfter",
+    "Window",
     "WorkerPool",
     "default_backoff",
     "worker_pool",

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["FutureCancelled", "FutureNotFinished", "PoolClosedError", "PoolFullError"]
+import math
+
+__all__ = [
+    "FutureCancelled",
+    "FutureNotFinished",
+    "PoolClosedError",
+    "PoolFullError",
+    "RetryAfter",
+]
 
 
 class PoolClosedError(RuntimeError):
@@ -35,3 +43,30 @@ class FutureCancelled(Exception):
 
 class FutureNotFinished(Exception):
     """Raised when reading the result of a :class:`werkpool.Future` that is still pending."""
+
+
+class RetryAfter(Exception):
+    """
+    Raised by a job to say that the provider pushed back: start nothing for *seconds*.
+
+    The pool (or only the job's key, if it has one) starts no attempt until the delay is over;
+    a pause already longer is kept. The job is retried after the pause if it has retries left
+    (whatever its ``retryable_exceptions``: a pushback is transient by definition), else it
+    fails with this exception. Every adaptive :class:`werkpool.Rate` the attempt was admitted
+    under halves its effective rate.
+
+    :param seconds: the delay, a finite number >= 0 (an HTTP ``Retry-After`` in seconds)
+
+    .. versionadded:: 0.4
+    """
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(
+                f"RetryAfter: seconds must be a finite number >= 0, not {type(seconds).__name__}"
+            )
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"RetryAfter: seconds must be a finite number >= 0, got {seconds!r}")
+        super().__init__(message or f"the provider asked to retry after {seconds:g} s")
+        #: The delay, in seconds.
+        self.seconds = float(seconds)

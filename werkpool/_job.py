@@ -77,8 +77,10 @@ class JobHost(Protocol):
 JOB_SLOTS: Final = (
     "args",
     "attempts",
+    "cost",
     "fn",
     "host",
+    "lane",
     "options",
     "owner",
     "seq",
@@ -133,6 +135,10 @@ class Job:
     worker: Any
     #: Who to tell when the job's future is cancelled; None once the job is settled.
     host: JobHost | None
+    #: What one attempt costs, per unit (``cost=``), or None: one attempt, no other unit.
+    cost: dict[str, float] | None
+    #: The line of the job's key (with the key's limits), or None for a job without a key.
+    lane: Any
 
     if TYPE_CHECKING:
 
@@ -169,6 +175,8 @@ class PlainJob(Job):
         self.attempts = 0
         self.worker = None
         self.host = None
+        self.cost = None
+        self.lane = None
         #: 0 while unresolved, then RETURNED, RAISED or CANCELLED, with the return value or the
         #: exception in ``value``.
         self.outcome = 0

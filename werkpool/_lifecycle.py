@@ -23,7 +23,9 @@ from ._crew import IDLE_RETIRE, Crew
 from ._exceptions import PoolClosedError
 from ._futures import AsyncioFuture, Future
 from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
-from ._limits import ConcurrencyLimit, Limit, RateLimit
+from ._limits import ConcurrencyLimit, Limit, RateLimit, WindowLimit, build
+from ._specs import Concurrency, Rate, check_cost
+from ._statistics import LimitStatistics
 from ._scheduler import Scheduler
 from ._workers import Runner
 
@@ -36,9 +38,12 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
 
     from ._job import JobOwner
+    from collections.abc import Hashable, Sequence
+
     from ._limits import RemoteLimit
     from ._options import JobOptions
     from ._room import Room
+    from ._specs import LimitSpec
 
 __all__ = ["CLOSED", "CLOSING", "KILLED", "NEW", "OPEN", "Lifecycle", "MapCloser"]
 
@@ -56,6 +61,18 @@ class MapCloser(Protocol):
     """What the lifecycle closes when the pool stops: an open map."""
 
     def close_by_pool(self) -> None: ...
+
+
+def _no_limits() -> tuple[Limit, ...]:
+    return ()
+
+
+def _fold_size(size: int | None, specs: Sequence[LimitSpec]) -> int | None:
+    """The smallest of ``size=`` and the unit-less Concurrency values: the pool's workers."""
+    sizes = [int(spec.n) for spec in specs if isinstance(spec, Concurrency) and spec.unit is None]
+    if size is not None:
+        sizes.append(size)
+    return min(sizes) if sizes else None
 
 
 def _as_group(error: BaseException) -> BaseExceptionGroup[BaseException] | None:
@@ -105,10 +122,14 @@ class _StartSoonOwner:
 class Lifecycle:
     """The parts and phases of one pool; see the module docstring.
 
-    :param size: the concurrency limit, or None
-    :param rate: the rate limit, or None
-    :param burst: the rate limit's burst
+    :param size: the ``size=`` shorthand, or None
+    :param rate: the ``rate=`` shorthand, or None
+    :param burst: the rate shorthand's burst
     :param room: the ``max_pending`` line, or None
+    :param limits: the ``limits=`` values (unit-less :class:`Concurrency` among them count
+        toward :attr:`size`)
+    :param per_key: the ``per_key=`` values: each key gets its own instances
+    :param retry_after: maps a job's error to a pushback delay (``retry_after=``)
     """
 
     __slots__ = (
@@ -128,6 +149,11 @@ class Lifecycle:
         "errors",
         "in_background",
         "limiter",
+        "limits",
+        "per_key",
+        "retry_after",
+        "size_shorthand",
+        "start_paused",
         "loop",
         "maps",
         "rate",
@@ -140,8 +166,25 @@ class Lifecycle:
         "state",
     )
 
-    def __init__(self, size: int | None, rate: float | None, burst: int, room: Room | None) -> None:
-        self.size = size
+    def __init__(
+        self,
+        size: int | None,
+        rate: float | None,
+        burst: int,
+        room: Room | None,
+        limits: tuple[LimitSpec, ...] = (),
+        per_key: tuple[LimitSpec, ...] = (),
+        retry_after: Callable[[Exception], float | None] | None = None,
+    ) -> None:
+        self.size_shorthand = size
+        self.limits = limits
+        self.per_key = per_key
+        self.retry_after = retry_after
+        #: The pool's concurrency bound: the smallest of ``size=`` and the unit-less
+        #: Concurrency values of ``limits=`` (its workers never exceed it).
+        self.size = _fold_size(size, limits)
+        #: Until when the pool is paused before it runs (pause() or pause_for() before binding).
+        self.start_paused = -_INF
         self.rate = rate
         self.burst = burst
         self.room = room
@@ -180,18 +223,27 @@ class Lifecycle:
         self.loop = binding.loop
         limits: list[Limit] = []
         tokens = None
+        others = self._build_limits()
         if self.size is not None:
             self.limiter = anyio.CapacityLimiter(self.size)
-            if self.rate is not None or self.remote:
+            if others or self.remote:
                 limits.append(ConcurrencyLimit(self.limiter))
             else:
                 # Without another limit the size needs no admission check: at most `size`
                 # workers exist, each running one attempt at a time. Each worker borrows a
                 # token for as long as it runs attempts back to back, not one per job.
                 tokens = self.limiter
-        if self.rate is not None:
-            limits.append(RateLimit(self.rate, self.burst))
-        sched = self.sched = Scheduler(limits, self.remote, on_drained=self._let_supervisor_stop)
+        limits += others
+        per_key = self.per_key
+        sched = self.sched = Scheduler(
+            limits,
+            self.remote,
+            per_key=(lambda: tuple(build(spec) for spec in per_key)) if per_key else _no_limits,
+            retry_after=self.retry_after,
+            on_drained=self._let_supervisor_stop,
+        )
+        if self.start_paused != -_INF:
+            sched.pause(self.start_paused)
         crew = self.crew = Crew(sched, _INF if self.size is None else self.size)
         runner = self.runner = Runner(sched, crew, binding, self.room, tokens, self)
         crew.body = runner.worker_main
@@ -202,6 +254,19 @@ class Lifecycle:
         self._started = anyio.Event()
         self.state = OPEN
         return sched
+
+    def _build_limits(self) -> list[Limit]:
+        """Live limits for the rate shorthand and the ``limits=`` values (but the unit-less
+        Concurrency values: the workers and the capacity limiter keep :attr:`size`)."""
+        limits: list[Limit] = []
+        if self.rate is not None:
+            limits.append(RateLimit(self.rate, self.burst, spec=Rate(self.rate, burst=self.burst)))
+        limits += [
+            build(spec)
+            for spec in self.limits
+            if not (isinstance(spec, Concurrency) and spec.unit is None)
+        ]
+        return limits
 
     # -- the submission gate ----------------------------------------------------------------------
 
@@ -275,6 +340,8 @@ class Lifecycle:
         args: tuple[Any, ...],
         options: JobOptions,
         owner: JobOwner | None,
+        key: Hashable = None,
+        cost: dict[str, float] | None = None,
     ) -> Any:
         """Queue a job whose record is its future (asyncio's own type on asyncio); return it."""
         loop = self.loop
@@ -289,7 +356,8 @@ class Lifecycle:
         job.attempts = 0
         job.worker = None
         job.host = self.runner
-        sched.enqueue(job)
+        job.cost = cost
+        sched.enqueue(job, key)
         crew = self.crew
         if not crew.waking:  # type: ignore[union-attr]  # set by bind()
             crew.kick(job)  # type: ignore[union-attr]
@@ -304,6 +372,135 @@ class Lifecycle:
             # that fails at the same moment fails its future and is reported with this error
             # (several failures are raised together); one that returns ends cancelled.
             self.abort(cancel_running_futures=False)
+
+    # -- limits and runtime control ---------------------------------------------------------------
+
+    def all_specs(self) -> tuple[LimitSpec, ...]:
+        """Every limit value a job's cost is checked against (the shorthands included)."""
+        specs: tuple[LimitSpec, ...] = self.limits + self.per_key
+        if self.rate is not None:
+            specs += (Rate(self.rate, burst=self.burst),)
+        return specs
+
+    def check_cost(self, cost: object) -> dict[str, float] | None:
+        """Check a job's ``cost=`` against the pool's limits (see :func:`_specs.check_cost`)."""
+        return check_cost(cost, self.all_specs())
+
+    def set_size(self, size: int | None) -> None:
+        """Change the concurrency bound; running attempts above it finish first."""
+        self.size_shorthand = size
+        self.limits = tuple(
+            spec for spec in self.limits if not (isinstance(spec, Concurrency) and spec.unit is None)
+        )
+        self._apply_size(size)
+
+    def _apply_size(self, size: int | None) -> None:
+        growing = (size or _INF) > (self.size or _INF)
+        self.size = size
+        crew = self.crew
+        if crew is None:
+            return  # not bound yet: bind() reads it
+        crew.max_workers = _INF if size is None else size
+        if self.limiter is not None:
+            self.limiter.total_tokens = _INF if size is None else size
+        if growing and not crew.waking and self.sched is not None and self.sched.has_queued():
+            crew.kick(None)  # more may start: the workers hand the line on from there
+
+    def set_limits(self, rate: float | None, burst: int, specs: tuple[LimitSpec, ...]) -> None:
+        """Replace the rate shorthand and the ``limits=`` values on a running pool.
+
+        A new rate or window continues the schedule of the old one of the same unit, so no
+        banked credit appears; a concurrency limit counts the attempts running now.
+
+        :raises ValueError: if a job that waits has a cost that the new limits can never admit
+        """
+        sched = self.sched
+        if sched is not None:
+            new_specs = specs + ((Rate(rate, burst=burst),) if rate is not None else ())
+            for job in sched.pending_jobs():
+                if job.cost:
+                    for unit, amount in job.cost.items():
+                        for spec in new_specs:
+                            if spec.unit == unit and amount > spec.capacity:
+                                raise ValueError(
+                                    f"the limit {spec!r} could never admit a waiting job of "
+                                    f"cost[{unit!r}]={amount:g}: cancel it first"
+                                )
+        old_size = self.size
+        self.rate, self.burst, self.limits = rate, burst, specs
+        size = _fold_size(self.size_shorthand, specs)
+        if sched is None:
+            self.size = size
+            return
+        old = sched.limits
+        new = [limit for limit in old if isinstance(limit, ConcurrencyLimit)]
+        new += self._build_limits()
+        for limit in new:
+            for older in old:
+                if isinstance(limit, RateLimit) and isinstance(older, RateLimit):
+                    if limit.unit == older.unit:
+                        limit.carry_on_from(older)
+                elif isinstance(limit, WindowLimit) and isinstance(older, WindowLimit):
+                    if limit.unit == older.unit and limit.per == older.per:
+                        limit.carry_on_from(older)
+        running = [worker.job for worker in self.crew.workers if worker.job is not None]  # type: ignore[union-attr]
+        sched.replace_limits(new, running)
+        if size != old_size:
+            self._apply_size(size)
+        self._look_again()
+
+    def _look_again(self) -> None:
+        """Limits changed or a pause ended: a waiting worker must look at the line again."""
+        crew = self.crew
+        if crew is not None and not crew.waking and self.sched is not None:
+            if self.sched.has_queued():
+                crew.kick(None)
+
+    def pause(self, until: float, key: Hashable = None) -> None:
+        """Start nothing (of *key*, if given) before *until*; never shortens a pause."""
+        sched = self.sched
+        if sched is None:
+            if key is not None:
+                raise RuntimeError("pause_for(key=...) needs a running pool")
+            self.start_paused = max(self.start_paused, until)
+        elif key is None:
+            sched.pause(until)
+        else:
+            sched.pause_key(key, until)
+
+    def resume(self) -> None:
+        """End every pause."""
+        self.start_paused = -_INF
+        if self.sched is not None:
+            self.sched.resume()
+            self._look_again()
+
+    def limit_statistics(self, now: float) -> tuple[LimitStatistics, ...]:
+        """A snapshot of each of the pool's limits: the size first."""
+        sched = self.sched
+        snaps: list[LimitStatistics] = []
+        has_concurrency = sched is not None and any(
+            isinstance(limit, ConcurrencyLimit) for limit in sched.limits
+        )
+        if self.size is not None and not has_concurrency:
+            running = 0 if sched is None else sched.running
+            snaps.append(
+                LimitStatistics(
+                    kind="concurrency",
+                    count=self.size,
+                    per=None,
+                    burst=None,
+                    unit=None,
+                    in_use=running,
+                    next_free=-_INF if running < self.size else _INF,
+                    effective_rate=None,
+                )
+            )
+        if sched is not None:
+            snaps += [limit.snapshot(now) for limit in sched.limits]
+        else:
+            snaps += [limit.snapshot(now) for limit in self._build_limits()]
+        return tuple(snaps)
 
     # -- running ----------------------------------------------------------------------------------
 

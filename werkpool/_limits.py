@@ -21,17 +21,23 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, final
 
+from ._specs import Rate, Window
+from ._statistics import LimitStatistics
+
 if TYPE_CHECKING:
     from ._job import Job
+    from ._specs import LimitSpec
 
 __all__ = [
     "ConcurrencyLimit",
+    "CountLimit",
     "Limit",
     "RateLimit",
     "Refusal",
     "RemoteLimit",
     "TokenSource",
     "WindowLimit",
+    "build",
 ]
 
 _INF = math.inf
@@ -43,6 +49,10 @@ class Limit(Protocol):
     #: True when :meth:`earliest` may return a finite time in the future (the scheduler then reads
     #: the clock); False for limits that only ever say "now" or "after a release".
     timed: bool
+    #: True if :meth:`pushback` may change the limit (an adaptive rate).
+    adaptive: bool
+    #: The unit it counts (``None``: one per attempt).
+    unit: str | None
 
     def earliest(self, job: Job, now: float) -> float:
         """Return the earliest time *job* may start.
@@ -67,6 +77,18 @@ class Limit(Protocol):
 
     def release(self, job: Job) -> None:
         """Record that the attempt *job* started has ended."""
+        ...
+
+    def pushback(self, now: float) -> None:
+        """The provider refused an attempt this limit admitted (an adaptive rate slows down)."""
+        ...
+
+    def rest_at(self) -> float:
+        """From when the limit is as if fresh (``-inf``: now; ``inf``: while attempts run)."""
+        ...
+
+    def snapshot(self, now: float) -> LimitStatistics:
+        """The limit's state at *now*, for :meth:`WorkerPool.statistics`."""
         ...
 
 
@@ -104,6 +126,15 @@ class RemoteLimit(Protocol):
         ...
 
 
+def _cost(job: Job | None, unit: str | None) -> float:
+    """What one attempt of *job* costs in *unit*: 1 for attempts (``unit=None``); else what its
+    ``cost=`` says, 0 if it names no cost in that unit. No job (a map's pace): 1 or 0."""
+    if unit is None:
+        return 1
+    cost = None if job is None else job.cost
+    return 0 if cost is None else cost.get(unit, 0)
+
+
 @final
 class RateLimit:
     """
@@ -115,94 +146,300 @@ class RateLimit:
     holds at most ``ceil(W * rate) + burst - 1`` starts. Credit never exceeds ``burst``: an idle or
     busy stretch only moves ``tat`` into the past, and ``max(tat, a)`` forgets it.
 
-    ``tat`` is kept as ``origin + count / rate`` rather than summed, so ten million starts do not
+    Weighted (a *unit*): a start of cost ``c`` conforms if ``a >= tat - (burst - c) * T`` and
+    moves ``tat`` by ``c * T``; the same argument bounds the units of any window. A job at the
+    head whose cost does not fit yet waits, and the ones behind it wait too (FIFO).
+
+    ``tat`` is kept as ``origin + units / rate`` rather than summed, so ten million starts do not
     accumulate rounding error into a drift.
+
+    Adaptive: :meth:`pushback` halves the rate (down to ``1/64`` of the configured one), and it
+    regrows linearly while no pushback comes, from half to full within ``per`` seconds. A change
+    of rate keeps ``tat``: the schedule already promised stays, only later starts move.
     """
 
-    __slots__ = ("_count", "_origin", "burst", "rate")
+    __slots__ = (
+        "_changed_at",
+        "_origin",
+        "_units",
+        "adaptive",
+        "burst",
+        "configured",
+        "per",
+        "rate",
+        "spec",
+        "unit",
+    )
 
     timed = True
 
-    def __init__(self, rate: float, burst: int = 1) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1,
+        *,
+        unit: str | None = None,
+        adaptive: bool = False,
+        per: float = 1.0,
+        spec: object = None,
+    ) -> None:
         self.rate = rate
+        self.configured = rate
         self.burst = burst
+        self.unit = unit
+        self.adaptive = adaptive
+        self.per = per
+        self.spec = spec
         self._origin = -_INF
-        self._count = 0
+        self._units: float = 0
+        self._changed_at = -_INF  # when an adaptive rate last changed
 
     @property
     def tat(self) -> float:
         """The theoretical arrival time: when the bucket is empty again (``-inf`` when fresh)."""
-        return self._origin + self._count / self.rate
+        return self._origin + self._units / self.rate
 
     def earliest(self, job: Job | None, now: float) -> float:
-        """The next conforming start: ``tat - tau`` (any job: each start costs one slot)."""
-        return self._origin + (self._count - self.burst + 1) / self.rate
+        """The next conforming start of *job*: ``tat - (burst - cost) * T``."""
+        if self.adaptive and self.rate < self.configured:
+            self._regrow(now)
+        unit = self.unit
+        cost = 1 if unit is None else _cost(job, unit)
+        return self._origin + (self._units - self.burst + cost) / self.rate
 
     def admit(self, job: Job | None, at: float) -> None:
-        """Count a start at *at*: ``tat = max(tat, at) + T``."""
-        if at > self._origin + self._count / self.rate:
+        """Count a start at *at*: ``tat = max(tat, at) + cost * T``."""
+        unit = self.unit
+        cost = 1 if unit is None else _cost(job, unit)
+        if at > self._origin + self._units / self.rate:
             self._origin = at  # the bucket drained before `at`: restart the schedule there
-            self._count = 1
+            self._units = cost
         else:
-            self._count += 1
+            self._units += cost
 
     def restamp(self, job: Job | None, at: float) -> None:
         # As if the latest admit() had been at `at`: the schedule before it ended at
-        # tat - 1/rate; if that is before `at`, the bucket had drained by then and restarts.
-        if at > self._origin + (self._count - 1) / self.rate:
+        # tat - cost/rate; if that is before `at`, the bucket had drained by then and restarts.
+        unit = self.unit
+        cost = 1 if unit is None else _cost(job, unit)
+        if at > self._origin + (self._units - cost) / self.rate:
             self._origin = at
-            self._count = 1
+            self._units = cost
 
     def refund(self, job: Job | None) -> None:
         # One start fewer in the schedule. If admit() had restarted it (the bucket was empty),
         # the schedule now ends at that admission's time instead of before it: stricter than
         # before the admit by less than a slot, never looser.
-        self._count -= 1
+        unit = self.unit
+        self._units -= 1 if unit is None else _cost(job, unit)
 
     def release(self, job: Job | None) -> None:
         pass
+
+    # -- runtime changes --------------------------------------------------------------------------
+
+    def _set_rate(self, rate: float) -> None:
+        """Change the rate, keeping ``tat``: what was promised stays, later starts move."""
+        tat = self.tat
+        if tat != -_INF:
+            self._origin = tat
+            self._units = 0
+        self.rate = rate
+
+    def carry_on_from(self, older: RateLimit) -> None:
+        """Continue *older*'s schedule (a new rate replaces it): no banked credit appears."""
+        tat = older.tat
+        if tat > self.tat:
+            self._origin = tat
+            self._units = 0
+
+    def pushback(self, now: float) -> None:
+        """The provider pushed back: halve the effective rate (adaptive only)."""
+        if self.adaptive:
+            if self.rate < self.configured:
+                self._regrow(now)
+            self._set_rate(max(self.rate / 2, self.configured / 64))
+            self._changed_at = now
+
+    def _regrow(self, now: float) -> None:
+        """Grow the effective rate linearly since the last change, up to the configured rate."""
+        elapsed = now - self._changed_at
+        if elapsed > 0:
+            grown = self.rate + elapsed * self.configured / (2 * self.per)
+            self._set_rate(min(grown, self.configured))
+            self._changed_at = now
+
+    # -- introspection ----------------------------------------------------------------------------
+
+    def rest_at(self) -> float:
+        """From when a fresh bucket would behave the same (the key may then be dropped)."""
+        return self.tat
+
+    def snapshot(self, now: float) -> LimitStatistics:
+        """This limit's :class:`LimitStatistics` at *now*."""
+        tat = self.tat
+        return LimitStatistics(
+            kind="rate",
+            count=self.configured * self.per,
+            per=self.per,
+            burst=self.burst,
+            unit=self.unit,
+            in_use=max(0.0, (tat - now) * self.rate),
+            next_free=self._origin + (self._units - self.burst + 1) / self.rate,
+            effective_rate=self.rate,
+        )
 
 
 @final
 class WindowLimit:
     """
-    A strict sliding window: never more than ``count`` starts in any window of ``per`` seconds.
+    A strict sliding window: never more than ``count`` units start in any window of ``per`` s.
 
-    For providers that count that way (a request log, not a bucket): a start at ``t`` is allowed
-    only if the ``count``-th start before it was at ``t - per`` or earlier, so every half-open
-    window ``[a, a + per)`` holds at most ``count`` starts. Unlike :class:`RateLimit` with
-    ``burst=count``, it never lets ``count`` more through right after a full window ended: credit
-    comes back as the old starts leave the window, one by one. It keeps the last ``count``
-    start times (O(count) memory).
+    For providers that count that way (a request log, not a bucket): a start of cost ``c`` at
+    ``t`` is allowed only if the starts after ``t - per`` plus ``c`` are at most ``count``, so
+    every half-open window ``[a, a + per)`` holds at most ``count``. Unlike :class:`RateLimit`
+    with ``burst=count``, it never lets ``count`` more through right after a full window ended:
+    credit comes back as the old starts leave the window, one by one. It keeps the starts of the
+    last ``per`` seconds (at most ``count`` of them for attempts).
     """
 
-    __slots__ = ("_starts", "count", "per")
+    __slots__ = ("_costs", "_starts", "_total", "count", "per", "spec", "unit")
 
     timed = True
+    adaptive = False
 
-    def __init__(self, count: int, per: float) -> None:
+    def __init__(
+        self, count: float, per: float, *, unit: str | None = None, spec: object = None
+    ) -> None:
         self.count = count
         self.per = per
-        self._starts: deque[float] = deque(maxlen=count)
+        self.unit = unit
+        self.spec = spec
+        self._starts: deque[float] = deque()
+        self._costs: deque[float] = deque()
+        self._total: float = 0  # the costs in _costs
+
+    def _forget_before(self, now: float) -> None:
+        """Drop the starts that left every window containing *now*."""
+        starts, costs = self._starts, self._costs
+        edge = now - self.per
+        while starts and starts[0] <= edge:
+            starts.popleft()
+            self._total -= costs.popleft()
 
     def earliest(self, job: Job | None, now: float) -> float:
-        """When the oldest of the last ``count`` starts leaves the window (``-inf``: not full)."""
-        starts = self._starts
-        return starts[0] + self.per if len(starts) == self.count else -_INF
+        """When enough of the oldest starts have left the window for *job* (``-inf``: now)."""
+        self._forget_before(now)
+        return self._earliest_for(_cost(job, self.unit))
 
     def admit(self, job: Job | None, at: float) -> None:
-        self._starts.append(at)  # the deque drops the oldest once it holds `count`
+        cost = _cost(job, self.unit)
+        self._starts.append(at)
+        self._costs.append(cost)
+        self._total += cost
 
     def restamp(self, job: Job | None, at: float) -> None:
         self._starts[-1] = at
 
     def refund(self, job: Job | None) -> None:
-        # The start admitted last never happened. One it pushed out of the full deque need not
-        # come back: the admit was allowed only because that start had left the window.
+        # The start admitted last never happened. Starts forgotten before it had left the window.
         self._starts.pop()
+        self._total -= self._costs.pop()
 
     def release(self, job: Job | None) -> None:
         pass
+
+    def carry_on_from(self, older: WindowLimit) -> None:
+        """Keep counting *older*'s recent starts (a new window replaces it)."""
+        self._starts.extend(older._starts)
+        self._costs.extend(older._costs)
+        self._total += older._total
+
+    def pushback(self, now: float) -> None:
+        pass
+
+    def rest_at(self) -> float:
+        return self._starts[-1] + self.per if self._starts else -_INF
+
+    def snapshot(self, now: float) -> LimitStatistics:
+        self._forget_before(now)
+        return LimitStatistics(
+            kind="window",
+            count=self.count,
+            per=self.per,
+            burst=None,
+            unit=self.unit,
+            in_use=self._total,
+            next_free=self._earliest_for(1),
+            effective_rate=None,
+        )
+
+    def _earliest_for(self, cost: float) -> float:
+        excess = self._total + cost - self.count
+        if excess <= 0:
+            return -_INF
+        # The oldest starts must leave until `excess` units have: the last of them sets the time.
+        for at, weight in zip(self._starts, self._costs):
+            excess -= weight
+            if excess <= 0:
+                return at + self.per
+        return _INF  # a cost above `count` (refused at submission)
+
+
+@final
+class CountLimit:
+    """At most ``n`` units of running attempts at once: a weighted or per-key concurrency limit.
+
+    The pool's own ``size`` is a :class:`ConcurrencyLimit` (or simply its number of workers);
+    this one counts in the scheduler, for a unit (``Concurrency(16, unit="gpu_gb")``) or a key.
+    """
+
+    __slots__ = ("in_use", "n", "spec", "unit")
+
+    timed = False
+    adaptive = False
+
+    def __init__(self, n: float, *, unit: str | None = None, spec: object = None) -> None:
+        self.n = n
+        self.unit = unit
+        self.spec = spec
+        self.in_use: float = 0
+
+    def earliest(self, job: Job | None, now: float) -> float:
+        unit = self.unit
+        cost = 1 if unit is None else _cost(job, unit)
+        return -_INF if self.in_use + cost <= self.n else _INF
+
+    def admit(self, job: Job | None, at: float) -> None:
+        unit = self.unit
+        self.in_use += 1 if unit is None else _cost(job, unit)
+
+    def restamp(self, job: Job | None, at: float) -> None:
+        pass  # counts attempts, not times
+
+    def refund(self, job: Job | None) -> None:
+        unit = self.unit
+        self.in_use -= 1 if unit is None else _cost(job, unit)
+
+    release = refund
+
+    def pushback(self, now: float) -> None:
+        pass
+
+    def rest_at(self) -> float:
+        return -_INF if self.in_use <= 0 else _INF
+
+    def snapshot(self, now: float) -> LimitStatistics:
+        return LimitStatistics(
+            kind="concurrency",
+            count=self.n,
+            per=None,
+            burst=None,
+            unit=self.unit,
+            in_use=self.in_use,
+            next_free=-_INF if self.in_use + 1 <= self.n else _INF,
+            effective_rate=None,
+        )
 
 
 class TokenSource(Protocol):
@@ -210,6 +447,9 @@ class TokenSource(Protocol):
 
     @property
     def available_tokens(self) -> float: ...
+
+    @property
+    def total_tokens(self) -> float: ...
 
     def acquire_on_behalf_of_nowait(self, borrower: object) -> None: ...
 
@@ -227,6 +467,8 @@ class ConcurrencyLimit:
     __slots__ = ("limiter",)
 
     timed = False
+    adaptive = False
+    unit = None
 
     def __init__(self, limiter: TokenSource) -> None:
         self.limiter = limiter
@@ -246,3 +488,39 @@ class ConcurrencyLimit:
 
     def release(self, job: Job) -> None:
         self.limiter.release_on_behalf_of(job)
+
+    def pushback(self, now: float) -> None:
+        pass
+
+    def rest_at(self) -> float:
+        return -_INF
+
+    def snapshot(self, now: float) -> LimitStatistics:
+        limiter = self.limiter
+        total = float(limiter.total_tokens)
+        return LimitStatistics(
+            kind="concurrency",
+            count=total,
+            per=None,
+            burst=None,
+            unit=None,
+            in_use=total - limiter.available_tokens,
+            next_free=-_INF if limiter.available_tokens >= 1 else _INF,
+            effective_rate=None,
+        )
+
+
+def build(spec: LimitSpec) -> Limit:
+    """The live limit for the value *spec* (a fresh one: each key gets its own)."""
+    if isinstance(spec, Rate):
+        return RateLimit(
+            spec.count / spec.per,
+            spec.burst,
+            unit=spec.unit,
+            adaptive=spec.adaptive,
+            per=spec.per,
+            spec=spec,
+        )
+    if isinstance(spec, Window):
+        return WindowLimit(spec.count, spec.per, unit=spec.unit, spec=spec)
+    return CountLimit(spec.n, unit=spec.unit, spec=spec)

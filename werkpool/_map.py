@@ -49,6 +49,7 @@ from ._exceptions import PoolClosedError
 from ._job import CANCELLED, QUEUED, RETURNED, PlainJob, protocol_safe
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -108,6 +109,10 @@ class MapHost(Protocol):
         loop is over)."""
         ...
 
+    def check_cost(self, cost: object) -> dict[str, float] | None:
+        """Check an item's cost against the pool's limits (raise if it can never fit)."""
+        ...
+
 
 @final
 class MapCore:
@@ -120,6 +125,7 @@ class MapCore:
         "call_soon",
         "cap",
         "changed",
+        "cost_fn",
         "closed",
         "closed_by_pool",
         "completed",
@@ -130,6 +136,7 @@ class MapCore:
         "func",
         "host",
         "in_flight",
+        "key_fn",
         "low",
         "options",
         "ordered",
@@ -217,6 +224,30 @@ class MapCore:
         #: Runs a callback on the pool's event loop, from anywhere (see _abandoned).
         self.call_soon = host.call_soon_threadsafe
         self.ref: weakref.ref[MapIterator[Any]] | None = None
+        self.key_fn: Callable[[Any], Hashable] | None = None
+        self.cost_fn: Callable[[Any], object] | None = None
+
+    def set_key_and_cost(
+        self, key_fn: Callable[[Any], Hashable] | None, cost_fn: Callable[[Any], object] | None
+    ) -> None:
+        """Give each item a key (``key(item)``) and a cost (``cost(item)``)."""
+        self.key_fn = key_fn
+        self.cost_fn = cost_fn
+
+    def _job(self, item: Any) -> tuple[PlainJob, Hashable]:
+        """The job for *item*, and its key.
+
+        :raises Exception: what the key or cost function raised, or why the key or cost is not
+            valid: the map stops there
+        """
+        job = PlainJob(self.func, (item,), self.options, self)
+        key = None
+        if self.key_fn is not None:
+            key = self.key_fn(item)
+            hash(key)  # a TypeError for an unhashable key, here rather than in the pool
+        if self.cost_fn is not None:
+            job.cost = self.host.check_cost(self.cost_fn(item))
+        return job, key
 
     # -- feeding --------------------------------------------------------------------------------
 
@@ -245,9 +276,15 @@ class MapCore:
         )
         return 0
 
-    def _queue_batch(self, sched: Scheduler, batch: list[PlainJob]) -> None:
+    def _queue_batch(
+        self, sched: Scheduler, batch: list[PlainJob], keys: list[Hashable] | None = None
+    ) -> None:
         """Queue *batch* in the pool, add it to the window, and make sure a worker looks."""
-        sched.enqueue_all(batch)
+        if keys is None:
+            sched.enqueue_all(batch)
+        else:
+            for job, key in zip(batch, keys):
+                sched.enqueue(job, key)
         if self.ordered:
             self.fifo.extend(batch)
         else:
@@ -272,9 +309,16 @@ class MapCore:
         func = self.func
         options = self.options
         batch: list[PlainJob] = []
+        plain = self.key_fn is None and self.cost_fn is None
+        keys: list[Hashable] | None = None if plain else []
         while len(batch) < room:
             try:
                 item = next(source)
+                if keys is not None:
+                    job, key = self._job(item)
+                    batch.append(job)
+                    keys.append(key)
+                    continue
             except StopIteration:
                 self.exhausted = True
                 break
@@ -283,7 +327,7 @@ class MapCore:
                 break
             batch.append(PlainJob(func, (item,), options, self))
         if batch:
-            self._queue_batch(sched, batch)
+            self._queue_batch(sched, batch, keys)
             if self.rate is not None and not self.exhausted:
                 self._room()  # sets wake_at
 
@@ -310,7 +354,8 @@ class MapCore:
                     if self.closed:
                         break
                     sched = self.host.scheduler_for_submit()
-                    self._queue_batch(sched, [PlainJob(self.func, (item,), self.options, self)])
+                    job, key = self._job(item)
+                    self._queue_batch(sched, [job], [key])
                     self.signal()
         except Exception as exc:
             self._stop_reading(exc)

@@ -21,6 +21,7 @@ from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
 from ._options import JobOptions, default_backoff
 from ._room import EmptyQueue, Room
+from ._specs import LimitSpec, check_limits
 from ._statistics import PoolStatistics
 from ._validate import (
     check_backoff,
@@ -29,6 +30,7 @@ from ._validate import (
     check_rate,
     check_retries,
     check_retryable,
+    check_seconds,
     check_size,
     check_task,
     check_timeout,
@@ -40,7 +42,7 @@ else:  # pragma: no cover
     from typing_extensions import Self, TypeVarTuple, Unpack
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+    from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
     from types import TracebackType
 
     from ._futures import JobFuture
@@ -52,6 +54,7 @@ T = TypeVar("T")
 U = TypeVar("U")
 Ts = TypeVarTuple("Ts")
 
+_INF: Final = float("inf")
 _DEFAULT_RETRYABLE: Final[tuple[type[Exception], ...]] = (Exception,)
 _DEFAULT_OPTIONS: Final = JobOptions(None, 0, _DEFAULT_RETRYABLE, default_backoff)
 
@@ -69,6 +72,23 @@ class _CallOwner:
 
     def job_settled(self, job: Job) -> None:
         self.settled.set()
+
+
+def _check_key(key: object) -> None:
+    """A key must be hashable: each key's limits are found by it."""
+    if key is not None:
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
+
+
+def _check_retry_after(retry_after: object) -> None:
+    if retry_after is not None and not callable(retry_after):
+        raise TypeError(
+            f"retry_after must be None or a callable taking an exception and returning a "
+            f"delay in seconds or None, not {type(retry_after).__name__}"
+        )
 
 
 def _options(
@@ -135,30 +155,147 @@ class WorkerPool:
         *,
         burst: int = 1,
         max_pending: int | None = None,
+        limits: Iterable[LimitSpec] = (),
+        per_key: Iterable[LimitSpec] = (),
+        retry_after: Callable[[Exception], float | None] | None = None,
     ) -> None:
         size = check_size(size)
         rate = check_rate(rate)
         burst = check_burst(burst)
         max_pending = check_max_pending(max_pending)
+        specs = check_limits(limits, "limits")
+        key_specs = check_limits(per_key, "per_key")
+        _check_retry_after(retry_after)
         room = None if max_pending is None else Room(max_pending, EmptyQueue())
-        self._life = Lifecycle(size, rate, burst, room)
+        self._life = Lifecycle(size, rate, burst, room, specs, key_specs, retry_after)
 
     # -- public properties ------------------------------------------------------------------------
 
     @property
     def size(self) -> int | None:
-        """The concurrency limit (``None``: unlimited)."""
+        """The concurrency limit (``None``: unlimited): the smallest of ``size=`` and the
+        unit-less :class:`Concurrency` values of ``limits=``.
+
+        Settable on a running pool (from its event loop): a larger size starts waiting jobs at
+        once; a smaller one lets the running attempts finish and starts none until fewer than
+        the new size run. Setting it replaces the unit-less Concurrency values of the limits.
+
+        .. versionchanged:: 0.4 settable
+        """
         return self._life.size
+
+    @size.setter
+    def size(self, size: int | None) -> None:
+        self._check_loop()
+        self._life.set_size(check_size(size))
 
     @property
     def rate(self) -> float | None:
-        """The rate limit in attempt starts per second (``None``: unlimited)."""
+        """The ``rate=`` shorthand in attempt starts per second (``None``: none).
+
+        Settable on a running pool: the new rate continues the old one's schedule, so it never
+        hands out banked credit.
+
+        .. versionchanged:: 0.4 settable
+        """
         return self._life.rate
+
+    @rate.setter
+    def rate(self, rate: float | None) -> None:
+        self._check_loop()
+        life = self._life
+        life.set_limits(check_rate(rate), life.burst, life.limits)
 
     @property
     def burst(self) -> int:
-        """How many starts may go back to back."""
+        """How many starts the ``rate=`` shorthand lets go back to back."""
         return self._life.burst
+
+    @property
+    def limits(self) -> tuple[LimitSpec, ...]:
+        """The ``limits=`` values (without the ``size``/``rate`` shorthands).
+
+        .. versionadded:: 0.4
+        """
+        return self._life.limits
+
+    @property
+    def per_key(self) -> tuple[LimitSpec, ...]:
+        """The ``per_key=`` values: each key has its own instances of them.
+
+        .. versionadded:: 0.4
+        """
+        return self._life.per_key
+
+    def set_limits(self, limits: Iterable[LimitSpec], **shorthands: Any) -> None:
+        """
+        Replace the pool's ``limits=`` values while it runs; ``rate=`` and ``burst=`` may be given
+        too (else the shorthand rate stays as it is).
+
+        Each new rate or window continues the schedule of the old one of the same unit, so no
+        banked credit appears; concurrency limits count the attempts running now (running
+        attempts above a smaller limit finish first). Per-key limits cannot change.
+
+        :raises ValueError: if a job that waits has a cost the new limits could never admit
+            (nothing is changed then)
+
+        .. versionadded:: 0.4
+        """
+        self._check_loop()
+        life = self._life
+        unknown = set(shorthands) - {"rate", "burst"}
+        if unknown:
+            raise TypeError(f"set_limits() got unexpected keyword arguments: {sorted(unknown)}")
+        specs = check_limits(limits, "limits")
+        new_rate = check_rate(shorthands["rate"]) if "rate" in shorthands else life.rate
+        new_burst = check_burst(shorthands["burst"]) if "burst" in shorthands else life.burst
+        life.set_limits(new_rate, new_burst, specs)
+
+    # -- pauses -----------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Start no attempt until :meth:`resume` (running attempts go on).
+
+        .. versionadded:: 0.4
+        """
+        self._check_loop()
+        self._life.pause(_INF)
+
+    def pause_for(self, seconds: float, *, key: Hashable = None) -> None:
+        """Start no attempt (of *key*, if given) for *seconds*; a longer pause is kept.
+
+        .. versionadded:: 0.4
+        """
+        self._check_loop()
+        delay = check_seconds(seconds)
+        _check_key(key)
+        self._life.pause(anyio.current_time() + delay, key)
+
+    def resume(self) -> None:
+        """End every pause: :meth:`pause`, :meth:`pause_for` and pushbacks, of the pool and its
+        keys.
+
+        .. versionadded:: 0.4
+        """
+        self._check_loop()
+        self._life.resume()
+
+    @property
+    def paused(self) -> bool:
+        """True while the pool starts nothing (paused, or a pushback's delay runs).
+
+        .. versionadded:: 0.4
+        """
+        life = self._life
+        sched = life.sched
+        until = life.start_paused if sched is None else sched.paused_until
+        return until == _INF or (until != -_INF and until > anyio.current_time())
+
+    def _check_loop(self) -> None:
+        """Runtime control must come from the pool's event loop (its state is not thread-safe)."""
+        binding = self._life.binding
+        if binding is not None:
+            binding.check()
 
     def __repr__(self) -> str:
         life = self._life
@@ -185,6 +322,8 @@ class WorkerPool:
         retries: int = 0,
         retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
+        key: Hashable = None,
+        cost: Mapping[str, float] | None = None,
     ) -> JobFuture[T]:
         """
         Schedule ``task(*args)`` under the pool's limits and return its future at once.
@@ -203,15 +342,25 @@ class WorkerPool:
         :param backoff: ``backoff(n)`` gives the seconds to wait before retry ``n`` (1, 2, ...);
             it must return a finite number >= 0, or the job fails with that error. The default,
             :func:`werkpool.default_backoff`, is exponential with jitter, capped at 60 s.
+        :param key: the job's key (any hashable, such as a host name): the pool's ``per_key=``
+            limits apply to each key separately, and a pushback pauses only that key. ``None``:
+            the pool's limits only.
+        :param cost: what each attempt costs, per unit (``{"tokens": 1200}``), for the limits
+            that count a unit; a limit without a unit counts 1 per attempt
         :return: an :class:`asyncio.Future` on asyncio, a :class:`werkpool.Future` on trio;
             cancelling it cancels the job
-        :raises TypeError: if *task* is not callable (a coroutine object is closed first)
+        :raises TypeError: if *task* is not callable (a coroutine object is closed first), *key*
+            is not hashable or *cost* not a mapping of str to numbers
+        :raises ValueError: if *cost* names a unit no limit counts, or could never fit a limit
         :raises werkpool.PoolClosedError: if the pool no longer accepts work
         """
         if not callable(task):  # checked at run time too: untyped callers pass anything
             check_task(task)  # type: ignore[unreachable]
         options = _options(timeout, retries, retryable_exceptions, backoff)
         life = self._life
+        if key is not None:
+            _check_key(key)
+        checked = None if cost is None else life.check_cost(cost)
         sched = life.scheduler_for_submit()
         room = life.room
         if room is not None and room.full():
@@ -219,7 +368,7 @@ class WorkerPool:
                 f"this WorkerPool already has max_pending={room.limit} jobs waiting to "
                 "start: use 'await pool.submit(...)' to wait for room instead"
             )
-        return life.enqueue_future(sched, task, args, options, None)  # type: ignore[no-any-return]
+        return life.enqueue_future(sched, task, args, options, None, key, checked)  # type: ignore[no-any-return]
 
     # -- the structured API -----------------------------------------------------------------------
 
@@ -232,6 +381,8 @@ class WorkerPool:
         retries: int = 0,
         retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
+        key: Hashable = None,
+        cost: Mapping[str, float] | None = None,
     ) -> JobFuture[T]:
         """
         Schedule ``func(*args)`` like a task group's ``start_soon``: its failure fails the pool.
@@ -248,9 +399,12 @@ class WorkerPool:
             check_task(func)  # type: ignore[unreachable]
         options = _options(timeout, retries, retryable_exceptions, backoff)
         life = self._life
+        if key is not None:
+            _check_key(key)
+        checked = None if cost is None else life.check_cost(cost)
         sched = life.scheduler_for_submit()
         return life.enqueue_future(  # type: ignore[no-any-return]
-            sched, func, args, options, life.start_soon_owner
+            sched, func, args, options, life.start_soon_owner, key, checked
         )
 
     async def call(
@@ -262,6 +416,8 @@ class WorkerPool:
         retries: int = 0,
         retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
+        key: Hashable = None,
+        cost: Mapping[str, float] | None = None,
     ) -> T:
         """
         Run ``func(*args)`` under the pool's limits and return its result here.
@@ -277,10 +433,12 @@ class WorkerPool:
         """
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
+        _check_key(key)
+        checked = self._life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         sched = await self._wait_for_room()
         owner = _CallOwner()
-        job = sched.submit(func, args, options, owner)
+        job = sched.submit(func, args, options, owner, key, checked)
         life = self._life
         life.kick_for(job)
         try:
@@ -305,6 +463,8 @@ class WorkerPool:
         retries: int = 0,
         retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
+        key: Hashable = None,
+        cost: Mapping[str, float] | None = None,
     ) -> JobFuture[T]:
         """
         Like :meth:`run`, but wait while ``max_pending`` jobs already wait to start.
@@ -317,10 +477,12 @@ class WorkerPool:
         """
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
+        _check_key(key)
+        checked = self._life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         sched = await self._wait_for_room()
         return self._life.enqueue_future(  # type: ignore[no-any-return]
-            sched, func, args, options, None
+            sched, func, args, options, None, key, checked
         )
 
     async def _wait_for_room(self) -> Scheduler:
@@ -353,6 +515,8 @@ class WorkerPool:
         retries: int = ...,
         retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
         backoff: Callable[[int], float] = ...,
+        key: Callable[[U], Hashable] | None = ...,
+        cost: Callable[[U], Mapping[str, float] | None] | None = ...,
     ) -> MapIterator[T]: ...
 
     @overload
@@ -369,6 +533,8 @@ class WorkerPool:
         retries: int = ...,
         retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
         backoff: Callable[[int], float] = ...,
+        key: Callable[[U], Hashable] | None = ...,
+        cost: Callable[[U], Mapping[str, float] | None] | None = ...,
     ) -> MapIterator[T | BaseException]: ...
 
     def map(
@@ -384,6 +550,8 @@ class WorkerPool:
         retries: int = 0,
         retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
         backoff: Callable[[int], float] = default_backoff,
+        key: Callable[[Any], Hashable] | None = None,
+        cost: Callable[[Any], Mapping[str, float] | None] | None = None,
     ) -> MapIterator[Any]:
         """
         Run ``func(item)`` for each item under the pool's limits; iterate over the results.
@@ -409,7 +577,12 @@ class WorkerPool:
         :param window: how many of the map's items may wait beyond those the pool runs (see
             above): an int >= 1, or None for the default, the pool's ``size``, or 256 without
             one
-        :raises TypeError: if ``window`` is not None or an int
+        :param key: ``key(item)`` gives each item's key (see :meth:`run`)
+        :param cost: ``cost(item)`` gives each item's cost (see :meth:`run`); a key or cost that
+            is not valid stops the map, which raises the error once the items before it are
+            yielded
+        :raises TypeError: if ``window`` is not None or an int, or *key* or *cost* is not None
+            or a callable
         :raises ValueError: if ``window`` is < 1
 
         .. versionadded:: 0.3
@@ -417,9 +590,16 @@ class WorkerPool:
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
         check_window(window)
+        for name, fn in (("key", key), ("cost", cost)):
+            if fn is not None and not callable(fn):
+                raise TypeError(
+                    f"{name} must be None or a callable taking an item, not {type(fn).__name__}"
+                )
         life = self._life
         sched = life.scheduler_for_submit()
         core = MapCore(life, sched, func, iterable, options, ordered, return_exceptions, window)
+        if key is not None or cost is not None:
+            core.set_key_and_cost(key, cost)
         return MapIterator(core)
 
     def statistics(self) -> PoolStatistics:
@@ -431,6 +611,10 @@ class WorkerPool:
         life = self._life
         sched = life.sched
         room = life.room
+        now = anyio.current_time() if life.binding is not None else 0.0
+        paused_until = life.start_paused if sched is None else sched.paused_until
+        if paused_until != _INF and paused_until <= now:
+            paused_until = -_INF
         return PoolStatistics(
             size=life.size,
             rate=life.rate,
@@ -446,6 +630,9 @@ class WorkerPool:
             attempts=0 if sched is None else sched.attempts,
             retries=0 if sched is None else sched.retries,
             borrowed_tokens=0 if life.limiter is None else int(life.limiter.borrowed_tokens),
+            limits=life.limit_statistics(now),
+            keys=0 if sched is None else sched.sweep_keys(now),
+            paused_until=None if paused_until == -_INF else paused_until,
         )
 
     # -- async with, shutdown and kill ------------------------------------------------------------

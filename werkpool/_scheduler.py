@@ -16,6 +16,7 @@ from collections import deque
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Final, final
 
+from ._exceptions import RetryAfter
 from ._job import (
     BACKOFF,
     CANCELLED,
@@ -28,10 +29,11 @@ from ._job import (
     protocol_safe,
     spent,
 )
+from ._lanes import Keys, Lane
 from ._options import next_delay
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Hashable, Iterable, Sequence
     from typing import Any
 
     from ._job import Job, JobOwner
@@ -51,6 +53,10 @@ _INF = math.inf
 
 def _nothing() -> None:
     pass
+
+
+def _no_limits() -> tuple[Limit, ...]:
+    return ()
 
 
 @final
@@ -86,19 +92,28 @@ class Scheduler:
         limits: Sequence[Limit] = (),
         remote: Sequence[RemoteLimit] = (),
         *,
+        per_key: Callable[[], tuple[Limit, ...]] = _no_limits,
+        retry_after: Callable[[Exception], float | None] | None = None,
         on_drained: Callable[[], None] = _nothing,
     ) -> None:
         self.limits: tuple[Limit, ...] = tuple(limits)
         self.remote: tuple[RemoteLimit, ...] = tuple(remote)
-        #: True if some limit depends on the clock: only then does the pool read it per job. A
-        #: remote limit does (a refusal holds starts until a time, a grant may be for later).
-        self.timed = bool(self.remote) or any(limit.timed for limit in self.limits)
-        #: No limit at all (a size-only pool: its workers bound the concurrency): poll() then
-        #: takes the head of the line without asking any limit (the fast path).
-        self.unlimited = not self.limits and not self.remote
+        #: Makes a new key's own limits (the pool's ``per_key=``).
+        self.per_key = per_key
+        #: Maps a job's error to a pushback delay in seconds, or None (the pool's retry_after=).
+        self.retry_after = retry_after
+        #: The jobs without a key (the lane with no limits of its own).
+        self.main = Lane(None, ())
+        self._queue: deque[Job] = self.main.queue
+        self._retry_ready: list[tuple[int, Job]] = self.main.retry_ready
+        #: The lanes of the keys in use (made when the first job with a key comes).
+        self.keys: Keys | None = None
+        #: No attempt starts before this time (pause(), pause_for(), a pushback).
+        self.paused_until = -_INF
+        self.timed = False
+        self.unlimited = False
+        self._configure()
         self.on_drained = on_drained
-        self._queue: deque[Job] = deque()
-        self._retry_ready: list[tuple[int, Job]] = []  # heap by submission order
         #: Jobs in their backoff, as a heap by its end.
         self.backoffs: list[tuple[float, int, Job]] = []
         self._seq = 0
@@ -121,6 +136,24 @@ class Scheduler:
         self.cancelled = 0
         self.attempts = 0
         self.retries = 0
+        self.pushbacks = 0
+
+    def _configure(self) -> None:
+        """Work out the fast paths after a change of limits, keys or pause."""
+        #: True if some limit depends on the clock: only then does the pool read it per job. A
+        #: remote limit does (a refusal holds starts until a time, a grant may be for later), and
+        #: so do keys (their limits, their pauses) and a pause.
+        self.timed = (
+            bool(self.remote)
+            or self.keys is not None
+            or self.paused_until != -_INF
+            or any(limit.timed for limit in self.limits)
+        )
+        #: No limit, key or pause at all (a size-only pool: its workers bound the concurrency):
+        #: poll() then takes the head of the line without asking any limit (the fast path).
+        self.unlimited = (
+            not self.limits and not self.remote and self.keys is None and self.paused_until == -_INF
+        )
 
     # -- submission -------------------------------------------------------------------------------
 
@@ -130,18 +163,36 @@ class Scheduler:
         args: tuple[Any, ...],
         options: JobOptions,
         owner: JobOwner | None = None,
+        key: Hashable = None,
+        cost: dict[str, float] | None = None,
     ) -> PlainJob:
         """Queue a new :class:`PlainJob` at the back and return it."""
         job = PlainJob(fn, args, options, owner)
-        self.enqueue(job)
+        job.cost = cost
+        self.enqueue(job, key)
         return job
 
-    def enqueue(self, job: Job) -> None:
-        """Queue a record the caller made (every field set but ``seq``) at the back."""
+    def enqueue(self, job: Job, key: Hashable = None) -> None:
+        """Queue a record the caller made (every field set but ``seq`` and ``lane``) at the back
+        of the line of *key* (None: the jobs without a key)."""
         self._seq += 1
         job.seq = self._seq
-        self._queue.append(job)
         self.queued += 1
+        if key is None:
+            job.lane = None
+            self._queue.append(job)
+        else:
+            self._queue_keyed(job, key)
+
+    def _queue_keyed(self, job: Job, key: Hashable) -> None:
+        keys = self.keys
+        if keys is None:
+            keys = self.keys = Keys(self.per_key, TICK)
+            self._configure()
+        lane = job.lane = keys.lane(key)
+        lane.pending += 1
+        lane.queue.append(job)
+        keys.queued(lane, job)
 
     def enqueue_all(self, jobs: list[PlainJob]) -> None:
         """Queue records the caller made, in order, at the back (a map's batch)."""
@@ -187,8 +238,9 @@ class Scheduler:
         return queue[0] if queue else None
 
     def is_head(self, job: Job) -> bool:
-        """True if *job* is the next to start."""
-        return self._head() is job
+        """True if *job* is the next to start (of its key, for a job with a key)."""
+        lane = job.lane
+        return (self._head() if lane is None else lane.head()) is job
 
     def _release_due(self, now: float) -> None:
         """Move the jobs whose backoff ended by *now* back into line (by submission order)."""
@@ -199,18 +251,31 @@ class Scheduler:
                 job.state = QUEUED
                 self.backoff -= 1
                 self.queued += 1
-                heappush(self._retry_ready, (seq, job))
+                self._requeue(job)
+
+    def _requeue(self, job: Job) -> None:
+        """*job* waits again in its lane, ahead of the jobs submitted after it."""
+        lane = job.lane
+        if lane is None:
+            heappush(self._retry_ready, (job.seq, job))
+        else:
+            lane.requeue(job)
+            self.keys.look_again(lane)  # type: ignore[union-attr]  # a lane implies keys
 
     def next_wakeup(self) -> float:
-        """When the earliest backoff ends (``inf`` if none)."""
+        """When the earliest backoff ends, or a key waiting for the clock may start (``inf``:
+        neither)."""
         backoffs = self.backoffs
         while backoffs and backoffs[0][2].state != BACKOFF:
             heappop(backoffs)
-        return backoffs[0][0] if backoffs else _INF
+        wakeup = backoffs[0][0] if backoffs else _INF
+        if self.keys is not None:
+            wakeup = min(wakeup, self.keys.next_wakeup())
+        return wakeup
 
     def earliest_start(self, now: float) -> float:
         """When the local limits would next admit a start, whatever the job (for a map's pace)."""
-        earliest = -_INF
+        earliest = self.paused_until
         for limit in self.limits:
             t = limit.earliest(None, now)  # type: ignore[arg-type]
             if t > earliest:
@@ -244,9 +309,16 @@ class Scheduler:
         if self.backoffs and self.backoffs[0][0] <= now + TICK:  # a timer may fire a tick early
             self._release_due(now)
         job = self._head()
+        keys = self.keys
+        if keys is not None:
+            # The oldest head among the jobs without a key and the keys that may start now.
+            keyed = keys.pick(now, _INF if job is None else job.seq)
+            if keyed is not None:
+                job = keyed
+            keys.sweep(now)
         if job is None:
             return self.next_wakeup()
-        earliest = -_INF
+        earliest = self.paused_until
         for limit in self.limits:
             t = limit.earliest(job, now)
             if t > earliest:
@@ -269,6 +341,10 @@ class Scheduler:
         self._take(job)
         for limit in self.limits:
             limit.admit(job, at)
+        lane = job.lane
+        if lane is not None:
+            for limit in lane.limits:
+                limit.admit(job, at)
         if self.remote:
             job.state = RESERVING
             self.reserving = job
@@ -277,11 +353,23 @@ class Scheduler:
         return job
 
     def _take(self, job: Job) -> None:
-        """Take *job*, the head, out of the line."""
-        if self._retry_ready and self._retry_ready[0][1] is job:
+        """Take *job*, the head (of its key), out of the line."""
+        lane = job.lane
+        if lane is not None:
+            lane.take(job)
+        elif self._retry_ready and self._retry_ready[0][1] is job:
             heappop(self._retry_ready)
         else:
             self._queue.popleft()
+
+    def _refund(self, job: Job) -> None:
+        """Take back the admission of *job*, whose attempt never started."""
+        for limit in self.limits:
+            limit.refund(job)
+        lane = job.lane
+        if lane is not None:
+            for limit in lane.limits:
+                limit.refund(job)
 
     def _started(self, job: Job) -> None:
         """*job*, taken out of line, starts an attempt."""
@@ -300,6 +388,10 @@ class Scheduler:
         """
         for limit in self.limits:
             limit.restamp(job, at)
+        lane = job.lane
+        if lane is not None:
+            for limit in lane.limits:
+                limit.restamp(job, at)
 
     # -- remote limits: the answers to a Reservation ----------------------------------------------
 
@@ -311,8 +403,7 @@ class Scheduler:
         self.reserving = None
         if job.state != RESERVING or job.done() or self.killed:
             # Cancelled meanwhile (its worker is being stopped), or the pool is being killed.
-            for limit in self.limits:
-                limit.refund(job)
+            self._refund(job)
             self._cancelled(job)
             return False
         self._started(job)
@@ -322,8 +413,7 @@ class Scheduler:
         """A remote limit refused (and none holds credit now): the job goes back to the head
         of the line, and no reservation is made before *retry_at*."""
         self.reserving = None
-        for limit in self.limits:
-            limit.refund(reservation.job)
+        self._refund(reservation.job)
         if retry_at > self._hold_until:
             self._hold_until = retry_at
         self._back_to_the_head(reservation.job)
@@ -331,8 +421,7 @@ class Scheduler:
     def abandoned(self, reservation: Reservation) -> None:
         """The worker's request was cancelled before an answer: undo the reservation."""
         self.reserving = None
-        for limit in self.limits:
-            limit.refund(reservation.job)
+        self._refund(reservation.job)
         self._back_to_the_head(reservation.job)
 
     def _back_to_the_head(self, job: Job) -> None:
@@ -344,7 +433,7 @@ class Scheduler:
             self._cancelled(job)
         else:
             job.state = QUEUED
-            heappush(self._retry_ready, (job.seq, job))  # its seq puts it back at the head
+            self._requeue(job)  # its seq puts it back at the head
 
     # -- outcomes of an attempt -------------------------------------------------------------------
 
@@ -352,8 +441,17 @@ class Scheduler:
         """The attempt ended: release its limits."""
         for limit in self.limits:
             limit.release(job)
+        lane = job.lane
+        if lane is not None:
+            self._lane_released(lane, job)
         self.running -= 1
         job.worker = None
+
+    def _lane_released(self, lane: Lane, job: Job) -> None:
+        """An attempt of a job with a key ended: release the key's limits."""
+        for limit in lane.limits:
+            limit.release(job)
+        self.keys.released(lane)  # type: ignore[union-attr]  # a lane implies keys
 
     def returned(self, job: Job, result: object) -> None:
         """The attempt returned *result* in time: the job is done, unless cancelled meanwhile."""
@@ -361,6 +459,10 @@ class Scheduler:
         if self.limits:
             for limit in self.limits:
                 limit.release(job)
+        lane = job.lane
+        if lane is not None:
+            self._lane_released(lane, job)
+            self.keys.settled(lane)  # type: ignore[union-attr]  # a lane implies keys
         self.running -= 1
         job.worker = None
         job.state = DONE
@@ -408,6 +510,22 @@ class Scheduler:
             return _INF
         safe = protocol_safe(error)
         options = job.options
+        if isinstance(safe, RetryAfter) or self.retry_after is not None:
+            try:
+                pause = self._pushback(job, safe, now)
+            except Exception as bad:
+                bad.__cause__ = safe
+                self._failed(job, protocol_safe(bad, "retry_after"))
+                return _INF
+            if pause is not None:
+                if job.attempts <= options.retries and not self.killed:
+                    # Retried once the pause is over: the pause replaces its backoff.
+                    job.state = BACKOFF
+                    self.backoff += 1
+                    heappush(self.backoffs, (pause, job.seq, job))
+                    return pause
+                self._failed(job, safe)
+                return _INF
         if (
             job.attempts <= options.retries
             and isinstance(safe, options.retryable)
@@ -431,6 +549,105 @@ class Scheduler:
             return due
         self._failed(job, safe)
         return _INF
+
+    def _pushback(self, job: Job, error: BaseException, now: float) -> float | None:
+        """If *error* is a provider's pushback, pause the pool (or the job's key) and slow its
+        adaptive rates down; return the end of the pause, or None (no pushback).
+
+        :raises Exception: what the ``retry_after`` callable raised, or a TypeError or
+            ValueError if it returned something that is not a delay
+        """
+        if isinstance(error, RetryAfter):
+            delay: object = error.seconds
+        else:
+            assert self.retry_after is not None
+            assert isinstance(error, Exception)
+            delay = self.retry_after(error)
+            if delay is None:
+                return None
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+                raise TypeError(
+                    f"retry_after must return None or a finite number of seconds >= 0, "
+                    f"not {type(delay).__name__}"
+                )
+            if not math.isfinite(delay) or delay < 0:
+                raise ValueError(
+                    f"retry_after must return None or a finite number of seconds >= 0, "
+                    f"got {delay!r}"
+                )
+        until = now + float(delay)  # type: ignore[arg-type]
+        self.pushbacks += 1
+        lane = job.lane
+        for limit in self.limits:
+            if limit.adaptive:
+                limit.pushback(now)
+        if lane is None:
+            self.pause(until)
+        else:
+            for limit in lane.limits:
+                if limit.adaptive:
+                    limit.pushback(now)
+            self.pause_key(lane.key, until)
+        return until
+
+    # -- runtime control --------------------------------------------------------------------------
+
+    def pause(self, until: float) -> None:
+        """Start nothing before *until* (``inf``: until :meth:`resume`); never shortens a pause."""
+        if until > self.paused_until:
+            self.paused_until = until
+            self._configure()
+
+    def pause_key(self, key: Hashable, until: float) -> None:
+        """Start no job of *key* before *until*; never shortens the key's pause."""
+        if self.keys is None:
+            self.keys = Keys(self.per_key, TICK)
+            self._configure()
+        keys = self.keys
+        lane = keys.lane(key)
+        if until > lane.paused_until:
+            lane.paused_until = until
+            keys.look_again(lane)  # it waits for the clock now
+        if not lane.pending:
+            keys.rest(lane)  # a key paused with no job: dropped once the pause is over
+
+    def resume(self) -> None:
+        """End every pause: the pool's and its keys'."""
+        self.paused_until = -_INF
+        if self.keys is not None:
+            for lane in self.keys.lanes.values():
+                if lane.paused_until != -_INF:
+                    lane.paused_until = -_INF
+                    self.keys.look_again(lane)
+        self._configure()
+
+    def replace_limits(self, limits: Sequence[Limit], running: Iterable[Job]) -> None:
+        """Use *limits* from now on (the caller carried state over from the old ones).
+
+        :param running: the jobs whose attempts (or reservations) run now: they release into
+            the new limits, which count them as taken
+        """
+        for job in running:
+            for limit in limits:
+                if limit not in self.limits and not limit.timed:
+                    limit.admit(job, 0.0)  # a concurrency limit: counts what runs now
+        self.limits = tuple(limits)
+        self._configure()
+
+    def pending_jobs(self) -> Iterable[Job]:
+        """Every job that waits to start (first attempts and retries, in any lane)."""
+        yield from (job for job in self._queue if job.state == QUEUED)
+        yield from (job for _, job in self._retry_ready if job.state == QUEUED)
+        yield from (job for _, _, job in self.backoffs if job.state == BACKOFF)
+        if self.keys is not None:
+            yield from self.keys.waiting()
+
+    def sweep_keys(self, now: float) -> int:
+        """Drop the idle keys at rest by *now*; return how many keys remain."""
+        if self.keys is None:
+            return 0
+        self.keys.sweep(now)
+        return len(self.keys.lanes)
 
     def aborted(self, job: Job, error: BaseException) -> None:
         """The attempt ended with an error that is never retried: a KeyboardInterrupt or the like
@@ -481,6 +698,9 @@ class Scheduler:
         job.host = None
         job.fn = spent  # a future the caller keeps does not keep the job's callable and arguments
         job.args = ()
+        lane = job.lane
+        if lane is not None:
+            self.keys.settled(lane)  # type: ignore[union-attr]  # a lane implies keys
         owner = job.owner
         if owner is not None:
             job.owner = None
@@ -519,13 +739,13 @@ class Scheduler:
         """Settle every job that waits: cancelled, or failed with *error* if the pool crashed
         with an :exc:`Exception`. Running attempts are the caller's to stop; none is retried."""
         self.closing = self.killed = True
-        waiting = [job for job in self._queue if job.state == QUEUED]
-        waiting += [job for _, job in self._retry_ready if job.state == QUEUED]
-        waiting += [job for _, _, job in self.backoffs if job.state == BACKOFF]
+        waiting = list(self.pending_jobs())
         waiting.sort(key=lambda job: job.seq)
         self._queue.clear()
         self._retry_ready.clear()
         self.backoffs.clear()
+        if self.keys is not None:
+            self.keys.clear()
         for job in waiting:
             if isinstance(error, Exception):
                 self._failed(job, error)

@@ -5,7 +5,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import final
 
-__all__ = ["PoolStatistics"]
+__all__ = ["LimitStatistics", "PoolStatistics"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LimitStatistics:
+    """
+    A snapshot of one of the pool's limits, in :attr:`PoolStatistics.limits`.
+
+    .. versionadded:: 0.4
+    """
+
+    #: ``"rate"``, ``"window"`` or ``"concurrency"``.
+    kind: str
+    #: The limit's ``count`` (``n`` for a concurrency limit).
+    count: float
+    #: The period or window in seconds (``None`` for a concurrency limit).
+    per: float | None
+    #: How many units may go back to back (``None`` but for a rate).
+    burst: float | None
+    #: The unit counted (``None``: attempts).
+    unit: str | None
+    #: Units in use now: the summed cost of running attempts (concurrency), the units still in
+    #: the bucket (rate) or in the current window (window).
+    in_use: float
+    #: From when (:func:`anyio.current_time`'s clock) a start of cost 1 fits; ``-inf`` or a time
+    #: <= now means now, ``inf`` means once an attempt ends.
+    next_free: float
+    #: The rate in use now, in units per second (below ``count / per`` after pushbacks, for an
+    #: adaptive rate); ``None`` but for a rate.
+    effective_rate: float | None
 
 
 @final
@@ -48,3 +78,16 @@ class PoolStatistics:
     #: Tokens of the pool's capacity limiter lent out now (equals ``running``; a job that asks a
     #: remote limit holds one meanwhile, before it runs).
     borrowed_tokens: int
+    #: One snapshot per limit of the pool (``size`` and ``rate`` first), not of its keys.
+    #:
+    #: .. versionadded:: 0.4
+    limits: tuple[LimitStatistics, ...] = ()
+    #: Keys with their own limits now (keys idle and at rest are dropped).
+    #:
+    #: .. versionadded:: 0.4
+    keys: int = 0
+    #: Until when the pool starts nothing (``inf``: until :meth:`~WorkerPool.resume`); ``None``
+    #: when it is not paused.
+    #:
+    #: .. versionadded:: 0.4
+    paused_until: float | None = None

@@ -21,6 +21,7 @@ __all__ = [
     "check_rate",
     "check_retries",
     "check_retryable",
+    "check_seconds",
     "check_size",
     "check_task",
     "check_timeout",
@@ -123,6 +124,16 @@ def check_timeout(timeout: object) -> float | None:
         )
     # -0.0 passes "value < 0"; adding 0.0 makes it 0.0 (IEEE 754: -0.0 + 0.0 == +0.0), so that
     # messages say "timed out after 0 s", not "-0 s".
+    return value + 0.0
+
+
+def check_seconds(seconds: object) -> float:
+    """Check a delay such as ``pause_for(seconds)``: a finite number >= 0."""
+    if not _is_real(seconds):
+        raise TypeError(f"seconds must be a finite number >= 0, not {_type_name(seconds)}")
+    value = _to_float(seconds, "seconds", "a finite number >= 0")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"seconds must be a finite number >= 0, got {show_value(seconds)}")
     return value + 0.0
 
 

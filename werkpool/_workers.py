@@ -168,7 +168,6 @@ class Runner:
         cancelling = _cancelling_of_current_task() if self.binding.backend == "asyncio" else None
         result: Any = None
         awaitable: Any = None
-        timed = sched.timed  # then every job is restamped when its code begins
         # Bound once: these run once per job.
         poll = sched.poll
         returned = sched.returned
@@ -179,7 +178,15 @@ class Runner:
         job: Job
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
         while True:
-            # Read the clock only when some limit or backoff depends on it.
+            if crew.count > crew.max_workers:
+                # The pool's size shrank: this worker is one too many. If it was woken for a
+                # job, pass the wake-up on (to a parked worker, or one that also leaves).
+                if not crew.waking and sched.has_queued():
+                    crew.kick(None)  # busy workers poll when their attempts end
+                return True
+            # Read the clock only when some limit, pause or backoff depends on it (limits and
+            # pauses may change while the pool runs: sched.timed is read each time).
+            timed = sched.timed
             now = current_time() if timed or backoffs else 0.0
             admitted = poll(now)
             if type(admitted) is float:  # nothing to start: the time to poll again

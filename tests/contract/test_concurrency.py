@@ -109,31 +109,34 @@ async def test_r01_size_holds_during_kill() -> None:
     assert_idle(pool)
 
 
-async def test_r01_size_is_fixed_for_the_pools_lifetime() -> None:
-    """werkpool never changes its limiter's total_tokens: size is read-only and per pool.
+async def test_r01_size_holds_through_a_resize_and_each_pool_has_its_own_limiter() -> None:
+    """The limiter keeps exactly ``size`` tokens, per pool, and follows ``pool.size = n``.
 
-    The checklist asks that size hold during ``total_tokens`` changes; werkpool offers no way to
-    change the limit of a running pool (``size`` is a read-only property), so the contract is
-    that the limiter keeps exactly ``size`` tokens throughout.
+    The checklist asks that size hold during ``total_tokens`` changes: since 0.4 ``size`` is
+    settable on a running pool (it sets the limiter's ``total_tokens``); the other pool's limiter
+    is untouched and the invariants hold throughout.
     """
     pool = WorkerPool(size=3)
-    with pytest.raises(AttributeError):
-        pool.size = 5  # type: ignore[misc]
     async with pool, WorkerPool(size=1) as other:
         assert pool._life.limiter is not None
         assert other._life.limiter is not None
         assert pool._life.limiter is not other._life.limiter
         futures = [pool.run(anyio.sleep, 1) for _ in range(7)]
         others = [other.run(anyio.sleep, 1) for _ in range(2)]
-        for _ in range(4):
-            assert pool._life.limiter.total_tokens == 3
+        for step in range(4):
+            if step == 2:
+                pool.size = 5
+            expected = 3 if step < 2 else 5
+            assert pool.size == expected
+            assert pool._life.limiter.total_tokens == expected
             assert other._life.limiter.total_tokens == 1
+            assert pool.statistics().running <= expected
             assert_consistent(pool)
             assert_consistent(other)
             await anyio.sleep(0.75)
         for future in [*futures, *others]:
             await future
-    assert pool.size == 3
+    assert pool.size == 5
 
 
 # -- R2: FIFO start order ------------------------------------------------------------------------

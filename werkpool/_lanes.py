@@ -1,0 +1,245 @@
+"""Lines of jobs per key, each with its own limits and pause, and which key may start next.
+
+A :class:`Lane` is one key's line: its first attempts in submission order, its retries whose
+backoff is over (by submission order too), the key's own limit instances and its pause. The
+jobs without a key have a lane too, with no limits of its own (the scheduler's ``main`` lane).
+
+:class:`Keys` holds the lanes of the keys in use and answers the scheduler's question "which key's
+head job may start now, the oldest first?" without looking at every key: lanes that may start
+are in a heap by their head's submission order, lanes waiting for the clock (a rate slot, a
+window, a pause) in a heap by that time, and lanes waiting for one of their attempts to end
+(a concurrency limit) in neither. So a saturated key is never looked at until its time comes, and
+never delays another key (no head-of-line blocking). A key whose jobs are all settled and whose
+limits are back at rest is dropped: memory follows the keys in use, not the keys ever seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from heapq import heappop, heappush, heapreplace
+from typing import TYPE_CHECKING, Final, final
+
+from ._job import QUEUED
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Iterator
+
+    from ._job import Job
+    from ._limits import Limit
+
+__all__ = ["Keys", "Lane"]
+
+_INF: Final = math.inf
+
+# Where a lane is in Keys' bookkeeping.
+_IDLE: Final = 0  # no job waits (or not looked at yet)
+_READY: Final = 1  # in the ready heap: its head may start, as far as its own limits know
+_CLOCK: Final = 2  # in the clock heap: its own limits or pause hold it until a time
+_BLOCKED: Final = 3  # waits for one of its attempts to end (a concurrency limit of the key)
+
+
+@final
+class Lane:
+    """One key's line of jobs, its limits and its pause (see the module docstring)."""
+
+    __slots__ = ("key", "limits", "paused_until", "pending", "queue", "retry_ready", "ticket", "where")
+
+    def __init__(self, key: Hashable, limits: tuple[Limit, ...]) -> None:
+        self.key = key
+        self.limits = limits
+        #: First attempts, in submission order (cancelled records are dropped when at the front).
+        self.queue: deque[Job] = deque()
+        #: Retries whose backoff is over, as a heap by submission order.
+        self.retry_ready: list[tuple[int, Job]] = []
+        #: No attempt of this key starts before this time.
+        self.paused_until = -_INF
+        #: Jobs of this key accepted and not settled.
+        self.pending = 0
+        self.where = _IDLE
+        #: Identifies the lane's one live entry in Keys' heaps (older entries are skipped).
+        self.ticket = 0
+
+    def head(self) -> Job | None:
+        """The next job of this key to start (a due retry or the oldest queued one)."""
+        queue = self.queue
+        while queue and queue[0].state != QUEUED:
+            queue.popleft()  # cancelled while queued: dropped here, in O(1)
+        ready = self.retry_ready
+        while ready and ready[0][1].state != QUEUED:
+            heappop(ready)
+        if ready and not (queue and queue[0].seq < ready[0][0]):
+            return ready[0][1]
+        return queue[0] if queue else None
+
+    def take(self, job: Job) -> None:
+        """Take *job*, the head, out of the line."""
+        ready = self.retry_ready
+        if ready and ready[0][1] is job:
+            heappop(ready)
+        else:
+            self.queue.popleft()
+
+    def requeue(self, job: Job) -> None:
+        """*job* waits again: a retry whose backoff ended, or a refused reservation (its
+        submission order puts it back ahead of the jobs that came later)."""
+        heappush(self.retry_ready, (job.seq, job))
+
+    def earliest(self, job: Job, now: float) -> float:
+        """From when this key's limits and pause let *job* start."""
+        earliest = self.paused_until
+        for limit in self.limits:
+            t = limit.earliest(job, now)
+            if t > earliest:
+                earliest = t
+        return earliest
+
+    def rest_at(self) -> float:
+        """From when the key's limits are as if fresh and its pause is over."""
+        rest = self.paused_until
+        for limit in self.limits:
+            t = limit.rest_at()
+            if t > rest:
+                rest = t
+        return rest
+
+    def waiting(self) -> Iterator[Job]:
+        """The jobs that wait to start (for kill())."""
+        yield from (job for job in self.queue if job.state == QUEUED)
+        yield from (job for _, job in self.retry_ready if job.state == QUEUED)
+
+
+@final
+class Keys:
+    """The lanes of the keys in use, and the oldest head that its key lets start.
+
+    :param make_limits: makes a new key's limit instances (the pool's ``per_key=`` values)
+    :param tick: a wait shorter than this is no wait (the scheduler's ``TICK``)
+    """
+
+    __slots__ = ("_clock", "_ready", "_resting", "_tick", "_tickets", "lanes", "make_limits")
+
+    def __init__(self, make_limits: Callable[[], tuple[Limit, ...]], tick: float) -> None:
+        self.make_limits = make_limits
+        self._tick = tick
+        self.lanes: dict[Hashable, Lane] = {}
+        self._ready: list[tuple[int, int, Lane]] = []  # (head's seq, ticket, lane)
+        self._clock: list[tuple[float, int, Lane]] = []  # (from when, ticket, lane)
+        self._resting: list[tuple[float, int, Lane]] = []  # idle lanes: (rest_at, ticket, lane)
+        self._tickets = 0
+
+    def lane(self, key: Hashable) -> Lane:
+        """The lane of *key*, made on first use."""
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane(key, self.make_limits())
+        return lane
+
+    def look_again(self, lane: Lane) -> None:
+        """*lane*'s head changed or its limits freed up: it is a candidate again."""
+        head = lane.head()
+        self._tickets += 1
+        lane.ticket = self._tickets
+        if head is None:
+            lane.where = _IDLE
+            return
+        lane.where = _READY
+        heappush(self._ready, (head.seq, lane.ticket, lane))
+
+    def queued(self, lane: Lane, job: Job) -> None:
+        """A first attempt joined *lane* at its back."""
+        if lane.where == _IDLE:
+            self.look_again(lane)  # otherwise the head is older, and already placed
+
+    def released(self, lane: Lane) -> None:
+        """An attempt of *lane* ended: a key waiting for that looks again."""
+        if lane.where == _BLOCKED:
+            self.look_again(lane)
+
+    def pick(self, now: float, before: float) -> Job | None:
+        """The oldest head, older than submission number *before*, that its key lets start now.
+
+        Keys that hold their head back meanwhile move to the clock heap or wait for a release.
+        """
+        tick = self._tick
+        clock = self._clock
+        while clock and clock[0][0] <= now + tick:
+            _, ticket, lane = heappop(clock)
+            if ticket == lane.ticket:
+                self.look_again(lane)
+        ready = self._ready
+        while ready:
+            seq, ticket, lane = ready[0]
+            if ticket != lane.ticket:
+                heappop(ready)  # an entry made stale by a later one
+                continue
+            if seq > before:
+                return None
+            head = lane.head()
+            if head is None:
+                heappop(ready)
+                lane.where = _IDLE
+                continue
+            if head.seq != seq:  # its head started or was cancelled: file it under the new one
+                self._tickets += 1
+                lane.ticket = self._tickets
+                heapreplace(ready, (head.seq, lane.ticket, lane))
+                continue
+            t = lane.earliest(head, now)
+            if t <= now + tick:
+                return head
+            heappop(ready)
+            if t == _INF:
+                lane.where = _BLOCKED
+            else:
+                lane.where = _CLOCK
+                heappush(clock, (t, ticket, lane))
+        return None
+
+    def next_wakeup(self) -> float:
+        """When the first key waiting for the clock may start (``inf`` if none)."""
+        clock = self._clock
+        while clock and clock[0][1] != clock[0][2].ticket:
+            heappop(clock)
+        return clock[0][0] if clock else _INF
+
+    def settled(self, lane: Lane) -> None:
+        """A job of *lane* is settled: once none is pending, the lane rests until dropped."""
+        lane.pending -= 1
+        if lane.pending == 0:
+            self.rest(lane)
+
+    def rest(self, lane: Lane) -> None:
+        """*lane* has no pending job: drop it once its limits are at rest (see :meth:`sweep`)."""
+        self._tickets += 1
+        heappush(self._resting, (lane.rest_at(), self._tickets, lane))
+
+    def sweep(self, now: float) -> None:
+        """Drop the lanes with no pending job whose limits are back at rest by *now*."""
+        resting = self._resting
+        while resting and resting[0][0] <= now:
+            _, _, lane = heappop(resting)
+            if lane.pending or self.lanes.get(lane.key) is not lane:
+                continue  # in use again, or dropped already
+            rest = lane.rest_at()
+            if rest <= now:
+                del self.lanes[lane.key]
+                self._tickets += 1
+                lane.ticket = self._tickets  # its entries in the heaps are stale now
+            else:  # an attempt's limits moved it later (or a pause): look again then
+                self._tickets += 1
+                heappush(resting, (rest, self._tickets, lane))
+
+    def waiting(self) -> Iterator[Job]:
+        """Every job that waits to start in some key's lane."""
+        for lane in self.lanes.values():
+            yield from lane.waiting()
+
+    def clear(self) -> None:
+        """Forget the waiting jobs (kill()); the lanes rest and are dropped as usual."""
+        for lane in self.lanes.values():
+            lane.queue.clear()
+            lane.retry_ready.clear()
+            lane.where = _IDLE
+        self._ready.clear()
+        self._clock.clear()

@@ -1,0 +1,231 @@
+"""Limits as values: :class:`Rate`, :class:`Window` and :class:`Concurrency`.
+
+A limit value says what a provider allows ("500 requests per minute", "90,000 tokens per minute",
+"4 connections"); it holds no state. The pool builds a live limit from each value (``_limits``),
+one for the pool and, for ``per_key=`` values, one per key. Values are frozen and hashable, so
+the same value may be given to several pools, and they validate their arguments when made.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union, final
+
+from ._validate import MAX_BURST, show_value
+
+__all__ = ["Concurrency", "LimitSpec", "Rate", "Window", "check_cost", "check_limits"]
+
+
+def _number(value: object, name: str, owner: str, *, integral: bool) -> float:
+    """Check a count: an int >= 1 if *integral* (a limit that counts attempts), else a finite
+    number > 0 (a limit that counts a unit, such as tokens)."""
+    rule = "an int >= 1" if integral else "a finite number > 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}: {name} must be {rule}, not {type(value).__name__}")
+    if integral and not isinstance(value, int):
+        raise TypeError(
+            f"{owner}: {name} must be {rule} when the limit counts attempts (unit=None), "
+            f"not {type(value).__name__}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{owner}: {name} must be {rule}, got {show_value(value)}") from None
+    if not math.isfinite(number) or number <= 0 or (integral and number < 1):
+        raise ValueError(f"{owner}: {name} must be {rule}, got {show_value(value)}")
+    if number > MAX_BURST:
+        # Float arithmetic in the limits is exact up to 2**53 units; beyond, starts are lost.
+        raise ValueError(f"{owner}: {name} must be <= 2**53, got {show_value(value)}")
+    return number
+
+
+def _per(value: object, owner: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}: per must be a finite number of seconds > 0, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{owner}: per must be a finite number of seconds > 0, got {value!r}")
+    return number
+
+
+def _unit(value: object, owner: str) -> None:
+    if value is not None and not (isinstance(value, str) and value):
+        raise TypeError(f"{owner}: unit must be None or a non-empty str, not {value!r}")
+
+
+def _show(number: float) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class Rate:
+    """
+    A rate limit: at most ``count`` units per ``per`` seconds, ``burst`` of them back to back.
+
+    A leaky bucket (GCRA): in any half-open window of length ``W`` seconds the units admitted
+    (a job of cost ``c`` counts ``c`` at its start) are at most ``ceil(W * count / per) + burst
+    - 1``, and unused credit never grows beyond ``burst``.
+
+    :param count: units per ``per`` seconds (an int >= 1 for attempts; any number > 0 with a unit)
+    :param per: the period in seconds (default 1)
+    :param burst: how many units may go back to back (default 1; at least the largest cost)
+    :param unit: ``None`` to count one per attempt, or the name of a unit that jobs state in
+        their ``cost=`` (``"tokens"``); a job that names no cost in that unit costs 0 of it
+    :param adaptive: halve the effective rate at each pushback from the provider
+        (:exc:`werkpool.RetryAfter`), and let it regrow linearly, back from half to ``count``
+        within ``per`` seconds without pushback, never above ``count`` (AIMD)
+
+    .. versionadded:: 0.4
+    """
+
+    count: float
+    per: float = 1.0
+    burst: float = 1
+    unit: str | None = None
+    adaptive: bool = False
+
+    def __post_init__(self) -> None:
+        _unit(self.unit, "Rate")
+        integral = self.unit is None
+        _number(self.count, "count", "Rate", integral=False)
+        object.__setattr__(self, "per", _per(self.per, "Rate"))
+        _number(self.burst, "burst", "Rate", integral=integral)
+        if not isinstance(self.adaptive, bool):
+            raise TypeError(f"Rate: adaptive must be a bool, not {type(self.adaptive).__name__}")
+
+    @property
+    def capacity(self) -> float:
+        """The largest cost one start may have: ``burst``."""
+        return float(self.burst)
+
+    def __repr__(self) -> str:
+        text = f"Rate({_show(self.count)}, per={_show(self.per)}, burst={_show(self.burst)}"
+        if self.unit is not None:
+            text += f", unit={self.unit!r}"
+        if self.adaptive:
+            text += ", adaptive=True"
+        return text + ")"
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class Window:
+    """
+    A strict sliding window: at most ``count`` units in any window of ``per`` seconds.
+
+    For providers that count a log of requests rather than a bucket: credit comes back as old
+    starts leave the window, one by one, never all at once.
+
+    :param count: units per window (an int >= 1 for attempts; any number > 0 with a unit)
+    :param per: the window's length in seconds
+    :param unit: as for :class:`Rate`
+
+    .. versionadded:: 0.4
+    """
+
+    count: float
+    per: float
+    unit: str | None = None
+
+    def __post_init__(self) -> None:
+        _unit(self.unit, "Window")
+        _number(self.count, "count", "Window", integral=self.unit is None)
+        object.__setattr__(self, "per", _per(self.per, "Window"))
+
+    @property
+    def capacity(self) -> float:
+        """The largest cost one start may have: ``count``."""
+        return float(self.count)
+
+    def __repr__(self) -> str:
+        unit = "" if self.unit is None else f", unit={self.unit!r}"
+        return f"Window({_show(self.count)}, per={_show(self.per)}{unit})"
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class Concurrency:
+    """
+    A concurrency limit: the summed cost of the attempts running at once is at most ``n``.
+
+    :param n: an int >= 1 to count attempts; any number > 0 with a unit
+    :param unit: as for :class:`Rate` (``Concurrency(16, unit="gpu_gb")``)
+
+    .. versionadded:: 0.4
+    """
+
+    n: float
+    unit: str | None = None
+
+    def __post_init__(self) -> None:
+        _unit(self.unit, "Concurrency")
+        _number(self.n, "n", "Concurrency", integral=self.unit is None)
+
+    @property
+    def capacity(self) -> float:
+        """The largest cost one attempt may have: ``n``."""
+        return float(self.n)
+
+    def __repr__(self) -> str:
+        unit = "" if self.unit is None else f", unit={self.unit!r}"
+        return f"Concurrency({_show(self.n)}{unit})"
+
+
+LimitSpec = Union[Rate, Window, Concurrency]
+
+
+def check_limits(limits: object, name: str) -> tuple[LimitSpec, ...]:
+    """Check a ``limits=`` or ``per_key=`` argument: an iterable of limit values."""
+    if isinstance(limits, (str, bytes)) or not hasattr(limits, "__iter__"):
+        raise TypeError(
+            f"{name} must be an iterable of werkpool.Rate, Window or Concurrency, "
+            f"not {type(limits).__name__}"
+        )
+    specs = tuple(limits)  # type: ignore[call-overload]
+    for spec in specs:
+        if not isinstance(spec, (Rate, Window, Concurrency)):
+            raise TypeError(
+                f"{name} must hold werkpool.Rate, Window or Concurrency values, "
+                f"not {type(spec).__name__}: {spec!r}"
+            )
+    return specs
+
+
+def check_cost(cost: object, specs: tuple[LimitSpec, ...]) -> dict[str, float] | None:
+    """Check a job's ``cost=`` against the limits that will count it; return it as a dict.
+
+    :raises TypeError: if *cost* is not a mapping of str to numbers
+    :raises ValueError: if an amount is negative or not finite, names a unit no limit counts,
+        or can never fit a limit (above its ``burst``, ``count`` or ``n``)
+    """
+    if cost is None:
+        return None
+    if not hasattr(cost, "items"):
+        raise TypeError(f"cost must be None or a mapping of unit names to numbers, not {type(cost).__name__}")
+    checked: dict[str, float] = {}
+    items: list[tuple[object, object]] = list(cost.items())  # type: ignore[attr-defined]
+    for unit, amount in items:
+        if not isinstance(unit, str):
+            raise TypeError(f"cost: unit names must be str, not {type(unit).__name__} ({unit!r})")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise TypeError(f"cost[{unit!r}] must be a finite number >= 0, not {type(amount).__name__}")
+        value = float(amount)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"cost[{unit!r}] must be a finite number >= 0, got {amount!r}")
+        counting = [spec for spec in specs if spec.unit == unit]
+        if not counting:
+            units = sorted({spec.unit for spec in specs if spec.unit is not None})
+            raise ValueError(
+                f"cost names the unit {unit!r}, which no limit of this pool counts "
+                f"(units counted: {', '.join(map(repr, units)) or 'none'})"
+            )
+        for spec in counting:
+            if value > spec.capacity:
+                raise ValueError(
+                    f"cost[{unit!r}]={amount!r} can never fit the limit {spec!r}: "
+                    f"it admits at most {_show(spec.capacity)} at once"
+                )
+        checked[unit] = value
+    return checked or None
