@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 __all__ = [
     "FutureCancelled",
@@ -61,7 +62,8 @@ class RetryAfter(Exception):
     """
 
     def __init__(self, seconds: float, message: str | None = None) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        given = cast("object", seconds)  # checked at run time: untyped callers pass anything
+        if isinstance(given, bool) or not isinstance(given, (int, float)):
             raise TypeError(
                 f"RetryAfter: seconds must be a finite number >= 0, not {type(seconds).__name__}"
             )

@@ -43,7 +43,16 @@ _BLOCKED: Final = 3  # waits for one of its attempts to end (a concurrency limit
 class Lane:
     """One key's line of jobs, its limits and its pause (see the module docstring)."""
 
-    __slots__ = ("key", "limits", "paused_until", "pending", "queue", "retry_ready", "ticket", "where")
+    __slots__ = (
+        "key",
+        "limits",
+        "paused_until",
+        "pending",
+        "queue",
+        "retry_ready",
+        "ticket",
+        "where",
+    )
 
     def __init__(self, key: Hashable, limits: tuple[Limit, ...]) -> None:
         self.key = key

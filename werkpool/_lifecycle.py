@@ -24,22 +24,20 @@ from ._exceptions import PoolClosedError
 from ._futures import AsyncioFuture, Future
 from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
 from ._limits import ConcurrencyLimit, Limit, RateLimit, WindowLimit, build
+from ._scheduler import Scheduler
 from ._specs import Concurrency, Rate, check_cost
 from ._statistics import LimitStatistics
-from ._scheduler import Scheduler
 from ._workers import Runner
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Hashable, Sequence
 
     from anyio.abc import TaskGroup, TaskStatus
 
     from ._job import JobOwner
-    from collections.abc import Hashable, Sequence
-
     from ._limits import RemoteLimit
     from ._options import JobOptions
     from ._room import Room
@@ -150,18 +148,18 @@ class Lifecycle:
         "in_background",
         "limiter",
         "limits",
-        "per_key",
-        "retry_after",
-        "size_shorthand",
-        "start_paused",
         "loop",
         "maps",
+        "per_key",
         "rate",
         "remote",
+        "retry_after",
         "room",
         "runner",
         "sched",
         "size",
+        "size_shorthand",
+        "start_paused",
         "start_soon_owner",
         "state",
     )
@@ -390,7 +388,9 @@ class Lifecycle:
         """Change the concurrency bound; running attempts above it finish first."""
         self.size_shorthand = size
         self.limits = tuple(
-            spec for spec in self.limits if not (isinstance(spec, Concurrency) and spec.unit is None)
+            spec
+            for spec in self.limits
+            if not (isinstance(spec, Concurrency) and spec.unit is None)
         )
         self._apply_size(size)
 
@@ -433,17 +433,23 @@ class Lifecycle:
             self.size = size
             return
         old = sched.limits
-        new = [limit for limit in old if isinstance(limit, ConcurrencyLimit)]
+        new: list[Limit] = [limit for limit in old if isinstance(limit, ConcurrencyLimit)]
         new += self._build_limits()
         for limit in new:
             for older in old:
+                if limit.unit != older.unit:
+                    continue
                 if isinstance(limit, RateLimit) and isinstance(older, RateLimit):
-                    if limit.unit == older.unit:
-                        limit.carry_on_from(older)
-                elif isinstance(limit, WindowLimit) and isinstance(older, WindowLimit):
-                    if limit.unit == older.unit and limit.per == older.per:
-                        limit.carry_on_from(older)
-        running = [worker.job for worker in self.crew.workers if worker.job is not None]  # type: ignore[union-attr]
+                    limit.carry_on_from(older)  # the latest schedule of them all
+                elif (
+                    isinstance(limit, WindowLimit)
+                    and isinstance(older, WindowLimit)
+                    and limit.per == older.per
+                ):
+                    limit.carry_on_from(older)
+                    break
+        assert self.crew is not None
+        running = [worker.job for worker in self.crew.workers if worker.job is not None]
         sched.replace_limits(new, running)
         if size != old_size:
             self._apply_size(size)
@@ -451,10 +457,9 @@ class Lifecycle:
 
     def _look_again(self) -> None:
         """Limits changed or a pause ended: a waiting worker must look at the line again."""
-        crew = self.crew
-        if crew is not None and not crew.waking and self.sched is not None:
-            if self.sched.has_queued():
-                crew.kick(None)
+        crew, sched = self.crew, self.sched
+        if crew is not None and sched is not None and not crew.waking and sched.has_queued():
+            crew.kick(None)
 
     def pause(self, until: float, key: Hashable = None) -> None:
         """Start nothing (of *key*, if given) before *until*; never shortens a pause."""

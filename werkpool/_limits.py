@@ -379,7 +379,7 @@ class WindowLimit:
         if excess <= 0:
             return -_INF
         # The oldest starts must leave until `excess` units have: the last of them sets the time.
-        for at, weight in zip(self._starts, self._costs):
+        for at, weight in zip(self._starts, self._costs, strict=True):
             excess -= weight
             if excess <= 0:
                 return at + self.per
@@ -468,7 +468,7 @@ class ConcurrencyLimit:
 
     timed = False
     adaptive = False
-    unit = None
+    unit: str | None = None
 
     def __init__(self, limiter: TokenSource) -> None:
         self.limiter = limiter

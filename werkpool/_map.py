@@ -125,10 +125,10 @@ class MapCore:
         "call_soon",
         "cap",
         "changed",
-        "cost_fn",
         "closed",
         "closed_by_pool",
         "completed",
+        "cost_fn",
         "exhausted",
         "feeder_scope",
         "feeder_started",
@@ -283,7 +283,7 @@ class MapCore:
         if keys is None:
             sched.enqueue_all(batch)
         else:
-            for job, key in zip(batch, keys):
+            for job, key in zip(batch, keys, strict=True):
                 sched.enqueue(job, key)
         if self.ordered:
             self.fifo.extend(batch)

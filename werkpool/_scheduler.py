@@ -12,9 +12,8 @@ the whole core with no event loop at all.
 from __future__ import annotations
 
 import math
-from collections import deque
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, cast, final
 
 from ._exceptions import RetryAfter
 from ._job import (
@@ -33,6 +32,7 @@ from ._lanes import Keys, Lane
 from ._options import next_delay
 
 if TYPE_CHECKING:
+    from collections import deque
     from collections.abc import Callable, Hashable, Iterable, Sequence
     from typing import Any
 
@@ -246,7 +246,7 @@ class Scheduler:
         """Move the jobs whose backoff ended by *now* back into line (by submission order)."""
         backoffs = self.backoffs
         while backoffs and backoffs[0][0] <= now + TICK:
-            _, seq, job = heappop(backoffs)
+            _, _, job = heappop(backoffs)
             if job.state == BACKOFF:
                 job.state = QUEUED
                 self.backoff -= 1
@@ -562,7 +562,7 @@ class Scheduler:
         else:
             assert self.retry_after is not None
             assert isinstance(error, Exception)
-            delay = self.retry_after(error)
+            delay = cast("object", self.retry_after(error))
             if delay is None:
                 return None
             if isinstance(delay, bool) or not isinstance(delay, (int, float)):

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union, final
+from typing import TYPE_CHECKING, cast, final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 from ._validate import MAX_BURST, show_value
 
@@ -42,7 +45,9 @@ def _number(value: object, name: str, owner: str, *, integral: bool) -> float:
 
 def _per(value: object, owner: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}: per must be a finite number of seconds > 0, not {type(value).__name__}")
+        raise TypeError(
+            f"{owner}: per must be a finite number of seconds > 0, not {type(value).__name__}"
+        )
     number = float(value)
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{owner}: per must be a finite number of seconds > 0, got {value!r}")
@@ -92,7 +97,8 @@ class Rate:
         _number(self.count, "count", "Rate", integral=False)
         object.__setattr__(self, "per", _per(self.per, "Rate"))
         _number(self.burst, "burst", "Rate", integral=integral)
-        if not isinstance(self.adaptive, bool):
+        adaptive = cast("object", self.adaptive)
+        if not isinstance(adaptive, bool):
             raise TypeError(f"Rate: adaptive must be a bool, not {type(self.adaptive).__name__}")
 
     @property
@@ -173,7 +179,7 @@ class Concurrency:
         return f"Concurrency({_show(self.n)}{unit})"
 
 
-LimitSpec = Union[Rate, Window, Concurrency]
+LimitSpec = Rate | Window | Concurrency
 
 
 def check_limits(limits: object, name: str) -> tuple[LimitSpec, ...]:
@@ -183,14 +189,14 @@ def check_limits(limits: object, name: str) -> tuple[LimitSpec, ...]:
             f"{name} must be an iterable of werkpool.Rate, Window or Concurrency, "
             f"not {type(limits).__name__}"
         )
-    specs = tuple(limits)  # type: ignore[call-overload]
+    specs = tuple(cast("Iterable[object]", limits))
     for spec in specs:
         if not isinstance(spec, (Rate, Window, Concurrency)):
             raise TypeError(
                 f"{name} must hold werkpool.Rate, Window or Concurrency values, "
                 f"not {type(spec).__name__}: {spec!r}"
             )
-    return specs
+    return cast("tuple[LimitSpec, ...]", specs)
 
 
 def check_cost(cost: object, specs: tuple[LimitSpec, ...]) -> dict[str, float] | None:
@@ -203,14 +209,18 @@ def check_cost(cost: object, specs: tuple[LimitSpec, ...]) -> dict[str, float] |
     if cost is None:
         return None
     if not hasattr(cost, "items"):
-        raise TypeError(f"cost must be None or a mapping of unit names to numbers, not {type(cost).__name__}")
+        raise TypeError(
+            f"cost must be None or a mapping of unit names to numbers, not {type(cost).__name__}"
+        )
     checked: dict[str, float] = {}
-    items: list[tuple[object, object]] = list(cost.items())  # type: ignore[attr-defined]
+    items = list(cast("Mapping[object, object]", cost).items())
     for unit, amount in items:
         if not isinstance(unit, str):
             raise TypeError(f"cost: unit names must be str, not {type(unit).__name__} ({unit!r})")
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-            raise TypeError(f"cost[{unit!r}] must be a finite number >= 0, not {type(amount).__name__}")
+            raise TypeError(
+                f"cost[{unit!r}] must be a finite number >= 0, not {type(amount).__name__}"
+            )
         value = float(amount)
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"cost[{unit!r}] must be a finite number >= 0, got {amount!r}")
