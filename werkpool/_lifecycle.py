@@ -355,7 +355,11 @@ class Lifecycle:
         job.worker = None
         job.host = self.runner
         job.cost = cost
-        sched.enqueue(job, key)
+        job.lane = None
+        if key is None:
+            sched.enqueue(job)
+        else:
+            sched.enqueue_keyed(job, key)
         crew = self.crew
         if not crew.waking:  # type: ignore[union-attr]  # set by bind()
             crew.kick(job)  # type: ignore[union-attr]

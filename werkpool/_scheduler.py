@@ -173,18 +173,21 @@ class Scheduler:
         return job
 
     def enqueue(self, job: Job, key: Hashable = None) -> None:
-        """Queue a record the caller made (every field set but ``seq`` and ``lane``) at the back
-        of the line of *key* (None: the jobs without a key)."""
+        """Queue a record the caller made (every field set but ``seq``; ``lane`` None) at the
+        back of the line of *key* (None: the jobs without a key)."""
+        if key is not None:
+            self.enqueue_keyed(job, key)
+            return
+        self._seq += 1
+        job.seq = self._seq
+        self._queue.append(job)
+        self.queued += 1
+
+    def enqueue_keyed(self, job: Job, key: Hashable) -> None:
+        """Queue a record the caller made at the back of the line of *key*."""
         self._seq += 1
         job.seq = self._seq
         self.queued += 1
-        if key is None:
-            job.lane = None
-            self._queue.append(job)
-        else:
-            self._queue_keyed(job, key)
-
-    def _queue_keyed(self, job: Job, key: Hashable) -> None:
         keys = self.keys
         if keys is None:
             keys = self.keys = Keys(self.per_key, TICK)
