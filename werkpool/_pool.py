@@ -358,9 +358,9 @@ class WorkerPool:
             check_task(task)  # type: ignore[unreachable]
         options = _options(timeout, retries, retryable_exceptions, backoff)
         life = self._life
-        if key is not None:
+        if key is not None or cost is not None:
             _check_key(key)
-        checked = None if cost is None else life.check_cost(cost)
+            cost = life.check_cost(cost)
         sched = life.scheduler_for_submit()
         room = life.room
         if room is not None and room.full():
@@ -368,7 +368,9 @@ class WorkerPool:
                 f"this WorkerPool already has max_pending={room.limit} jobs waiting to "
                 "start: use 'await pool.submit(...)' to wait for room instead"
             )
-        return life.enqueue_future(sched, task, args, options, None, key, checked)  # type: ignore[no-any-return]
+        if key is None and cost is None:
+            return life.enqueue_future(sched, task, args, options, None)  # type: ignore[no-any-return]
+        return life.enqueue_future(sched, task, args, options, None, key, cost)  # type: ignore[no-any-return,arg-type]
 
     # -- the structured API -----------------------------------------------------------------------
 
@@ -399,12 +401,20 @@ class WorkerPool:
             check_task(func)  # type: ignore[unreachable]
         options = _options(timeout, retries, retryable_exceptions, backoff)
         life = self._life
-        if key is not None:
+        if key is not None or cost is not None:
             _check_key(key)
-        checked = None if cost is None else life.check_cost(cost)
+            cost = life.check_cost(cost)
         sched = life.scheduler_for_submit()
+        if key is None and cost is None:
+            return life.enqueue_future(sched, func, args, options, life.start_soon_owner)  # type: ignore[no-any-return]
         return life.enqueue_future(  # type: ignore[no-any-return]
-            sched, func, args, options, life.start_soon_owner, key, checked
+            sched,
+            func,
+            args,
+            options,
+            life.start_soon_owner,
+            key,
+            cost,  # type: ignore[arg-type]
         )
 
     async def call(
