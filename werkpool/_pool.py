@@ -370,7 +370,7 @@ class WorkerPool:
             )
         if key is None and cost is None:
             return life.enqueue_future(sched, task, args, options, None)  # type: ignore[no-any-return]
-        return life.enqueue_future(sched, task, args, options, None, key, cost)  # type: ignore[no-any-return,arg-type]
+        return life.enqueue_future(sched, task, args, options, None, key, cost)  # type: ignore[no-any-return]
 
     # -- the structured API -----------------------------------------------------------------------
 
@@ -414,7 +414,7 @@ class WorkerPool:
             options,
             life.start_soon_owner,
             key,
-            cost,  # type: ignore[arg-type]
+            cost,
         )
 
     async def call(
