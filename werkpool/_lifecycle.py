@@ -23,7 +23,7 @@ from ._crew import IDLE_RETIRE, Crew
 from ._exceptions import PoolClosedError
 from ._futures import AsyncioFuture, Future
 from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
-from ._limits import ConcurrencyLimit, Limit, RateLimit, WindowLimit, build
+from ._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit, WindowLimit, build
 from ._scheduler import Scheduler
 from ._specs import Concurrency, Rate, check_cost
 from ._statistics import LimitStatistics
@@ -158,6 +158,7 @@ class Lifecycle:
         "runner",
         "sched",
         "size",
+        "size_gate",
         "size_shorthand",
         "start_paused",
         "start_soon_owner",
@@ -181,6 +182,8 @@ class Lifecycle:
         #: The pool's concurrency bound: the smallest of ``size=`` and the unit-less
         #: Concurrency values of ``limits=`` (its workers never exceed it).
         self.size = _fold_size(size, limits)
+        #: Counts the attempts against ``size`` once a size-only pool shrank (see _apply_size).
+        self.size_gate: CountLimit | None = None
         #: Until when the pool is paused before it runs (pause() or pause_for() before binding).
         self.start_paused = -_INF
         self.rate = rate
@@ -407,6 +410,17 @@ class Lifecycle:
         crew.max_workers = _INF if size is None else size
         if self.limiter is not None:
             self.limiter.total_tokens = _INF if size is None else size
+        sched = self.sched
+        assert sched is not None
+        gated = any(isinstance(limit, ConcurrencyLimit) for limit in sched.limits)
+        if self.size_gate is not None:
+            self.size_gate.n = _INF if size is None else size
+        elif not growing and not gated:
+            # A size-only pool's workers were its bound; more of them exist than the new size
+            # (they leave when idle), so from now on the scheduler counts the attempts.
+            self.size_gate = CountLimit(size)  # type: ignore[arg-type]  # shrinking: not None
+            running = [worker.job for worker in crew.workers if worker.job is not None]
+            sched.replace_limits([*sched.limits, self.size_gate], running)
         if growing and not crew.waking and self.sched is not None and self.sched.has_queued():
             crew.kick(None)  # more may start: the workers hand the line on from there
 
@@ -437,7 +451,9 @@ class Lifecycle:
             self.size = size
             return
         old = sched.limits
-        new: list[Limit] = [limit for limit in old if isinstance(limit, ConcurrencyLimit)]
+        new: list[Limit] = [
+            limit for limit in old if isinstance(limit, ConcurrencyLimit) or limit is self.size_gate
+        ]
         new += self._build_limits()
         for limit in new:
             for older in old:
@@ -506,7 +522,7 @@ class Lifecycle:
                 )
             )
         if sched is not None:
-            snaps += [limit.snapshot(now) for limit in sched.limits]
+            snaps += [limit.snapshot(now) for limit in sched.limits if limit is not self.size_gate]
         else:
             snaps += [limit.snapshot(now) for limit in self._build_limits()]
         return tuple(snaps)

@@ -178,12 +178,6 @@ class Runner:
         job: Job
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
         while True:
-            if crew.count > crew.max_workers:
-                # The pool's size shrank: this worker is one too many. If it was woken for a
-                # job, pass the wake-up on (to a parked worker, or one that also leaves).
-                if not crew.waking and sched.has_queued():
-                    crew.kick(None)  # busy workers poll when their attempts end
-                return True
             # Read the clock only when some limit, pause or backoff depends on it (limits and
             # pauses may change while the pool runs: sched.timed is read each time).
             timed = sched.timed
