@@ -110,45 +110,69 @@ class TestWeightedRate:
 
 
 class TestAdaptiveRate:
-    def test_pushback_halves_and_regrows_linearly_to_the_configured_rate(self) -> None:
+    def test_pushback_halves_once_per_pause_and_regrows_linearly_to_the_configured_rate(
+        self,
+    ) -> None:
         limit = RateLimit(10, 1, adaptive=True, per=1.0)
-        limit.pushback(0.0)
+        limit.pushback(0.0, 1.0, True)
         assert limit.rate == 5
-        limit.pushback(0.0)
-        assert limit.rate == 2.5
-        limit.earliest(None, 0.5)  # regrows by 10 / (2 * 1 s) per second: +2.5
-        assert limit.rate == pytest.approx(5.0)
+        limit.pushback(0.5, 1.0, True)  # an attempt already in flight: the same news
+        assert limit.rate == 5
+        limit.pushback(1.0, 2.0, True)  # after the pause: the provider still refuses
+        assert limit.rate == pytest.approx(2.5 + 2.5)  # regrew by 10/(2*1 s) * 1 s, then halved
+        limit.earliest(None, 1.5)  # +5 per second since the change at 1.0
+        assert limit.rate == pytest.approx(7.5)
         limit.earliest(None, 10.0)
         assert limit.rate == 10  # never above the configured rate
 
     def test_never_below_a_64th(self) -> None:
         limit = RateLimit(64, 1, adaptive=True)
         for _ in range(20):
-            limit.pushback(0.0)
+            limit.pushback(0.0, 0.0, True)  # each after the last pause (of 0 s) ended
         assert limit.rate == 1
 
-    def test_a_change_of_rate_keeps_what_was_promised(self) -> None:
-        """The schedule's end (tat) stays; only later starts move to the new spacing."""
-        limit = RateLimit(10, 1, adaptive=True)
-        for _ in range(3):
-            limit.admit(None, 0.0)
-        tat = limit.tat
-        limit.pushback(0.0)
-        assert limit.tat == pytest.approx(tat)
-        assert limit.earliest(None, 0.0) == pytest.approx(tat)  # burst 1: from tat on
+    def test_a_slow_down_hands_out_no_credit(self) -> None:
+        """The bucket keeps its units when the rate halves: a full bucket stays full (keeping
+        its end time instead would free half of it at once)."""
+        limit = RateLimit(1500, 90_000, adaptive=True, per=60, unit="tok")
+        for _ in range(90):
+            limit.admit(job(1000), 0.0)  # full: 90,000 tokens at t=0
+        limit.pushback(0.0, 0.0, False)  # halves, keeps the level (a key's pushback: no drain)
+        assert limit.earliest(job(1000), 0.0) > 0.0
+        assert limit.earliest(job(1000), 0.0) == pytest.approx(1000 / 750)
 
-    def test_not_adaptive_ignores_pushback(self) -> None:
-        limit = RateLimit(10)
-        limit.pushback(0.0)
-        assert limit.rate == 10
+    def test_a_pushback_drops_the_credit_until_the_pause_ends(self) -> None:
+        """The provider's bucket is empty: after the pause, starts follow at the rate, no burst."""
+        limit = RateLimit(10, 10)
+        limit.admit(None, 0.0)
+        limit.pushback(0.0, 5.0, True)
+        assert limit.rate == 10  # not adaptive: no slow-down
+        assert limit.earliest(None, 5.0) == pytest.approx(5.1)
 
-    def test_a_new_rate_carries_on_without_banked_credit(self) -> None:
+    def test_a_pushback_that_pauses_another_key_keeps_the_pools_credit(self) -> None:
+        limit = RateLimit(10, 10)
+        limit.admit(None, 0.0)
+        limit.pushback(0.0, 5.0, False)
+        assert limit.earliest(None, 0.0) <= 0.0
+
+    def test_a_new_rate_carries_the_units_on_capped_at_its_burst(self) -> None:
         old = RateLimit(1)
-        old.admit(None, 0.0)  # the next start is due at 1.0
+        for _ in range(3):
+            old.admit(None, 0.0)  # 3 units in the bucket at 0.0 (the next start at 2.0)
         new = RateLimit(100, 5)
-        new.carry_on_from(old)
-        # The new bucket continues from tat = 1.0: a burst of 5 fits only within 4/100 s of it.
-        assert new.earliest(None, 0.0) == pytest.approx(1.0 - 4 / 100)
+        new.carry_on_from(old, 0.0)
+        # The 3 units drain at 100/s: 2 of the 5 are free now, the rest within 0.03 s.
+        assert new.earliest(None, 0.0) <= 0.0
+        full = RateLimit(100, 2)
+        full.carry_on_from(old, 0.0)  # 3 > burst 2: at most a full bucket carried
+        assert full.earliest(None, 0.0) == pytest.approx(0.01)
+
+    def test_an_adaptive_rate_keeps_its_slow_down_across_a_change(self) -> None:
+        old = RateLimit(10, 1, adaptive=True)
+        old.pushback(0.0, 0.0, True)
+        new = RateLimit(20, 1, adaptive=True)
+        new.carry_on_from(old, 0.0)
+        assert new.rate == 10  # half of its configured rate, as the old one was
 
 
 class TestWeightedWindow:
@@ -465,6 +489,9 @@ def test_pushback_halves_every_adaptive_rate_the_attempt_went_through() -> None:
     assert sched.poll(0.0) is record
     sched.raised(record, RetryAfter(0), 0.0)
     assert (pool_rate.rate, key_rate.rate) == (5, 2)
+    # A key's pushback: the pool's bucket keeps its level (1 unit, now draining at 5/s), and is
+    # not filled up to the end of the key's pause.
+    assert pool_rate.earliest(None, 0.0) == pytest.approx(0.2)
 
 
 def test_replace_limits_counts_the_running_attempts_in_a_new_concurrency_limit() -> None:

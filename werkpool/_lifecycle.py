@@ -455,19 +455,24 @@ class Lifecycle:
             limit for limit in old if isinstance(limit, ConcurrencyLimit) or limit is self.size_gate
         ]
         new += self._build_limits()
+        # Each new rate or window takes over the state of one old limit of its kind and unit
+        # (the same period first): the units it counted stay counted.
+        now = anyio.current_time()
+        unused = list(old)
         for limit in new:
-            for older in old:
-                if limit.unit != older.unit:
-                    continue
-                if isinstance(limit, RateLimit) and isinstance(older, RateLimit):
-                    limit.carry_on_from(older)  # the latest schedule of them all
-                elif (
-                    isinstance(limit, WindowLimit)
-                    and isinstance(older, WindowLimit)
-                    and limit.per == older.per
-                ):
-                    limit.carry_on_from(older)
-                    break
+            if not isinstance(limit, (RateLimit, WindowLimit)):
+                continue
+            alike: list[RateLimit | WindowLimit] = [
+                o
+                for o in unused
+                if isinstance(o, (RateLimit, WindowLimit))
+                and type(o) is type(limit)
+                and o.unit == limit.unit
+            ]
+            if alike:
+                older = next((o for o in alike if o.per == limit.per), alike[0])
+                unused.remove(older)
+                limit.carry_on_from(older, now)  # type: ignore[arg-type]  # same type, checked
         assert self.crew is not None
         running = [worker.job for worker in self.crew.workers if worker.job is not None]
         sched.replace_limits(new, running)

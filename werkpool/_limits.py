@@ -79,8 +79,10 @@ class Limit(Protocol):
         """Record that the attempt *job* started has ended."""
         ...
 
-    def pushback(self, now: float) -> None:
-        """The provider refused an attempt this limit admitted (an adaptive rate slows down)."""
+    def pushback(self, now: float, until: float, paused: bool) -> None:
+        """The provider refused an attempt this limit admitted at *now*; the pause lasts until
+        *until*. If *paused* (the pause holds this limit's starts), a rate drops its credit; an
+        adaptive rate also slows down."""
         ...
 
     def rest_at(self) -> float:
@@ -161,6 +163,7 @@ class RateLimit:
     __slots__ = (
         "_changed_at",
         "_origin",
+        "_pause_end",
         "_units",
         "adaptive",
         "burst",
@@ -193,6 +196,7 @@ class RateLimit:
         self._origin = -_INF
         self._units: float = 0
         self._changed_at = -_INF  # when an adaptive rate last changed
+        self._pause_end = -_INF  # the end of the latest pushback's pause
 
     @property
     def tat(self) -> float:
@@ -238,35 +242,66 @@ class RateLimit:
 
     # -- runtime changes --------------------------------------------------------------------------
 
-    def _set_rate(self, rate: float) -> None:
-        """Change the rate, keeping ``tat``: what was promised stays, later starts move."""
+    def _level(self, now: float) -> float:
+        """The units in the bucket at *now* (what drains before the next start fits)."""
+        return (self._origin - now) * self.rate + self._units
+
+    def _set_level(self, now: float, level: float) -> None:
+        """Put *level* units in the bucket at *now* (a bucket drained before stays as it was)."""
+        if level > 0:
+            self._origin = now
+            self._units = level
+
+    def _set_rate(self, rate: float, now: float) -> None:
+        """Change the rate, keeping the units in the bucket: no credit appears or vanishes.
+
+        (Keeping ``tat``, the time, would not: at half the rate the same time holds half the
+        units, so a slow-down would hand out half a bucket at once.)
+        """
+        level = self._level(now)
         tat = self.tat
-        if tat != -_INF:
-            self._origin = tat
+        if level <= 0 and tat != -_INF:
+            self._origin = tat  # drained: only later starts see the new rate
             self._units = 0
         self.rate = rate
+        self._set_level(now, level)
 
-    def carry_on_from(self, older: RateLimit) -> None:
-        """Continue *older*'s schedule (a new rate replaces it): no banked credit appears."""
-        tat = older.tat
-        if tat > self.tat:
-            self._origin = tat
-            self._units = 0
+    def carry_on_from(self, older: RateLimit, now: float) -> None:
+        """Take over *older*'s units and pushback state (a new rate of the same unit replaces
+        it): no banked credit appears, and an adaptive rate keeps its slow-down."""
+        # At most a full bucket: a longer backlog of another period is not this limit's debt.
+        self._set_level(now, min(older._level(now), self.burst))
+        self._pause_end = older._pause_end
+        if self.adaptive and older.adaptive and older.rate < older.configured:
+            self._changed_at = older._changed_at
+            self.rate = self.configured * older.rate / older.configured
 
-    def pushback(self, now: float) -> None:
-        """The provider pushed back: halve the effective rate (adaptive only)."""
-        if self.adaptive:
+    def pushback(self, now: float, until: float, paused: bool) -> None:
+        """The provider refused an attempt this limit admitted, and starts nothing before *until*.
+
+        If *paused* (the pushback pauses this limit's starts, not only another key's), the
+        provider's bucket is empty, so ours holds no credit either: after the pause, starts
+        follow at the rate, never as a burst. An adaptive rate also halves, once per pause (the
+        refusals of attempts already in flight when it halved are the same news).
+        """
+        if self.adaptive and now >= self._pause_end:
             if self.rate < self.configured:
                 self._regrow(now)
-            self._set_rate(max(self.rate / 2, self.configured / 64))
+            self._set_rate(max(self.rate / 2, self.configured / 64), now)
             self._changed_at = now
+        if until > self._pause_end:
+            self._pause_end = until
+        start = max(now, until)
+        if paused and self._level(start) < self.burst:
+            self._origin = start  # full at the end of the pause: no credit
+            self._units = self.burst
 
     def _regrow(self, now: float) -> None:
         """Grow the effective rate linearly since the last change, up to the configured rate."""
         elapsed = now - self._changed_at
         if elapsed > 0:
             grown = self.rate + elapsed * self.configured / (2 * self.per)
-            self._set_rate(min(grown, self.configured))
+            self._set_rate(min(grown, self.configured), now)
             self._changed_at = now
 
     # -- introspection ----------------------------------------------------------------------------
@@ -349,13 +384,13 @@ class WindowLimit:
     def release(self, job: Job | None) -> None:
         pass
 
-    def carry_on_from(self, older: WindowLimit) -> None:
+    def carry_on_from(self, older: WindowLimit, now: float) -> None:
         """Keep counting *older*'s recent starts (a new window replaces it)."""
         self._starts.extend(older._starts)
         self._costs.extend(older._costs)
         self._total += older._total
 
-    def pushback(self, now: float) -> None:
+    def pushback(self, now: float, until: float, paused: bool) -> None:
         pass
 
     def rest_at(self) -> float:
@@ -423,7 +458,7 @@ class CountLimit:
 
     release = refund
 
-    def pushback(self, now: float) -> None:
+    def pushback(self, now: float, until: float, paused: bool) -> None:
         pass
 
     def rest_at(self) -> float:
@@ -489,7 +524,7 @@ class ConcurrencyLimit:
     def release(self, job: Job) -> None:
         self.limiter.release_on_behalf_of(job)
 
-    def pushback(self, now: float) -> None:
+    def pushback(self, now: float, until: float, paused: bool) -> None:
         pass
 
     def rest_at(self) -> float:

@@ -581,15 +581,15 @@ class Scheduler:
         until = now + float(delay)  # type: ignore[arg-type]
         self.pushbacks += 1
         lane = job.lane
+        # Every limit the attempt went through hears of it. The paused one (the pool's, or the
+        # key's) also drops its credit; for a key's pushback, the pool's limits only slow down.
         for limit in self.limits:
-            if limit.adaptive:
-                limit.pushback(now)
+            limit.pushback(now, until, lane is None)
         if lane is None:
             self.pause(until)
         else:
             for limit in lane.limits:
-                if limit.adaptive:
-                    limit.pushback(now)
+                limit.pushback(now, until, True)
             self.pause_key(lane.key, until)
         return until
 

@@ -9,7 +9,7 @@ the same value may be given to several pools, and they validate their arguments 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, cast, final
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class Rate:
 
     count: float
     per: float = 1.0
+    _: KW_ONLY
     burst: float = 1
     unit: str | None = None
     adaptive: bool = False
@@ -133,6 +134,7 @@ class Window:
 
     count: float
     per: float
+    _: KW_ONLY
     unit: str | None = None
 
     def __post_init__(self) -> None:
@@ -163,6 +165,7 @@ class Concurrency:
     """
 
     n: float
+    _: KW_ONLY
     unit: str | None = None
 
     def __post_init__(self) -> None:
