@@ -6,6 +6,7 @@ Usage, from the repository root::
     python3 -m nox -s bench -- --quick      # fewer repeats, smaller sizes
     python3 -m benchmarks.run --only rate plot
     python3 -m benchmarks.run --only server # against nginx's limit_req (needs nginx)
+    python3 -m benchmarks.run --only limits keys provider  # issue #12's scenarios
     python3 -m benchmarks.run --profile map # cProfile of one werkpool entry point
 
 Every scenario measures werkpool and its baselines in this one process, side by side, and reports
@@ -33,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: python3 benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import idle, memory, overhead, plot, rate, server_limit
+from benchmarks import idle, limits, memory, overhead, plot, provider, rate, server_limit
 from benchmarks.common import (
     ASYNCIO,
     Config,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from benchmarks.common import RateRun, Target
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("overhead", "rate", "memory", "idle", "plot", "server")
+SCENARIOS = ("overhead", "rate", "memory", "idle", "plot", "server", "limits", "keys", "provider")
 PACKAGES = (
     "werkpool",
     "anyio",
@@ -57,9 +58,13 @@ PACKAGES = (
     "aiolimiter",
     "matplotlib",
     "httpx",
+    "uvicorn",
+    "pyrate-limiter",
 )
 README_START = "<!-- bench-results:start -->"
 README_END = "<!-- bench-results:end -->"
+LIMITS_START = "<!-- limits-keys:start -->"
+LIMITS_END = "<!-- limits-keys:end -->"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,8 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile",
-        choices=("run", "map", "start_soon"),
-        help="instead of the suite, print a cProfile of this werkpool entry point (scenario 1)",
+        choices=("run", "map", "start_soon", *limits.PROFILES),
+        help="instead of the suite, print a cProfile of this werkpool entry point (scenario 1), "
+        "or of start_soon() under three limits or with 10,000 keys (scenarios 7 and 8)",
     )
     parser.add_argument(
         "--profile-job",
@@ -168,6 +174,9 @@ def render(
         "idle": "4. Idle cost",
         "plot": "5. The picture",
         "server": "6. Against a server's rate limit (nginx `limit_req`)",
+        "limits": "7. Three limits",
+        "keys": "8. Many keys",
+        "provider": "9. An LLM provider on uvicorn: requests, tokens, keys and 429s",
     }
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v != "not installed")
     mode = "quick" if cfg.quick else "full"
@@ -205,17 +214,48 @@ def _fmt_load(load: list[float] | None) -> str:
 
 
 def update_readme(report: str) -> None:
+    # The report's links are relative to results/; the README sits one level up.
+    report = report.replace("](rate_accuracy.png)", "](results/rate_accuracy.png)")
+    replace_block(README_START, README_END, report)
+
+
+def replace_block(start: str, end: str, body: str) -> None:
+    """Replace what stands between the markers *start* and *end* in benchmarks/README.md."""
     readme = HERE / "README.md"
     if not readme.exists():
         return
     text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
         return
-    # The report's links are relative to results/; the README sits one level up.
-    report = report.replace("](rate_accuracy.png)", "](results/rate_accuracy.png)")
-    block = f"{README_START}\n{report.rstrip()}\n{README_END}"
+    block = f"{start}\n{body.rstrip()}\n{end}"
     readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+
+
+def write_limits_keys(
+    command: str,
+    env: dict[str, Any],
+    cfg: Config,
+    results: list[ScenarioResult],
+    out: Path,
+    elapsed: float,
+) -> None:
+    """``limits_keys.md`` and ``.json``: scenarios 7 and 8 alone, as this run measured them
+    (*elapsed*: the whole run's length)."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = render(command, env, cfg, results, elapsed)
+    (out / "limits_keys.md").write_text(report, encoding="utf-8")
+    payload = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if cfg.quick else "full",
+        "environment": env,
+        "targets": [t.__dict__ for r in results for t in r.targets],
+        "scenarios": {r.name: r.data for r in results},
+    }
+    (out / "limits_keys.json").write_text(
+        json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate_repeats:
         cfg.rate_repeats = args.rate_repeats
 
+    if args.profile in limits.PROFILES:
+        print(limits.profile(args.profile, args.profile_job, cfg.overhead_jobs))
+        return 0
     if args.profile:
         print(overhead.profile(args.profile, args.profile_job, cfg.overhead_jobs))
         return 0
@@ -270,6 +313,21 @@ def main(argv: list[str] | None = None) -> int:
                     seed=cfg.seed,
                 )
             )
+        elif name == "limits":
+            results.append(limits.run_three_limits(cfg))
+        elif name == "keys":
+            results.append(limits.run_many_keys(cfg))
+        elif name == "provider":
+            results.append(
+                provider.run(
+                    quick=cfg.quick,
+                    out=args.out,
+                    # Its own section of the README, which any full-size run of it may replace.
+                    readme=not args.no_readme and args.out == HERE / "results",
+                    command=command,
+                    seed=cfg.seed,
+                )
+            )
 
     elapsed = time.perf_counter() - started
     env["load_after"] = _load()
@@ -290,6 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_readme and not args.only and args.out == HERE / "results":
         update_readme(report)
+    own = [r for r in results if r.name in ("limits", "keys")]
+    if own:
+        # Scenarios 7 and 8 also get their own report (like 6 and 9), and their README section
+        # from any full-size run of them that writes to results/.
+        write_limits_keys(command, env, cfg, own, args.out, elapsed)
+        if not args.no_readme and not cfg.quick and args.out == HERE / "results":
+            replace_block(
+                LIMITS_START,
+                LIMITS_END,
+                render(command, env, cfg, own, elapsed).replace("### ", "#### "),
+            )
     print(report)
     _log(f"wrote {args.out / 'results.md'} and results.json in {elapsed / 60:.1f} min")
     return 0
