@@ -1151,8 +1151,8 @@ def run(
     elapsed = time.perf_counter() - started
     header = (
         f"`{command}`\n\n{'quick' if quick else 'full'} run, "
-        f"{datetime.date.today().isoformat()}, {elapsed / 60:.1f} min; {_versions()}; "
-        f"load average {_load()} after (1 / 5 / 15 min)."
+        f"{datetime.date.today().isoformat()}, {elapsed / 60:.1f} min; commit {_commit()}; "
+        f"{_versions()}; load average {_load()} after (1 / 5 / 15 min)."
     )
     missed = sum(not t.ok for t in targets)
     body = (
@@ -1181,6 +1181,19 @@ def run(
         _update_readme(body)
     _log(f"  provider: wrote {out / 'provider.md'} and provider.json")
     return ScenarioResult("provider", markdown, targets, {"repeats": repeats, "cases": data})
+
+
+def _commit() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    return "unknown"
 
 
 def _versions() -> str:
