@@ -147,7 +147,9 @@ class TestAdaptiveRate:
         limit.admit(None, 0.0)
         limit.pushback(0.0, 5.0, True)
         assert limit.rate == 10  # not adaptive: no slow-down
-        assert limit.earliest(None, 5.0) == pytest.approx(5.1)
+        assert limit.earliest(None, 5.0) == pytest.approx(5.0)  # one start when the pause ends
+        limit.admit(None, 5.0)
+        assert limit.earliest(None, 5.0) == pytest.approx(5.1)  # then the rate, no burst of 10
 
     def test_a_pushback_that_pauses_another_key_keeps_the_pools_credit(self) -> None:
         limit = RateLimit(10, 10)

@@ -415,10 +415,10 @@ class Lifecycle:
         gated = any(isinstance(limit, ConcurrencyLimit) for limit in sched.limits)
         if self.size_gate is not None:
             self.size_gate.n = _INF if size is None else size
-        elif not growing and not gated:
+        elif size is not None and not growing and not gated:
             # A size-only pool's workers were its bound; more of them exist than the new size
             # (they leave when idle), so from now on the scheduler counts the attempts.
-            self.size_gate = CountLimit(size)  # type: ignore[arg-type]  # shrinking: not None
+            self.size_gate = CountLimit(size)
             running = [worker.job for worker in crew.workers if worker.job is not None]
             sched.replace_limits([*sched.limits, self.size_gate], running)
         if growing and not crew.waking and self.sched is not None and self.sched.has_queued():
@@ -435,13 +435,15 @@ class Lifecycle:
         sched = self.sched
         if sched is not None:
             new_specs = specs + ((Rate(rate, burst=burst),) if rate is not None else ())
-            for job in sched.pending_jobs():
+            assert self.crew is not None
+            running = [worker.job for worker in self.crew.workers if worker.job is not None]
+            for job in [*sched.pending_jobs(), *running]:  # a running job may be retried
                 if job.cost:
                     for unit, amount in job.cost.items():
                         for spec in new_specs:
                             if spec.unit == unit and amount > spec.capacity:
                                 raise ValueError(
-                                    f"the limit {spec!r} could never admit a waiting job of "
+                                    f"the limit {spec!r} could never admit a pending job of "
                                     f"cost[{unit!r}]={amount:g}: cancel it first"
                                 )
         old_size = self.size
@@ -455,24 +457,35 @@ class Lifecycle:
             limit for limit in old if isinstance(limit, ConcurrencyLimit) or limit is self.size_gate
         ]
         new += self._build_limits()
-        # Each new rate or window takes over the state of one old limit of its kind and unit
-        # (the same period first): the units it counted stay counted.
+        # No credit may appear: each new rate takes over the fullest bucket of the old rates of
+        # its unit (capped at its burst; an adaptive one keeps the slow-down of the same period),
+        # and each new window the recent starts of one old window of its unit (the same period
+        # first), so the units they counted stay counted.
         now = anyio.current_time()
-        unused = list(old)
+        old_windows = [o for o in old if isinstance(o, WindowLimit)]
+        new_windows = [o for o in new if isinstance(o, WindowLimit)]
+        for exact in (True, False):
+            for window in list(new_windows):
+                older = next(
+                    (
+                        o
+                        for o in old_windows
+                        if o.unit == window.unit and (o.per == window.per or not exact)
+                    ),
+                    None,
+                )
+                if older is not None:
+                    window.carry_on_from(older, now)
+                    old_windows.remove(older)
+                    new_windows.remove(window)
+        old_rates = [o for o in old if isinstance(o, RateLimit)]
         for limit in new:
-            if not isinstance(limit, (RateLimit, WindowLimit)):
-                continue
-            alike: list[RateLimit | WindowLimit] = [
-                o
-                for o in unused
-                if isinstance(o, (RateLimit, WindowLimit))
-                and type(o) is type(limit)
-                and o.unit == limit.unit
-            ]
-            if alike:
-                older = next((o for o in alike if o.per == limit.per), alike[0])
-                unused.remove(older)
-                limit.carry_on_from(older, now)  # type: ignore[arg-type]  # same type, checked
+            if isinstance(limit, RateLimit):
+                alike = [o for o in old_rates if o.unit == limit.unit]
+                per = limit.per
+                alike.sort(key=lambda o: o.per == per)  # the same period last: it wins
+                for old_rate in alike:
+                    limit.carry_on_from(old_rate, now)
         assert self.crew is not None
         running = [worker.job for worker in self.crew.workers if worker.job is not None]
         sched.replace_limits(new, running)
@@ -509,27 +522,32 @@ class Lifecycle:
         """A snapshot of each of the pool's limits: the size first."""
         sched = self.sched
         snaps: list[LimitStatistics] = []
-        has_concurrency = sched is not None and any(
-            isinstance(limit, ConcurrencyLimit) for limit in sched.limits
-        )
-        if self.size is not None and not has_concurrency:
-            running = 0 if sched is None else sched.running
+        size = self.size
+        if size is not None:
+            # The size, whichever part keeps it (the workers, the capacity limiter, a gate).
+            limiter = self.limiter
+            if limiter is not None:
+                in_use = float(limiter.borrowed_tokens)
+            else:
+                in_use = 0.0 if sched is None else float(sched.running)
             snaps.append(
                 LimitStatistics(
                     kind="concurrency",
-                    count=self.size,
+                    count=size,
                     per=None,
                     burst=None,
                     unit=None,
-                    in_use=running,
-                    next_free=-_INF if running < self.size else _INF,
+                    in_use=in_use,
+                    next_free=-_INF if in_use < size else _INF,
                     effective_rate=None,
                 )
             )
-        if sched is not None:
-            snaps += [limit.snapshot(now) for limit in sched.limits if limit is not self.size_gate]
-        else:
-            snaps += [limit.snapshot(now) for limit in self._build_limits()]
+        limits = self._build_limits() if sched is None else sched.limits
+        snaps += [
+            limit.snapshot(now)
+            for limit in limits
+            if not isinstance(limit, ConcurrencyLimit) and limit is not self.size_gate
+        ]
         return tuple(snaps)
 
     # -- running ----------------------------------------------------------------------------------

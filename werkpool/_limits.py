@@ -270,8 +270,10 @@ class RateLimit:
         """Take over *older*'s units and pushback state (a new rate of the same unit replaces
         it): no banked credit appears, and an adaptive rate keeps its slow-down."""
         # At most a full bucket: a longer backlog of another period is not this limit's debt.
-        self._set_level(now, min(older._level(now), self.burst))
-        self._pause_end = older._pause_end
+        level = min(older._level(now), self.burst)
+        if level > self._level(now):
+            self._set_level(now, level)
+        self._pause_end = max(self._pause_end, older._pause_end)
         if self.adaptive and older.adaptive and older.rate < older.configured:
             self._changed_at = older._changed_at
             self.rate = self.configured * older.rate / older.configured
@@ -280,9 +282,10 @@ class RateLimit:
         """The provider refused an attempt this limit admitted, and starts nothing before *until*.
 
         If *paused* (the pushback pauses this limit's starts, not only another key's), the
-        provider's bucket is empty, so ours holds no credit either: after the pause, starts
-        follow at the rate, never as a burst. An adaptive rate also halves, once per pause (the
-        refusals of attempts already in flight when it halved are the same news).
+        provider's bucket is empty, so ours holds no more credit either: after the pause one
+        unit may start at once, the rest follow at the rate, never as a burst. An adaptive rate
+        also halves, once per pause (the refusals of attempts already in flight when it halved
+        are the same news).
         """
         if self.adaptive and now >= self._pause_end:
             if self.rate < self.configured:
@@ -292,9 +295,11 @@ class RateLimit:
         if until > self._pause_end:
             self._pause_end = until
         start = max(now, until)
-        if paused and self._level(start) < self.burst:
-            self._origin = start  # full at the end of the pause: no credit
-            self._units = self.burst
+        # At the end of the pause, room for one start (the provider said so), then the rate.
+        full = self.burst - 1
+        if paused and self._level(start) < full:
+            self._origin = start
+            self._units = full
 
     def _regrow(self, now: float) -> None:
         """Grow the effective rate linearly since the last change, up to the configured rate."""

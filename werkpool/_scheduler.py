@@ -398,16 +398,26 @@ class Scheduler:
 
     # -- remote limits: the answers to a Reservation ----------------------------------------------
 
-    def granted(self, reservation: Reservation) -> bool:
-        """Every remote limit granted the attempt. Return True to run it; False if the job was
-        cancelled meanwhile (its local limits are released): the worker gives the remote credit
-        back."""
+    def granted(self, reservation: Reservation, at: float = -_INF) -> bool:
+        """Every remote limit granted the attempt, from time *at*. Return True to run it; False
+        if the job was cancelled meanwhile, or a pause began that holds it past *at* (its local
+        limits are released; a paused job waits again at the head): the worker gives the remote
+        credit back."""
         job = reservation.job
         self.reserving = None
         if job.state != RESERVING or job.done() or self.killed:
             # Cancelled meanwhile (its worker is being stopped), or the pool is being killed.
             self._refund(job)
             self._cancelled(job)
+            return False
+        lane = job.lane
+        hold = self.paused_until
+        if lane is not None and lane.paused_until > hold:
+            hold = lane.paused_until
+        if hold > at + TICK:
+            # A pushback paused the pool (or the key) while the remote limits were asked.
+            self._refund(job)
+            self._back_to_the_head(job)
             return False
         self._started(job)
         return True

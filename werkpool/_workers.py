@@ -206,6 +206,10 @@ class Runner:
                     # Wake SPIN early, so that a late timer still lands near the slot (the
                     # yields above take over from there); a virtual clock waits exactly.
                     wake_at = admitted - SPIN if wait > 2 * SPIN else admitted
+                elif admitted < crew.sleeper_deadline:
+                    # Something is due before the sleeper wakes (a key whose limits free up
+                    # sooner than the line it watches): it must look again.
+                    crew.wake(crew.sleeper)
                 # An idle worker keeps nothing of its last job alive (R53).
                 result = awaitable = worker.job = None
                 job = None  # type: ignore[assignment]  # nor the job's record itself
@@ -305,7 +309,8 @@ class Runner:
             sched.refused(reservation, float(answer.retry_at))
             self._hand_on(worker, job)
             return False
-        if not sched.granted(reservation):  # cancelled while asking: give the credit back
+        if not sched.granted(reservation, max(answer, anyio.current_time())):
+            # Cancelled while asking, or a pause began meanwhile: give the credit back.
             self._hand_on(worker, job)
             await give_back(reservation)
             return False
