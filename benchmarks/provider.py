@@ -77,6 +77,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -492,23 +493,31 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], seconds: float = 10.0)
 
 @contextlib.contextmanager
 def provider_server() -> Iterator[str]:
-    """Start the provider on uvicorn in a subprocess; yield its base URL; stop it by its pid."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.provider", "--serve"],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        port = _read_port(proc, 20.0)
-        if port is None or not _wait_ready(f"http://127.0.0.1:{port}", proc):
+    """Start the provider on uvicorn in a subprocess; yield its base URL; stop it by its pid.
+
+    Its stderr goes to a temporary file (a pipe nobody reads could fill and block the server),
+    shown if it fails to start.
+    """
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.provider", "--serve"],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        try:
+            port = _read_port(proc, 20.0)
+            if port is None or not _wait_ready(f"http://127.0.0.1:{port}", proc):
+                _stop(proc)
+                errors.seek(0)
+                text = errors.read().decode(errors="replace").strip()[-2000:]
+                raise RuntimeError(f"the provider server did not start: {text}")
+            yield f"http://127.0.0.1:{port}"
+        finally:
             _stop(proc)
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"the provider server did not start: {err.strip()[-2000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 # -- the clients ----------------------------------------------------------------------------------
