@@ -157,7 +157,7 @@ class RateLimit:
 
     Adaptive: :meth:`pushback` halves the rate (down to ``1/64`` of the configured one), and it
     regrows linearly while no pushback comes, from half to full within ``per`` seconds. A change
-    of rate keeps ``tat``: the schedule already promised stays, only later starts move.
+    of rate keeps the units in the bucket (not ``tat``, which would free or owe credit).
     """
 
     __slots__ = (
@@ -324,7 +324,8 @@ class RateLimit:
             per=self.per,
             burst=self.burst,
             unit=self.unit,
-            in_use=max(0.0, (tat - now) * self.rate),
+            # At most a full bucket: during a pushback's pause the bucket is full until it ends.
+            in_use=min(max(0.0, (tat - now) * self.rate), self.burst),
             next_free=self._origin + (self._units - self.burst + 1) / self.rate,
             effective_rate=self.rate,
         )

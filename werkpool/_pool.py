@@ -124,6 +124,15 @@ class WorkerPool:
     :param burst: how many starts may go back to back after a pause (default 1; at most 2**53)
     :param max_pending: how many jobs may wait to start before :meth:`run` raises
         :exc:`werkpool.PoolFullError` and :meth:`submit` waits (``None``: no bound)
+    :param limits: more limits for every attempt, as values (:class:`werkpool.Rate`,
+        :class:`werkpool.Window`, :class:`werkpool.Concurrency`); they apply together with
+        ``size`` and ``rate`` (a start takes credit in all of them or in none). A limit with a
+        ``unit`` counts what each job's ``cost=`` says.
+    :param per_key: limits that each key (``key=`` of a job) gets its own instances of; a job
+        without a key is not subject to them. A saturated key never delays another key.
+    :param retry_after: ``retry_after(error)`` maps an attempt's error to a pushback delay in
+        seconds (an HTTP 429's ``Retry-After``), or None: as if the job raised
+        :exc:`werkpool.RetryAfter` (the pool, or the job's key, pauses)
 
     **Rate contract.** In any half-open window of length ``W`` seconds, at most
     ``ceil(W * rate) + burst - 1`` attempts start, on the jobs' own clock: each start is dated
@@ -721,12 +730,25 @@ def worker_pool(
     *,
     burst: int = 1,
     max_pending: int | None = None,
+    limits: Iterable[LimitSpec] = (),
+    per_key: Iterable[LimitSpec] = (),
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> WorkerPool:
     """
     Return a :class:`WorkerPool` to use as ``async with worker_pool(size=..., rate=...) as pool:``.
 
-    The arguments are checked here, so a bad one raises at this call.
+    The arguments are those of :class:`WorkerPool`, checked here, so a bad one raises at this
+    call.
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4 ``limits``, ``per_key`` and ``retry_after``
     """
-    return WorkerPool(size, rate, burst=burst, max_pending=max_pending)
+    return WorkerPool(
+        size,
+        rate,
+        burst=burst,
+        max_pending=max_pending,
+        limits=limits,
+        per_key=per_key,
+        retry_after=retry_after,
+    )
