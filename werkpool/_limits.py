@@ -317,6 +317,8 @@ class RateLimit:
 
     def snapshot(self, now: float) -> LimitStatistics:
         """This limit's :class:`LimitStatistics` at *now*."""
+        if self.adaptive and self.rate < self.configured:
+            self._regrow(now)  # the rate in use now, not at the last admission
         tat = self.tat
         return LimitStatistics(
             kind="rate",

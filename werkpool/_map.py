@@ -47,6 +47,7 @@ import anyio
 
 from ._exceptions import PoolClosedError
 from ._job import CANCELLED, QUEUED, RETURNED, PlainJob, protocol_safe
+from ._validate import check_key
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -244,7 +245,7 @@ class MapCore:
         key = None
         if self.key_fn is not None:
             key = self.key_fn(item)
-            hash(key)  # a TypeError for an unhashable key, here rather than in the pool
+            check_key(key)  # a TypeError naming `key`, here rather than in the pool
         if self.cost_fn is not None:
             job.cost = self.host.check_cost(self.cost_fn(item))
         return job, key

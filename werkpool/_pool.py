@@ -26,6 +26,7 @@ from ._statistics import PoolStatistics
 from ._validate import (
     check_backoff,
     check_burst,
+    check_key,
     check_max_pending,
     check_rate,
     check_retries,
@@ -72,15 +73,6 @@ class _CallOwner:
 
     def job_settled(self, job: Job) -> None:
         self.settled.set()
-
-
-def _check_key(key: object) -> None:
-    """A key must be hashable: each key's limits are found by it."""
-    if key is not None:
-        try:
-            hash(key)
-        except TypeError:
-            raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
 
 
 def _check_retry_after(retry_after: object) -> None:
@@ -277,7 +269,7 @@ class WorkerPool:
         """
         self._check_loop()
         delay = check_seconds(seconds)
-        _check_key(key)
+        check_key(key)
         self._life.pause(anyio.current_time() + delay, key)
 
     def resume(self) -> None:
@@ -368,7 +360,7 @@ class WorkerPool:
         options = _options(timeout, retries, retryable_exceptions, backoff)
         life = self._life
         if key is not None or cost is not None:
-            _check_key(key)
+            check_key(key)
             cost = life.check_cost(cost)
         sched = life.scheduler_for_submit()
         room = life.room
@@ -411,7 +403,7 @@ class WorkerPool:
         options = _options(timeout, retries, retryable_exceptions, backoff)
         life = self._life
         if key is not None or cost is not None:
-            _check_key(key)
+            check_key(key)
             cost = life.check_cost(cost)
         sched = life.scheduler_for_submit()
         if key is None and cost is None:
@@ -452,7 +444,7 @@ class WorkerPool:
         """
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
-        _check_key(key)
+        check_key(key)
         checked = self._life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         sched = await self._wait_for_room()
@@ -496,7 +488,7 @@ class WorkerPool:
         """
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
-        _check_key(key)
+        check_key(key)
         checked = self._life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
         sched = await self._wait_for_room()

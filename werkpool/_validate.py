@@ -17,6 +17,7 @@ __all__ = [
     "MAX_BURST",
     "check_backoff",
     "check_burst",
+    "check_key",
     "check_max_pending",
     "check_rate",
     "check_retries",
@@ -79,6 +80,15 @@ def check_rate(rate: object) -> float | None:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"rate must be None or a finite number > 0, got {show_value(rate)}")
     return value
+
+
+def check_key(key: object) -> None:
+    """A job's key must be hashable: each key's limits are found by it."""
+    if key is not None:
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(f"key must be hashable, not {_type_name(key)}") from None
 
 
 def check_max_pending(max_pending: object) -> int | None:

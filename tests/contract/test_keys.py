@@ -318,13 +318,7 @@ async def test_a_dropped_key_comes_back_with_fresh_limits() -> None:
 
 @pytest.mark.parametrize(
     "method",
-    [
-        *ENTRY_POINTS[:-1],
-        pytest.param(
-            "map",
-            marks=pytest.mark.xfail(strict=True, reason="bug: see lead (/tmp/wp/bugs12.md #1)"),
-        ),
-    ],
+    ENTRY_POINTS,
 )
 async def test_an_unhashable_key_is_refused_naming_key(method: str) -> None:
     """``key=[1]``: TypeError naming ``key`` at the call (map: when it reads the item)."""

@@ -319,7 +319,6 @@ async def test_adaptive_rate_halves_at_each_pushback_down_to_a_64th() -> None:
     assert seen[-3:] == [approx(10 / 64)] * 3
 
 
-@pytest.mark.xfail(strict=True, reason="bug: see lead (/tmp/wp/bugs12.md #2)")
 async def test_adaptive_rate_regrows_linearly_and_never_above_the_configured_rate() -> None:
     """``Rate(20, per=2, adaptive=True)`` (10/s): after one pushback at 5/s it regrows by
     10/(2*2) = 2.5/s per second: 6.25 after 0.5 s, 8.75 after 1.5 s, 10 after 2 s (``per``
