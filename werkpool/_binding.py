@@ -39,7 +39,7 @@ class LoopBinding:
     pool may be built at import time with no loop running.
     """
 
-    __slots__ = ("backend", "cancelled_exc", "loop", "thread", "trio_token")
+    __slots__ = ("backend", "cancelled_exc", "clock", "loop", "thread", "trio_token")
 
     def __init__(self) -> None:
         self.backend = _detect_backend()
@@ -47,12 +47,17 @@ class LoopBinding:
         self.thread = threading.get_ident()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.trio_token: object = None
+        #: The loop's clock, the one :func:`anyio.current_time` reads, without anyio's lookup of
+        #: the backend on each call (the worker reads it twice per job under a rate).
+        self.clock: Callable[[], float]
         if self.backend == "asyncio":
-            self.loop = asyncio.get_running_loop()
+            loop = self.loop = asyncio.get_running_loop()
+            self.clock = loop.time
         else:
             import trio
 
             self.trio_token = trio.lowlevel.current_trio_token()
+            self.clock = trio.current_time
         self.cancelled_exc: type[BaseException] = anyio.get_cancelled_exc_class()
 
     def is_current(self) -> bool:

@@ -16,7 +16,6 @@ limits are back at rest is dropped: memory follows the keys in use, not the keys
 from __future__ import annotations
 
 import math
-from collections import deque
 from heapq import heappop, heappush, heapreplace
 from typing import TYPE_CHECKING, Final, final
 
@@ -44,6 +43,7 @@ class Lane:
     """One key's line of jobs, its limits and its pause (see the module docstring)."""
 
     __slots__ = (
+        "first",
         "key",
         "limits",
         "paused_until",
@@ -57,8 +57,10 @@ class Lane:
     def __init__(self, key: Hashable, limits: tuple[Limit, ...]) -> None:
         self.key = key
         self.limits = limits
-        #: First attempts, in submission order (cancelled records are dropped when at the front).
-        self.queue: deque[Job] = deque()
+        #: First attempts, in submission order, from index ``first`` on (a list and an index
+        #: rather than a deque: an empty deque takes 600 bytes, and most keys hold a few jobs).
+        self.queue: list[Job] = []
+        self.first = 0
         #: Retries whose backoff is over, as a heap by submission order.
         self.retry_ready: list[tuple[int, Job]] = []
         #: No attempt of this key starts before this time.
@@ -72,14 +74,35 @@ class Lane:
     def head(self) -> Job | None:
         """The next job of this key to start (a due retry or the oldest queued one)."""
         queue = self.queue
-        while queue and queue[0].state != QUEUED:
-            queue.popleft()  # cancelled while queued: dropped here, in O(1)
+        first = self.first
+        end = len(queue)
+        while first < end and queue[first].state != QUEUED:
+            first += 1  # cancelled while queued: skipped here
+        if first != self.first:
+            self._advance(first)
+            first = self.first
         ready = self.retry_ready
         while ready and ready[0][1].state != QUEUED:
             heappop(ready)
-        if ready and not (queue and queue[0].seq < ready[0][0]):
+        waiting = first < len(queue)
+        if ready and not (waiting and queue[first].seq < ready[0][0]):
             return ready[0][1]
-        return queue[0] if queue else None
+        return queue[first] if waiting else None
+
+    def _advance(self, first: int) -> None:
+        """The first attempts before index *first* have left: forget them once they are many."""
+        queue = self.queue
+        if first == len(queue):
+            queue.clear()
+            first = 0
+        elif first > 32 and 2 * first > len(queue):
+            del queue[:first]  # amortised O(1) per job
+            first = 0
+        self.first = first
+
+    def push(self, job: Job) -> None:
+        """A first attempt joins the back of the line."""
+        self.queue.append(job)
 
     def take(self, job: Job) -> None:
         """Take *job*, the head, out of the line."""
@@ -87,7 +110,7 @@ class Lane:
         if ready and ready[0][1] is job:
             heappop(ready)
         else:
-            self.queue.popleft()
+            self._advance(self.first + 1)
 
     def requeue(self, job: Job) -> None:
         """*job* waits again: a retry whose backoff ended, or a refused reservation (its
@@ -114,7 +137,7 @@ class Lane:
 
     def waiting(self) -> Iterator[Job]:
         """The jobs that wait to start (for kill())."""
-        yield from (job for job in self.queue if job.state == QUEUED)
+        yield from (job for job in self.queue[self.first :] if job.state == QUEUED)
         yield from (job for _, job in self.retry_ready if job.state == QUEUED)
 
 
@@ -126,7 +149,16 @@ class Keys:
     :param tick: a wait shorter than this is no wait (the scheduler's ``TICK``)
     """
 
-    __slots__ = ("_clock", "_ready", "_resting", "_tick", "_tickets", "lanes", "make_limits")
+    __slots__ = (
+        "_clock",
+        "_peak",
+        "_ready",
+        "_resting",
+        "_tick",
+        "_tickets",
+        "lanes",
+        "make_limits",
+    )
 
     def __init__(self, make_limits: Callable[[], tuple[Limit, ...]], tick: float) -> None:
         self.make_limits = make_limits
@@ -136,12 +168,16 @@ class Keys:
         self._clock: list[tuple[float, int, Lane]] = []  # (from when, ticket, lane)
         self._resting: list[tuple[float, int, Lane]] = []  # idle lanes: (rest_at, ticket, lane)
         self._tickets = 0
+        self._peak = 0  # the most lanes at once since the dict was last rebuilt
 
     def lane(self, key: Hashable) -> Lane:
         """The lane of *key*, made on first use."""
         lane = self.lanes.get(key)
         if lane is None:
-            lane = self.lanes[key] = Lane(key, self.make_limits())
+            lanes = self.lanes
+            lane = lanes[key] = Lane(key, self.make_limits())
+            if len(lanes) > self._peak:
+                self._peak = len(lanes)
         return lane
 
     def look_again(self, lane: Lane) -> None:
@@ -238,6 +274,12 @@ class Keys:
             else:  # an attempt's limits moved it later (or a pause): look again then
                 self._tickets += 1
                 heappush(resting, (rest, self._tickets, lane))
+        lanes = self.lanes
+        if self._peak > 64 and 4 * len(lanes) < self._peak:
+            # A dict never gives back the table it grew to: copy it once most keys left, so
+            # that the keys dropped cost no memory (a burst of 100,000 keys, then a few).
+            self.lanes = dict(lanes)
+            self._peak = len(lanes)
 
     def waiting(self) -> Iterator[Job]:
         """Every job that waits to start in some key's lane."""
@@ -248,6 +290,7 @@ class Keys:
         """Forget the waiting jobs (kill()); the lanes rest and are dropped as usual."""
         for lane in self.lanes.values():
             lane.queue.clear()
+            lane.first = 0
             lane.retry_ready.clear()
             lane.where = _IDLE
         self._ready.clear()

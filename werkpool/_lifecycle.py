@@ -387,9 +387,10 @@ class Lifecycle:
             specs += (Rate(self.rate, burst=self.burst),)
         return specs
 
-    def check_cost(self, cost: object) -> dict[str, float] | None:
-        """Check a job's ``cost=`` against the pool's limits (see :func:`_specs.check_cost`)."""
-        return check_cost(cost, self.all_specs())
+    def check_cost(self, cost: object, *, again: bool = False) -> dict[str, float] | None:
+        """Check a job's ``cost=`` against the pool's limits (see :func:`_specs.check_cost`);
+        *again* after an await, when the limits may have changed: units no longer counted pass."""
+        return check_cost(cost, self.all_specs(), known_units=not again)
 
     def set_size(self, size: int | None) -> None:
         """Change the concurrency bound; running attempts above it finish first."""
@@ -419,7 +420,7 @@ class Lifecycle:
             # A size-only pool's workers were its bound; more of them exist than the new size
             # (they leave when idle), so from now on the scheduler counts the attempts.
             self.size_gate = CountLimit(size)
-            running = [worker.job for worker in crew.workers if worker.job is not None]
+            running = self._running_jobs()
             sched.replace_limits([*sched.limits, self.size_gate], running)
         if growing and not crew.waking and self.sched is not None and self.sched.has_queued():
             crew.kick(None)  # more may start: the workers hand the line on from there
@@ -435,8 +436,7 @@ class Lifecycle:
         sched = self.sched
         if sched is not None:
             new_specs = specs + ((Rate(rate, burst=burst),) if rate is not None else ())
-            assert self.crew is not None
-            running = [worker.job for worker in self.crew.workers if worker.job is not None]
+            running = self._running_jobs()
             for job in [*sched.pending_jobs(), *running]:  # a running job may be retried
                 if job.cost:
                     for unit, amount in job.cost.items():
@@ -487,11 +487,20 @@ class Lifecycle:
                 for old_rate in alike:
                     limit.carry_on_from(old_rate, now)
         assert self.crew is not None
-        running = [worker.job for worker in self.crew.workers if worker.job is not None]
-        sched.replace_limits(new, running)
+        running = self._running_jobs()
+        sched.replace_limits(new, running, now)
         if size != old_size:
             self._apply_size(size)
         self._look_again()
+
+    def _running_jobs(self) -> list[Job]:
+        """The jobs whose attempt or remote reservation runs now (they hold their limits)."""
+        assert self.crew is not None
+        return [
+            job
+            for worker in self.crew.workers
+            if (job := worker.job) is not None and job.state in (RUNNING, RESERVING)
+        ]
 
     def _look_again(self) -> None:
         """Limits changed or a pause ended: a waiting worker must look at the line again."""

@@ -447,7 +447,9 @@ class WorkerPool:
         check_key(key)
         checked = self._life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
-        sched = await self._wait_for_room()
+        sched = await self._wait_for_room(cost if checked is not None else None)
+        if checked is not None:
+            checked = self._life.check_cost(cost, again=True)  # the limits may have changed
         owner = _CallOwner()
         job = sched.submit(func, args, options, owner, key, checked)
         life = self._life
@@ -491,13 +493,19 @@ class WorkerPool:
         check_key(key)
         checked = self._life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
-        sched = await self._wait_for_room()
+        sched = await self._wait_for_room(cost if checked is not None else None)
+        if checked is not None:
+            checked = self._life.check_cost(cost, again=True)  # the limits may have changed
         return self._life.enqueue_future(  # type: ignore[no-any-return]
             sched, func, args, options, None, key, checked
         )
 
-    async def _wait_for_room(self) -> Scheduler:
-        """Wait (FIFO) for room under ``max_pending``, then pass the submission gate."""
+    async def _wait_for_room(self, cost: object = None) -> Scheduler:
+        """Wait (FIFO) for room under ``max_pending``, then pass the submission gate.
+
+        A *cost* is checked again after the wait, against the limits then in force (the caller
+        checks it once more, with no await in between, when it queues the job).
+        """
         life = self._life
         room = life.room
         if room is None:
@@ -506,6 +514,8 @@ class WorkerPool:
         await room.wait()
         try:
             sched = life.scheduler_for_submit()
+            if cost is not None:
+                life.check_cost(cost, again=True)
         except BaseException:
             room.forfeit()  # our room goes unused: the next waiter must learn why
             raise

@@ -12,6 +12,7 @@ the whole core with no event loop at all.
 from __future__ import annotations
 
 import math
+from collections import deque
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Final, cast, final
 
@@ -32,7 +33,6 @@ from ._lanes import Keys, Lane
 from ._options import next_delay
 
 if TYPE_CHECKING:
-    from collections import deque
     from collections.abc import Callable, Hashable, Iterable, Sequence
     from typing import Any
 
@@ -102,10 +102,10 @@ class Scheduler:
         self.per_key = per_key
         #: Maps a job's error to a pushback delay in seconds, or None (the pool's retry_after=).
         self.retry_after = retry_after
-        #: The jobs without a key (the lane with no limits of its own).
-        self.main = Lane(None, ())
-        self._queue: deque[Job] = self.main.queue
-        self._retry_ready: list[tuple[int, Job]] = self.main.retry_ready
+        # The jobs without a key: first attempts in order, and retries whose backoff is over as
+        # a heap by submission order (each key's lane has the same two lines).
+        self._queue: deque[Job] = deque()
+        self._retry_ready: list[tuple[int, Job]] = []
         #: The lanes of the keys in use (made when the first job with a key comes).
         self.keys: Keys | None = None
         #: No attempt starts before this time (pause(), pause_for(), a pushback).
@@ -194,7 +194,7 @@ class Scheduler:
             self._configure()
         lane = job.lane = keys.lane(key)
         lane.pending += 1
-        lane.queue.append(job)
+        lane.push(job)
         keys.queued(lane, job)
 
     def enqueue_all(self, jobs: list[PlainJob]) -> None:
@@ -634,16 +634,20 @@ class Scheduler:
                     self.keys.look_again(lane)
         self._configure()
 
-    def replace_limits(self, limits: Sequence[Limit], running: Iterable[Job]) -> None:
+    def replace_limits(
+        self, limits: Sequence[Limit], running: Iterable[Job], now: float = 0.0
+    ) -> None:
         """Use *limits* from now on (the caller carried state over from the old ones).
 
         :param running: the jobs whose attempts (or reservations) run now: they release into
-            the new limits, which count them as taken
+            the new limits, which count them as taken. A job whose remote reservation is in
+            flight is admitted into every new limit at *now*: the answer re-dates it there
+            (granted) or takes it back (refused).
         """
         for job in running:
             for limit in limits:
-                if limit not in self.limits and not limit.timed:
-                    limit.admit(job, 0.0)  # a concurrency limit: counts what runs now
+                if limit not in self.limits and (job.state == RESERVING or not limit.timed):
+                    limit.admit(job, now)
         self.limits = tuple(limits)
         self._configure()
 

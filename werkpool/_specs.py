@@ -202,12 +202,15 @@ def check_limits(limits: object, name: str) -> tuple[LimitSpec, ...]:
     return cast("tuple[LimitSpec, ...]", specs)
 
 
-def check_cost(cost: object, specs: tuple[LimitSpec, ...]) -> dict[str, float] | None:
+def check_cost(
+    cost: object, specs: tuple[LimitSpec, ...], *, known_units: bool = True
+) -> dict[str, float] | None:
     """Check a job's ``cost=`` against the limits that will count it; return it as a dict.
 
     :raises TypeError: if *cost* is not a mapping of str to numbers
-    :raises ValueError: if an amount is negative or not finite, names a unit no limit counts,
-        or can never fit a limit (above its ``burst``, ``count`` or ``n``)
+    :raises ValueError: if an amount is negative or not finite, names a unit no limit counts
+        (if *known_units*: a typo guard at the call, not for a check again after the limits
+        changed), or can never fit a limit (above its ``burst``, ``count`` or ``n``)
     """
     if cost is None:
         return None
@@ -228,7 +231,7 @@ def check_cost(cost: object, specs: tuple[LimitSpec, ...]) -> dict[str, float] |
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"cost[{unit!r}] must be a finite number >= 0, got {amount!r}")
         counting = [spec for spec in specs if spec.unit == unit]
-        if not counting:
+        if not counting and known_units:
             units = sorted({spec.unit for spec in specs if spec.unit is not None})
             raise ValueError(
                 f"cost names the unit {unit!r}, which no limit of this pool counts "

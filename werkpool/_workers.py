@@ -173,7 +173,7 @@ class Runner:
         returned = sched.returned
         remote = bool(sched.remote)  # only then may poll() hand out a Reservation
         backoffs = sched.backoffs  # the same list for the scheduler's life
-        current_time = anyio.current_time
+        current_time = self.binding.clock  # anyio.current_time(), without its backend lookup
         reservation: Reservation | None = None
         job: Job
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
@@ -245,7 +245,7 @@ class Runner:
             timeout = job.options.timeout
             deadline = _INF
             if timeout is not None:
-                deadline = anyio.current_time() + timeout
+                deadline = current_time() + timeout
                 scope.deadline = deadline
             try:
                 awaitable = job.fn(*job.args)
@@ -256,7 +256,7 @@ class Runner:
                     # poll (handing the line on can start a worker: tens of µs; making the
                     # coroutine can run the garbage collector): the limits then count the times
                     # the job, and a server, see (R49).
-                    sched.restamp(job, anyio.current_time())
+                    sched.restamp(job, current_time())
                 result = await awaitable
             except _NotAwaitable as bad:
                 self._not_awaitable(job, bad.value)
@@ -269,7 +269,7 @@ class Runner:
             else:
                 if timeout is not None:
                     scope.deadline = _INF
-                    if anyio.current_time() >= deadline:
+                    if current_time() >= deadline:
                         # It returned at or after its deadline: a timeout, on every backend.
                         self._attempt_failed(job, None, scope, deadline)
                     else:
