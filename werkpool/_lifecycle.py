@@ -227,12 +227,14 @@ class Lifecycle:
         others = self._build_limits()
         if self.size is not None:
             self.limiter = anyio.CapacityLimiter(self.size)
-            if others or self.remote:
+            if self.remote:
+                # A job asking the remote limits holds a token meanwhile: the scheduler counts.
                 limits.append(ConcurrencyLimit(self.limiter))
             else:
-                # Without another limit the size needs no admission check: at most `size`
-                # workers exist, each running one attempt at a time. Each worker borrows a
-                # token for as long as it runs attempts back to back, not one per job.
+                # The size needs no admission check: at most `size` workers exist, each running
+                # one attempt at a time, so the other limits are asked only by a free worker.
+                # Each worker borrows a token for as long as it runs attempts back to back, not
+                # one per job.
                 tokens = self.limiter
         limits += others
         per_key = self.per_key
