@@ -136,6 +136,8 @@ class Lifecycle:
         "_bg_error",
         "_bg_stop",
         "_bg_task",
+        "_caps",
+        "_caps_of",
         "_kill_scope",
         "_may_stop",
         "_started",
@@ -184,6 +186,9 @@ class Lifecycle:
         self.size = _fold_size(size, limits)
         #: Counts the attempts against ``size`` once a size-only pool shrank (see _apply_size).
         self.size_gate: CountLimit | None = None
+        #: Each unit's largest admissible cost, for the limits in _caps_of (see check_cost).
+        self._caps: dict[str, float] = {}
+        self._caps_of: tuple[LimitSpec, ...] | None = None
         #: Until when the pool is paused before it runs (pause() or pause_for() before binding).
         self.start_paused = -_INF
         self.rate = rate
@@ -391,8 +396,35 @@ class Lifecycle:
 
     def check_cost(self, cost: object, *, again: bool = False) -> dict[str, float] | None:
         """Check a job's ``cost=`` against the pool's limits (see :func:`_specs.check_cost`);
-        *again* after an await, when the limits may have changed: units no longer counted pass."""
+        *again* after an await, when the limits may have changed: units no longer counted pass.
+
+        A dict whose amounts all fit takes a fast path (this runs once per job); anything else
+        goes through the full check, which raises with a clear message.
+        """
+        if type(cost) is dict:
+            if self._caps_of is not self.limits:
+                self._unit_caps()
+            caps = self._caps
+            checked: dict[str, float] = {}
+            for unit, amount in cost.items():
+                cap = caps.get(unit)
+                if cap is None or (amount.__class__ is not int and amount.__class__ is not float):
+                    break
+                if not 0 <= amount <= cap:  # NaN fails both
+                    break
+                checked[unit] = amount
+            else:
+                return checked or None
         return check_cost(cost, self.all_specs(), known_units=not again)
+
+    def _unit_caps(self) -> None:
+        """The largest cost of each unit that every limit counting it can admit."""
+        caps: dict[str, float] = {}
+        for spec in self.limits + self.per_key:
+            if spec.unit is not None:
+                caps[spec.unit] = min(caps.get(spec.unit, _INF), spec.capacity)
+        self._caps = caps
+        self._caps_of = self.limits
 
     def set_size(self, size: int | None) -> None:
         """Change the concurrency bound; running attempts above it finish first."""
