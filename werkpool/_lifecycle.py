@@ -406,7 +406,8 @@ class Lifecycle:
                 self._unit_caps()
             caps = self._caps
             checked: dict[str, float] = {}
-            for unit, amount in cost.items():
+            # Keys and amounts are checked below; anything unexpected takes the full check.
+            for unit, amount in cast("dict[str, float]", cost).items():
                 cap = caps.get(unit)
                 if cap is None or (amount.__class__ is not int and amount.__class__ is not float):
                     break
@@ -415,7 +416,7 @@ class Lifecycle:
                 checked[unit] = amount
             else:
                 return checked or None
-        return check_cost(cost, self.all_specs(), known_units=not again)
+        return check_cost(cost, self.all_specs(), known_units=not again)  # pyright: ignore[reportUnknownArgumentType]
 
     def _unit_caps(self) -> None:
         """The largest cost of each unit that every limit counting it can admit."""
