@@ -493,26 +493,16 @@ class Lifecycle:
         ]
         new += self._build_limits()
         # No credit may appear: each new rate takes over the fullest bucket of the old rates of
-        # its unit (capped at its burst; an adaptive one keeps the slow-down of the same period),
-        # and each new window the recent starts of one old window of its unit (the same period
-        # first), so the units they counted stay counted.
+        # its unit (capped at its burst; an adaptive one keeps the slow-down of the same period).
         now = anyio.current_time()
+        # Every pool window of a unit counts the same starts, so each new one copies them from
+        # the old window of its unit with the longest period (it remembers the most of them).
         old_windows = [o for o in old if isinstance(o, WindowLimit)]
-        new_windows = [o for o in new if isinstance(o, WindowLimit)]
-        for exact in (True, False):
-            for window in list(new_windows):
-                older = next(
-                    (
-                        o
-                        for o in old_windows
-                        if o.unit == window.unit and (o.per == window.per or not exact)
-                    ),
-                    None,
-                )
-                if older is not None:
-                    window.carry_on_from(older, now)
-                    old_windows.remove(older)
-                    new_windows.remove(window)
+        for limit in new:
+            if isinstance(limit, WindowLimit):
+                windows = [o for o in old_windows if o.unit == limit.unit]
+                if windows:
+                    limit.carry_on_from(max(windows, key=lambda o: o.per), now)
         old_rates = [o for o in old if isinstance(o, RateLimit)]
         for limit in new:
             if isinstance(limit, RateLimit):

@@ -9,6 +9,7 @@ never held until the sleeper's later deadline. Both backends, virtual time.
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from werkpool import Concurrency, Rate, WorkerPool
@@ -59,3 +60,23 @@ async def test_a_pushback_on_one_key_leaves_the_others_running_at_their_rate() -
     a_times = [t for tag, t in starts if tag.startswith("A")]
     # A0 at 0, refused: A0 again, A1, A2 once the 30 s are over, at A's rate, no burst.
     assert a_times == [0.0, pytest.approx(30.0), pytest.approx(30.5), pytest.approx(31.0)]
+
+
+async def test_set_limits_gives_every_new_window_the_starts_it_must_count() -> None:
+    """Bug I of the program test: a window kept across ``set_limits`` next to a new window of
+    the same unit and period must not start empty (each new window copies the old starts)."""
+    from werkpool import Window
+
+    starts: list[float] = []
+    t0 = anyio.current_time()
+
+    async def job() -> None:
+        starts.append(anyio.current_time() - t0)
+
+    async with WorkerPool(limits=[Window(1, per=0.5)]) as pool:
+        for _ in range(3):
+            pool.run(job)
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        pool.set_limits([Window(2, per=0.5), Window(1, per=0.5)])
+    assert starts == [0.0, pytest.approx(0.5), pytest.approx(1.0)]
