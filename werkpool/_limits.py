@@ -208,21 +208,13 @@ class RateLimit:
         if self.adaptive and self.rate < self.configured:
             self._regrow(now)
         unit = self.unit
-        if unit is None:
-            cost: float = 1
-        else:  # _cost(), written out: this runs per start
-            costs = None if job is None else job.cost
-            cost = 0 if costs is None else costs.get(unit, 0)
+        cost = 1 if unit is None else _cost(job, unit)
         return self._origin + (self._units - self.burst + cost) / self.rate
 
     def admit(self, job: Job | None, at: float) -> None:
         """Count a start at *at*: ``tat = max(tat, at) + cost * T``."""
         unit = self.unit
-        if unit is None:
-            cost: float = 1
-        else:  # _cost(), written out: this runs per start
-            costs = None if job is None else job.cost
-            cost = 0 if costs is None else costs.get(unit, 0)
+        cost = 1 if unit is None else _cost(job, unit)
         if at > self._origin + self._units / self.rate:
             self._origin = at  # the bucket drained before `at`: restart the schedule there
             self._units = cost
@@ -233,11 +225,7 @@ class RateLimit:
         # As if the latest admit() had been at `at`: the schedule before it ended at
         # tat - cost/rate; if that is before `at`, the bucket had drained by then and restarts.
         unit = self.unit
-        if unit is None:
-            cost: float = 1
-        else:  # _cost(), written out: this runs per start
-            costs = None if job is None else job.cost
-            cost = 0 if costs is None else costs.get(unit, 0)
+        cost = 1 if unit is None else _cost(job, unit)
         if at > self._origin + (self._units - cost) / self.rate:
             self._origin = at
             self._units = cost

@@ -533,10 +533,7 @@ class Scheduler:
             if pause is not None:
                 if job.attempts <= options.retries and not self.killed:
                     # Retried once the pause is over: the pause replaces its backoff.
-                    job.state = BACKOFF
-                    self.backoff += 1
-                    heappush(self.backoffs, (pause, job.seq, job))
-                    return pause
+                    return self._back_off(job, pause)
                 self._failed(job, safe)
                 return _INF
         if (
@@ -555,13 +552,16 @@ class Scheduler:
                 # holds the error, and it goes on to stop the pool.
                 self._failed(job, bad)
                 raise
-            due = now + delay
-            job.state = BACKOFF
-            self.backoff += 1
-            heappush(self.backoffs, (due, job.seq, job))
-            return due
+            return self._back_off(job, now + delay)
         self._failed(job, safe)
         return _INF
+
+    def _back_off(self, job: Job, due: float) -> float:
+        """*job* waits until *due* for its next attempt; return *due*."""
+        job.state = BACKOFF
+        self.backoff += 1
+        heappush(self.backoffs, (due, job.seq, job))
+        return due
 
     def _pushback(self, job: Job, error: BaseException, now: float) -> float | None:
         """If *error* is a provider's pushback, pause the pool (or the job's key) and slow its
