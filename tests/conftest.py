@@ -14,6 +14,9 @@ from support import BACKENDS
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Iterator
+    from pathlib import Path
+
+    from redis_server import RedisServer
 
 # Every virtual-time asyncio loop, so no_asyncio_noise can reach it after the test.
 _LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
@@ -118,3 +121,40 @@ def no_gc() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+# -- Redis (werkpool.redis): a private redis-server, see tests/redis_server.py ----------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session's Redis tests (those that do not stop it)."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may kill, restart or pause."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix of the test's own, so tests sharing the session's server never meet."""
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:12]}"

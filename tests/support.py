@@ -358,6 +358,9 @@ class FakeRemoteLimit:
     future (a reservation-style rate limit answers so).
     """
 
+    #: One request at a time: the random refusals would reorder pipelined ones.
+    pipeline = 1
+
     def __init__(
         self,
         capacity: int = 1_000_000,

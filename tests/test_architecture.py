@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "_room": 6,  # the max_pending line
     "_binding": 6,  # which event loop a pool belongs to
     "_remote": 6,  # the I/O half of remote limits
+    "_redis": 6,  # shared limits kept in Redis (the optional werkpool[redis])
     # 7: the crew of worker tasks (start, park, wake, retire)
     "_crew": 7,
     # 8: the worker task: run an attempt, report its outcome
@@ -58,6 +59,7 @@ LAYERS: dict[str, int] = {
     "_pool": 11,
     # 12: the package, which may import any module
     "__init__": 12,
+    "redis": 12,  # the public face of the optional Redis store
 }
 
 

@@ -514,7 +514,7 @@ class TestRemoteReservations:
         assert sched.granted(res) is False  # the remote credit must be given back
         assert (job.state, job.outcome, owner.settled) == (DONE, CANCELLED, [job])
         assert tokens.borrowers == set()
-        assert sched.reserving is None
+        assert sched.reserving == 0
         assert counts_add_up(sched)
 
     def test_an_abandoned_reservation_requeues_a_live_job(self) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from ._exceptions import FutureCancelled as FutureCancelled
 from ._exceptions import FutureNotFinished as FutureNotFinished
+from ._exceptions import LimitUnavailableError as LimitUnavailableError
 from ._exceptions import PoolClosedError as PoolClosedError
 from ._exceptions import PoolFullError as PoolFullError
 from ._exceptions import RetryAfter as RetryAfter
+from ._exceptions import SharedLimitError as SharedLimitError
 from ._futures import Future as Future
 from ._futures import JobFuture as JobFuture
 from ._map import MapIterator as MapIterator
@@ -19,6 +21,7 @@ from ._pool import WorkerPool as WorkerPool
 from ._pool import worker_pool as worker_pool
 from ._specs import Concurrency as Concurrency
 from ._specs import Rate as Rate
+from ._specs import Shared as Shared
 from ._specs import Window as Window
 from ._statistics import LimitStatistics as LimitStatistics
 from ._statistics import PoolStatistics as PoolStatistics
@@ -31,12 +34,15 @@ __all__ = [
     "FutureNotFinished",
     "JobFuture",
     "LimitStatistics",
+    "LimitUnavailableError",
     "MapIterator",
     "PoolClosedError",
     "PoolFullError",
     "PoolStatistics",
     "Rate",
     "RetryAfter",
+    "Shared",
+    "SharedLimitError",
     "Window",
     "WorkerPool",
     "default_backoff",

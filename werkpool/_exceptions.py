@@ -8,9 +8,11 @@ from typing import cast
 __all__ = [
     "FutureCancelled",
     "FutureNotFinished",
+    "LimitUnavailableError",
     "PoolClosedError",
     "PoolFullError",
     "RetryAfter",
+    "SharedLimitError",
 ]
 
 
@@ -72,3 +74,28 @@ class RetryAfter(Exception):
         super().__init__(message or f"the provider asked to retry after {seconds:g} s")
         #: The delay, in seconds.
         self.seconds = float(seconds)
+
+
+class LimitUnavailableError(Exception):
+    """
+    Raised as an attempt's error when a shared limit's store could not be reached in time.
+
+    The pool asked the store (Redis) for the attempt's credit, and it stayed unreachable, too slow
+    or restarting for longer than the store's ``timeout``. Nothing was taken, so no limit is
+    exceeded: the attempt did not start. List this class in ``retryable_exceptions`` to retry
+    the job after its backoff, else it fails with this error.
+
+    .. versionadded:: 0.5
+    """
+
+
+class SharedLimitError(Exception):
+    """
+    Raised as an attempt's error when a shared limit's store refused the request itself.
+
+    For example, the Redis key of a shared limit holds a value of another type (another program
+    uses the name), or the store answered with an error. The message names the key. Retrying
+    cannot help until the store is fixed, so the pool does not retry it unless told to.
+
+    .. versionadded:: 0.5
+    """

@@ -44,6 +44,7 @@ class Lane:
 
     __slots__ = (
         "first",
+        "held_until",
         "key",
         "limits",
         "paused_until",
@@ -65,6 +66,8 @@ class Lane:
         self.retry_ready: list[tuple[int, Job]] = []
         #: No attempt of this key starts before this time.
         self.paused_until = -_INF
+        #: A remote per-key limit refused this key: no reservation of it before this time.
+        self.held_until = -_INF
         #: Jobs of this key accepted and not settled.
         self.pending = 0
         self.where = _IDLE
@@ -118,8 +121,10 @@ class Lane:
         heappush(self.retry_ready, (job.seq, job))
 
     def earliest(self, job: Job, now: float) -> float:
-        """From when this key's limits and pause let *job* start."""
+        """From when this key's limits, pause and remote hold let *job* start."""
         earliest = self.paused_until
+        if self.held_until > earliest:
+            earliest = self.held_until
         for limit in self.limits:
             t = limit.earliest(job, now)
             if t > earliest:

@@ -25,7 +25,7 @@ from ._futures import AsyncioFuture, Future
 from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
 from ._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit, WindowLimit, build
 from ._scheduler import Scheduler
-from ._specs import Concurrency, Rate, check_cost
+from ._specs import Concurrency, Rate, Window, check_cost
 from ._statistics import LimitStatistics
 from ._workers import Runner
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ._limits import RemoteLimit
     from ._options import JobOptions
     from ._room import Room
-    from ._specs import LimitSpec
+    from ._specs import LimitSpec, Shared, Store
 
 __all__ = ["CLOSED", "CLOSING", "KILLED", "NEW", "OPEN", "Lifecycle", "MapCloser"]
 
@@ -159,6 +159,8 @@ class Lifecycle:
         "room",
         "runner",
         "sched",
+        "shared",
+        "shared_per_key",
         "size",
         "size_gate",
         "size_shorthand",
@@ -176,10 +178,16 @@ class Lifecycle:
         limits: tuple[LimitSpec, ...] = (),
         per_key: tuple[LimitSpec, ...] = (),
         retry_after: Callable[[Exception], float | None] | None = None,
+        shared: tuple[Shared, ...] = (),
+        shared_per_key: tuple[Shared, ...] = (),
     ) -> None:
         self.size_shorthand = size
         self.limits = limits
         self.per_key = per_key
+        #: The shared limits (kept in a store, fixed for the pool's life), the pool's and the
+        #: per-key ones: bound to their stores as remote limits when the pool binds.
+        self.shared = shared
+        self.shared_per_key = shared_per_key
         self.retry_after = retry_after
         #: The pool's concurrency bound: the smallest of ``size=`` and the unit-less
         #: Concurrency values of ``limits=`` (its workers never exceed it).
@@ -230,9 +238,10 @@ class Lifecycle:
         limits: list[Limit] = []
         tokens = None
         others = self._build_limits()
+        remote = self.remote + self._bind_shared()
         if self.size is not None:
             self.limiter = anyio.CapacityLimiter(self.size)
-            if self.remote:
+            if remote:
                 # A job asking the remote limits holds a token meanwhile: the scheduler counts.
                 limits.append(ConcurrencyLimit(self.limiter))
             else:
@@ -245,11 +254,18 @@ class Lifecycle:
         per_key = self.per_key
         sched = self.sched = Scheduler(
             limits,
-            self.remote,
+            remote,
             per_key=(lambda: tuple(build(spec) for spec in per_key)) if per_key else _no_limits,
             retry_after=self.retry_after,
             on_drained=self._let_supervisor_stop,
         )
+        if (
+            remote
+            and not any(limit.timed for limit in others)
+            and not any(isinstance(spec, (Rate, Window)) for spec in self.per_key)
+        ):
+            # Pipelined requests need local limits that do not date their latest admission.
+            sched.depth = min(limit.pipeline for limit in remote)
         if self.start_paused != -_INF:
             sched.pause(self.start_paused)
         crew = self.crew = Crew(sched, _INF if self.size is None else self.size)
@@ -262,6 +278,31 @@ class Lifecycle:
         self._started = anyio.Event()
         self.state = OPEN
         return sched
+
+    def _bind_shared(self) -> tuple[RemoteLimit, ...]:
+        """One remote limit per store named by the shared limits: it decides all of them (the
+        pool's and the per-key ones) in one request per attempt."""
+        stores: dict[int, Store] = {}
+        for spec in self.shared + self.shared_per_key:
+            stores.setdefault(id(spec.store), spec.store)
+        bound: list[RemoteLimit] = []
+        for store in stores.values():
+            mine = tuple(spec for spec in self.shared if spec.store is store)
+            per_key = tuple(spec for spec in self.shared_per_key if spec.store is store)
+            bound.append(store.bind(mine, per_key, self._remote_freed))
+        return tuple(bound)
+
+    def _remote_freed(self, key: Hashable | None) -> None:
+        """A store says a shared limit freed up (a slot released elsewhere): a job it refused
+        asks again now."""
+        sched, crew = self.sched, self.crew
+        if sched is None or crew is None or self.state >= KILLED:
+            return
+        if sched.remote_freed(key):
+            if crew.sleeper is not None:
+                crew.wake(crew.sleeper)
+            elif not crew.waking:
+                crew.kick(None)
 
     def _build_limits(self) -> list[Limit]:
         """Live limits for the rate shorthand and the ``limits=`` values (but the unit-less
@@ -390,6 +431,7 @@ class Lifecycle:
     def all_specs(self) -> tuple[LimitSpec, ...]:
         """Every limit value a job's cost is checked against (the shorthands included)."""
         specs: tuple[LimitSpec, ...] = self.limits + self.per_key
+        specs += tuple(shared.limit for shared in self.shared + self.shared_per_key)
         if self.rate is not None:
             specs += (Rate(self.rate, burst=self.burst),)
         return specs
@@ -421,7 +463,7 @@ class Lifecycle:
     def _unit_caps(self) -> None:
         """The largest cost of each unit that every limit counting it can admit."""
         caps: dict[str, float] = {}
-        for spec in self.limits + self.per_key:
+        for spec in self.all_specs():
             if spec.unit is not None:
                 caps[spec.unit] = min(caps.get(spec.unit, _INF), spec.capacity)
         self._caps = caps

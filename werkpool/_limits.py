@@ -97,19 +97,33 @@ class Limit(Protocol):
 @final
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A remote limit's "not now": the attempt may ask again from *retry_at* (the pool's clock)."""
+    """A remote limit's "not now": the attempt may ask again from *retry_at* (the pool's clock).
+
+    With *key* set, only the job's key was refused (a per-key shared limit): the other keys'
+    jobs may still ask meanwhile, so a saturated key holds up no one else.
+    """
 
     retry_at: float
+    key: bool = False
 
 
 class RemoteLimit(Protocol):
     """A limit kept outside the process: asking it is I/O, and it may refuse.
 
     The pool asks the remote limits of a job one after the other, only once the local limits
-    admitted it, and one job at a time (so FIFO holds across the pool's workers). An attempt
-    takes credit in every remote limit or in none: when one refuses, the ones that granted are
+    admitted it, and one job at a time (so FIFO holds across the pool's workers), or up to
+    :attr:`pipeline` jobs at a time if the pool has no local rate or window. An attempt takes
+    credit in every remote limit or in none: when one refuses, the ones that granted are
     released.
     """
+
+    @property
+    def pipeline(self) -> int:
+        """How many requests may be in flight at once (in submission order); 1 keeps FIFO
+        exact. A store whose requests reach it in the order sent (one connection) may say more:
+        a later job then starts before an earlier one only if the store refused the earlier
+        one and granted the later one in between."""
+        ...
 
     async def acquire(self, job: Job) -> float | Refusal:
         """Take credit for one attempt of *job*.

@@ -21,7 +21,7 @@ from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
 from ._options import JobOptions, default_backoff
 from ._room import EmptyQueue, Room
-from ._specs import LimitSpec, check_limits
+from ._specs import LimitSpec, Shared, check_limits, split_shared
 from ._statistics import PoolStatistics
 from ._validate import (
     check_backoff,
@@ -156,19 +156,21 @@ class WorkerPool:
         *,
         burst: int = 1,
         max_pending: int | None = None,
-        limits: Iterable[LimitSpec] = (),
-        per_key: Iterable[LimitSpec] = (),
+        limits: Iterable[LimitSpec | Shared] = (),
+        per_key: Iterable[LimitSpec | Shared] = (),
         retry_after: Callable[[Exception], float | None] | None = None,
     ) -> None:
         size = check_size(size)
         rate = check_rate(rate)
         burst = check_burst(burst)
         max_pending = check_max_pending(max_pending)
-        specs = check_limits(limits, "limits")
-        key_specs = check_limits(per_key, "per_key")
+        specs, shared = split_shared(check_limits(limits, "limits"))
+        key_specs, key_shared = split_shared(check_limits(per_key, "per_key"))
         _check_retry_after(retry_after)
         room = None if max_pending is None else Room(max_pending, EmptyQueue())
-        self._life = Lifecycle(size, rate, burst, room, specs, key_specs, retry_after)
+        self._life = Lifecycle(
+            size, rate, burst, room, specs, key_specs, retry_after, shared, key_shared
+        )
 
     # -- public properties ------------------------------------------------------------------------
 
@@ -213,32 +215,36 @@ class WorkerPool:
         return self._life.burst
 
     @property
-    def limits(self) -> tuple[LimitSpec, ...]:
-        """The ``limits=`` values (without the ``size``/``rate`` shorthands).
+    def limits(self) -> tuple[LimitSpec | Shared, ...]:
+        """The ``limits=`` values (without the ``size``/``rate`` shorthands): the local ones,
+        then the shared ones.
 
         .. versionadded:: 0.4
+        .. versionchanged:: 0.5 shared limits included
         """
-        return self._life.limits
+        return self._life.limits + self._life.shared
 
     @property
-    def per_key(self) -> tuple[LimitSpec, ...]:
-        """The ``per_key=`` values: each key has its own instances of them.
+    def per_key(self) -> tuple[LimitSpec | Shared, ...]:
+        """The ``per_key=`` values: each key has its own instances of them (or, shared, its own
+        entry in the store).
 
         .. versionadded:: 0.4
         """
-        return self._life.per_key
+        return self._life.per_key + self._life.shared_per_key
 
-    def set_limits(self, limits: Iterable[LimitSpec], **shorthands: Any) -> None:
+    def set_limits(self, limits: Iterable[LimitSpec | Shared], **shorthands: Any) -> None:
         """
         Replace the pool's ``limits=`` values while it runs; ``rate=`` and ``burst=`` may be given
         too (else the shorthand rate stays as it is).
 
         Each new rate or window continues the schedule of the old one of the same unit, so no
         banked credit appears; concurrency limits count the attempts running now (running
-        attempts above a smaller limit finish first). Per-key limits cannot change.
+        attempts above a smaller limit finish first). Per-key limits cannot change, nor can
+        shared limits: *limits* must hold the pool's shared limits as they are, if any.
 
-        :raises ValueError: if a job that waits has a cost the new limits could never admit
-            (nothing is changed then)
+        :raises ValueError: if a job that waits has a cost the new limits could never admit, or
+            the shared limits differ from the pool's (nothing is changed then)
 
         .. versionadded:: 0.4
         """
@@ -247,7 +253,12 @@ class WorkerPool:
         unknown = set(shorthands) - {"rate", "burst"}
         if unknown:
             raise TypeError(f"set_limits() got unexpected keyword arguments: {sorted(unknown)}")
-        specs = check_limits(limits, "limits")
+        specs, shared = split_shared(check_limits(limits, "limits"))
+        if set(shared) != set(life.shared):
+            raise ValueError(
+                "set_limits() cannot change shared limits (they are fixed for the pool's life): "
+                f"the pool has {list(life.shared)!r}, the call gave {list(shared)!r}"
+            )
         new_rate = check_rate(shorthands["rate"]) if "rate" in shorthands else life.rate
         new_burst = check_burst(shorthands["burst"]) if "burst" in shorthands else life.burst
         life.set_limits(new_rate, new_burst, specs)
@@ -732,8 +743,8 @@ def worker_pool(
     *,
     burst: int = 1,
     max_pending: int | None = None,
-    limits: Iterable[LimitSpec] = (),
-    per_key: Iterable[LimitSpec] = (),
+    limits: Iterable[LimitSpec | Shared] = (),
+    per_key: Iterable[LimitSpec | Shared] = (),
     retry_after: Callable[[Exception], float | None] | None = None,
 ) -> WorkerPool:
     """

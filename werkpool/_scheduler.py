@@ -117,8 +117,11 @@ class Scheduler:
         #: Jobs in their backoff, as a heap by its end.
         self.backoffs: list[tuple[float, int, Job]] = []
         self._seq = 0
-        #: The job whose reservation a worker performs now (one at a time: see RemoteLimit).
-        self.reserving: Job | None = None
+        #: How many reservations workers perform now, and how many may be in flight at once:
+        #: 1 keeps FIFO exact; more (a store that pipelines requests, and no local limit that
+        #: dates its latest admission, see :meth:`restamp`) keeps it up to the ones in flight.
+        self.reserving = 0
+        self.depth = 1
         #: A remote limit refused: no reservation before this time.
         self._hold_until = -_INF
         #: shutdown() began (or kill()): once nothing is pending, the pool may stop.
@@ -327,8 +330,8 @@ class Scheduler:
             if t > earliest:
                 earliest = t
         if self.remote:
-            if self.reserving is not None:
-                return min(_INF, self.next_wakeup())  # the one reservation in flight ends first
+            if self.reserving >= self.depth:
+                return min(_INF, self.next_wakeup())  # a reservation in flight ends first
             if self._hold_until > earliest:
                 earliest = self._hold_until
         if earliest > now + TICK:
@@ -350,7 +353,7 @@ class Scheduler:
                 limit.admit(job, at)
         if self.remote:
             job.state = RESERVING
-            self.reserving = job
+            self.reserving += 1
             return Reservation(job, self.remote)
         self._started(job)
         return job
@@ -404,7 +407,7 @@ class Scheduler:
         limits are released; a paused job waits again at the head): the worker gives the remote
         credit back."""
         job = reservation.job
-        self.reserving = None
+        self.reserving -= 1
         if job.state != RESERVING or job.done() or self.killed:
             # Cancelled meanwhile (its worker is being stopped), or the pool is being killed.
             self._refund(job)
@@ -422,18 +425,43 @@ class Scheduler:
         self._started(job)
         return True
 
-    def refused(self, reservation: Reservation, retry_at: float) -> None:
+    def refused(self, reservation: Reservation, retry_at: float, key: bool = False) -> None:
         """A remote limit refused (and none holds credit now): the job goes back to the head
-        of the line, and no reservation is made before *retry_at*."""
-        self.reserving = None
-        self._refund(reservation.job)
-        if retry_at > self._hold_until:
+        of the line, and no reservation is made before *retry_at*: no reservation of the job's
+        key if *key* (a per-key remote limit refused), else none at all."""
+        self.reserving -= 1
+        job = reservation.job
+        self._refund(job)
+        lane = job.lane
+        if key and lane is not None:
+            if retry_at > lane.held_until:
+                lane.held_until = retry_at
+        elif retry_at > self._hold_until:
             self._hold_until = retry_at
-        self._back_to_the_head(reservation.job)
+        self._back_to_the_head(job)
+
+    def remote_freed(self, key: Hashable | None = None) -> bool:
+        """A remote limit has credit again (another process released a slot): end the hold of
+        a refusal, the pool's (*key* None) or *key*'s, so the head asks again now rather than
+        at its fallback time. Return True if some job may ask now (the caller wakes a worker).
+        """
+        if key is None:
+            if self._hold_until == -_INF:
+                return False
+            self._hold_until = -_INF
+            return self.queued > 0
+        keys = self.keys
+        lane = None if keys is None else keys.lanes.get(key)
+        if lane is None or lane.held_until == -_INF:
+            return False
+        lane.held_until = -_INF
+        assert keys is not None
+        keys.look_again(lane)
+        return lane.head() is not None
 
     def abandoned(self, reservation: Reservation) -> None:
         """The worker's request was cancelled before an answer: undo the reservation."""
-        self.reserving = None
+        self.reserving -= 1
         self._refund(reservation.job)
         self._back_to_the_head(reservation.job)
 

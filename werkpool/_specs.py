@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, cast, final
+from typing import TYPE_CHECKING, Any, Protocol, cast, final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Hashable, Iterable, Mapping
 
 from ._validate import MAX_BURST, show_value
 
-__all__ = ["Concurrency", "LimitSpec", "Rate", "Window", "check_cost", "check_limits"]
+__all__ = [
+    "Concurrency",
+    "LimitSpec",
+    "Rate",
+    "Shared",
+    "Store",
+    "Window",
+    "check_cost",
+    "check_limits",
+    "split_shared",
+]
 
 
 def _number(value: object, name: str, owner: str, *, integral: bool) -> float:
@@ -102,6 +112,14 @@ class Rate:
         if not isinstance(adaptive, bool):
             raise TypeError(f"Rate: adaptive must be a bool, not {type(self.adaptive).__name__}")
 
+    def shared(self, store: Store, name: str) -> Shared:
+        """This limit kept in *store* under *name*: every pool, in any process or host, that
+        names it shares one budget (see :class:`werkpool.redis.RedisStore`).
+
+        .. versionadded:: 0.5
+        """
+        return Shared(self, store, name)
+
     @property
     def capacity(self) -> float:
         """The largest cost one start may have: ``burst``."""
@@ -142,6 +160,14 @@ class Window:
         _number(self.count, "count", "Window", integral=self.unit is None)
         object.__setattr__(self, "per", _per(self.per, "Window"))
 
+    def shared(self, store: Store, name: str) -> Shared:
+        """This limit kept in *store* under *name*: every pool, in any process or host, that
+        names it shares one budget (see :class:`werkpool.redis.RedisStore`).
+
+        .. versionadded:: 0.5
+        """
+        return Shared(self, store, name)
+
     @property
     def capacity(self) -> float:
         """The largest cost one start may have: ``count``."""
@@ -172,6 +198,14 @@ class Concurrency:
         _unit(self.unit, "Concurrency")
         _number(self.n, "n", "Concurrency", integral=self.unit is None)
 
+    def shared(self, store: Store, name: str) -> Shared:
+        """This limit kept in *store* under *name*: every pool, in any process or host, that
+        names it shares one budget (see :class:`werkpool.redis.RedisStore`).
+
+        .. versionadded:: 0.5
+        """
+        return Shared(self, store, name)
+
     @property
     def capacity(self) -> float:
         """The largest cost one attempt may have: ``n``."""
@@ -185,25 +219,132 @@ class Concurrency:
 LimitSpec = Rate | Window | Concurrency
 
 
-def check_limits(limits: object, name: str) -> tuple[LimitSpec, ...]:
-    """Check a ``limits=`` or ``per_key=`` argument: an iterable of limit values."""
+class Store(Protocol):
+    """Where shared limits are kept (:class:`werkpool.redis.RedisStore`), as the pool sees it.
+
+    Declared here, below the pool, so that a limit value can name its store; the store itself
+    lives in an optional module (it needs a client library the core does not depend on).
+    """
+
+    def bind(
+        self,
+        limits: tuple[Shared, ...],
+        per_key: tuple[Shared, ...],
+        wake: Callable[[Hashable | None], None],
+    ) -> Any:  # a werkpool._limits.RemoteLimit (a layer above this module)
+        """Make the remote limit that decides one pool's shared *limits* and *per_key* limits
+        in one request per attempt; *wake* (a key, or None for the pool's limits) is called
+        when another holder released credit that a refused request waits for."""
+        ...
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class Shared:
+    """
+    A limit value bound to a store and a name: made by ``Rate(...).shared(store, name)``.
+
+    Every pool that names the same store and name shares the limit's budget, wherever it runs.
+    The limit must be given the same value everywhere it is named.
+
+    :param limit: the limit value (an adaptive :class:`Rate` cannot be shared)
+    :param store: where it is kept
+    :param name: its name in the store (a non-empty str of at most 200 characters)
+
+    .. versionadded:: 0.5
+    """
+
+    limit: LimitSpec
+    store: Store
+    name: str
+
+    def __post_init__(self) -> None:
+        limit = cast("object", self.limit)
+        if not isinstance(limit, (Rate, Window, Concurrency)):
+            raise TypeError(
+                f"Shared: limit must be a werkpool.Rate, Window or Concurrency, "
+                f"not {type(limit).__name__}"
+            )
+        if isinstance(limit, Rate) and limit.adaptive:
+            raise ValueError(
+                f"{limit!r} cannot be shared: an adaptive rate halves on its own pushbacks, "
+                "which other processes do not see (share a plain Rate)"
+            )
+        if not callable(getattr(self.store, "bind", None)):
+            raise TypeError(
+                f"Shared: store must be a werkpool.redis.RedisStore (or another Store), "
+                f"not {type(self.store).__name__}"
+            )
+        name = cast("object", self.name)
+        if not isinstance(name, str):
+            raise TypeError(f"Shared: name must be a str, not {type(name).__name__}")
+        if not name or len(name) > 200:
+            raise ValueError(
+                f"Shared: name must be a non-empty str of at most 200 characters, got {name!r}"
+            )
+
+    @property
+    def kind(self) -> str:
+        """``"rate"``, ``"window"`` or ``"concurrency"`` (a part of its key in the store)."""
+        limit = self.limit
+        return (
+            "rate"
+            if isinstance(limit, Rate)
+            else ("window" if isinstance(limit, Window) else "concurrency")
+        )
+
+    @property
+    def unit(self) -> str | None:
+        """The unit its limit counts."""
+        return self.limit.unit
+
+    @property
+    def capacity(self) -> float:
+        """The largest cost one attempt may have (its limit's)."""
+        return self.limit.capacity
+
+    def __repr__(self) -> str:
+        return f"{self.limit!r}.shared({self.store!r}, {self.name!r})"
+
+
+def check_limits(limits: object, name: str) -> tuple[LimitSpec | Shared, ...]:
+    """Check a ``limits=`` or ``per_key=`` argument: an iterable of limit values, local or
+    shared; a shared limit may be named once per kind in each argument."""
     if isinstance(limits, (str, bytes)) or not hasattr(limits, "__iter__"):
         raise TypeError(
             f"{name} must be an iterable of werkpool.Rate, Window or Concurrency, "
             f"not {type(limits).__name__}"
         )
     specs = tuple(cast("Iterable[object]", limits))
+    seen: dict[tuple[int, str, str], Shared] = {}
     for spec in specs:
-        if not isinstance(spec, (Rate, Window, Concurrency)):
+        if isinstance(spec, Shared):
+            same = (id(spec.store), spec.name, spec.kind)
+            if same in seen:
+                raise ValueError(
+                    f"{name} names the shared {spec.kind} {spec.name!r} twice "
+                    f"({seen[same]!r} and {spec!r}): give each shared limit its own name"
+                )
+            seen[same] = spec
+        elif not isinstance(spec, (Rate, Window, Concurrency)):
             raise TypeError(
                 f"{name} must hold werkpool.Rate, Window or Concurrency values, "
                 f"not {type(spec).__name__}: {spec!r}"
             )
-    return cast("tuple[LimitSpec, ...]", specs)
+    return cast("tuple[LimitSpec | Shared, ...]", specs)
+
+
+def split_shared(
+    specs: tuple[LimitSpec | Shared, ...],
+) -> tuple[tuple[LimitSpec, ...], tuple[Shared, ...]]:
+    """Split checked limit values into the local ones and the shared ones."""
+    local = tuple(spec for spec in specs if not isinstance(spec, Shared))
+    shared = tuple(spec for spec in specs if isinstance(spec, Shared))
+    return local, shared
 
 
 def check_cost(
-    cost: object, specs: tuple[LimitSpec, ...], *, known_units: bool = True
+    cost: object, specs: tuple[LimitSpec | Shared, ...], *, known_units: bool = True
 ) -> dict[str, float] | None:
     """Check a job's ``cost=`` against the limits that will count it; return it as a dict.
 

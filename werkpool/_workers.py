@@ -301,12 +301,21 @@ class Runner:
         # answer hands the line on (_hand_on) or the attempt does.
         try:
             answer = await perform(reservation)
+        except Exception as exc:
+            # The store failed to answer (unreachable past its timeout, or an error of its
+            # own); perform() gave back whatever was taken. That is this attempt's outcome: it
+            # fails with the error, and is retried if the job's policy says so.
+            now = anyio.current_time()
+            if sched.granted(reservation, now):
+                self.crew.wake_sleeper_before(sched.raised(job, exc, now))
+            self._hand_on(worker, job)
+            return False
         except BaseException:
             sched.abandoned(reservation)
             self._hand_on(worker, job)
             raise
         if isinstance(answer, Refusal):
-            sched.refused(reservation, float(answer.retry_at))
+            sched.refused(reservation, float(answer.retry_at), answer.key)
             self._hand_on(worker, job)
             return False
         if not sched.granted(reservation, max(answer, anyio.current_time())):
@@ -314,9 +323,24 @@ class Runner:
             self._hand_on(worker, job)
             await give_back(reservation)
             return False
-        if answer > anyio.current_time():  # granted from a later time: wait for it
+        clock = self.binding.clock
+        if answer > clock():  # granted from a later time: wait for it
+            # Meanwhile the next job may ask (its slot comes after this one's).
+            crew = self.crew
+            if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
+                crew.kick(None)
             try:
-                await anyio.sleep_until(answer)
+                # As for a local rate's slot: a timer aimed SPIN early, then yields, so that a
+                # timer's lateness (up to a millisecond) does not delay the start.
+                if answer - clock() > SPIN:
+                    await anyio.sleep_until(answer - SPIN)
+                seen = -_INF
+                while (now := clock()) < answer:
+                    if now == seen:  # a virtual clock: it moves only when every task waits
+                        await anyio.sleep_until(answer)
+                        break
+                    seen = now
+                    await checkpoint()
             except BaseException:
                 sched.stopped(job)  # cancelled before its code began
                 await give_back(reservation)

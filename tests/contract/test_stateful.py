@@ -613,7 +613,7 @@ class World:
             self.fail(f"statistics().running={s.running}, but {self.running} attempts execute")
         # A job that asks the remote limit holds its local token meanwhile (not yet running).
         sched = pool._life.sched
-        reserving = 1 if sched is not None and sched.reserving is not None else 0
+        reserving = sched.reserving if sched is not None else 0
         if pool._life.limiter is not None and borrowed(pool) != s.running + reserving:
             self.fail(f"limiter lends {borrowed(pool)} tokens for {s.running} running attempts")
         remote = self.remote
@@ -685,7 +685,7 @@ class World:
         if shown != sorted(wanted):
             self.fail(f"statistics().limits show {shown}, but the program set {sorted(wanted)}")
         sched = pool._life.sched
-        if sched is None or sched.reserving is not None:
+        if sched is None or sched.reserving:
             return  # a job asking a remote limit holds its local limits, yet does not run
         for snap in snaps:
             if snap.kind == "concurrency":

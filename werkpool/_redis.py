@@ -1,0 +1,755 @@
+"""Shared limits kept in Redis: :class:`RedisStore` and the remote limit it binds for a pool.
+
+One Lua script per admission decides every shared limit of an attempt at once, atomically, on
+Redis' own clock (``TIME``): client clocks never enter, so clock skew between hosts cannot break
+a limit. It takes credit in all of them or in none, and a refusal says exactly how long to wait
+(a rate's or window's next credit) or that a concurrency limit is full (then a release, announced
+by pub/sub, or the first lease's expiry ends the wait). The pool performs the I/O through the
+remote-limit protocol of :mod:`werkpool._limits`: this module knows Redis, not the scheduler.
+
+Keys, all under the store's prefix (``{prefix}:{name}:{kind}``, then ``:{key}`` for a per-key
+limit), expire once at rest, so idle keys vanish:
+
+- a rate is a string, its GCRA "theoretical arrival time" in Redis seconds;
+- a window is a sorted set of the starts it remembers (score: the start; member: the holder and
+  its cost);
+- a concurrency limit is a sorted set of leases (score: the lease's end; member: the holder and
+  its cost), renewed by the store while the attempt runs, removed when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, cast, final
+
+import anyio
+import coredis
+import coredis.exceptions
+
+from ._exceptions import LimitUnavailableError, SharedLimitError
+from ._limits import Limit, Refusal, _cost, build
+from ._specs import Concurrency, Rate, Shared, Window
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Sequence
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+
+    from ._job import Job
+
+__all__ = ["RedisStore", "StoreStatistics"]
+
+_logger = logging.getLogger("werkpool")
+_INF: Final = math.inf
+
+# KEYS: one per shared limit of the attempt. ARGV: the holder, the lease (s), the horizon (s),
+# then five per key: kind (r, w, c), a, b, cost, keyed (1 or 0). For a rate a = seconds per unit,
+# b = burst; for a window a = per, b = count; for a concurrency limit a = n.
+# A start whose rates and windows have credit within the horizon is granted for that time (its
+# slot is taken now, and dated there): the client waits the rest on its own clock, so it starts
+# on time instead of asking again one round trip (and a timer's lateness) after the credit.
+# Replies: {1, start, wait} granted from start (Redis time), wait (s) from now; {0, wait, full,
+# pool, hint} refused: wait (s) until the rates and windows have credit; full = 1 if a
+# concurrency limit is full, hint (s) until its first lease ends; pool = 1 if a limit of the
+# pool (not only per-key ones) refused. Numbers go back as strings: Redis would truncate a Lua
+# number to an integer.
+ADMIT: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local holder = ARGV[1]
+local lease, ahead = tonumber(ARGV[2]), tonumber(ARGV[3])
+local wait, full, pool, hint = 0, 0, 0, lease
+local late = {}
+local function cost_of(member)
+  return tonumber(string.match(member, '|([^|]*)$'))
+end
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local j = 3 + (i - 1) * 5
+  local kind = ARGV[j + 1]
+  local a, b, cost = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
+  local want = 'zset'
+  if kind == 'r' then want = 'string' end
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= want then
+    return redis.error_reply('WERKPOOL the key ' .. key .. ' holds a ' .. found ..
+      ', not the ' .. want .. ' of a werkpool shared limit')
+  end
+  local w = 0
+  if kind == 'r' then
+    local tat = tonumber(redis.call('GET', key) or '0') or 0
+    w = tat - (b - cost) * a - now
+  elseif kind == 'w' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - a)
+    local starts = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local total = 0
+    for k = 1, #starts, 2 do total = total + cost_of(starts[k]) end
+    if total + cost > b + 1e-9 then
+      w = math.huge
+      local left = total
+      for k = 1, #starts, 2 do
+        left = left - cost_of(starts[k])
+        if left + cost <= b + 1e-9 then
+          w = tonumber(starts[k + 1]) + a - now
+          break
+        end
+      end
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local leases = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local total = 0
+    for k = 1, #leases, 2 do
+      if string.sub(leases[k], 1, #holder + 1) ~= holder .. '|' then
+        total = total + cost_of(leases[k])
+      end
+    end
+    if total + cost > a + 1e-9 then
+      full = 1
+      if #leases >= 2 then
+        local h = tonumber(leases[2]) - now
+        if h < hint then hint = h end
+      end
+      if ARGV[j + 5] == '0' then pool = 1 end
+    end
+  end
+  if w > 1e-9 then
+    if w > wait then wait = w end
+    late[#late + 1] = ARGV[j + 5]
+  end
+end
+if full == 1 or wait > ahead then
+  for _, keyed in ipairs(late) do
+    if keyed == '0' then pool = 1 end
+  end
+  return {0, string.format('%.6f', wait), full, pool, string.format('%.6f', hint)}
+end
+local start = now + wait
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local j = 3 + (i - 1) * 5
+  local kind = ARGV[j + 1]
+  local a, cost = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 4])
+  if cost > 0 then
+    local member = holder .. '|' .. ARGV[j + 4]
+    if kind == 'r' then
+      local tat = tonumber(redis.call('GET', key) or '0') or 0
+      if tat < start then tat = start end
+      tat = tat + cost * a
+      redis.call('SET', key, string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+    elseif kind == 'w' then
+      redis.call('ZADD', key, start, member)
+      redis.call('PEXPIRE', key, math.ceil((a + wait) * 1000) + 1000)
+    else
+      redis.call('ZADD', key, start + lease, member)
+      redis.call('PEXPIRE', key, math.ceil((lease + wait) * 2000) + 1000)
+    end
+  end
+end
+return {1, string.format('%.6f', start), string.format('%.6f', wait)}
+"""
+
+# KEYS: concurrency keys; ARGV[1]: the channel, then each key's lease member. Removes the leases
+# and tells the waiters (of every process) which limit has room again.
+RELEASE: Final = """
+for i = 1, #KEYS do
+  if redis.call('ZREM', KEYS[i], ARGV[i + 1]) == 1 then
+    redis.call('PUBLISH', ARGV[1], KEYS[i])
+  end
+end
+return 1
+"""
+
+# KEYS: concurrency keys; ARGV[1]: the lease (s), then each key's lease member. Extends the
+# leases that exist; returns the (1-based) indexes of those that do not (expired, or lost with a
+# restarted server), which the store re-adds if it still holds them.
+RENEW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[1])
+local missing = {}
+for i = 1, #KEYS do
+  if redis.call('ZADD', KEYS[i], 'XX', 'CH', now + lease, ARGV[i + 1]) == 0 then
+    if not redis.call('ZSCORE', KEYS[i], ARGV[i + 1]) then
+      missing[#missing + 1] = i
+    end
+  end
+  redis.call('PEXPIRE', KEYS[i], math.ceil(lease * 2000) + 1000)
+end
+return missing
+"""
+
+# KEYS: concurrency keys; ARGV[1]: the lease (s), then members: add them back, whatever the
+# count (they run now: the count must say so, and others wait until it is below n again).
+REASSERT: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now + lease, ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[i], math.ceil(lease * 2000) + 1000)
+end
+return #KEYS
+"""
+
+_SCRIPTS: Final = {"admit": ADMIT, "release": RELEASE, "renew": RENEW, "reassert": REASSERT}
+
+#: What an unreachable, slow or restarting server raises (anyio's fail_after: TimeoutError).
+_UNAVAILABLE: Final = (
+    coredis.exceptions.ConnectionError,
+    coredis.exceptions.ClusterDownError,
+    coredis.exceptions.TryAgainError,
+    TimeoutError,
+    OSError,
+)
+
+#: Beyond a round trip, how far ahead a grant may be (s): more than a timer's lateness (the
+#: event loops round a wait up to the millisecond).
+_AHEAD: Final = 0.003
+
+
+class _Unavailable(Exception):
+    """The store did not answer in time (or the connection failed)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    """Counters of a :class:`RedisStore`, for every pool that uses it (see
+    :meth:`RedisStore.statistics`).
+
+    .. versionadded:: 0.5
+    """
+
+    #: Admissions the store granted (each one script call).
+    granted: int
+    #: Admissions it refused (a rate, window or concurrency limit had no credit yet).
+    refused: int
+    #: Requests that failed because the server was unreachable, slow or restarting.
+    unavailable: int
+    #: Admissions granted by the local share while the server was unavailable (``local_share``).
+    local: int
+    #: Leases held now (attempts running under a shared concurrency limit).
+    leases: int
+    #: Leases found missing at renewal (the server restarted, or the process stalled past the
+    #: lease) and added back.
+    reasserted: int
+    #: Releases that failed and wait to be retried by the renewal task.
+    orphans: int
+    #: True while the server is unavailable (from the first failure to the next success).
+    down: bool
+
+
+@final
+class _Grant:
+    """What one attempt holds in the store: its holder id and its leases."""
+
+    __slots__ = ("holder", "key", "leases", "local", "locals_")
+
+    def __init__(self, holder: str, key: Hashable | None) -> None:
+        self.holder = holder
+        #: The job's key (a local share's release wakes it).
+        self.key = key
+        #: (key, member) of each lease (a shared concurrency limit with a cost > 0).
+        self.leases: list[tuple[str, str]] = []
+        #: True if the local share granted it (the store was down).
+        self.local = False
+        self.locals_: tuple[Limit, ...] = ()
+
+
+def _check_positive(value: object, name: str, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"RedisStore: {name} must be a finite number of seconds > 0, not {type(value).__name__}"
+        )
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(
+            f"RedisStore: {name} must be a finite number of seconds > 0, got {value!r}"
+        )
+    return number
+
+
+@final
+class RedisStore:
+    """
+    Keeps shared limits in Redis (or Valkey), so that pools in many processes and hosts share
+    one budget: ``Rate(100).shared(store, "api.example.com")``.
+
+    Use it as an async context manager around the pools that use it: it runs a task that
+    renews the leases of the attempts running under a shared :class:`~werkpool.Concurrency`, and
+    one that listens (pub/sub) for the slots other processes release::
+
+        async with coredis.Redis(host="127.0.0.1") as client, RedisStore(client) as store:
+            async with WorkerPool(limits=[Rate(100).shared(store, "api")]) as pool:
+                ...
+
+    :param client: a :class:`coredis.Redis` or :class:`coredis.RedisCluster`, entered by the
+        caller (its AUTH, ACL, TLS and timeouts are used as given)
+    :param prefix: every key and the pub/sub channel start with ``{prefix}:``
+    :param lease: a lease's time to live in seconds: a killed process's concurrency slots come
+        back within it (renewed every third of it while the attempt runs)
+    :param timeout: how long an admission waits for an unavailable server before its attempt
+        fails with :exc:`werkpool.LimitUnavailableError`
+    :param call_timeout: the longest one request may take before the server counts as
+        unavailable (a paused or overloaded server)
+    :param local_share: ``None`` (the default) never starts an attempt without the server; a
+        fraction in (0, 1] is the degraded mode: while the server is unavailable, each shared
+        limit is replaced by a local one of that fraction of its budget (``Rate(100)`` with
+        0.1: ``Rate(10)`` in each process), so work goes on at a reduced, still bounded, rate
+    :param recheck: the longest a request refused by a full concurrency limit waits before
+        asking again, if no release message arrives (a lost message, or a lease that expired)
+
+    .. versionadded:: 0.5
+    """
+
+    def __init__(
+        self,
+        client: coredis.Redis[Any] | coredis.RedisCluster[Any],
+        *,
+        prefix: str = "werkpool",
+        lease: float = 5.0,
+        timeout: float = 10.0,
+        call_timeout: float = 1.0,
+        local_share: float | None = None,
+        recheck: float = 1.0,
+    ) -> None:
+        if not isinstance(client, (coredis.Redis, coredis.RedisCluster)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                "RedisStore: client must be a coredis.Redis or coredis.RedisCluster, "
+                f"not {type(client).__name__}"
+            )
+        given_prefix = cast("object", prefix)  # checked at run time: untyped callers pass anything
+        if not isinstance(given_prefix, str) or not prefix or any(c.isspace() for c in prefix):
+            raise ValueError(
+                f"RedisStore: prefix must be a non-empty str without whitespace, got {prefix!r}"
+            )
+        self.client = client
+        self.prefix = prefix
+        self.lease = _check_positive(lease, "lease") or 0.0
+        self.timeout = _check_positive(timeout, "timeout") or 0.0
+        self.call_timeout = _check_positive(call_timeout, "call_timeout") or 0.0
+        self.recheck = _check_positive(recheck, "recheck") or 0.0
+        share = cast("object", local_share)
+        if share is not None:
+            if isinstance(share, bool) or not isinstance(share, (int, float)):
+                raise TypeError(
+                    "RedisStore: local_share must be None or a fraction in (0, 1], "
+                    f"not {type(share).__name__}"
+                )
+            if not 0 < float(share) <= 1:
+                raise ValueError(
+                    f"RedisStore: local_share must be None or a fraction in (0, 1], got {share!r}"
+                )
+        self.local_share = None if local_share is None else float(local_share)
+        self.channel = f"{prefix}:freed"
+        #: Identifies this store's holders: a process's leases are ``{id}:{n}|{cost}``.
+        self.id = uuid.uuid4().hex[:16]
+        self._count = 0
+        self._shas: dict[str, str] = {}
+        self._tg: TaskGroup | None = None
+        self._bindings: list[_Binding] = []
+        #: The leases held now: holder -> its (key, member) pairs.
+        self._leases: dict[str, list[tuple[str, str]]] = {}
+        #: Leases whose release failed: removed by the renewal task once the server answers.
+        self._orphans: list[tuple[str, str]] = []
+        #: The time (anyio's clock) of the first failure of the current outage, or None.
+        self.down_since: float | None = None
+        #: A moving average of one request's round trip (s): a refused request asks again that
+        #: much before the credit it waits for, so that it reaches the server on time.
+        self.rtt = 0.0
+        self._granted = self._refused = self._unavailable = self._local = self._reasserted = 0
+        #: Called with the Redis time of each grant (tests and benchmarks date starts with it).
+        self.on_grant: Callable[[float], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.prefix!r})"
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RedisStore:
+        if self._tg is not None:
+            raise RuntimeError("this RedisStore is already running (enter it once)")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(self._renew_leases)
+        tg.start_soon(self._listen)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg = self._tg
+        assert tg is not None
+        tg.cancel_scope.cancel()
+        self._tg = None
+        self._bindings.clear()
+        return await tg.__aexit__(exc_type, exc, tb)
+
+    def statistics(self) -> StoreStatistics:
+        """The store's counters, for every pool that uses it."""
+        return StoreStatistics(
+            granted=self._granted,
+            refused=self._refused,
+            unavailable=self._unavailable,
+            local=self._local,
+            leases=sum(len(leases) for leases in self._leases.values()),
+            reasserted=self._reasserted,
+            orphans=len(self._orphans),
+            down=self.down_since is not None,
+        )
+
+    def bind(
+        self,
+        limits: tuple[Shared, ...],
+        per_key: tuple[Shared, ...],
+        wake: Callable[[Hashable | None], None],
+    ) -> _Binding:
+        """The remote limit deciding one pool's shared limits (called as the pool starts)."""
+        if self._tg is None:
+            raise RuntimeError(
+                f"{self!r} is not running: enter it (`async with store:`) around the pools "
+                "whose limits it keeps"
+            )
+        binding = _Binding(self, limits, per_key, wake)
+        self._bindings.append(binding)
+        return binding
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def holder(self) -> str:
+        """A new holder id, unique across processes (one per admission)."""
+        self._count += 1
+        return f"{self.id}:{self._count}"
+
+    async def call(self, script: str, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+        """Run one of the store's scripts by its SHA (loading it on first use and after a
+        ``NOSCRIPT``, as a restarted server has none); raise :class:`_Unavailable` if the server
+        does not answer within ``call_timeout``, :exc:`SharedLimitError` if it answers an error.
+        """
+        client = self.client
+        began = anyio.current_time()
+        try:
+            with anyio.fail_after(self.call_timeout):
+                for _ in range(2):
+                    sha = self._shas.get(script)
+                    if sha is None:
+                        loaded = await client.script_load(_SCRIPTS[script])
+                        sha = self._shas[script] = (
+                            loaded.decode() if isinstance(loaded, bytes) else str(loaded)
+                        )
+                    try:
+                        reply = await client.evalsha(sha, keys=list(keys), args=list(args))
+                    except coredis.exceptions.NoScriptError:
+                        self._shas.pop(script, None)
+                        continue
+                    break
+                else:  # pragma: no cover - the server dropped the script twice in a row
+                    raise _Unavailable(f"the server lost the {script} script twice")
+        except _UNAVAILABLE as exc:
+            self._unavailable += 1
+            if self.down_since is None:
+                self.down_since = anyio.current_time()
+            raise _Unavailable(f"{type(exc).__name__}: {exc}") from exc
+        except coredis.exceptions.ResponseError as exc:
+            message = str(exc)
+            if "WERKPOOL " in message:
+                message = message[message.index("WERKPOOL ") + 9 :].split(" script:")[0]
+                raise SharedLimitError(message) from exc
+            if "BUSY" in message or "LOADING" in message:
+                self._unavailable += 1
+                if self.down_since is None:
+                    self.down_since = anyio.current_time()
+                raise _Unavailable(message) from exc
+            raise SharedLimitError(
+                f"Redis answered the {script} script for the keys {list(keys)!r} with an "
+                f"error: {message}"
+            ) from exc
+        self.down_since = None
+        took = anyio.current_time() - began
+        self.rtt = took if self.rtt == 0.0 else 0.8 * self.rtt + 0.2 * took
+        return reply
+
+    # -- background tasks -------------------------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        """Renew every lease held, each third of the lease; retry the failed releases."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                await self.renew_now()
+            except (_Unavailable, SharedLimitError) as exc:
+                _logger.warning("werkpool: renewing the leases in %r failed: %s", self, exc)
+
+    async def renew_now(self) -> None:
+        """Renew the leases held now, re-add the ones the server lost, retry failed releases."""
+        if self._orphans:
+            orphans, self._orphans = self._orphans, []
+            try:
+                await self.call(
+                    "release", [k for k, _ in orphans], [self.channel, *(m for _, m in orphans)]
+                )
+            except BaseException:
+                self._orphans.extend(orphans)
+                raise
+        pairs = [pair for leases in self._leases.values() for pair in leases]
+        for start in range(0, len(pairs), 500):
+            chunk = pairs[start : start + 500]
+            missing = await self.call(
+                "renew", [k for k, _ in chunk], [self.lease, *(m for _, m in chunk)]
+            )
+            if missing:
+                held = {pair for leases in self._leases.values() for pair in leases}
+                lost = [chunk[int(i) - 1] for i in missing]
+                lost = [pair for pair in lost if pair in held]  # not released meanwhile
+                if lost:
+                    self._reasserted += len(lost)
+                    _logger.warning(
+                        "werkpool: %d lease(s) were missing in %r (a restarted server, or a "
+                        "stall longer than the lease): added back",
+                        len(lost),
+                        self,
+                    )
+                    await self.call(
+                        "reassert", [k for k, _ in lost], [self.lease, *(m for _, m in lost)]
+                    )
+
+    async def _listen(self) -> None:
+        """Wake the refused requests waiting for a concurrency limit when any process releases
+        a slot of it (a message on the store's channel names the limit's key)."""
+        delay = 0.1
+        while True:
+            try:
+                async with self.client.pubsub(channels=[self.channel]) as pubsub:
+                    delay = 0.1
+                    async for message in pubsub:
+                        if message["type"] != "message":
+                            continue
+                        data = message["data"]
+                        key = data.decode() if isinstance(data, bytes) else str(data)
+                        for binding in self._bindings:
+                            binding.freed(key)
+            except Exception as exc:  # the connection failed: listen again, with a backoff
+                _logger.debug("werkpool: the pub/sub listener of %r failed: %s", self, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+#: A shared limit as one admission asks it: its Redis key, value, script arguments, per-key.
+_Entry = tuple[str, Shared, tuple[str, float, float], bool]
+
+
+@final
+class _Binding:
+    """One pool's shared limits in one store: the pool's :class:`RemoteLimit`."""
+
+    __slots__ = ("_grants", "_local", "_specs", "_watch", "keyed", "limits", "store", "wake")
+
+    #: Requests in flight at once for one pool: they go out in order on one connection, and
+    #: Redis runs them in that order (see RemoteLimit.pipeline).
+    pipeline = 8
+
+    def __init__(
+        self,
+        store: RedisStore,
+        limits: tuple[Shared, ...],
+        per_key: tuple[Shared, ...],
+        wake: Callable[[Hashable | None], None],
+    ) -> None:
+        self.store = store
+        self.limits = limits
+        self.keyed = per_key
+        self.wake = wake
+        self._grants: dict[Job, _Grant] = {}
+        #: The keys of the concurrency limits a refused request waits for -> its key (or None).
+        self._watch: dict[str, Hashable | None] = {}
+        #: The local shares (degraded mode), made on first use: None -> the pool's, key -> its.
+        self._local: dict[Hashable | None, tuple[Limit, ...]] = {}
+        prefix = store.prefix
+        self._specs = [(f"{prefix}:{spec.name}:{spec.kind}", spec, _args(spec)) for spec in limits]
+
+    def __repr__(self) -> str:
+        return f"<shared limits {[*self.limits, *self.keyed]!r} in {self.store!r}>"
+
+    def _entries(
+        self, key: Hashable | None
+    ) -> list[tuple[str, Shared, tuple[str, float, float], bool]]:
+        entries = [(name, spec, args, False) for name, spec, args in self._specs]
+        if key is not None and self.keyed:
+            suffix = key if isinstance(key, str) else repr(key)
+            prefix = self.store.prefix
+            entries += [
+                (f"{prefix}:{spec.name}:{spec.kind}:{suffix}", spec, _args(spec), True)
+                for spec in self.keyed
+            ]
+        return entries
+
+    async def acquire(self, job: Job) -> float | Refusal:
+        """Take credit in every shared limit of *job*'s attempt at once, or in none."""
+        store = self.store
+        lane = job.lane
+        key: Hashable | None = None if lane is None else lane.key
+        entries = self._entries(key)
+        if not entries:
+            return -_INF
+        holder = store.holder()
+        keys: list[str] = []
+        # The horizon within which a grant may be for later: a round trip and a timer's
+        # lateness, so that a request sent early by that much is granted, not refused.
+        ahead = store.rtt + _AHEAD
+        args: list[str | float] = [holder, store.lease, ahead]
+        grant = _Grant(holder, key)
+        for name, spec, (code, a, b), keyed in entries:
+            cost = _cost(job, spec.unit)
+            keys.append(name)
+            args += [code, a, b, repr(float(cost)), "1" if keyed else "0"]
+            if code == "c" and cost > 0:
+                grant.leases.append((name, f"{holder}|{float(cost)!r}"))
+                # A release of this limit ends the hold of a refusal: the key's, or the pool's.
+                self._watch[name] = key if keyed else None
+        # Registered before the request: if it is cancelled or its answer lost, release() still
+        # removes whatever it may have taken (a lease of this holder).
+        self._grants[job] = grant
+        delay = 0.05
+        while True:
+            if (
+                store.down_since is not None
+                and store.local_share is not None
+                and anyio.current_time() - store.down_since < 1.0
+            ):
+                # Degraded mode: meanwhile, ask the server again at most once per second.
+                return self._acquire_locally(job, key, grant)
+            try:
+                reply = await store.call("admit", keys, args)
+            except _Unavailable as exc:
+                if store.local_share is not None:
+                    return self._acquire_locally(job, key, grant)
+                now = anyio.current_time()
+                down_since = store.down_since if store.down_since is not None else now
+                if now - down_since >= store.timeout:
+                    raise LimitUnavailableError(
+                        f"the shared limits {[spec for _, spec, _, _ in entries]!r} were "
+                        f"unavailable for {now - down_since:.3g} s (the store's timeout is "
+                        f"{store.timeout:g} s): {exc}"
+                    ) from exc
+                await anyio.sleep(min(delay, down_since + store.timeout - now))
+                delay = min(delay * 2, 1.0)
+                continue
+            break
+        now = anyio.current_time()
+        if int(reply[0]) == 1:
+            store._granted += 1
+            if grant.leases:
+                store._leases[holder] = grant.leases
+                for name, _ in grant.leases:
+                    self._watch.pop(name, None)
+            if store.on_grant is not None:
+                store.on_grant(float(reply[1]))
+            wait = float(reply[2])
+            # The slot is `wait` after the server read its clock, which was about half a round
+            # trip before this answer arrived.
+            return now + wait - store.rtt / 2 if wait > 0 else now
+        del self._grants[job]
+        store._refused += 1
+        # Ask again early enough to land inside the next request's horizon: then that one is
+        # granted for the credit's time, and the start is on time.
+        wait = max(float(reply[1]) - _AHEAD / 2, 0.0)
+        if int(reply[2]):  # a concurrency limit is full: a release (pub/sub) or its hint
+            wait = max(wait, min(store.recheck, max(float(reply[4]), 0.0)))
+        return Refusal(now + wait, key=not int(reply[3]))
+
+    def _acquire_locally(self, job: Job, key: Hashable | None, grant: _Grant) -> float | Refusal:
+        """Degraded mode: admit *job* under the local share of each shared limit."""
+        store = self.store
+        share = store.local_share
+        assert share is not None
+        limits = self._local.get(key)
+        if limits is None:
+            specs = self.limits + (self.keyed if key is not None else ())
+            limits = self._local[key] = tuple(build(_scaled(s.limit, share)) for s in specs)
+        now = anyio.current_time()
+        earliest = -_INF
+        for limit in limits:
+            t = limit.earliest(job, now)
+            if t > earliest:
+                earliest = t
+        if earliest > now:
+            del self._grants[job]
+            # A full local concurrency share frees when a local attempt ends (release wakes).
+            return Refusal(now + store.recheck if earliest == _INF else earliest)
+        for limit in limits:
+            limit.admit(job, now)
+        grant.local = True
+        grant.locals_ = limits
+        grant.leases = []
+        store._local += 1
+        return now
+
+    async def release(self, job: Job) -> None:
+        """The attempt ended (or never ran): give its leases back."""
+        grant = self._grants.pop(job, None)
+        if grant is None:
+            return
+        store = self.store
+        if grant.local:
+            for limit in grant.locals_:
+                limit.release(job)
+            self.wake(None)
+            if grant.key is not None:
+                self.wake(grant.key)
+            return
+        store._leases.pop(grant.holder, None)
+        if not grant.leases:
+            return
+        leases = grant.leases
+        try:
+            await store.call(
+                "release", [k for k, _ in leases], [store.channel, *(m for _, m in leases)]
+            )
+        except (_Unavailable, SharedLimitError) as exc:
+            # The renewal task retries; meanwhile the lease expires on its own (not renewed).
+            store._orphans.extend(leases)
+            _logger.warning("werkpool: releasing %r in %r failed: %s", leases, store, exc)
+
+    def freed(self, name: str) -> None:
+        """A slot of the concurrency limit *name* was released (by any process)."""
+        if name in self._watch:
+            self.wake(self._watch.pop(name))
+
+
+def _args(spec: Shared) -> tuple[str, float, float]:
+    """The script's kind code and two numbers for *spec* (see ADMIT)."""
+    limit = spec.limit
+    if isinstance(limit, Rate):
+        return "r", limit.per / limit.count, float(limit.burst)
+    if isinstance(limit, Window):
+        return "w", limit.per, float(limit.count)
+    return "c", float(limit.n), 0.0
+
+
+def _scaled(limit: Rate | Window | Concurrency, share: float) -> Rate | Window | Concurrency:
+    """*limit* with *share* of its budget (at least one unit at once, for attempts)."""
+    whole = limit.unit is None
+    if isinstance(limit, Rate):
+        burst = limit.burst * share
+        return Rate(
+            limit.count * share,
+            limit.per,
+            burst=max(1, math.floor(burst)) if whole else max(burst, 1e-9),
+            unit=limit.unit,
+        )
+    if isinstance(limit, Window):
+        count = limit.count * share
+        return Window(max(1, math.floor(count)) if whole else count, limit.per, unit=limit.unit)
+    n = limit.n * share
+    return Concurrency(max(1, math.floor(n)) if whole else n, unit=limit.unit)
