@@ -14,9 +14,12 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["RedisServer", "need_redis_server"]
 
@@ -70,16 +73,16 @@ class RedisServer:
         assert self.process is None, "already running"
         for attempt in range(5):
             log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - closed in stop()
+            options = {
+                "port": str(self.port),
+                "bind": "127.0.0.1",
+                "save": "",
+                "appendonly": "no",
+                "dir": str(self.directory),
+                "protected-mode": "yes",
+            }
             self.process = subprocess.Popen(
-                [
-                    self.executable,
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", str(self.directory),
-                    "--protected-mode", "yes",
-                ],  # fmt: skip
+                [self.executable, *(arg for k, v in options.items() for arg in (f"--{k}", v))],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
