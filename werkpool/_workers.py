@@ -81,6 +81,20 @@ class _NotAwaitable(Exception):
         self.value = value
 
 
+async def _wait_until(when: float, clock: Callable[[], float]) -> None:
+    """Sleep until *when*, as for a local rate's slot: a timer aimed SPIN early, then yields,
+    so that a timer's lateness (up to a millisecond) does not delay the start."""
+    if when - clock() > SPIN:
+        await anyio.sleep_until(when - SPIN)
+    seen = -_INF
+    while (now := clock()) < when:
+        if now == seen:  # a virtual clock: it moves only when every task waits
+            await anyio.sleep_until(when)
+            return
+        seen = now
+        await checkpoint()
+
+
 @final
 class Runner:
     """Runs the worker tasks of one pool: see the module docstring.
@@ -318,29 +332,30 @@ class Runner:
             sched.refused(reservation, float(answer.retry_at), answer.key)
             self._hand_on(worker, job)
             return False
-        if not sched.granted(reservation, max(answer, anyio.current_time())):
+        clock = self.binding.clock
+        if answer > clock() and sched.depth == 1:
+            # Granted from a later time, with local limits that date their latest admission
+            # (restamp): the job waits still reserving, so that nothing else is admitted before
+            # its start is dated.
+            try:
+                await _wait_until(answer, clock)
+            except BaseException:
+                sched.abandoned(reservation)
+                self._hand_on(worker, job)
+                await give_back(reservation)
+                raise
+        if not sched.granted(reservation, max(answer, clock())):
             # Cancelled while asking, or a pause began meanwhile: give the credit back.
             self._hand_on(worker, job)
             await give_back(reservation)
             return False
-        clock = self.binding.clock
         if answer > clock():  # granted from a later time: wait for it
             # Meanwhile the next job may ask (its slot comes after this one's).
             crew = self.crew
             if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
                 crew.kick(None)
             try:
-                # As for a local rate's slot: a timer aimed SPIN early, then yields, so that a
-                # timer's lateness (up to a millisecond) does not delay the start.
-                if answer - clock() > SPIN:
-                    await anyio.sleep_until(answer - SPIN)
-                seen = -_INF
-                while (now := clock()) < answer:
-                    if now == seen:  # a virtual clock: it moves only when every task waits
-                        await anyio.sleep_until(answer)
-                        break
-                    seen = now
-                    await checkpoint()
+                await _wait_until(answer, clock)
             except BaseException:
                 sched.stopped(job)  # cancelled before its code began
                 await give_back(reservation)
