@@ -92,3 +92,21 @@ async def map_items_must_fit_the_function(pool: WorkerPool) -> None:
 
 def default_backoff_is_typed() -> float:
     return werkpool.default_backoff(3) + werkpool.BACKOFF_CAP
+
+
+async def shared_limits_user() -> None:
+    import coredis
+
+    from werkpool import Concurrency, Rate, Shared
+    from werkpool.redis import RedisStore, StoreStatistics
+
+    async with coredis.Redis(host="127.0.0.1") as client, RedisStore(client) as store:
+        assert_type(store, RedisStore)
+        shared = Rate(100).shared(store, "api")
+        assert_type(shared, Shared)
+        limits: list[Concurrency | Shared] = [Concurrency(4), shared]
+        limits.append(Concurrency(2).shared(store, "conn"))
+        async with WorkerPool(limits=limits, per_key=[Rate(5).shared(store, "host")]) as pool:
+            future = pool.run(fetch, "https://example.com", key="example.com")
+            assert_type(await future, bytes)
+        assert_type(store.statistics(), StoreStatistics)
