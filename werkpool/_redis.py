@@ -616,6 +616,7 @@ class _Binding:
             if code == "c" and cost > 0:
                 grant.leases.append((name, f"{holder}|{float(cost)!r}"))
                 # A release of this limit ends the hold of a refusal: the key's, or the pool's.
+                # (Kept until a release comes: a wake with no hold to end costs nothing.)
                 self._watch[name] = key if keyed else None
         # Registered before the request: if it is cancelled or its answer lost, release() still
         # removes whatever it may have taken (a lease of this holder).
@@ -651,8 +652,6 @@ class _Binding:
             store._granted += 1
             if grant.leases:
                 store._leases[holder] = grant.leases
-                for name, _ in grant.leases:
-                    self._watch.pop(name, None)
             if store.on_grant is not None:
                 store.on_grant(float(reply[1]))
             wait = float(reply[2])
