@@ -376,6 +376,14 @@ class RedisStore:
     async def __aenter__(self) -> RedisStore:
         if self._tg is not None:
             raise RuntimeError("this RedisStore is already running (enter it once)")
+        pool = getattr(self.client, "connection_pool", None)
+        try:
+            _ = None if pool is None else pool.task_group  # raises if the client is not entered
+        except RuntimeError:
+            raise RuntimeError(
+                f"{self!r}: enter the coredis client first (`async with client, "
+                "RedisStore(client) as store:`)"
+            ) from None
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
