@@ -31,7 +31,7 @@ import coredis.exceptions
 
 from ._exceptions import LimitUnavailableError, SharedLimitError
 from ._limits import Limit, Refusal, _cost, build
-from ._specs import Concurrency, Rate, Shared, Window
+from ._specs import Concurrency, LimitSpec, Rate, Shared, Window
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Sequence
@@ -248,7 +248,7 @@ class StoreStatistics:
 class _Grant:
     """What one attempt holds in the store: its holder id and its leases."""
 
-    __slots__ = ("holder", "key", "leases", "local", "locals_")
+    __slots__ = ("confirmed", "holder", "key", "leases", "local", "locals_")
 
     def __init__(self, holder: str, key: Hashable | None) -> None:
         self.holder = holder
@@ -258,6 +258,8 @@ class _Grant:
         self.leases: list[tuple[str, str]] = []
         #: True if the local share granted it (the store was down).
         self.local = False
+        #: True once the store granted it (before, a lease may or may not exist).
+        self.confirmed = False
         self.locals_: tuple[Limit, ...] = ()
 
 
@@ -358,7 +360,7 @@ class RedisStore:
         #: The leases held now: holder -> its (key, member) pairs.
         self._leases: dict[str, list[tuple[str, str]]] = {}
         #: Leases whose release failed: removed by the renewal task once the server answers.
-        self._orphans: list[tuple[str, str]] = []
+        self._orphans: list[tuple[str, str, float]] = []  # (key, member, when it failed)
         #: The time (anyio's clock) of the first failure of the current outage, or None.
         self.down_since: float | None = None
         #: A moving average of one request's round trip (s): a refused request asks again that
@@ -502,14 +504,21 @@ class RedisStore:
     async def renew_now(self) -> None:
         """Renew the leases held now, re-add the ones the server lost, retry failed releases."""
         if self._orphans:
-            orphans, self._orphans = self._orphans, []
-            try:
-                await self.call(
-                    "release", [k for k, _ in orphans], [self.channel, *(m for _, m in orphans)]
-                )
-            except BaseException:
-                self._orphans.extend(orphans)
-                raise
+            # A lease not renewed is gone after `lease` seconds anyway: only younger ones matter
+            # (so an outage's failed releases do not pile up).
+            since = anyio.current_time() - self.lease
+            orphans = [(k, m, t) for k, m, t in self._orphans if t > since]
+            self._orphans = []
+            if orphans:
+                try:
+                    await self.call(
+                        "release",
+                        [k for k, _, _ in orphans],
+                        [self.channel, *(m for _, m, _ in orphans)],
+                    )
+                except BaseException:
+                    self._orphans.extend(orphans)
+                    raise
         pairs = [pair for leases in self._leases.values() for pair in leases]
         for start in range(0, len(pairs), 500):
             chunk = pairs[start : start + 500]
@@ -582,7 +591,7 @@ class _Binding:
         #: The keys of the concurrency limits a refused request waits for -> its key (or None).
         self._watch: dict[str, Hashable | None] = {}
         #: The local shares (degraded mode), made on first use: None -> the pool's, key -> its.
-        self._local: dict[Hashable | None, tuple[Limit, ...]] = {}
+        self._local: dict[Hashable | None, tuple[tuple[LimitSpec, ...], tuple[Limit, ...]]] = {}
         prefix = store.prefix
         self._specs = [(f"{prefix}:{spec.name}:{spec.kind}", spec, _args(spec)) for spec in limits]
 
@@ -658,6 +667,7 @@ class _Binding:
         now = anyio.current_time()
         if int(reply[0]) == 1:
             store._granted += 1
+            grant.confirmed = True
             if grant.leases:
                 store._leases[holder] = grant.leases
             if store.on_grant is not None:
@@ -680,10 +690,19 @@ class _Binding:
         store = self.store
         share = store.local_share
         assert share is not None
-        limits = self._local.get(key)
-        if limits is None:
+        local = self._local.get(key)
+        if local is None:
             specs = self.limits + (self.keyed if key is not None else ())
-            limits = self._local[key] = tuple(build(_scaled(s.limit, share)) for s in specs)
+            scaled = [_scaled(s.limit, share) for s in specs]
+            local = self._local[key] = (tuple(scaled), tuple(build(spec) for spec in scaled))
+        shares, limits = local
+        for spec in shares:
+            if _cost(job, spec.unit) > spec.capacity:
+                del self._grants[job]
+                raise LimitUnavailableError(
+                    f"the store is unavailable, and the local share {spec!r} (local_share="
+                    f"{share:g}) can never admit this job's cost {job.cost!r}"
+                )
         now = anyio.current_time()
         earliest = -_INF
         for limit in limits:
@@ -725,8 +744,10 @@ class _Binding:
             )
         except (_Unavailable, SharedLimitError) as exc:
             # The renewal task retries; meanwhile the lease expires on its own (not renewed).
-            store._orphans.extend(leases)
-            _logger.warning("werkpool: releasing %r in %r failed: %s", leases, store, exc)
+            now = anyio.current_time()
+            store._orphans.extend((key, member, now) for key, member in leases)
+            if grant.confirmed:  # else the admission itself got no answer: likely nothing held
+                _logger.warning("werkpool: releasing %r in %r failed: %s", leases, store, exc)
 
     def freed(self, name: str) -> None:
         """A slot of the concurrency limit *name* was released (by any process)."""
