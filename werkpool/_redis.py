@@ -307,6 +307,10 @@ class RedisStore:
         0.1: ``Rate(10)`` in each process), so work goes on at a reduced, still bounded, rate
     :param recheck: the longest a request refused by a full concurrency limit waits before
         asking again, if no release message arrives (a lost message, or a lease that expired)
+    :param pipeline: how many admissions one pool may have in flight at once (when it has no
+        local rate or window). More admit more per second; 1 keeps the order of starts exactly
+        the order of submission. With more, two jobs whose requests are in flight together may
+        start in either order (trio runs ready tasks in random order, so there they do).
 
     .. versionadded:: 0.5
     """
@@ -321,6 +325,7 @@ class RedisStore:
         call_timeout: float = 1.0,
         local_share: float | None = None,
         recheck: float = 1.0,
+        pipeline: int = 8,
     ) -> None:
         if not isinstance(client, (coredis.Redis, coredis.RedisCluster)):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(
@@ -350,6 +355,12 @@ class RedisStore:
                     f"RedisStore: local_share must be None or a fraction in (0, 1], got {share!r}"
                 )
         self.local_share = None if local_share is None else float(local_share)
+        depth = cast("object", pipeline)
+        if isinstance(depth, bool) or not isinstance(depth, int):
+            raise TypeError(f"RedisStore: pipeline must be an int >= 1, not {type(depth).__name__}")
+        if depth < 1:
+            raise ValueError(f"RedisStore: pipeline must be an int >= 1, got {pipeline!r}")
+        self.pipeline = pipeline
         self.channel = f"{prefix}:freed"
         #: Identifies this store's holders: a process's leases are ``{id}:{n}|{cost}``.
         self.id = uuid.uuid4().hex[:16]
@@ -570,11 +581,17 @@ _Entry = tuple[str, Shared, tuple[str, float, float], bool]
 class _Binding:
     """One pool's shared limits in one store: the pool's :class:`RemoteLimit`."""
 
-    __slots__ = ("_grants", "_local", "_specs", "_watch", "keyed", "limits", "store", "wake")
-
-    #: Requests in flight at once for one pool: they go out in order on one connection, and
-    #: Redis runs them in that order (see RemoteLimit.pipeline).
-    pipeline = 8
+    __slots__ = (
+        "_grants",
+        "_local",
+        "_specs",
+        "_watch",
+        "keyed",
+        "limits",
+        "pipeline",
+        "store",
+        "wake",
+    )
 
     def __init__(
         self,
@@ -584,6 +601,8 @@ class _Binding:
         wake: Callable[[Hashable | None], None],
     ) -> None:
         self.store = store
+        #: Admissions in flight at once for the pool (see RemoteLimit.pipeline).
+        self.pipeline = store.pipeline
         self.limits = limits
         self.keyed = per_key
         self.wake = wake
