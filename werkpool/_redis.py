@@ -46,7 +46,8 @@ __all__ = ["RedisStore", "StoreStatistics"]
 _logger = logging.getLogger("werkpool")
 _INF: Final = math.inf
 
-# KEYS: one per shared limit of the attempt. ARGV: the holder, the lease (s), the horizon (s),
+# KEYS: one per shared limit of the attempt, then the store's restart key (see RECOVER).
+# ARGV: the holder, the lease (s), the horizon (s),
 # then five per key: kind (r, w, c), a, b, cost, keyed (1 or 0). For a rate a = seconds per unit,
 # b = burst; for a window a = per, b = count; for a concurrency limit a = n.
 # A start whose rates and windows have credit within the horizon is granted for that time (its
@@ -67,7 +68,12 @@ local late = {}
 local function cost_of(member)
   return tonumber(string.match(member, '|([^|]*)$'))
 end
-for i = 1, #KEYS do
+local n = #KEYS - 1
+local recovering = tonumber(redis.call('GET', KEYS[#KEYS]) or '0') or 0
+if now < recovering then
+  return {0, '0', 1, 1, string.format('%.6f', recovering - now)}
+end
+for i = 1, n do
   local key = KEYS[i]
   local j = 3 + (i - 1) * 5
   local kind = ARGV[j + 1]
@@ -129,7 +135,7 @@ if full == 1 or wait > ahead then
   return {0, string.format('%.6f', wait), full, pool, string.format('%.6f', hint)}
 end
 local start = now + wait
-for i = 1, #KEYS do
+for i = 1, n do
   local key = KEYS[i]
   local j = 3 + (i - 1) * 5
   local kind = ARGV[j + 1]
@@ -196,7 +202,31 @@ end
 return #KEYS
 """
 
-_SCRIPTS: Final = {"admit": ADMIT, "release": RELEASE, "renew": RENEW, "reassert": REASSERT}
+# KEYS: the restart key, then concurrency keys; ARGV[1]: the grace (s), ARGV[2]: the lease (s),
+# then each key's lease member. A client that finds its scripts gone (NOSCRIPT: the server
+# restarted empty) adds its running leases back, and holds every admission for the grace: the
+# time every other live client needs to notice too (its renewal comes within a third of a
+# lease) and add its own back. Only then may a new lease be granted, so none is granted twice.
+RECOVER: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local grace, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('SET', KEYS[1], string.format('%.6f', now + grace), 'PX',
+  math.ceil(grace * 1000) + 1, 'NX')
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], now + lease, ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[i], math.ceil(lease * 2000) + 1000)
+end
+return #KEYS - 1
+"""
+
+_SCRIPTS: Final = {
+    "admit": ADMIT,
+    "release": RELEASE,
+    "renew": RENEW,
+    "reassert": REASSERT,
+    "recover": RECOVER,
+}
 
 #: What an unreachable, slow or restarting server raises (anyio's fail_after: TimeoutError).
 _UNAVAILABLE: Final = (
@@ -362,6 +392,9 @@ class RedisStore:
             raise ValueError(f"RedisStore: pipeline must be an int >= 1, got {pipeline!r}")
         self.pipeline = pipeline
         self.channel = f"{prefix}:freed"
+        #: Set by a client that found the server restarted: no admission until its time.
+        self.restart_key = f"{prefix}:restarted"
+        self._recovering = False
         #: Identifies this store's holders: a process's leases are ``{id}:{n}|{cost}``.
         self.id = uuid.uuid4().hex[:16]
         self._count = 0
@@ -472,7 +505,9 @@ class RedisStore:
                     try:
                         reply = await client.evalsha(sha, keys=list(keys), args=list(args))
                     except coredis.exceptions.NoScriptError:
-                        self._shas.pop(script, None)
+                        self._shas.clear()  # the server lost them all (a restart)
+                        if not self._recovering:
+                            await self._recover()
                         continue
                     break
                 else:  # pragma: no cover - the server dropped the script twice in a row
@@ -500,6 +535,30 @@ class RedisStore:
         took = anyio.current_time() - began
         self.rtt = took if self.rtt == 0.0 else 0.8 * self.rtt + 0.2 * took
         return reply
+
+    async def _recover(self) -> None:
+        """The server lost this store's scripts: it restarted empty (or was flushed). Add the
+        running leases back and hold admissions for the grace (see RECOVER) before anything
+        else is asked."""
+        self._recovering = True
+        try:
+            pairs = [pair for leases in self._leases.values() for pair in leases]
+            grace = self.lease / 3 + self.call_timeout
+            self._reasserted += len(pairs)
+            await self.call(
+                "recover",
+                [self.restart_key, *(k for k, _ in pairs)],
+                [grace, self.lease, *(m for _, m in pairs)],
+            )
+            _logger.warning(
+                "werkpool: %r found its scripts gone (the server restarted): added back %d "
+                "running lease(s), admissions wait %.3g s for the other clients to do the same",
+                self,
+                len(pairs),
+                grace,
+            )
+        finally:
+            self._recovering = False
 
     # -- background tasks -------------------------------------------------------------------------
 
@@ -654,6 +713,7 @@ class _Binding:
                 # A release of this limit ends the hold of a refusal: the key's, or the pool's.
                 # (Kept until a release comes: a wake with no hold to end costs nothing.)
                 self._watch[name] = key if keyed else None
+        keys.append(store.restart_key)
         # Registered before the request: if it is cancelled or its answer lost, release() still
         # removes whatever it may have taken (a lease of this holder).
         self._grants[job] = grant
