@@ -600,3 +600,65 @@ class TestRemoteReservations:
         seqs = [job.seq for job in started]
         assert seqs == sorted(seqs)  # FIFO
         assert all(job.state in (QUEUED, RUNNING, DONE) for job in jobs)
+
+
+class TestSharedLimitHolds:
+    """Refusals of shared limits (#13): a per-key refusal holds only its key, a release seen by
+    the store ends a hold at once, and pipelined reservations keep their count."""
+
+    def _keyed(self, sched: Scheduler, label: object, key: object) -> PlainJob:
+        return sched.submit(lambda: None, (label,), OPTIONS, None, key=key)
+
+    def test_a_per_key_refusal_holds_that_key_only(self) -> None:
+        sched = Scheduler([], [_Remote()])
+        a = self._keyed(sched, "a", "hot")
+        b = self._keyed(sched, "b", "cold")
+        res = reserve(sched, 0.0)
+        assert res.job is a
+        sched.refused(res, 5.0, key=True)
+        assert a.state == QUEUED
+        other = reserve(sched, 0.0)  # the cold key asks at once, past the held hot key
+        assert other.job is b
+        assert sched.granted(other)
+        assert sched.poll(1.0) == 5.0  # the hot key waits for its retry time
+        assert reserve(sched, 5.0).job is a
+
+    def test_a_pool_refusal_holds_every_key(self) -> None:
+        sched = Scheduler([], [_Remote()])
+        a = self._keyed(sched, "a", "hot")
+        self._keyed(sched, "b", "cold")
+        sched.refused(reserve(sched, 0.0), 5.0)  # key=False: a limit of the pool refused
+        assert sched.poll(0.0) == 5.0
+        assert reserve(sched, 5.0).job is a
+
+    def test_remote_freed_ends_the_pools_hold(self) -> None:
+        sched = Scheduler([], [_Remote()])
+        a = submit(sched, "a")
+        sched.refused(reserve(sched, 0.0), 30.0)
+        assert sched.poll(0.0) == 30.0
+        assert sched.remote_freed(None) is True  # a job waits: the caller wakes a worker
+        assert reserve(sched, 0.0).job is a
+        assert sched.remote_freed(None) is False  # no hold left to end
+
+    def test_remote_freed_ends_one_keys_hold(self) -> None:
+        sched = Scheduler([], [_Remote()])
+        a = self._keyed(sched, "a", "hot")
+        sched.refused(reserve(sched, 0.0), 30.0, key=True)
+        assert sched.poll(0.0) == 30.0
+        assert sched.remote_freed("other") is False  # an unknown key: nothing to end
+        assert sched.remote_freed("hot") is True
+        assert reserve(sched, 0.0).job is a
+
+    def test_reservations_in_flight_are_bounded_by_depth(self) -> None:
+        sched = Scheduler([], [_Remote()])
+        sched.depth = 3
+        jobs = [submit(sched, i) for i in range(5)]
+        first = [reserve(sched) for _ in range(3)]
+        assert [r.job for r in first] == jobs[:3]  # handed out in submission order
+        assert sched.poll(0.0) == math.inf  # three in flight: the fourth waits
+        assert sched.reserving == 3
+        sched.refused(first[0], 0.0)
+        sched.granted(first[1])
+        assert sched.reserving == 1
+        assert reserve(sched).job is jobs[0]  # the refused job is first again
+        assert counts_add_up(sched)
