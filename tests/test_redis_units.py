@@ -3,9 +3,9 @@ shares of the degraded mode (no server needed; the server tests are in tests/con
 
 from __future__ import annotations
 
-import pytest
-
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from werkpool import Concurrency, Rate, Window
 from werkpool._redis import _args, _scaled
