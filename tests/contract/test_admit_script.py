@@ -1,0 +1,150 @@
+"""The ADMIT script of werkpool.redis against a model, on a real redis-server.
+
+Hypothesis draws shared limits (rates, windows, concurrency limits, weighted or not) and a run of
+admissions with costs, some attempts ending; each admission is sent to the script the way a pool
+sends it. Whatever the timing, the starts the script grants (dated by Redis TIME, at the slot it
+gives them) must keep every limit's contract:
+
+- a rate: in any half-open window of length W, at most W * count / per + burst units (GCRA);
+- a window: at most ``count`` units in any window of ``per`` seconds;
+- a concurrency limit: at most ``n`` units held at once;
+
+and a refusal takes nothing, answering a wait that is not negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import coredis
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from werkpool import Concurrency, Rate, Window
+from werkpool._redis import RedisStore, _args
+
+if TYPE_CHECKING:
+    from redis_server import RedisServer
+
+pytestmark = pytest.mark.realclock
+
+EPS = 1e-5  # Redis times travel as strings with 6 decimals
+
+LimitValue = Rate | Window | Concurrency
+
+
+def limits() -> st.SearchStrategy[LimitValue]:
+    weighted = st.sampled_from([None, "tokens"])
+    rate = st.builds(
+        lambda count, per, burst, unit: Rate(
+            count if unit else int(count) or 1, per, burst=burst if unit else int(burst), unit=unit
+        ),
+        st.integers(50, 2000),
+        st.sampled_from([0.05, 0.1, 0.5]),
+        st.integers(1, 5),
+        weighted,
+    )
+    window = st.builds(
+        lambda count, per, unit: Window(count, per, unit=unit),
+        st.integers(2, 8),
+        st.sampled_from([0.02, 0.05, 0.1]),
+        weighted,
+    )
+    concurrency = st.builds(lambda n, unit: Concurrency(n, unit=unit), st.integers(1, 5), weighted)
+    return st.one_of(rate, window, concurrency)
+
+
+@dataclass
+class Run:
+    specs: list[LimitValue]
+    #: Each step: (cost in "tokens", hold the lease for this many later steps).
+    steps: list[tuple[int, int]] = field(default_factory=list)
+
+
+runs = st.builds(
+    Run,
+    st.lists(limits(), min_size=1, max_size=3),
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4)), min_size=5, max_size=40),
+)
+
+
+async def drive(port: int, prefix: str, run: Run) -> None:
+    async with (
+        coredis.Redis(host="127.0.0.1", port=port) as client,
+        RedisStore(client, prefix=prefix, lease=30) as store,
+    ):
+        keys = [f"{prefix}:{i}" for i in range(len(run.specs))] + [store.restart_key]
+        grants: list[tuple[float, list[float]]] = []  # (start, cost per limit)
+        held: list[tuple[int, list[tuple[str, str]]]] = []  # (release at step, leases)
+        limit_keys = keys[:-1]
+        for step, (tokens, hold) in enumerate(run.steps):
+            for due, ended in [h for h in held if h[0] <= step]:
+                held.remove((due, ended))
+                await store.call(
+                    "release", [k for k, _ in ended], [store.channel, *(m for _, m in ended)]
+                )
+            holder = store.holder()
+            args: list[Any] = [holder, store.lease, 0.004]
+            costs: list[float] = []
+            leases: list[tuple[str, str]] = []
+            for key, spec in zip(limit_keys, run.specs, strict=True):
+                code, a, b = _args(spec.shared(store, "x"))
+                cost = 1.0 if spec.unit is None else float(min(tokens, spec.capacity))
+                costs.append(cost)
+                args += [code, a, b, repr(cost), "0"]
+                if code == "c" and cost > 0:
+                    leases.append((key, f"{holder}|{cost!r}"))
+            reply = await store.call("admit", keys, args)
+            if int(reply[0]) == 1:
+                grants.append((float(reply[1]), costs))
+                if leases:
+                    held.append((step + 1 + hold, leases))
+            else:
+                assert float(reply[1]) >= 0  # the wait for a rate or window
+                assert float(reply[4]) >= 0  # the wait for a lease to end
+            if step % 3 == 0:
+                await anyio.sleep(0.002)
+        # Concurrency: the leases held never add up beyond n (checked in Redis itself).
+        for key, spec in zip(limit_keys, run.specs, strict=True):
+            if isinstance(spec, Concurrency):
+                members = await client.zrange(key, 0, -1)
+                held_units = sum(float(m.decode().rsplit("|", 1)[1]) for m in members)
+                assert held_units <= spec.n + EPS
+        check_contract(run.specs, grants)
+
+
+def check_contract(specs: list[LimitValue], grants: list[tuple[float, list[float]]]) -> None:
+    grants.sort(key=lambda g: g[0])
+    for i, spec in enumerate(specs):
+        starts = [(t, costs[i]) for t, costs in grants if costs[i] > 0]
+        if isinstance(spec, Rate):
+            for a in range(len(starts)):
+                units = 0.0
+                for b in range(a, len(starts)):
+                    units += starts[b][1]
+                    span = starts[b][0] - starts[a][0]
+                    bound = span * spec.count / spec.per + spec.burst
+                    assert units <= bound + EPS * spec.count / spec.per + 1e-9, (spec, starts)
+        elif isinstance(spec, Window):
+            for a in range(len(starts)):
+                units = sum(c for t, c in starts[a:] if t < starts[a][0] + spec.per - EPS)
+                assert units <= spec.count + 1e-9, (spec, starts)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(run=runs)
+def test_the_script_keeps_every_limits_contract(
+    redis_server: RedisServer, anyio_backend: Any, run: Run
+) -> None:
+    import uuid
+
+    name, options = anyio_backend
+    prefix = f"h{uuid.uuid4().hex[:10]}"
+    anyio.run(drive, redis_server.port, prefix, run, backend=name, backend_options=options)
