@@ -82,8 +82,10 @@ class LimitUnavailableError(Exception):
 
     The pool asked the store (Redis) for the attempt's credit, and it stayed unreachable, too slow
     or restarting for longer than the store's ``timeout``. Nothing was taken, so no limit is
-    exceeded: the attempt did not start. List this class in ``retryable_exceptions`` to retry
-    the job after its backoff, else it fails with this error.
+    exceeded: the attempt did not start, and counts as a failed attempt. The job's retry policy
+    decides as for any error: with ``retries`` left and this class covered by
+    ``retryable_exceptions`` (the default, ``Exception``, covers it), it is retried after its
+    backoff; else it fails with this error.
 
     .. versionadded:: 0.5
     """
@@ -94,8 +96,9 @@ class SharedLimitError(Exception):
     Raised as an attempt's error when a shared limit's store refused the request itself.
 
     For example, the Redis key of a shared limit holds a value of another type (another program
-    uses the name), or the store answered with an error. The message names the key. Retrying
-    cannot help until the store is fixed, so the pool does not retry it unless told to.
+    uses the name), or the store answered with an error. The message names the key. The attempt
+    did not start; the job's retry policy decides as for any error (retrying helps only once the
+    store is fixed: leave this class out of ``retryable_exceptions`` to fail at once).
 
     .. versionadded:: 0.5
     """

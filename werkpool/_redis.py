@@ -448,7 +448,10 @@ class RedisStore:
         tg.cancel_scope.cancel()
         self._tg = None
         self._bindings.clear()
-        return await tg.__aexit__(exc_type, exc, tb)
+        # The background tasks log their errors and never raise, so the task group has nothing
+        # to report: an error of the body propagates as it is (not in an ExceptionGroup).
+        await tg.__aexit__(None, None, None)
+        return None
 
     def statistics(self) -> StoreStatistics:
         """The store's counters, for every pool that uses it."""
@@ -568,7 +571,7 @@ class RedisStore:
             await anyio.sleep(self.lease / 3)
             try:
                 await self.renew_now()
-            except (_Unavailable, SharedLimitError) as exc:
+            except Exception as exc:  # the next renewal tries again; the task must not die
                 _logger.warning("werkpool: renewing the leases in %r failed: %s", self, exc)
 
     async def renew_now(self) -> None:
