@@ -109,11 +109,28 @@ def _ensure_nginx(session: nox.Session) -> None:
         session.warn("apt-get could not install nginx: the server-limit scenario will be skipped")
 
 
+def _ensure_redis(session: nox.Session) -> None:
+    """Install redis-server with apt for the shared-limits benchmark when it is missing and we
+    may (root and apt-get); anywhere else it skips that scenario and says so."""
+    if shutil.which("redis-server") or shutil.which("valkey-server"):
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        session.warn("redis-server is missing and cannot be installed here (root and apt-get)")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        session.run("apt-get", "update", external=True, env=env)
+        session.run("apt-get", "install", "-y", "redis-server", external=True, env=env)
+    except CommandFailed:
+        session.warn("apt-get could not install redis-server: the Redis scenario will be skipped")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (benchmarks/README.md); ``-- --quick`` for a short run."""
     session.install(".", *dependency_group("bench"))
-    if "--only" not in session.posargs or "server" in session.posargs:
+    only = "--only" in session.posargs
+    if not only or "server" in session.posargs:
         _ensure_nginx(session)
     command = "python3 -m nox -s bench"  # recorded on top of the results table
     if session.posargs:
@@ -123,6 +140,23 @@ def bench(session: nox.Session) -> None:
         "-m",
         "benchmarks.run",
         *session.posargs,
+        env={"WERKPOOL_BENCH_COMMAND": command},
+    )
+    if only:
+        return  # scenario 10 alone: python -m benchmarks.shared_redis
+    # Scenario 10 (shared limits in Redis) runs worker processes and its own redis-server.
+    _ensure_redis(session)
+    args = [arg for arg in ("--quick", "--no-readme") if arg in session.posargs]
+    for i, arg in enumerate(session.posargs):
+        if arg == "--out" and i + 1 < len(session.posargs):
+            args += ["--out", session.posargs[i + 1]]
+        elif arg.startswith("--out="):
+            args.append(arg)
+    session.run(
+        "python",
+        "-m",
+        "benchmarks.shared_redis",
+        *args,
         env={"WERKPOOL_BENCH_COMMAND": command},
     )
 
