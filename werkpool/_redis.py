@@ -60,7 +60,9 @@ _INF: Final = math.inf
 # number to an integer.
 ADMIT: Final = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- Rates count whole microseconds (exact integers in a double up to 2^53), the rest seconds.
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = now_us / 1000000
 local holder = ARGV[1]
 local lease, ahead = tonumber(ARGV[2]), tonumber(ARGV[3])
 local wait, full, pool, hint = 0, 0, 0, lease
@@ -71,7 +73,14 @@ end
 local n = #KEYS - 1
 local recovering = tonumber(redis.call('GET', KEYS[#KEYS]) or '0') or 0
 if now < recovering then
-  return {0, '0', 1, 1, string.format('%.6f', recovering - now)}
+  -- After a restart, leases may still be put back: no new lease until then (rates and
+  -- windows hold no lease, so they go on).
+  for i = 1, n do
+    local j = 3 + (i - 1) * 5
+    if ARGV[j + 1] == 'c' and tonumber(ARGV[j + 4]) > 0 then
+      return {0, '0', 1, 1, string.format('%.6f', recovering - now)}
+    end
+  end
 end
 for i = 1, n do
   local key = KEYS[i]
@@ -88,7 +97,7 @@ for i = 1, n do
   local w = 0
   if kind == 'r' then
     local tat = tonumber(redis.call('GET', key) or '0') or 0
-    w = tat - (b - cost) * a - now
+    w = (tat - (b - cost) * a * 1000000 - now_us) / 1000000
   elseif kind == 'w' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now - a)
     local starts = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
@@ -134,7 +143,9 @@ if full == 1 or wait > ahead then
   end
   return {0, string.format('%.6f', wait), full, pool, string.format('%.6f', hint)}
 end
-local start = now + wait
+-- Whole microseconds: a rate's schedule never runs ahead of its slots by a rounding.
+local start_us = now_us + math.ceil(wait * 1000000)
+local start = start_us / 1000000
 for i = 1, n do
   local key = KEYS[i]
   local j = 3 + (i - 1) * 5
@@ -143,10 +154,13 @@ for i = 1, n do
   if cost > 0 then
     local member = holder .. '|' .. ARGV[j + 4]
     if kind == 'r' then
+      -- tat: when the bucket is empty again, in whole microseconds, each start's share rounded
+      -- up (a rate may fall short of its count by under a microsecond per start, never over).
       local tat = tonumber(redis.call('GET', key) or '0') or 0
-      if tat < start then tat = start end
-      tat = tat + cost * a
-      redis.call('SET', key, string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+      if tat < start_us then tat = start_us end
+      tat = tat + math.ceil(cost * a * 1000000 - 1e-6)
+      redis.call('SET', key, string.format('%d', tat),
+        'PX', math.ceil((tat - now_us) / 1000) + 1000)
     elseif kind == 'w' then
       redis.call('ZADD', key, start, member)
       redis.call('PEXPIRE', key, math.ceil((a + wait) * 1000) + 1000)
@@ -156,7 +170,7 @@ for i = 1, n do
     end
   end
 end
-return {1, string.format('%.6f', start), string.format('%.6f', wait)}
+return {1, string.format('%.6f', start), string.format('%.6f', (start_us - now_us) / 1000000)}
 """
 
 # KEYS: concurrency keys; ARGV[1]: the channel, then each key's lease member. Removes the leases
@@ -204,9 +218,10 @@ return #KEYS
 
 # KEYS: the restart key, then concurrency keys; ARGV[1]: the grace (s), ARGV[2]: the lease (s),
 # then each key's lease member. A client that finds its scripts gone (NOSCRIPT: the server
-# restarted empty) adds its running leases back, and holds every admission for the grace: the
-# time every other live client needs to notice too (its renewal comes within a third of a
-# lease) and add its own back. Only then may a new lease be granted, so none is granted twice.
+# restarted empty), or a server started less than the grace ago, adds its running leases back
+# and holds every new lease for the grace: the time every other live client needs to notice
+# too (its renewal comes within a third of a lease) and add its own back. Only then may a new
+# lease be granted, so none is granted twice.
 RECOVER: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -394,7 +409,11 @@ class RedisStore:
         self.channel = f"{prefix}:freed"
         #: Set by a client that found the server restarted: no admission until its time.
         self.restart_key = f"{prefix}:restarted"
-        self._recovering = False
+        #: The scripts are to be loaded without a check for a restart yet (see _check_restart).
+        self._unchecked = True
+        #: A NOSCRIPT showed that the server lost this store's scripts.
+        self._lost = False
+        self._checking: anyio.Event | None = None
         #: Identifies this store's holders: a process's leases are ``{id}:{n}|{cost}``.
         self.id = uuid.uuid4().hex[:16]
         self._count = 0
@@ -489,18 +508,31 @@ class RedisStore:
         self._count += 1
         return f"{self.id}:{self._count}"
 
-    async def call(self, script: str, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+    async def call(
+        self,
+        script: str,
+        keys: Sequence[str],
+        args: Sequence[str | float],
+        *,
+        recovering: bool = False,
+    ) -> Any:
         """Run one of the store's scripts by its SHA (loading it on first use and after a
         ``NOSCRIPT``, as a restarted server has none); raise :class:`_Unavailable` if the server
         does not answer within ``call_timeout``, :exc:`SharedLimitError` if it answers an error.
+
+        Before the scripts are loaded (first contact, or after a ``NOSCRIPT``), the store checks
+        whether the server may have restarted while leases were held, and recovers (see
+        :meth:`_check_restart`); every other request of the store waits for that meanwhile.
         """
         client = self.client
         began = anyio.current_time()
         try:
             with anyio.fail_after(self.call_timeout):
-                for _ in range(2):
+                for _ in range(3):
                     sha = self._shas.get(script)
                     if sha is None:
+                        while self._unchecked and not recovering:  # bounded: call_timeout
+                            await self._check_restart()  # (again, if another's check failed)
                         loaded = await client.script_load(_SCRIPTS[script])
                         sha = self._shas[script] = (
                             loaded.decode() if isinstance(loaded, bytes) else str(loaded)
@@ -508,13 +540,13 @@ class RedisStore:
                     try:
                         reply = await client.evalsha(sha, keys=list(keys), args=list(args))
                     except coredis.exceptions.NoScriptError:
-                        self._shas.clear()  # the server lost them all (a restart)
-                        if not self._recovering:
-                            await self._recover()
+                        # The server lost them all: it restarted empty (or was flushed).
+                        self._shas.clear()
+                        self._unchecked = self._lost = True
                         continue
                     break
-                else:  # pragma: no cover - the server dropped the script twice in a row
-                    raise _Unavailable(f"the server lost the {script} script twice")
+                else:  # pragma: no cover - the server dropped the scripts again and again
+                    raise _Unavailable(f"the server lost the {script} script again and again")
         except _UNAVAILABLE as exc:
             self._unavailable += 1
             if self.down_since is None:
@@ -539,29 +571,62 @@ class RedisStore:
         self.rtt = took if self.rtt == 0.0 else 0.8 * self.rtt + 0.2 * took
         return reply
 
-    async def _recover(self) -> None:
-        """The server lost this store's scripts: it restarted empty (or was flushed). Add the
-        running leases back and hold admissions for the grace (see RECOVER) before anything
-        else is asked."""
-        self._recovering = True
+    async def _check_restart(self) -> None:
+        """Hold admissions while clients that held leases before a restart put them back.
+
+        Two signs that the server may have restarted while leases were held: this store's
+        scripts are gone (``NOSCRIPT``), or, at this store's first contact, the server started
+        less than a grace (``lease / 3 + call_timeout``: the time every live client needs to
+        notice at its next renewal) ago. Then this store puts its own running leases back and
+        sets ``{prefix}:restarted``, which holds every new lease (a shared concurrency limit's)
+        under the prefix until the grace has passed since the restart, so that no slot still
+        held is granted twice. One
+        request of the store does this; the others wait for it. If it fails, the next request
+        tries again.
+        """
+        checking = self._checking
+        if checking is not None:
+            await checking.wait()
+            return
+        checking = self._checking = anyio.Event()
         try:
-            pairs = [pair for leases in self._leases.values() for pair in leases]
             grace = self.lease / 3 + self.call_timeout
-            self._reasserted += len(pairs)
-            await self.call(
-                "recover",
-                [self.restart_key, *(k for k, _ in pairs)],
-                [grace, self.lease, *(m for _, m in pairs)],
-            )
-            _logger.warning(
-                "werkpool: %r found its scripts gone (the server restarted): added back %d "
-                "running lease(s), admissions wait %.3g s for the other clients to do the same",
-                self,
-                len(pairs),
-                grace,
-            )
+            hold = grace if self._lost else await self._young_server(grace)
+            pairs = [pair for leases in self._leases.values() for pair in leases]
+            if hold > 0 or pairs:
+                await self.call(
+                    "recover",
+                    [self.restart_key, *(k for k, _ in pairs)],
+                    [hold, self.lease, *(m for _, m in pairs)],
+                    recovering=True,
+                )
+                self._reasserted += len(pairs)
+                _logger.log(
+                    logging.WARNING if self._lost else logging.INFO,
+                    "werkpool: %r: the server %s: added back %d running lease(s); new leases "
+                    "wait %.3g s for the other clients to put theirs back",
+                    self,
+                    "restarted" if self._lost else "started moments ago",
+                    len(pairs),
+                    hold,
+                )
+            self._unchecked = self._lost = False
         finally:
-            self._recovering = False
+            self._checking = None
+            checking.set()
+
+    async def _young_server(self, grace: float) -> float:
+        """How much of *grace* is left since the server started (0 if it is older, or its
+        ``INFO`` is not allowed to this client)."""
+        try:
+            info = await self.client.info("server")  # before any script: nothing to wait for
+        except coredis.exceptions.ResponseError:  # an ACL without INFO: cannot tell
+            return 0.0
+        uptime = info.get("uptime_in_seconds")
+        if not isinstance(uptime, (int, float, str, bytes)):
+            return 0.0
+        # Whole seconds: the server may be up to one second older than it says.
+        return max(grace - float(uptime), 0.0)
 
     # -- background tasks -------------------------------------------------------------------------
 
@@ -646,6 +711,7 @@ class _Binding:
     __slots__ = (
         "_grants",
         "_local",
+        "_releases",
         "_specs",
         "_watch",
         "keyed",
@@ -671,6 +737,8 @@ class _Binding:
         self._grants: dict[Job, _Grant] = {}
         #: The keys of the concurrency limits a refused request waits for -> its key (or None).
         self._watch: dict[str, Hashable | None] = {}
+        #: Release messages seen (a refusal checks whether one came while it was in flight).
+        self._releases = 0
         #: The local shares (degraded mode), made on first use: None -> the pool's, key -> its.
         self._local: dict[Hashable | None, tuple[tuple[LimitSpec, ...], tuple[Limit, ...]]] = {}
         prefix = store.prefix
@@ -717,6 +785,7 @@ class _Binding:
                 # (Kept until a release comes: a wake with no hold to end costs nothing.)
                 self._watch[name] = key if keyed else None
         keys.append(store.restart_key)
+        releases = self._releases  # a release seen while the request is in flight counts
         # Registered before the request: if it is cancelled or its answer lost, release() still
         # removes whatever it may have taken (a lease of this holder).
         self._grants[job] = grant
@@ -764,7 +833,15 @@ class _Binding:
         # granted for the credit's time, and the start is on time.
         wait = max(float(reply[1]) - _AHEAD / 2, 0.0)
         if int(reply[2]):  # a concurrency limit is full: a release (pub/sub) or its hint
-            wait = max(wait, min(store.recheck, max(float(reply[4]), 0.0)))
+            if self._releases != releases:
+                # A slot was released while the request was in flight: its message may have
+                # found no hold to end yet, so ask again now instead of waiting for the next.
+                wait = max(wait, 0.0)
+            else:
+                wait = max(wait, min(store.recheck, max(float(reply[4]), 0.0)))
+            for name, _spec, (code, _, _), keyed in entries:
+                if code == "c":  # wait for the next release of any of them
+                    self._watch[name] = key if keyed else None
         return Refusal(now + wait, key=not int(reply[3]))
 
     def _acquire_locally(self, job: Job, key: Hashable | None, grant: _Grant) -> float | Refusal:
@@ -833,6 +910,7 @@ class _Binding:
 
     def freed(self, name: str) -> None:
         """A slot of the concurrency limit *name* was released (by any process)."""
+        self._releases += 1
         if name in self._watch:
             self.wake(self._watch.pop(name))
 

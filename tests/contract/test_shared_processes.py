@@ -414,11 +414,6 @@ def test_redis_restarted_mid_run(
 
 
 @backends
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: after a restart, the admissions of a store that meet NOSCRIPT while its first "
-    "one recovers skip the recovery and are granted before the running leases are added back",
-)
 def test_admissions_after_a_restart_wait_for_the_recovery(
     backend: str, private_redis: RedisServer, redis_prefix: str, tmp_path: Path
 ) -> None:
