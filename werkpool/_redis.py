@@ -710,6 +710,7 @@ class _Binding:
 
     __slots__ = (
         "_grants",
+        "_keyed_args",
         "_local",
         "_releases",
         "_specs",
@@ -743,6 +744,8 @@ class _Binding:
         self._local: dict[Hashable | None, tuple[tuple[LimitSpec, ...], tuple[Limit, ...]]] = {}
         prefix = store.prefix
         self._specs = [(f"{prefix}:{spec.name}:{spec.kind}", spec, _args(spec)) for spec in limits]
+        #: The per-key limits' script arguments, worked out once (not per job).
+        self._keyed_args = [(spec, _args(spec)) for spec in per_key]
 
     def __repr__(self) -> str:
         return f"<shared limits {[*self.limits, *self.keyed]!r} in {self.store!r}>"
@@ -755,8 +758,8 @@ class _Binding:
             suffix = key if isinstance(key, str) else repr(key)
             prefix = self.store.prefix
             entries += [
-                (f"{prefix}:{spec.name}:{spec.kind}:{suffix}", spec, _args(spec), True)
-                for spec in self.keyed
+                (f"{prefix}:{spec.name}:{spec.kind}:{suffix}", spec, args, True)
+                for spec, args in self._keyed_args
             ]
         return entries
 
