@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "_binding": 6,  # which event loop a pool belongs to
     "_remote": 6,  # the I/O half of remote limits
     "_redis": 6,  # shared limits kept in Redis (the optional werkpool[redis])
+    "_threads": 6,  # blocking functions as jobs, run in the pool's worker threads
     # 7: the crew of worker tasks (start, park, wake, retire)
     "_crew": 7,
     # 8: the worker task: run an attempt, report its outcome
@@ -60,6 +61,9 @@ LAYERS: dict[str, int] = {
     # 12: the package, which may import any module
     "__init__": 12,
     "redis": 12,  # the public face of the optional Redis store
+    "_httpx": 12,  # an httpx transport whose requests go through a pool (werkpool[httpx])
+    # 13: the public face of the httpx transport
+    "httpx": 13,
 }
 
 

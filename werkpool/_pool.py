@@ -10,7 +10,7 @@ the ``max_pending`` :class:`~werkpool._room.Room`.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final, overload
 
 import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
@@ -23,6 +23,7 @@ from ._options import JobOptions, default_backoff
 from ._room import EmptyQueue, Room
 from ._specs import LimitSpec, Shared, check_limits, split_shared
 from ._statistics import PoolStatistics
+from ._threads import InThread, ThreadLimiter, check_blocking
 from ._validate import (
     check_backoff,
     check_burst,
@@ -147,7 +148,7 @@ class WorkerPool:
     .. versionadded:: 0.3
     """
 
-    __slots__ = ("__weakref__", "_life")
+    __slots__ = ("__weakref__", "_life", "_threads")
 
     def __init__(
         self,
@@ -171,6 +172,7 @@ class WorkerPool:
         self._life = Lifecycle(
             size, rate, burst, room, specs, key_specs, retry_after, shared, key_shared
         )
+        self._threads = ThreadLimiter()
 
     # -- public properties ------------------------------------------------------------------------
 
@@ -633,6 +635,247 @@ class WorkerPool:
         if key is not None or cost is not None:
             core.set_key_and_cost(key, cost)
         return MapIterator(core)
+
+    # -- blocking functions, in worker threads -------------------------------------------------
+
+    def _in_thread(
+        self, fn: Callable[[Unpack[Ts]], T], method: str, abandon: bool
+    ) -> Callable[[Unpack[Ts]], Awaitable[T]]:
+        """Wrap blocking *fn* as a job's callable whose attempts run it in a worker thread."""
+        check_blocking(fn, method)
+        if abandon.__class__ is not bool:
+            raise TypeError(
+                f"{method}(): abandon_on_cancel must be True or False, not {type(abandon).__name__}"
+            )
+        life = self._life
+        # InThread takes any arguments: typed here as fn's own, which it passes on.
+        return cast(
+            "Callable[[Unpack[Ts]], Awaitable[T]]",
+            InThread(fn, self._threads, lambda: life.size, abandon),
+        )
+
+    def run_sync(
+        self,
+        fn: Callable[[Unpack[Ts]], T],
+        /,
+        *args: Unpack[Ts],
+        timeout: float | None = None,
+        retries: int = 0,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
+        backoff: Callable[[int], float] = default_backoff,
+        key: Hashable = None,
+        cost: Mapping[str, float] | None = None,
+        abandon_on_cancel: bool = False,
+    ) -> JobFuture[T]:
+        """
+        Like :meth:`run`, for a blocking function: each attempt runs ``fn(*args)`` in a thread.
+
+        The job is counted by the same ``size``, rates and keys as any other, and retried and
+        timed out by the same options; its start is dated when the attempt hands *fn* to its
+        thread. The threads come from the pool's own limiter, as many as ``size`` (unlimited
+        without one): anyio's default limit of 40 threads never caps the pool.
+
+        A running thread cannot be interrupted. What a timeout or a cancellation (a cancelled
+        future or caller, :meth:`kill`, the exit of ``async with`` with an error) does to it:
+
+        - ``abandon_on_cancel=False`` (the default): the attempt waits for *fn* to return, and
+          then ends as timed out (:exc:`TimeoutError`, its result dropped) or cancelled. Until
+          then it keeps its slot, so ``size`` counts every thread that runs, and :meth:`kill` or
+          the pool's exit waits for it. *fn* can stop early at points of its choosing by calling
+          :func:`anyio.from_thread.check_cancelled`, which raises once the attempt is cancelled
+          or over its deadline.
+        - ``abandon_on_cancel=True``: the attempt ends at once, and *fn* runs on in its thread
+          with its result or error dropped. Its slot is free at once: the pool no longer counts
+          that thread, so more than ``size`` threads may run for a while (as a server sees it).
+
+        :param abandon_on_cancel: see above; the other options are those of :meth:`run`
+        :raises TypeError: if *fn* is not callable or is an async function (use :meth:`run`)
+
+        .. versionadded:: 0.6
+        """
+        job = self._in_thread(fn, "run_sync", abandon_on_cancel)
+        return self.run(
+            job,
+            *args,
+            timeout=timeout,
+            retries=retries,
+            retryable_exceptions=retryable_exceptions,
+            backoff=backoff,
+            key=key,
+            cost=cost,
+        )
+
+    def start_soon_sync(
+        self,
+        fn: Callable[[Unpack[Ts]], T],
+        /,
+        *args: Unpack[Ts],
+        timeout: float | None = None,
+        retries: int = 0,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
+        backoff: Callable[[int], float] = default_backoff,
+        key: Hashable = None,
+        cost: Mapping[str, float] | None = None,
+        abandon_on_cancel: bool = False,
+    ) -> JobFuture[T]:
+        """
+        Like :meth:`start_soon` (its failure fails the pool), for a blocking function run in a
+        thread as :meth:`run_sync` says.
+
+        .. versionadded:: 0.6
+        """
+        job = self._in_thread(fn, "start_soon_sync", abandon_on_cancel)
+        return self.start_soon(
+            job,
+            *args,
+            timeout=timeout,
+            retries=retries,
+            retryable_exceptions=retryable_exceptions,
+            backoff=backoff,
+            key=key,
+            cost=cost,
+        )
+
+    async def call_sync(
+        self,
+        fn: Callable[[Unpack[Ts]], T],
+        /,
+        *args: Unpack[Ts],
+        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
+        retries: int = 0,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
+        backoff: Callable[[int], float] = default_backoff,
+        key: Hashable = None,
+        cost: Mapping[str, float] | None = None,
+        abandon_on_cancel: bool = False,
+    ) -> T:
+        """
+        Like :meth:`call` (the result, or the error, here), for a blocking function run in a
+        thread as :meth:`run_sync` says.
+
+        Cancelling the caller cancels the job; with ``abandon_on_cancel=False`` the call then
+        returns only once *fn* has returned in its thread.
+
+        .. versionadded:: 0.6
+        """
+        job = self._in_thread(fn, "call_sync", abandon_on_cancel)
+        return await self.call(
+            job,
+            *args,
+            timeout=timeout,
+            retries=retries,
+            retryable_exceptions=retryable_exceptions,
+            backoff=backoff,
+            key=key,
+            cost=cost,
+        )
+
+    async def submit_sync(
+        self,
+        fn: Callable[[Unpack[Ts]], T],
+        /,
+        *args: Unpack[Ts],
+        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
+        retries: int = 0,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
+        backoff: Callable[[int], float] = default_backoff,
+        key: Hashable = None,
+        cost: Mapping[str, float] | None = None,
+        abandon_on_cancel: bool = False,
+    ) -> JobFuture[T]:
+        """
+        Like :meth:`submit` (waits for room under ``max_pending``), for a blocking function run
+        in a thread as :meth:`run_sync` says.
+
+        .. versionadded:: 0.6
+        """
+        job = self._in_thread(fn, "submit_sync", abandon_on_cancel)
+        return await self.submit(
+            job,
+            *args,
+            timeout=timeout,
+            retries=retries,
+            retryable_exceptions=retryable_exceptions,
+            backoff=backoff,
+            key=key,
+            cost=cost,
+        )
+
+    @overload
+    def map_sync(
+        self,
+        fn: Callable[[U], T],
+        iterable: Iterable[U] | AsyncIterable[U],
+        /,
+        *,
+        ordered: bool = ...,
+        return_exceptions: Literal[False] = ...,
+        window: int | None = ...,
+        timeout: float | None = ...,
+        retries: int = ...,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
+        backoff: Callable[[int], float] = ...,
+        key: Callable[[U], Hashable] | None = ...,
+        cost: Callable[[U], Mapping[str, float] | None] | None = ...,
+        abandon_on_cancel: bool = ...,
+    ) -> MapIterator[T]: ...
+
+    @overload
+    def map_sync(
+        self,
+        fn: Callable[[U], T],
+        iterable: Iterable[U] | AsyncIterable[U],
+        /,
+        *,
+        ordered: bool = ...,
+        return_exceptions: bool,
+        window: int | None = ...,
+        timeout: float | None = ...,
+        retries: int = ...,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
+        backoff: Callable[[int], float] = ...,
+        key: Callable[[U], Hashable] | None = ...,
+        cost: Callable[[U], Mapping[str, float] | None] | None = ...,
+        abandon_on_cancel: bool = ...,
+    ) -> MapIterator[T | BaseException]: ...
+
+    def map_sync(
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        /,
+        *,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        window: int | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
+        backoff: Callable[[int], float] = default_backoff,
+        key: Callable[[Any], Hashable] | None = None,
+        cost: Callable[[Any], Mapping[str, float] | None] | None = None,
+        abandon_on_cancel: bool = False,
+    ) -> MapIterator[Any]:
+        """
+        Like :meth:`map`, for a blocking function: each ``fn(item)`` runs in a thread, as
+        :meth:`run_sync` says. Iterate over the results with ``async for``.
+
+        .. versionadded:: 0.6
+        """
+        job = self._in_thread(fn, "map_sync", abandon_on_cancel)
+        return self.map(
+            job,
+            iterable,
+            ordered=ordered,
+            return_exceptions=return_exceptions,
+            window=window,
+            timeout=timeout,
+            retries=retries,
+            retryable_exceptions=retryable_exceptions,
+            backoff=backoff,
+            key=key,
+            cost=cost,
+        )
 
     def statistics(self) -> PoolStatistics:
         """

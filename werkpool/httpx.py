@@ -1,0 +1,29 @@
+"""Every request of an httpx client through a pool (``pip install werkpool[httpx]``).
+
+:class:`PoolTransport` wraps another transport (httpx's own by default) and sends each request
+as a job of a :class:`werkpool.WorkerPool`: under its size, rates and per-host limits, with its
+retries, and with 429/503 ``Retry-After`` answers as the pool's pushbacks::
+
+    import httpx
+    from werkpool import Rate, WorkerPool
+    from werkpool.httpx import PoolTransport
+
+    async with WorkerPool(size=10, per_key=[Rate(5)]) as pool:
+        async with httpx.AsyncClient(transport=PoolTransport(pool, retries=3)) as client:
+            response = await client.get("https://example.com/")
+
+It works on asyncio and trio alike (httpx runs on both through anyio).
+
+.. versionadded:: 0.6
+"""
+
+from __future__ import annotations
+
+from ._httpx import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+from ._httpx import PoolTransport as PoolTransport
+from ._httpx import by_host as by_host
+from ._httpx import retry_after_seconds as retry_after_seconds
+
+__all__ = ["IDEMPOTENT_METHODS", "PoolTransport", "by_host", "retry_after_seconds"]
+
+PoolTransport.__module__ = by_host.__module__ = retry_after_seconds.__module__ = __name__
