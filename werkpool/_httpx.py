@@ -217,7 +217,10 @@ class PoolTransport(httpx.AsyncBaseTransport):
 
     :param pool: the pool to send through
     :param transport: the transport that sends each attempt (default: a new
-        :class:`httpx.AsyncHTTPTransport`, closed with this one)
+        :class:`httpx.AsyncHTTPTransport` with no connection limit of its own, closed with this
+        one). Give yours ``limits=httpx.Limits(max_connections=None)`` or at least the pool's
+        size: a request the pool admitted would otherwise wait for a connection after its start
+        was dated, which a server sees as a burst.
     :param key: ``key(request)`` gives the request's key (default :func:`by_host`); None: no
         key (pushbacks pause the whole pool)
     :param cost: ``cost(request)`` gives the request's cost per unit (``{"tokens": 500}``) for
@@ -252,7 +255,11 @@ class PoolTransport(httpx.AsyncBaseTransport):
         if not isinstance(cast("object", pool), WorkerPool):  # untyped callers pass anything
             raise TypeError(f"pool must be a werkpool.WorkerPool, not {type(pool).__name__}")
         if transport is None:
-            transport = httpx.AsyncHTTPTransport()
+            # No connection cap of httpx's own (its default is 100): the pool's size is the cap,
+            # and one below it would hold back requests the pool has admitted and dated.
+            transport = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
+            )
         elif not isinstance(cast("object", transport), httpx.AsyncBaseTransport):
             raise TypeError(
                 f"transport must be None or an httpx.AsyncBaseTransport, not "
