@@ -110,3 +110,58 @@ async def shared_limits_user() -> None:
             future = pool.run(fetch, "https://example.com", key="example.com")
             assert_type(await future, bytes)
         assert_type(store.statistics(), StoreStatistics)
+
+
+def blocking_square(n: int) -> int:
+    return n * n
+
+
+def blocking_text(text: str, times: int) -> str:
+    return text * times
+
+
+async def threads_user() -> None:
+    from werkpool import MapIterator
+
+    async with WorkerPool(size=4, rate=20) as pool:
+        assert_type(pool.run_sync(blocking_square, 3), JobFuture[int])
+        assert_type(pool.run_sync(blocking_text, "a", 2, timeout=1.0, retries=2), JobFuture[str])
+        assert_type(pool.start_soon_sync(blocking_square, 3, key="host"), JobFuture[int])
+        number = await pool.call_sync(blocking_square, 3, abandon_on_cancel=True)
+        assert_type(number, int)
+        assert_type(await pool.submit_sync(blocking_text, "b", 3), JobFuture[str])
+        assert_type(pool.map_sync(blocking_square, [1, 2]), MapIterator[int])
+        async for square in pool.map_sync(blocking_square, range(3), key=str, ordered=False):
+            assert_type(square, int)
+        outcomes = pool.map_sync(blocking_square, [1], return_exceptions=True)
+        assert_type(outcomes, MapIterator[int | BaseException])
+
+
+async def threads_arguments_must_fit(pool: WorkerPool) -> None:
+    pool.run_sync(blocking_square, "not an int")  # type: ignore[arg-type]
+    pool.map_sync(blocking_square, ["not", "ints"])  # type: ignore[arg-type]
+
+
+async def httpx_user() -> None:
+    import httpx
+
+    from werkpool import Rate
+    from werkpool.httpx import IDEMPOTENT_METHODS, PoolTransport, by_host, retry_after_seconds
+
+    async with WorkerPool(size=10, per_key=[Rate(5)]) as pool:
+        transport = PoolTransport(
+            pool,
+            httpx.AsyncHTTPTransport(),
+            retries=3,
+            timeout=5.0,
+            backoff=lambda n: 0.5 * n,
+            cost=lambda request: {"tokens": float(len(request.content))},
+            retry_methods=IDEMPOTENT_METHODS | {"POST"},
+            retry_statuses=[429, 502, 503],
+        )
+        assert_type(transport, PoolTransport)
+        assert_type(PoolTransport(pool, key=None), PoolTransport)
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.get("https://example.com/")
+            assert_type(retry_after_seconds(response), float | None)
+            assert_type(by_host(response.request), str)
