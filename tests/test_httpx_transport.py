@@ -497,11 +497,6 @@ class TestPushback:
             assert response.status_code == 429
             assert effective() == approx(5)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug (/tmp/wp/bugs14-httpx.md #2): a 429 handed back because retry_statuses "
-        "leaves it out (retries left) only pause_for()s: adaptive rates do not halve",
-    )
     async def test_an_adaptive_rate_halves_on_a_429_that_is_not_retried(self) -> None:
         """retry_statuses=(503,), retries left: the 429 (Retry-After 1) is handed back, and is
         still a pushback: the pool pauses 1 s and its adaptive rate halves."""
@@ -757,11 +752,6 @@ class TestStreaming:
         assert server.times(t0, path="/next") == [approx(5)]
         assert_idle(pool)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug (/tmp/wp/bugs14-httpx.md #1): a 429 returned as the last answer (no retry "
-        "left, or a POST) frees its slot at once, while the caller still holds it unread",
-    )
     @pytest.mark.parametrize(
         ("method", "retries"), [("POST", 3), ("GET", 0), ("GET", 1)], ids=["post", "none", "spent"]
     )

@@ -111,7 +111,7 @@ class _HeldStream(httpx.AsyncByteStream):
 class _Exchange:
     """One request through the pool: its attempts, and the hand-over of its response."""
 
-    __slots__ = ("attempts", "final", "key", "ready", "request", "response", "retries", "transport")
+    __slots__ = ("attempts", "key", "ready", "request", "response", "retries", "transport")
 
     def __init__(
         self, transport: PoolTransport, request: httpx.Request, key: Hashable, retries: int
@@ -125,8 +125,6 @@ class _Exchange:
         self.ready = anyio.Event()
         #: The response handed over (its slot held until it is closed).
         self.response: httpx.Response | None = None
-        #: A last 429/503 kept for the caller while the job fails with its pushback.
-        self.final: httpx.Response | None = None
 
     def job_done(self, future: object) -> None:
         self.ready.set()
@@ -150,13 +148,10 @@ class _Exchange:
                 raise RetryAfter(delay)  # the pool pauses, then retries
             raise _StatusRetry(status)
         if delay is not None:
-            if last:
-                # The job fails with the pushback (the pool pauses and slows its adaptive rates
-                # down) and the caller gets this response as the server sent it.
-                self.final = response
-                raise RetryAfter(delay)
-            # Retries left, but this status is not retried: pause, and hand it over.
-            transport.pool.pause_for(delay, key=self.key)
+            # Not retried (the last attempt, or a status not retried): the pool still hears the
+            # pushback (it pauses, its adaptive rates slow down), and the caller gets this
+            # response as the server sent it, holding its slot like any other.
+            transport.pool.push_back(delay, key=self.key)
         if response.is_closed:
             # Read and closed already (a response built with its content, as MockTransport's
             # are): no connection is held, so neither is the slot.
@@ -313,8 +308,6 @@ class PoolTransport(httpx.AsyncBaseTransport):
         if future.cancelled():
             raise FutureCancelled("the pool cancelled the request (by kill())")
         error = future.exception()
-        if isinstance(error, RetryAfter) and exchange.final is not None:
-            return exchange.final  # the last pushback, as the server sent it
         assert error is not None
         raise error
 

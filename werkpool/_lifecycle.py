@@ -587,6 +587,15 @@ class Lifecycle:
         else:
             sched.pause_key(key, until)
 
+    def push_back(self, until: float, key: Hashable = None) -> None:
+        """A provider's pushback heard outside a job's error: pause as :meth:`pause` does,
+        and slow the adaptive rates down (as a job's :exc:`RetryAfter` would)."""
+        sched = self.sched
+        if sched is None:
+            self.pause(until, key)
+        else:
+            sched.push_back(key, anyio.current_time(), until)
+
     def resume(self) -> None:
         """End every pause."""
         self.start_paused = -_INF

@@ -285,6 +285,21 @@ class WorkerPool:
         check_key(key)
         self._life.pause(anyio.current_time() + delay, key)
 
+    def push_back(self, seconds: float, *, key: Hashable = None) -> None:
+        """The provider pushed back, outside any job's error: as when a job raises
+        :exc:`werkpool.RetryAfter`, start no attempt (of *key*, if given) for *seconds* and
+        halve the adaptive rates (the key's and the pool's, for a key) — but no job fails.
+
+        For a pushback seen in a result that is still used, such as the last 429 that
+        :class:`werkpool.httpx.PoolTransport` hands to its caller. A longer pause is kept.
+
+        .. versionadded:: 0.6
+        """
+        self._check_loop()
+        delay = check_seconds(seconds)
+        check_key(key)
+        self._life.push_back(anyio.current_time() + delay, key)
+
     def resume(self) -> None:
         """End every pause: :meth:`pause`, :meth:`pause_for` and pushbacks, of the pool and its
         keys.

@@ -617,19 +617,28 @@ class Scheduler:
                     f"got {delay!r}"
                 )
         until = now + float(delay)  # type: ignore[arg-type]
-        self.pushbacks += 1
         lane = job.lane
+        self.push_back(None if lane is None else lane.key, now, until)
+        return until
+
+    def push_back(self, key: Hashable, now: float, until: float) -> None:
+        """A provider pushed back at *now*: start nothing (of *key*, if not None) before
+        *until*, and slow the adaptive rates down. A job's :exc:`RetryAfter` comes here, and
+        so does a pushback heard without failing a job (a last 429 handed to its caller)."""
+        self.pushbacks += 1
         # Every limit the attempt went through hears of it. The paused one (the pool's, or the
         # key's) also drops its credit; for a key's pushback, the pool's limits only slow down.
         for limit in self.limits:
-            limit.pushback(now, until, lane is None)
-        if lane is None:
+            limit.pushback(now, until, key is None)
+        if key is None:
             self.pause(until)
         else:
-            for limit in lane.limits:
-                limit.pushback(now, until, True)
-            self.pause_key(lane.key, until)
-        return until
+            keys = self.keys
+            lane = None if keys is None else keys.lanes.get(key)
+            if lane is not None:
+                for limit in lane.limits:
+                    limit.pushback(now, until, True)
+            self.pause_key(key, until)
 
     # -- runtime control --------------------------------------------------------------------------
 

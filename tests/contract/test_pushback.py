@@ -523,3 +523,57 @@ async def test_statistics_pushbacks_pause_the_pool() -> None:
         await at(t0, 4)
         assert not pool.paused
         assert pool.statistics().paused_until is None
+
+
+# -- push_back(): a pushback that fails no job ---------------------------------------------------
+
+
+async def test_push_back_pauses_the_pool_and_halves_adaptive_rates_without_failing_a_job() -> None:
+    """``pool.push_back(2)`` (as werkpool.httpx does with a last 429): nothing starts for 2 s,
+    and the adaptive rate halves, as for a job's RetryAfter; no job fails."""
+    probe = Probe()
+    t0 = anyio.current_time()
+    async with WorkerPool(limits=[Rate(10_000, per=1000, adaptive=True)]) as pool:
+        pool.push_back(2)
+        assert pool.paused
+        assert pool.statistics().paused_until == approx(t0 + 2)
+        assert effective(pool) == approx(5)
+        futures = [pool.run(probe.job, i) for i in range(3)]
+    assert [f.result() for f in futures] == [0, 1, 2]
+    starts = [t - t0 for t in probe.starts]
+    assert starts[0] >= 2 - 1e-9
+    assert [y - x for x, y in pairwise(starts)] == [pytest.approx(0.2, rel=1e-2)] * 2
+    assert pool.statistics().failed == 0
+
+
+async def test_push_back_with_a_key_pauses_only_that_key_and_slows_its_rate() -> None:
+    """``push_back(1, key="a")``: key a starts nothing for 1 s and its adaptive rate halves;
+    key b goes on at once at its own rate; the pool itself is not paused."""
+    probe = Probe()
+    t0 = anyio.current_time()
+    async with WorkerPool(per_key=[Rate(10_000, per=1000, adaptive=True)]) as pool:
+        pool.run(probe.job, ("a", -1), key="a")  # the key exists before its pushback
+        await anyio.sleep(0.5)
+        pool.push_back(1, key="a")
+        assert not pool.paused
+        for i in range(3):
+            pool.run(probe.job, ("a", i), key="a")
+            pool.run(probe.job, ("b", i), key="b")
+    a = [t - t0 for (k, i), t in zip(probe.order, probe.starts, strict=True) if k == "a" and i >= 0]
+    b = [t - t0 for (k, _), t in zip(probe.order, probe.starts, strict=True) if k == "b"]
+    assert b[0] == approx(0.5)
+    assert a[0] >= 1.5 - 1e-9
+    assert [y - x for x, y in pairwise(a)] == [pytest.approx(0.2, rel=1e-2)] * 2
+
+
+async def test_push_back_keeps_a_longer_pause_and_refuses_a_bad_delay() -> None:
+    async with WorkerPool() as pool:
+        pool.pause_for(5)
+        pool.push_back(1)
+        assert pool.statistics().paused_until == approx(anyio.current_time() + 5)
+        pool.resume()
+        for bad, error in ((-1, ValueError), (math.nan, ValueError), ("1", TypeError)):
+            with pytest.raises(error, match="seconds"):
+                pool.push_back(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="key"):
+            pool.push_back(1, key=[])  # type: ignore[arg-type]
