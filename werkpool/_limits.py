@@ -297,7 +297,10 @@ class RateLimit:
 
         If *paused* (the pushback pauses this limit's starts, not only another key's), the
         provider's bucket is empty, so ours holds no more credit either: after the pause one
-        unit may start at once, the rest follow at the rate, never as a burst. An adaptive rate
+        unit may start as soon as this limit allows it (at once, unless the units already
+        admitted, the refused one included, still fill the bucket: a pushback never lets a
+        start come closer than the rate permits), the rest follow at the rate, never as a
+        burst. An adaptive rate
         also halves, once per pause (the refusals of attempts already in flight when it halved
         are the same news).
         """
