@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "_exceptions": 0,
     "_validate": 0,
     "_statistics": 0,
+    "_events": 0,  # the Event record and the Hook protocol
     # 1: per-job options (timeout, retry policy, default backoff); limits as values
     "_options": 1,
     "_specs": 1,
@@ -48,6 +49,7 @@ LAYERS: dict[str, int] = {
     "_remote": 6,  # the I/O half of remote limits
     "_redis": 6,  # shared limits kept in Redis (the optional werkpool[redis])
     "_threads": 6,  # blocking functions as jobs, run in the pool's worker threads
+    "_hooks": 6,  # the pool's hooks: events built and handed out, a failing hook isolated
     # 7: the crew of worker tasks (start, park, wake, retire)
     "_crew": 7,
     # 8: the worker task: run an attempt, report its outcome

@@ -5,6 +5,8 @@ Works on asyncio and trio through AnyIO. See :class:`WorkerPool`.
 
 from __future__ import annotations
 
+from ._events import Event as Event
+from ._events import Hook as Hook
 from ._exceptions import FutureCancelled as FutureCancelled
 from ._exceptions import FutureNotFinished as FutureNotFinished
 from ._exceptions import LimitUnavailableError as LimitUnavailableError
@@ -29,9 +31,11 @@ from ._statistics import PoolStatistics as PoolStatistics
 __all__ = [
     "BACKOFF_CAP",
     "Concurrency",
+    "Event",
     "Future",
     "FutureCancelled",
     "FutureNotFinished",
+    "Hook",
     "JobFuture",
     "LimitStatistics",
     "LimitUnavailableError",

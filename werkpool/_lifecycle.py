@@ -22,6 +22,7 @@ from ._binding import LoopBinding
 from ._crew import IDLE_RETIRE, Crew
 from ._exceptions import PoolClosedError
 from ._futures import AsyncioFuture, Future
+from ._hooks import Hooks
 from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
 from ._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit, WindowLimit, build
 from ._scheduler import Scheduler
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup, TaskStatus
 
+    from ._events import Hook
     from ._job import JobOwner
     from ._limits import RemoteLimit
     from ._options import JobOptions
@@ -147,6 +149,7 @@ class Lifecycle:
         "burst",
         "crew",
         "errors",
+        "hooks",
         "in_background",
         "limiter",
         "limits",
@@ -161,6 +164,7 @@ class Lifecycle:
         "sched",
         "shared",
         "shared_per_key",
+        "sink",
         "size",
         "size_gate",
         "size_shorthand",
@@ -180,8 +184,12 @@ class Lifecycle:
         retry_after: Callable[[Exception], float | None] | None = None,
         shared: tuple[Shared, ...] = (),
         shared_per_key: tuple[Shared, ...] = (),
+        hooks: tuple[Hook, ...] = (),
     ) -> None:
         self.size_shorthand = size
+        #: The pool's hooks, and what calls them once the pool runs (None without hooks).
+        self.hooks = hooks
+        self.sink: Hooks | None = None
         self.limits = limits
         self.per_key = per_key
         #: The shared limits (kept in a store, fixed for the pool's life), the pool's and the
@@ -266,6 +274,8 @@ class Lifecycle:
         ):
             # Pipelined requests need local limits that do not date their latest admission.
             sched.depth = min(limit.pipeline for limit in remote)
+        if self.hooks:
+            self._attach_hooks(sched)
         if self.start_paused != -_INF:
             sched.pause(self.start_paused)
         crew = self.crew = Crew(sched, _INF if self.size is None else self.size)
@@ -278,6 +288,25 @@ class Lifecycle:
         self._started = anyio.Event()
         self.state = OPEN
         return sched
+
+    def _attach_hooks(self, sched: Scheduler) -> None:
+        """Let *sched* tell the pool's hooks of every transition (or nobody, without hooks)."""
+        if not self.hooks:
+            sched.sink = None
+            return
+        sink = self.sink
+        if sink is None:
+            assert self.binding is not None
+            sink = self.sink = Hooks(self.hooks, self.binding.clock)
+            sink.sched = sched
+        sink.hooks = self.hooks
+        sched.sink = sink
+
+    def set_hooks(self, hooks: tuple[Hook, ...]) -> None:
+        """Use *hooks* from the next transition on."""
+        self.hooks = hooks
+        if self.sched is not None:
+            self._attach_hooks(self.sched)
 
     def _bind_shared(self) -> tuple[RemoteLimit, ...]:
         """One remote limit per store named by the shared limits: it decides all of them (the

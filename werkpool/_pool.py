@@ -10,12 +10,14 @@ the ``max_pending`` :class:`~werkpool._room.Room`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final, overload
 
 import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._exceptions import FutureCancelled, PoolFullError
+from ._hooks import check_hook
 from ._job import RAISED, RETURNED, Job
 from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
@@ -44,9 +46,10 @@ else:  # pragma: no cover
     from typing_extensions import Self, TypeVarTuple, Unpack
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
+    from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Mapping
     from types import TracebackType
 
+    from ._events import Hook
     from ._futures import JobFuture
     from ._scheduler import Scheduler
 
@@ -74,6 +77,18 @@ class _CallOwner:
 
     def job_settled(self, job: Job) -> None:
         self.settled.set()
+
+
+def _check_hooks(hooks: object) -> tuple[Hook, ...]:
+    if callable(hooks) or isinstance(hooks, (str, bytes)) or not isinstance(hooks, Iterable):
+        raise TypeError(
+            "hooks must be an iterable of callables taking a werkpool.Event (hooks=[hook]), "
+            f"not {type(hooks).__name__}"
+        )
+    checked = tuple(cast("Iterable[Hook]", hooks))
+    for hook in checked:
+        check_hook(hook, "hooks")
+    return checked
 
 
 def _check_retry_after(retry_after: object) -> None:
@@ -126,6 +141,9 @@ class WorkerPool:
     :param retry_after: ``retry_after(error)`` maps an attempt's error to a pushback delay in
         seconds (an HTTP 429's ``Retry-After``), or None: as if the job raised
         :exc:`werkpool.RetryAfter` (the pool, or the job's key, pauses)
+    :param hooks: callables that each get a :class:`werkpool.Event` at every transition of a job
+        (submitted, started, retrying, finished) or of a pause: for logging, metrics, progress
+        (see :meth:`add_hook`)
 
     **Rate contract.** In any half-open window of length ``W`` seconds, at most
     ``ceil(W * rate) + burst - 1`` attempts start, on the jobs' own clock: each start is dated
@@ -160,6 +178,7 @@ class WorkerPool:
         limits: Iterable[LimitSpec | Shared] = (),
         per_key: Iterable[LimitSpec | Shared] = (),
         retry_after: Callable[[Exception], float | None] | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         size = check_size(size)
         rate = check_rate(rate)
@@ -170,7 +189,16 @@ class WorkerPool:
         _check_retry_after(retry_after)
         room = None if max_pending is None else Room(max_pending, EmptyQueue())
         self._life = Lifecycle(
-            size, rate, burst, room, specs, key_specs, retry_after, shared, key_shared
+            size,
+            rate,
+            burst,
+            room,
+            specs,
+            key_specs,
+            retry_after,
+            shared,
+            key_shared,
+            _check_hooks(hooks),
         )
         self._threads = ThreadLimiter()
 
@@ -264,6 +292,45 @@ class WorkerPool:
         new_rate = check_rate(shorthands["rate"]) if "rate" in shorthands else life.rate
         new_burst = check_burst(shorthands["burst"]) if "burst" in shorthands else life.burst
         life.set_limits(new_rate, new_burst, specs)
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    @property
+    def hooks(self) -> tuple[Hook, ...]:
+        """The pool's hooks, in the order they are called.
+
+        .. versionadded:: 0.6
+        """
+        return self._life.hooks
+
+    def add_hook(self, hook: Hook) -> None:
+        """Call *hook* with a :class:`werkpool.Event` at each transition from now on.
+
+        A hook is called synchronously in the pool's event loop, after the pool's own counters
+        changed: keep it quick and non-blocking. An exception it raises is logged once (logger
+        ``werkpool``) and never reaches the pool or its jobs. A pool without hooks does no work
+        for them. Adding a hook that the pool has already does nothing.
+
+        .. versionadded:: 0.6
+        """
+        self._check_loop()
+        check_hook(hook, "add_hook()")
+        life = self._life
+        if hook not in life.hooks:
+            life.set_hooks((*life.hooks, hook))
+
+    def remove_hook(self, hook: Hook) -> None:
+        """Stop calling *hook*.
+
+        :raises ValueError: if the pool does not have it
+
+        .. versionadded:: 0.6
+        """
+        self._check_loop()
+        life = self._life
+        if hook not in life.hooks:
+            raise ValueError(f"remove_hook(): {hook!r} is not a hook of this pool")
+        life.set_hooks(tuple(h for h in life.hooks if h is not hook and h != hook))
 
     # -- pauses -----------------------------------------------------------------------------------
 
@@ -1004,6 +1071,7 @@ def worker_pool(
     limits: Iterable[LimitSpec | Shared] = (),
     per_key: Iterable[LimitSpec | Shared] = (),
     retry_after: Callable[[Exception], float | None] | None = None,
+    hooks: Iterable[Hook] = (),
 ) -> WorkerPool:
     """
     Return a :class:`WorkerPool` to use as ``async with worker_pool(size=..., rate=...) as pool:``.
@@ -1013,6 +1081,7 @@ def worker_pool(
 
     .. versionadded:: 0.3
     .. versionchanged:: 0.4 ``limits``, ``per_key`` and ``retry_after``
+    .. versionchanged:: 0.6 ``hooks``
     """
     return WorkerPool(
         size,
@@ -1022,4 +1091,5 @@ def worker_pool(
         limits=limits,
         per_key=per_key,
         retry_after=retry_after,
+        hooks=hooks,
     )

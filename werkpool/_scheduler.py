@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Final, cast, final
+from typing import TYPE_CHECKING, Final, Protocol, cast, final
 
+from ._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
 from ._exceptions import RetryAfter
 from ._job import (
     BACKOFF,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Sequence
     from typing import Any
 
+    from ._events import EventKind, Outcome
     from ._job import Job, JobOwner
     from ._limits import Limit, RemoteLimit
     from ._options import JobOptions
@@ -75,6 +77,29 @@ class Reservation:
 
     def __repr__(self) -> str:
         return f"<Reservation for {self.job!r}>"
+
+
+class EventSink(Protocol):
+    """Who hears of every transition, when the pool has hooks (``_hooks.Hooks`` implements it).
+
+    Called synchronously at the transition, after the scheduler's counters changed.
+    """
+
+    def job_event(
+        self,
+        kind: EventKind,
+        job: Job,
+        outcome: Outcome | None = None,
+        *,
+        error: BaseException | None = None,
+        delay: float | None = None,
+    ) -> None:
+        """*job* was submitted, started an attempt, will be retried, or finished."""
+        ...
+
+    def pause_event(self, kind: EventKind, key: Hashable, until: float | None) -> None:
+        """The pool (*key* None) or *key* paused until *until*, or resume() ended the pause."""
+        ...
 
 
 @final
@@ -140,6 +165,8 @@ class Scheduler:
         self.attempts = 0
         self.retries = 0
         self.pushbacks = 0
+        #: Told of every transition when the pool has hooks; None (the common case): no work.
+        self.sink: EventSink | None = None
 
     def _configure(self) -> None:
         """Work out the fast paths after a change of limits, keys or pause."""
@@ -185,6 +212,8 @@ class Scheduler:
         job.seq = self._seq
         self._queue.append(job)
         self.queued += 1
+        if self.sink is not None:
+            self.sink.job_event(SUBMITTED, job)
 
     def enqueue_keyed(self, job: Job, key: Hashable) -> None:
         """Queue a record the caller made at the back of the line of *key*."""
@@ -199,6 +228,8 @@ class Scheduler:
         lane.pending += 1
         lane.push(job)
         keys.queued(lane, job)
+        if self.sink is not None:
+            self.sink.job_event(SUBMITTED, job)
 
     def enqueue_all(self, jobs: list[PlainJob]) -> None:
         """Queue records the caller made, in order, at the back (a map's batch)."""
@@ -209,6 +240,10 @@ class Scheduler:
         self._seq = seq
         self._queue.extend(jobs)
         self.queued += len(jobs)
+        sink = self.sink
+        if sink is not None:
+            for job in jobs:
+                sink.job_event(SUBMITTED, job)
 
     @property
     def submitted(self) -> int:
@@ -310,6 +345,8 @@ class Scheduler:
                     self.queued -= 1
                     self.running += 1
                     self.attempts += 1
+                    if self.sink is not None:
+                        self.sink.job_event(STARTED, first)
                     return first
             return _INF
         if self.backoffs and self.backoffs[0][0] <= now + TICK:  # a timer may fire a tick early
@@ -386,6 +423,8 @@ class Scheduler:
         self.attempts += 1
         if job.attempts > 1:
             self.retries += 1
+        if self.sink is not None:
+            self.sink.job_event(STARTED, job)
 
     def restamp(self, job: Job, at: float) -> None:
         """Re-date the admission :meth:`poll` just returned *job* for: it began at *at*, later.
@@ -529,6 +568,8 @@ class Scheduler:
                 job.set_result(result)
             job.fn = spent  # the future the caller keeps holds neither callable nor arguments
             job.args = ()
+        if self.sink is not None:
+            self.sink.job_event(FINISHED, job, "cancelled" if job.cancelled() else "completed")
         owner = job.owner
         if owner is not None and owner.notify_success:
             job.owner = None
@@ -561,7 +602,7 @@ class Scheduler:
             if pause is not None:
                 if job.attempts <= options.retries and not self.killed:
                     # Retried once the pause is over: the pause replaces its backoff.
-                    return self._back_off(job, pause)
+                    return self._back_off(job, pause, safe, now)
                 self._failed(job, safe)
                 return _INF
         if (
@@ -580,15 +621,18 @@ class Scheduler:
                 # holds the error, and it goes on to stop the pool.
                 self._failed(job, bad)
                 raise
-            return self._back_off(job, now + delay)
+            return self._back_off(job, now + delay, safe, now)
         self._failed(job, safe)
         return _INF
 
-    def _back_off(self, job: Job, due: float) -> float:
-        """*job* waits until *due* for its next attempt; return *due*."""
+    def _back_off(self, job: Job, due: float, error: BaseException, now: float) -> float:
+        """*job* failed with *error* at *now* and waits until *due* for its next attempt;
+        return *due*."""
         job.state = BACKOFF
         self.backoff += 1
         heappush(self.backoffs, (due, job.seq, job))
+        if self.sink is not None:
+            self.sink.job_event(RETRYING, job, error=error, delay=due - now)
         return due
 
     def _pushback(self, job: Job, error: BaseException, now: float) -> float | None:
@@ -647,6 +691,8 @@ class Scheduler:
         if until > self.paused_until:
             self.paused_until = until
             self._configure()
+            if self.sink is not None:
+                self.sink.pause_event(PAUSED, None, until)
 
     def pause_key(self, key: Hashable, until: float) -> None:
         """Start no job of *key* before *until*; never shortens the key's pause."""
@@ -658,17 +704,24 @@ class Scheduler:
         if until > lane.paused_until:
             lane.paused_until = until
             keys.look_again(lane)  # it waits for the clock now
+            if self.sink is not None:
+                self.sink.pause_event(PAUSED, key, until)
         if not lane.pending:
             keys.rest(lane)  # a key paused with no job: dropped once the pause is over
 
     def resume(self) -> None:
         """End every pause: the pool's and its keys'."""
+        sink = self.sink
+        if sink is not None and self.paused_until != -_INF:
+            sink.pause_event(RESUMED, None, None)
         self.paused_until = -_INF
         if self.keys is not None:
             for lane in self.keys.lanes.values():
                 if lane.paused_until != -_INF:
                     lane.paused_until = -_INF
                     self.keys.look_again(lane)
+                    if sink is not None:
+                        sink.pause_event(RESUMED, lane.key, None)
         self._configure()
 
     def replace_limits(
@@ -728,6 +781,8 @@ class Scheduler:
         job.state = DONE
         self.failed += 1
         job.set_exception(error)
+        if self.sink is not None:
+            self.sink.job_event(FINISHED, job, "failed", error=error)
         self._settled(job)
 
     def _cancelled(self, job: Job) -> None:
@@ -742,6 +797,8 @@ class Scheduler:
         job.state = DONE  # first: the future's cancel hook then sees a settled job
         self.cancelled += 1
         job.cancel()
+        if self.sink is not None:
+            self.sink.job_event(FINISHED, job, "cancelled")
         self._settled(job)
 
     def _settled(self, job: Job) -> None:

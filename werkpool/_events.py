@@ -1,0 +1,100 @@
+"""What the pool tells its hooks: one frozen :class:`Event` per transition of a job or a pause.
+
+A hook is any callable that takes an :class:`Event` (:class:`Hook`). The pool calls its hooks
+synchronously, in its event loop, at the moment of the transition: a hook must be quick and
+must not block (hand the event to a queue if it has I/O to do). A hook that raises is logged
+once (logger ``werkpool``) and never breaks the pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+__all__ = [
+    "FINISHED",
+    "PAUSED",
+    "RESUMED",
+    "RETRYING",
+    "STARTED",
+    "SUBMITTED",
+    "Event",
+    "EventKind",
+    "Hook",
+    "Outcome",
+]
+
+#: A job was accepted (``run``, ``start_soon``, ``call``, ``submit``, one item of a ``map``).
+SUBMITTED: Final = "submitted"
+#: An attempt of a job started (admitted by every limit).
+STARTED: Final = "started"
+#: An attempt failed and the job will be tried again after ``delay`` seconds.
+RETRYING: Final = "retrying"
+#: The job is over: ``outcome`` says how.
+FINISHED: Final = "finished"
+#: The pool (``key`` None) or a key starts nothing until ``until`` (a pause or a pushback).
+PAUSED: Final = "paused"
+#: ``resume()`` ended the pauses early. A timed pause ends at its ``until`` with no event.
+RESUMED: Final = "resumed"
+
+EventKind = Literal["submitted", "started", "retrying", "finished", "paused", "resumed"]
+Outcome = Literal["completed", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """
+    One transition of a job, or of a pause, as a pool's hooks see it.
+
+    Times are on the pool's clock (:func:`anyio.current_time`); durations are in seconds.
+
+    .. versionadded:: 0.6
+    """
+
+    #: What happened: ``"submitted"``, ``"started"``, ``"retrying"``, ``"finished"``,
+    #: ``"paused"`` or ``"resumed"``.
+    kind: EventKind
+    #: When it happened.
+    time: float
+    #: The job's number in its pool (1, 2, ... in submission order); None for a pause event.
+    job: int | None
+    #: The job's key (``key=``), or the paused key; None: none (the whole pool, for a pause).
+    key: Hashable
+    #: The attempt the event is about (1 for the first; 0 before any, as when submitted or
+    #: cancelled while waiting).
+    attempt: int = 0
+    #: ``"finished"``: ``"completed"``, ``"failed"`` or ``"cancelled"``.
+    outcome: Outcome | None = None
+    #: ``"retrying"``: the attempt's error; ``"finished"`` with ``"failed"``: the job's error.
+    error: BaseException | None = None
+    #: ``"retrying"``: the seconds until the next attempt may start (its backoff, or the
+    #: pushback's pause).
+    delay: float | None = None
+    #: ``"started"``: the seconds the attempt waited for its limits (since the job was submitted,
+    #: or since its backoff ended): the admission latency.
+    waited: float | None = None
+    #: ``"retrying"`` and ``"finished"``: how long the last attempt ran (None if none ran).
+    duration: float | None = None
+    #: ``"finished"``: the seconds since the job was submitted.
+    elapsed: float | None = None
+    #: ``"paused"``: the end of the pause (``inf``: until ``resume()``).
+    until: float | None = None
+    #: Jobs waiting to start, and attempts running, right after the transition.
+    queued: int = 0
+    running: int = 0
+
+
+class Hook(Protocol):
+    """What a hook is: a callable that takes an :class:`Event` and returns nothing.
+
+    Called synchronously in the pool's event loop at each transition: keep it quick and
+    non-blocking. An exception it raises is logged once per hook (logger ``werkpool``) and
+    otherwise ignored.
+
+    .. versionadded:: 0.6
+    """
+
+    def __call__(self, event: Event, /) -> None: ...
