@@ -767,8 +767,9 @@ class WorkerPool:
           :func:`anyio.from_thread.check_cancelled`, which raises once the attempt is cancelled
           or over its deadline.
         - ``abandon_on_cancel=True``: the attempt ends at once, and *fn* runs on in its thread
-          with its result or error dropped. Its slot is free at once: the pool no longer counts
-          that thread, so more than ``size`` threads may run for a while (as a server sees it).
+          with its result or error dropped (or never runs, if its thread had not begun it yet).
+          Its slot is free at once: the pool no longer counts that thread, so more than
+          ``size`` threads may run for a while (as a server sees it).
 
         :param abandon_on_cancel: see above; the other options are those of :meth:`run`
         :raises TypeError: if *fn* is not callable or is an async function (use :meth:`run`)

@@ -52,13 +52,25 @@ class ThreadLimiter:
     pool's own limits are then the only bound on its threads, and never one it cannot see.
     """
 
-    __slots__ = ("_limiter",)
+    __slots__ = ("_limiter", "_unbounded")
 
     def __init__(self) -> None:
         self._limiter: anyio.CapacityLimiter | None = None
+        self._unbounded: anyio.CapacityLimiter | None = None
 
-    def limiter(self, size: int | None) -> anyio.CapacityLimiter:
-        """The limiter for an attempt starting now, sized for *size* (None: no limit)."""
+    def limiter(self, size: int | None, abandon: bool = False) -> anyio.CapacityLimiter:
+        """The limiter for an attempt starting now, sized for *size* (None: no limit).
+
+        An attempt that may abandon its thread gets an unbounded limiter: trio returns a
+        limiter's token only when the thread finishes, even an abandoned one, so an abandoned
+        thread would hold one of the pool's tokens and the next attempt, already admitted and
+        dated, would wait for a thread. The pool's size bounds these attempts all the same.
+        """
+        if abandon:
+            unbounded = self._unbounded
+            if unbounded is None:
+                unbounded = self._unbounded = anyio.CapacityLimiter(_INF)
+            return unbounded
         tokens: float = _INF if size is None else size
         limiter = self._limiter
         if limiter is None:
@@ -106,7 +118,7 @@ class InThread(Generic[T]):
             self.fn,
             *args,
             abandon_on_cancel=self.abandon_on_cancel,
-            limiter=self.threads.limiter(self.size()),
+            limiter=self.threads.limiter(self.size(), self.abandon_on_cancel),
         )
 
     def __repr__(self) -> str:

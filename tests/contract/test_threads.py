@@ -469,19 +469,10 @@ async def test_abandoned_thread_times_out_at_once_and_frees_its_slot(blocker: Bl
     assert_idle(pool)
 
 
-async def test_abandoned_thread_slot_is_usable_by_the_next_thread_job(
-    blocker: Blocker, anyio_backend_name: str, request: pytest.FixtureRequest
-) -> None:
+async def test_abandoned_thread_slot_is_usable_by_the_next_thread_job(blocker: Blocker) -> None:
     """size=1: once a thread is abandoned, the next thread job runs while it is still blocked
-    (two threads at once, as documented), not admitted and then left waiting for a thread."""
-    if anyio_backend_name == "trio":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bugs14-threads.md #1: on trio the pool's thread limiter keeps an "
-                "abandoned thread's token until the thread returns",
-            )
-        )
+    (two threads at once, as documented), not admitted and then left waiting for a thread (on
+    trio an abandoned thread keeps its limiter's token until it returns)."""
     async with WorkerPool(size=1) as pool:
         try:
             stuck = pool.run_sync(blocker.job, "stuck", timeout=1, abandon_on_cancel=True)
