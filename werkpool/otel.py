@@ -1,0 +1,25 @@
+"""Spans and metrics of a pool for OpenTelemetry (``pip install werkpool[otel]``).
+
+:class:`OpenTelemetryHook` is a hook: pass it to a pool, and each attempt becomes a span and
+the pool's counts become metrics, sent wherever the application's OpenTelemetry SDK sends
+them::
+
+    from werkpool import WorkerPool
+    from werkpool.otel import OpenTelemetryHook
+
+    async with WorkerPool(size=10, rate=5, hooks=[OpenTelemetryHook()]) as pool:
+        ...
+
+It needs only ``opentelemetry-api``; without a configured SDK every call is a no-op.
+
+.. versionadded:: 0.6
+"""
+
+from __future__ import annotations
+
+from ._otel import SPAN_NAME as SPAN_NAME
+from ._otel import OpenTelemetryHook as OpenTelemetryHook
+
+__all__ = ["SPAN_NAME", "OpenTelemetryHook"]
+
+OpenTelemetryHook.__module__ = __name__

@@ -1,0 +1,22 @@
+"""A pool's metrics for Prometheus via prometheus_client (``pip install werkpool[prometheus]``).
+
+:class:`PrometheusHook` is a hook: pass it to a pool, and its counters, gauges and admission
+latency histogram are kept in a prometheus_client registry, served by whatever exposes that
+registry (``prometheus_client.start_http_server``, an ASGI app)::
+
+    from werkpool import WorkerPool
+    from werkpool.prometheus import PrometheusHook
+
+    async with WorkerPool(size=10, hooks=[PrometheusHook(labels={"pool": "crawler"})]) as pool:
+        ...
+
+.. versionadded:: 0.6
+"""
+
+from __future__ import annotations
+
+from ._prometheus import PrometheusHook as PrometheusHook
+
+__all__ = ["PrometheusHook"]
+
+PrometheusHook.__module__ = __name__
