@@ -34,8 +34,12 @@ LAYERS: dict[str, int] = {
     # 1: per-job options (timeout, retry policy, default backoff); limits as values
     "_options": 1,
     "_specs": 1,
+    "_logging": 1,  # LoggingHook: a pool's events as stdlib log records
+    "_metrics": 1,  # the metric rules (counts, gauge deltas, paused time) of otel/prometheus
     # 2: the job record, its states and outcomes
     "_job": 2,
+    "_otel": 2,  # OpenTelemetryHook: a span per attempt and metrics (the optional werkpool[otel])
+    "_prometheus": 2,  # PrometheusHook: prometheus_client metrics (werkpool[prometheus])
     # 3: admission limits (local and remote)
     "_limits": 3,
     # 4: the lines of jobs per key, with their own limits
@@ -63,6 +67,8 @@ LAYERS: dict[str, int] = {
     # 12: the package, which may import any module
     "__init__": 12,
     "redis": 12,  # the public face of the optional Redis store
+    "otel": 12,  # the public face of the OpenTelemetry hook
+    "prometheus": 12,  # the public face of the Prometheus hook
     "_httpx": 12,  # an httpx transport whose requests go through a pool (werkpool[httpx])
     # 13: the public face of the httpx transport
     "httpx": 13,

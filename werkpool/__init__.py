@@ -16,6 +16,7 @@ from ._exceptions import RetryAfter as RetryAfter
 from ._exceptions import SharedLimitError as SharedLimitError
 from ._futures import Future as Future
 from ._futures import JobFuture as JobFuture
+from ._logging import LoggingHook as LoggingHook
 from ._map import MapIterator as MapIterator
 from ._options import BACKOFF_CAP as BACKOFF_CAP
 from ._options import default_backoff as default_backoff
@@ -39,6 +40,7 @@ __all__ = [
     "JobFuture",
     "LimitStatistics",
     "LimitUnavailableError",
+    "LoggingHook",
     "MapIterator",
     "PoolClosedError",
     "PoolFullError",
