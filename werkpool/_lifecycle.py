@@ -292,7 +292,9 @@ class Lifecycle:
     def _attach_hooks(self, sched: Scheduler) -> None:
         """Let *sched* tell the pool's hooks of every transition (or nobody, without hooks)."""
         if not self.hooks:
-            sched.sink = None
+            # Dropped, with what it knew of the jobs in flight: a hook added later starts
+            # afresh (those jobs' timings unknown to it), and nothing is kept meanwhile.
+            sched.sink = self.sink = None
             return
         sink = self.sink
         if sink is None:
@@ -629,7 +631,7 @@ class Lifecycle:
         """End every pause."""
         self.start_paused = -_INF
         if self.sched is not None:
-            self.sched.resume()
+            self.sched.resume(anyio.current_time())
             self._look_again()
 
     def limit_statistics(self, now: float) -> tuple[LimitStatistics, ...]:

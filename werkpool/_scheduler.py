@@ -709,19 +709,20 @@ class Scheduler:
         if not lane.pending:
             keys.rest(lane)  # a key paused with no job: dropped once the pause is over
 
-    def resume(self) -> None:
-        """End every pause: the pool's and its keys'."""
+    def resume(self, now: float = -_INF) -> None:
+        """End every pause: the pool's and its keys'. The hooks hear of each pause that was
+        still running at *now* (one whose end already passed ended then, with no event)."""
         sink = self.sink
-        if sink is not None and self.paused_until != -_INF:
+        if sink is not None and self.paused_until > now:
             sink.pause_event(RESUMED, None, None)
         self.paused_until = -_INF
         if self.keys is not None:
             for lane in self.keys.lanes.values():
                 if lane.paused_until != -_INF:
+                    if sink is not None and lane.paused_until > now:
+                        sink.pause_event(RESUMED, lane.key, None)
                     lane.paused_until = -_INF
                     self.keys.look_again(lane)
-                    if sink is not None:
-                        sink.pause_event(RESUMED, lane.key, None)
         self._configure()
 
     def replace_limits(
