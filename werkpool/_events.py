@@ -76,7 +76,8 @@ class Event:
     #: ``"started"``: the seconds the attempt waited for its limits (since the job was submitted,
     #: or since its backoff ended): the admission latency.
     waited: float | None = None
-    #: ``"retrying"`` and ``"finished"``: how long the last attempt ran (None if none ran).
+    #: ``"retrying"`` and ``"finished"``: how long the attempt that just ended ran; None if no
+    #: attempt was running (a job cancelled while it waited, or during its backoff).
     duration: float | None = None
     #: ``"finished"``: the seconds since the job was submitted.
     elapsed: float | None = None
