@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "_options": 1,
     "_specs": 1,
     "_logging": 1,  # LoggingHook: a pool's events as stdlib log records
+    "_progress": 1,  # werkpool.progress: a live progress bar fed by a pool's events (rich optional)
     "_metrics": 1,  # the metric rules (counts, gauge deltas, paused time) of otel/prometheus
     # 2: the job record, its states and outcomes
     "_job": 2,

@@ -22,6 +22,8 @@ from ._options import BACKOFF_CAP as BACKOFF_CAP
 from ._options import default_backoff as default_backoff
 from ._pool import WorkerPool as WorkerPool
 from ._pool import worker_pool as worker_pool
+from ._progress import ProgressBar as ProgressBar
+from ._progress import progress as progress
 from ._specs import Concurrency as Concurrency
 from ._specs import Rate as Rate
 from ._specs import Shared as Shared
@@ -45,6 +47,7 @@ __all__ = [
     "PoolClosedError",
     "PoolFullError",
     "PoolStatistics",
+    "ProgressBar",
     "Rate",
     "RetryAfter",
     "Shared",
@@ -52,6 +55,7 @@ __all__ = [
     "Window",
     "WorkerPool",
     "default_backoff",
+    "progress",
     "worker_pool",
 ]
 

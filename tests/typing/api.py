@@ -165,3 +165,19 @@ async def httpx_user() -> None:
             response = await client.get("https://example.com/")
             assert_type(retry_after_seconds(response), float | None)
             assert_type(by_host(response.request), str)
+
+
+async def progress_api(pool: werkpool.WorkerPool) -> None:
+    async with werkpool.progress(pool, total=10, description="jobs", refresh=0.2) as bar:
+        assert_type(bar, werkpool.ProgressBar)
+        assert_type(bar.done, int)
+        assert_type(bar.total, int)
+        assert_type(bar.enabled, bool)
+
+
+def hooks_api(event: werkpool.Event) -> None:
+    seen: list[werkpool.Event] = []
+    pool = WorkerPool(hooks=[seen.append, werkpool.LoggingHook()])
+    pool.add_hook(seen.append)
+    assert_type(event.kind, werkpool._events.EventKind)
+    assert_type(event.job, int | None)
