@@ -25,7 +25,7 @@ nox.options.default_venv_backend = "uv|virtualenv"
 # run. Setting it here outranks nox's default (only an explicit command-line flag wins):
 # a missing interpreter is reported as a skipped session instead.
 nox.options.error_on_missing_interpreters = False
-nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.sessions = ["tests", "lint", "typing", "docs"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 

@@ -83,8 +83,9 @@ class Event:
     elapsed: float | None = None
     #: ``"paused"``: the end of the pause (``inf``: until ``resume()``).
     until: float | None = None
-    #: Jobs waiting to start, and attempts running, right after the transition.
+    #: Jobs waiting to start (first attempts and retries due), right after the transition.
     queued: int = 0
+    #: Attempts running, right after the transition.
     running: int = 0
 
 

@@ -152,7 +152,8 @@ class WorkerPool:
     starts more than 10 in any second, as a server sees it; unused credit never grows beyond
     ``burst``, however long the pool is idle or busy. A worker the event loop wakes late cannot
     make that up, so with ``burst=1`` the long-run rate is a few percent below ``rate``;
-    ``burst >= 2`` absorbs such lateness (see the README's "Choosing burst").
+    ``burst >= 2`` absorbs such lateness (see "Choosing burst" in the README and the rate
+    contract guide).
 
     Every attempt, retries included, takes a rate slot and a size slot; a job sleeping in its
     backoff holds neither. Jobs waiting for the same limits start in submission order.

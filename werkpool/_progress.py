@@ -4,7 +4,7 @@
 (jobs done, failed, retried, attempts started, pauses), so a pool with 100,000 jobs pays a few
 attribute updates per job. A task of its own, in the pool's event loop, draws the bar every
 ``refresh`` seconds from those counters and the clock: the start rate and the time to go come
-from the last few seconds (:data:`WINDOW`), so they keep moving while nothing happens (a pause
+from the last 5 seconds, so they keep moving while nothing happens (a pause
 counts down, a stalled rate falls to 0).
 
 Two renderers: rich's (``pip install werkpool[progress]``) when it can be imported, and a plain
@@ -528,7 +528,7 @@ def progress(
 
     The bar shows the jobs done (completed, failed or cancelled) out of the total, the failures,
     the retries, the pauses (pushbacks included; "paused 0:03" while the pool is paused), the
-    start rate over the last :data:`WINDOW` seconds, and the time to go, from the rate at which
+    start rate over the last 5 seconds, and the time to go, from the rate at which
     jobs finished over the same seconds. When the block ends it draws the final state (the
     average start rate and the time it took) and stays on screen; it counts only what happens
     inside the block.
