@@ -26,7 +26,7 @@ from werkpool._limits import Refusal
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
-    from types import FrameType
+    from types import FrameType, ModuleType
 
     from werkpool import WorkerPool
 
@@ -48,6 +48,20 @@ INTERNAL_TASK_MARKERS = ("werkpool", "WorkerPool")
 
 class Boom(Exception):
     """A job's own error."""
+
+
+def import_example(path: Path) -> ModuleType:
+    """Import ``examples/<name>.py`` as a module, without running its ``main()``."""
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_example", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
 
 
 def case_id(value: object) -> str | None:

@@ -5,14 +5,12 @@ The example runs unscaled (an API minute is a minute) on virtual time, so its ou
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from support import BACKENDS
+from support import BACKENDS, import_example
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -26,16 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
     """The example, imported as a module (its ``main()`` does not run)."""
-    spec = importlib.util.spec_from_file_location("api_limits_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return import_example(EXAMPLE)
 
 
 def max_overdraft(log: Iterable[tuple[float, float]], capacity: float, per: float) -> float:

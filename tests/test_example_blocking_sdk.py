@@ -10,7 +10,6 @@ every report fetched through the transient errors and the timeouts.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from support import BACKENDS
+from support import BACKENDS, import_example
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -32,16 +31,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
     """The example, imported as a module (its ``main()`` does not run)."""
-    spec = importlib.util.spec_from_file_location("blocking_sdk_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return import_example(EXAMPLE)
 
 
 @pytest.mark.realclock

@@ -10,7 +10,6 @@ run per backend, as ``python examples/crawler.py --backend B``, checks the scrip
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import re
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from support import BACKENDS
+from support import BACKENDS, import_example
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -45,16 +44,7 @@ POOL = re.compile(r"pool: (\d+) attempts, (\d+) retries, (\d+) requests complete
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
     """The example, imported as a module (its ``main()`` does not run)."""
-    spec = importlib.util.spec_from_file_location("crawler_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return import_example(EXAMPLE)
 
 
 def virtual_run(real_run: Any) -> Any:

@@ -6,14 +6,12 @@ real, in a terminal, with its progress bar.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from support import BACKENDS, approx, rate_violation, virtual_backend_options
+from support import BACKENDS, approx, import_example, rate_violation, virtual_backend_options
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -30,16 +28,7 @@ FLAKY = [item for item in range(JOBS) if item % 29 == 7]
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
     """The example, imported as a module (its ``main()`` does not run)."""
-    spec = importlib.util.spec_from_file_location("main_job_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return import_example(EXAMPLE)
 
 
 async def test_summary_promises(
