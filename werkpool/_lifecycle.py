@@ -274,8 +274,7 @@ class Lifecycle:
         ):
             # Pipelined requests need local limits that do not date their latest admission.
             sched.depth = min(limit.pipeline for limit in remote)
-        if self.hooks:
-            self._attach_hooks(sched)
+        self._attach_hooks(sched)
         if self.start_paused != -_INF:
             sched.pause(self.start_paused)
         crew = self.crew = Crew(sched, _INF if self.size is None else self.size)
