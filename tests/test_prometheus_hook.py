@@ -253,3 +253,56 @@ class TestSetup:
             ValueError, match=rf"^labels must not name \['{label}'\]: the hook sets them itself$"
         ):
             PrometheusHook(registry=registry, labels={label: "x"})
+
+
+class TestNothingRegisteredOnError:
+    """#21 item 18: a hook refused at construction leaves its registry as it found it."""
+
+    @staticmethod
+    def names(registry: CollectorRegistry) -> list[str]:
+        return sorted(metric.name for metric in registry.collect())
+
+    @pytest.mark.parametrize(
+        ("labels", "message"),
+        [
+            (
+                {"le": "x"},
+                r"^labels must not name 'le': prometheus_client reserves it for a "
+                r"histogram's buckets$",
+            ),
+            (
+                {"__x": "x"},
+                r"^labels must not name '__x': names that begin with '__' are "
+                r"reserved by Prometheus$",
+            ),
+        ],
+    )
+    def test_a_reserved_label_registers_nothing(
+        self, registry: CollectorRegistry, labels: dict[str, str], message: str
+    ) -> None:
+        """Refused before any metric is registered: a later hook of the registry works."""
+        with pytest.raises(ValueError, match=message):
+            PrometheusHook(registry=registry, labels=labels)
+        assert self.names(registry) == []
+        PrometheusHook(registry=registry, labels=POOL)  # no DuplicateTimeseries
+        assert sample(registry, "werkpool_jobs_submitted_total") == 0
+
+    def test_a_label_name_that_is_no_str_is_refused(self, registry: CollectorRegistry) -> None:
+        """A TypeError naming the argument, and nothing registered."""
+        with pytest.raises(TypeError, match=r"^labels must map str names to values, not int$"):
+            PrometheusHook(registry=registry, labels={1: "x"})  # type: ignore[dict-item]
+        assert self.names(registry) == []
+
+    def test_a_failure_midway_unregisters_what_was_registered(
+        self, registry: CollectorRegistry
+    ) -> None:
+        """A name the registry already has (the 5th of the 8 metrics): the first 4 go again."""
+        from prometheus_client import Gauge
+
+        theirs = Gauge("werkpool_jobs_queued", "someone else's", registry=registry)
+        with pytest.raises(ValueError, match="Duplicated timeseries"):
+            PrometheusHook(registry=registry, labels=POOL)
+        assert self.names(registry) == ["werkpool_jobs_queued"]
+        registry.unregister(theirs)
+        PrometheusHook(registry=registry, labels=POOL)  # the namespace is free again
+        assert sample(registry, "werkpool_jobs_queued") == 0

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING, Final, TypeVar, final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, TypeVar, cast, final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from ._metrics import LATENCY_BUCKETS, MetricsFeed
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from ._events import Event, Outcome
     from ._metrics import Scope
 
@@ -52,33 +51,37 @@ class _Families:
         self, registry: CollectorRegistry, namespace: str, labelnames: tuple[str, ...]
     ) -> None:
         self.labelnames = labelnames
+        # Every metric is made unregistered first (prometheus_client checks its names then),
+        # and registered only once all eight exist: a name refused midway would otherwise
+        # leave the first ones registered, and every later hook of the registry would fail
+        # with DuplicateTimeseries.
         self.submitted = Counter(
             "jobs_submitted",
             "Jobs submitted to the pool.",
             labelnames,
             namespace,
-            registry=registry,
+            registry=None,
         )
         self.started = Counter(
             "attempts_started",
             "Attempts started (admitted by every limit), retries included.",
             labelnames,
             namespace,
-            registry=registry,
+            registry=None,
         )
         self.finished = Counter(
             "jobs_finished",
             "Jobs finished, by outcome (completed, failed, cancelled).",
             (*labelnames, "outcome"),
             namespace,
-            registry=registry,
+            registry=None,
         )
         self.retries = Counter(
             "retries",
             "Attempts that failed and will be retried (pushbacks included).",
             labelnames,
             namespace,
-            registry=registry,
+            registry=None,
         )
         # Moved by deltas, so several pools with the same labels add up; "livesum" sums the
         # live processes in prometheus_client's multiprocess mode.
@@ -87,7 +90,7 @@ class _Families:
             "Jobs waiting to start (not those sleeping in a backoff).",
             labelnames,
             namespace,
-            registry=registry,
+            registry=None,
             multiprocess_mode="livesum",
         )
         self.running = Gauge(
@@ -95,7 +98,7 @@ class _Families:
             "Attempts running.",
             labelnames,
             namespace,
-            registry=registry,
+            registry=None,
             multiprocess_mode="livesum",
         )
         self.latency = Histogram(
@@ -103,7 +106,7 @@ class _Families:
             "How long each attempt waited for its limits before it started.",
             labelnames,
             namespace,
-            registry=registry,
+            registry=None,
             buckets=(*LATENCY_BUCKETS, float("inf")),
         )
         self.paused = Counter(
@@ -112,8 +115,28 @@ class _Families:
             "pause is over.",
             (*labelnames, "scope"),
             namespace,
-            registry=registry,
+            registry=None,
         )
+        registered: list[Counter | Gauge | Histogram] = []
+        try:
+            for metric in (
+                self.submitted,
+                self.started,
+                self.finished,
+                self.retries,
+                self.queued,
+                self.running,
+                self.latency,
+                self.paused,
+            ):
+                registry.register(metric)
+                registered.append(metric)
+        except BaseException:
+            # A name the registry already has (a metric of the user's, say): take back what
+            # was registered, so that the registry is as it was.
+            for metric in reversed(registered):
+                registry.unregister(metric)
+            raise
 
 
 #: The families made so far, per registry and namespace.
@@ -138,6 +161,41 @@ def _families(
                 "PrometheusHook of a namespace the same label names"
             )
         return families
+
+
+def _checked_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """*labels* as a dict, once every name is known to be usable.
+
+    All checked here, before any metric is made: a name refused by prometheus_client midway
+    (``le`` is refused by the histogram only, the 7th metric) would leave the first metrics
+    registered.
+    """
+    given: object = labels
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise TypeError(
+            f"labels must be a mapping of label names to values, not {type(given).__name__}"
+        )
+    checked: dict[str, str] = {}
+    for name, value in cast("Mapping[object, str]", given).items():
+        if not isinstance(name, str):
+            raise TypeError(f"labels must map str names to values, not {type(name).__name__}")
+        checked[name] = value
+    taken = sorted(_OWN_LABELS.intersection(checked))
+    if taken:
+        raise ValueError(f"labels must not name {taken}: the hook sets them itself")
+    if "le" in checked:
+        raise ValueError(
+            "labels must not name 'le': prometheus_client reserves it for a histogram's buckets"
+        )
+    for name in sorted(checked):
+        if name.startswith("__"):
+            raise ValueError(
+                f"labels must not name {name!r}: "
+                "names that begin with '__' are reserved by Prometheus"
+            )
+    return checked
 
 
 def _child(metric: _M, values: tuple[str, ...]) -> _M:
@@ -221,9 +279,12 @@ class PrometheusHook:
     :param registry: where the metrics are registered (default: prometheus_client's
         ``REGISTRY``)
     :param namespace: the prefix of the metrics' names
-    :param labels: constant labels of this hook's series (not ``outcome`` or ``scope``)
+    :param labels: constant labels of this hook's series (not ``outcome`` or ``scope``, which
+        the hook sets, nor ``le`` or a name that begins with ``__``, which Prometheus reserves)
+    :raises TypeError: if *labels* is not a mapping with str names, or *namespace* not a str
     :raises ValueError: if a label name is invalid or taken, or the namespace's metrics in this
-        registry have other label names
+        registry have other label names (or a name one of them would take). Nothing is
+        registered then: the registry is left as it was.
 
     .. versionadded:: 0.6
     """
@@ -237,10 +298,10 @@ class PrometheusHook:
         namespace: str = "werkpool",
         labels: Mapping[str, str] | None = None,
     ) -> None:
-        labels = {} if labels is None else dict(labels)
-        taken = sorted(_OWN_LABELS.intersection(labels))
-        if taken:
-            raise ValueError(f"labels must not name {taken}: the hook sets them itself")
+        labels = _checked_labels(labels)
+        given: object = namespace
+        if not isinstance(given, str):
+            raise TypeError(f"namespace must be a str, not {type(given).__name__}")
         #: Where the metrics are registered.
         self.registry = REGISTRY if registry is None else registry
         #: The prefix of the metrics' names.
