@@ -255,6 +255,62 @@ class TestRich:
         assert seen == ["submitted", "started", "finished"]
 
 
+class BrokenTerminal(io.StringIO):
+    """A terminal that takes *room* characters, then fails every write (it went away)."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.tell() + len(text) > self.room:
+            raise OSError("the terminal went away")
+        return super().write(text)
+
+
+class TestRichTerminalFailure:
+    """#21 item 8: rich's Live redirects sys.stdout and sys.stderr while it runs; a terminal that
+    fails must not leave them redirected to the bar's (broken) console."""
+
+    @pytest.mark.parametrize("when", ["at-start", "mid-run", "at-end"])
+    async def test_the_streams_are_restored_after_a_failed_write(
+        self, when: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Whenever the terminal fails (at the first write, while jobs run, or at the final
+        draw), the block ends with the program's own stdout and stderr back, the failure logged
+        once, and every job done."""
+        stdout, stderr = sys.stdout, sys.stderr
+        terminal = BrokenTerminal({"at-start": 0, "mid-run": 400, "at-end": 10**9}[when])
+        console = Console(file=terminal, force_terminal=True, width=100)
+
+        async def job(item: int) -> int:
+            await anyio.sleep(0.1)
+            if when == "at-end" and item == 9:
+                terminal.room = terminal.tell()  # nothing more fits: the final draw fails
+            return item
+
+        with caplog.at_level(logging.ERROR, logger="werkpool"):
+            async with (
+                WorkerPool(rate=10) as pool,
+                werkpool.progress(pool, total=10, console=console) as bar,
+            ):
+                outcomes = [x async for x in pool.map(job, range(10))]
+        assert outcomes == list(range(10))
+        assert bar.done == 10
+        assert (sys.stdout, sys.stderr) == (stdout, stderr)
+        print("the program's own output")
+        print("and its errors", file=sys.stderr)
+        captured = capsys.readouterr()
+        assert captured.out == "the program's own output\n"
+        assert captured.err == "and its errors\n"
+        records = [r for r in caplog.records if r.name == "werkpool"]
+        assert len(records) == 1
+        assert "drawing failed" in records[0].getMessage()
+
+
 class TestOff:
     async def test_off_when_not_a_terminal(self) -> None:
         """A console that is not a terminal: no hook, no task, no output; counters stay 0."""

@@ -51,7 +51,7 @@ class Event:
 
     Times are on the pool's clock (:func:`anyio.current_time`); durations are in seconds.
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
 
     #: What happened: ``"submitted"``, ``"started"``, ``"retrying"``, ``"finished"``,
@@ -96,7 +96,7 @@ class Hook(Protocol):
     non-blocking. An exception it raises is logged once per hook (logger ``werkpool``) and
     otherwise ignored.
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
 
     def __call__(self, event: Event, /) -> None: ...

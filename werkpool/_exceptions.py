@@ -60,7 +60,7 @@ class RetryAfter(Exception):
 
     :param seconds: the delay, a finite number >= 0 (an HTTP ``Retry-After`` in seconds)
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
 
     def __init__(self, seconds: float, message: str | None = None) -> None:
@@ -87,7 +87,7 @@ class LimitUnavailableError(Exception):
     ``retryable_exceptions`` (the default, ``Exception``, covers it), it is retried after its
     backoff; else it fails with this error.
 
-    .. versionadded:: 0.5
+    .. versionadded:: 0.3
     """
 
 
@@ -100,5 +100,5 @@ class SharedLimitError(Exception):
     did not start; the job's retry policy decides as for any error (retrying helps only once the
     store is fixed: leave this class out of ``retryable_exceptions`` to fail at once).
 
-    .. versionadded:: 0.5
+    .. versionadded:: 0.3
     """

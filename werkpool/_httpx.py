@@ -230,7 +230,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
     :param retry_exceptions: the errors retried (default: :exc:`httpx.TransportError`, which
         covers connection errors and timeouts)
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
 
     def __init__(

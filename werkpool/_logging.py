@@ -62,7 +62,7 @@ class LoggingHook:
     :param failed_level: the level of a job that failed for good (None: not logged)
     :param level: the level of every other event (None: not logged)
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
 
     __slots__ = ("_failed_level", "_level", "_retry_level", "logger")

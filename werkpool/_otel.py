@@ -168,7 +168,7 @@ class OpenTelemetryHook:
     :param name: the instrumentation scope's name (of the tracer and the meter)
     :param attributes: attributes for every span and metric point
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
 
     __slots__ = ("_attributes", "_feed", "_spans", "_tracer")

@@ -164,7 +164,9 @@ class WorkerPool:
     and trio it may also be used without ``async with``: the first :meth:`run` starts it in a
     background task (a trio system task on trio), and :meth:`shutdown` or :meth:`kill` stops it.
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
+    .. versionchanged:: 0.3 on trio too; ``burst``, ``max_pending``, ``limits``, ``per_key``,
+       ``retry_after`` and ``hooks``
     """
 
     __slots__ = ("__weakref__", "_life", "_threads")
@@ -214,7 +216,7 @@ class WorkerPool:
         once; a smaller one lets the running attempts finish and starts none until fewer than
         the new size run. Setting it replaces the unit-less Concurrency values of the limits.
 
-        .. versionchanged:: 0.4 settable
+        .. versionchanged:: 0.3 settable
         """
         return self._life.size
 
@@ -230,7 +232,7 @@ class WorkerPool:
         Settable on a running pool: the new rate continues the old one's schedule, so it never
         hands out banked credit.
 
-        .. versionchanged:: 0.4 settable
+        .. versionchanged:: 0.3 settable
         """
         return self._life.rate
 
@@ -250,8 +252,7 @@ class WorkerPool:
         """The ``limits=`` values (without the ``size``/``rate`` shorthands): the local ones,
         then the shared ones.
 
-        .. versionadded:: 0.4
-        .. versionchanged:: 0.5 shared limits included
+        .. versionadded:: 0.3
         """
         return self._life.limits + self._life.shared
 
@@ -260,7 +261,7 @@ class WorkerPool:
         """The ``per_key=`` values: each key has its own instances of them (or, shared, its own
         entry in the store).
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.3
         """
         return self._life.per_key + self._life.shared_per_key
 
@@ -277,7 +278,7 @@ class WorkerPool:
         :raises ValueError: if a job that waits has a cost the new limits could never admit, or
             the shared limits differ from the pool's (nothing is changed then)
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.3
         """
         self._check_loop()
         life = self._life
@@ -300,7 +301,7 @@ class WorkerPool:
     def hooks(self) -> tuple[Hook, ...]:
         """The pool's hooks, in the order they are called.
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         return self._life.hooks
 
@@ -312,7 +313,7 @@ class WorkerPool:
         ``werkpool``) and never reaches the pool or its jobs. A pool without hooks does no work
         for them. Adding a hook that the pool has already does nothing.
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         self._check_loop()
         check_hook(hook, "add_hook()")
@@ -325,7 +326,7 @@ class WorkerPool:
 
         :raises ValueError: if the pool does not have it
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         self._check_loop()
         life = self._life
@@ -338,7 +339,7 @@ class WorkerPool:
     def pause(self) -> None:
         """Start no attempt until :meth:`resume` (running attempts go on).
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.3
         """
         self._check_loop()
         self._life.pause(_INF)
@@ -346,7 +347,7 @@ class WorkerPool:
     def pause_for(self, seconds: float, *, key: Hashable = None) -> None:
         """Start no attempt (of *key*, if given) for *seconds*; a longer pause is kept.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.3
         """
         self._check_loop()
         delay = check_seconds(seconds)
@@ -361,7 +362,7 @@ class WorkerPool:
         For a pushback seen in a result that is still used, such as the last 429 that
         :class:`werkpool.httpx.PoolTransport` hands to its caller. A longer pause is kept.
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         self._check_loop()
         delay = check_seconds(seconds)
@@ -372,7 +373,7 @@ class WorkerPool:
         """End every pause: :meth:`pause`, :meth:`pause_for` and pushbacks, of the pool and its
         keys.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.3
         """
         self._check_loop()
         self._life.resume()
@@ -381,7 +382,7 @@ class WorkerPool:
     def paused(self) -> bool:
         """True while the pool starts nothing (paused, or a pushback's delay runs).
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.3
         """
         life = self._life
         sched = life.sched
@@ -775,7 +776,7 @@ class WorkerPool:
         :param abandon_on_cancel: see above; the other options are those of :meth:`run`
         :raises TypeError: if *fn* is not callable or is an async function (use :meth:`run`)
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         job = self._in_thread(fn, "run_sync", abandon_on_cancel)
         return self.run(
@@ -806,7 +807,7 @@ class WorkerPool:
         Like :meth:`start_soon` (its failure fails the pool), for a blocking function run in a
         thread as :meth:`run_sync` says.
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         job = self._in_thread(fn, "start_soon_sync", abandon_on_cancel)
         return self.start_soon(
@@ -840,7 +841,7 @@ class WorkerPool:
         Cancelling the caller cancels the job; with ``abandon_on_cancel=False`` the call then
         returns only once *fn* has returned in its thread.
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         job = self._in_thread(fn, "call_sync", abandon_on_cancel)
         return await self.call(
@@ -871,7 +872,7 @@ class WorkerPool:
         Like :meth:`submit` (waits for room under ``max_pending``), for a blocking function run
         in a thread as :meth:`run_sync` says.
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         job = self._in_thread(fn, "submit_sync", abandon_on_cancel)
         return await self.submit(
@@ -944,7 +945,7 @@ class WorkerPool:
         Like :meth:`map`, for a blocking function: each ``fn(item)`` runs in a thread, as
         :meth:`run_sync` says. Iterate over the results with ``async for``.
 
-        .. versionadded:: 0.6
+        .. versionadded:: 0.3
         """
         job = self._in_thread(fn, "map_sync", abandon_on_cancel)
         return self.map(
@@ -1081,9 +1082,9 @@ def worker_pool(
     The arguments are those of :class:`WorkerPool`, checked here, so a bad one raises at this
     call.
 
-    .. versionadded:: 0.3
-    .. versionchanged:: 0.4 ``limits``, ``per_key`` and ``retry_after``
-    .. versionchanged:: 0.6 ``hooks``
+    .. versionadded:: 0.2
+    .. versionchanged:: 0.3 ``burst``, ``max_pending``, ``limits``, ``per_key``, ``retry_after``
+       and ``hooks``
     """
     return WorkerPool(
         size,

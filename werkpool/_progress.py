@@ -55,7 +55,7 @@ class ObservablePool(Protocol):
     """What :func:`progress` needs of a pool: hooks and a statistics snapshot
     (:class:`werkpool.WorkerPool` has them).
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
 
     def add_hook(self, hook: Hook, /) -> None: ...
@@ -165,7 +165,12 @@ def _parts(snap: _Snapshot) -> list[tuple[str, str]]:
 class _Renderer(Protocol):
     def show(self, snap: _Snapshot) -> None: ...
 
-    def close(self, snap: _Snapshot) -> None: ...
+    def close(self, snap: _Snapshot) -> None:
+        """Draw the final state and stop; whatever fails, undo what the renderer changed."""
+
+    def abandon(self) -> None:
+        """Stop at once after a failed draw, undoing what the renderer changed (rich's
+        redirection of sys.stdout and sys.stderr); never raises an Exception."""
 
 
 @final
@@ -208,9 +213,13 @@ class _PlainRenderer:
             self.stream.write(self.line(snap) + "\n")
             self.stream.flush()
 
+    def abandon(self) -> None:
+        pass  # it changed nothing but its own line
+
 
 def _rich_renderer(console: Console, description: str | None, snap: _Snapshot) -> _Renderer:
     """A rich.progress display with the bar and the counts; drawn only when asked (no thread)."""
+    from rich.file_proxy import FileProxy
     from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
     from rich.text import Text
 
@@ -239,7 +248,14 @@ def _rich_renderer(console: Console, description: str | None, snap: _Snapshot) -
             self.task = display.add_task(
                 description or "", total=snap.total or None, completed=snap.done, snapshot=snap
             )
-            display.start()
+            # On a terminal, rich's Live replaces sys.stdout and sys.stderr with proxies that
+            # print above the bar, until it stops: they are put back here whatever happens.
+            self.streams = (sys.stdout, sys.stderr)
+            try:
+                display.start()
+            except BaseException:
+                self.abandon()
+                raise
 
         def show(self, snap: _Snapshot) -> None:
             # total None (no job known yet) draws rich's pulsing bar rather than a full one.
@@ -252,7 +268,28 @@ def _rich_renderer(console: Console, description: str | None, snap: _Snapshot) -
                     self.task, total=snap.total or None, completed=snap.done, snapshot=snap
                 )
             finally:
-                display.stop()  # draws the final bar, leaves it on screen, ends its line
+                try:
+                    display.stop()  # draws the final bar, leaves it on screen, ends its line
+                finally:
+                    self.restore()
+
+        def abandon(self) -> None:
+            try:
+                display.stop()  # its final draw fails too on a broken terminal
+            except Exception:  # the failure that brought us here is logged
+                pass
+            finally:
+                self.restore()
+
+        def restore(self) -> None:
+            """Put back sys.stdout and sys.stderr if rich's proxies are still in their place
+            (Live.stop restores them only if it gets that far); a stream the program set
+            itself since is left alone."""
+            stdout, stderr = self.streams
+            if sys.stdout is not stdout and isinstance(sys.stdout, FileProxy):
+                sys.stdout = stdout
+            if sys.stderr is not stderr and isinstance(sys.stderr, FileProxy):
+                sys.stderr = stderr
 
     return RichRenderer()
 
@@ -287,6 +324,12 @@ def _isatty(stream: object) -> bool:
         return False
 
 
+def _log_failure(error: Exception) -> None:
+    logger.error(
+        "werkpool progress bar: drawing failed; the bar is off from now on", exc_info=error
+    )
+
+
 # -- the bar ---------------------------------------------------------------------------------------
 
 
@@ -298,7 +341,7 @@ class ProgressBar:
     Made by :func:`progress`, which documents it. While the bar is shown, its counters tell what
     happened since the block began; when it is off (not a terminal), they stay 0.
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
 
     def __init__(
@@ -340,6 +383,7 @@ class ProgressBar:
         self._renderer: _Renderer | None = None
         self._group: TaskGroup | None = None
         self._entered = False
+        self._hooked = False  # the hook was added (removed again by _close)
         # One bound method, so that remove_hook() finds the very hook add_hook() got.
         self._hook: Hook = self._on_event
 
@@ -425,10 +469,12 @@ class ProgressBar:
                 renderer.close(snap)
             else:
                 renderer.show(snap)
-        except Exception:
-            # The display must never break the work it shows: log once, draw no more.
+        except Exception as error:
+            # The display must never break the work it shows: log once, draw no more. The
+            # renderer undoes what it changed first, so that the log goes to the real stderr.
             self._renderer = None
-            logger.exception("werkpool progress bar: drawing failed; the bar is off from now on")
+            renderer.abandon()
+            _log_failure(error)
 
     async def _tick(self) -> None:
         while True:
@@ -467,8 +513,15 @@ class ProgressBar:
         )
         self._began = anyio.current_time()
         self._pool.add_hook(self._hook)
+        self._hooked = True
         try:
-            self._renderer = start_renderer(self._snapshot(final=False))
+            try:
+                self._renderer = start_renderer(self._snapshot(final=False))
+            except Exception as error:
+                # A terminal that fails at once: as after a later failed draw, the bar is off
+                # and counts on; the work goes on.
+                _log_failure(error)
+                return self
             self.enabled = True
             group = anyio.create_task_group()
             await group.__aenter__()
@@ -485,7 +538,7 @@ class ProgressBar:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self.enabled:
+        if self._hooked:
             await self._close()
 
     async def _close(self) -> None:
@@ -556,7 +609,7 @@ def progress(
     :raises TypeError: if *total*, *refresh* or *force* has the wrong type
     :raises ValueError: if *total* is negative or *refresh* is not a finite number > 0
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
     given: Any = total
     if given is not None and (isinstance(given, bool) or not isinstance(given, int)):

@@ -286,7 +286,7 @@ class PrometheusHook:
         registry have other label names (or a name one of them would take). Nothing is
         registered then: the registry is left as it was.
 
-    .. versionadded:: 0.6
+    .. versionadded:: 0.3
     """
 
     __slots__ = ("_feed", "labels", "namespace", "registry")

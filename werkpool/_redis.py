@@ -267,7 +267,7 @@ class StoreStatistics:
     """Counters of a :class:`RedisStore`, for every pool that uses it (see
     :meth:`RedisStore.statistics`).
 
-    .. versionadded:: 0.5
+    .. versionadded:: 0.3
     """
 
     #: Admissions the store granted (each one script call).
@@ -357,7 +357,7 @@ class RedisStore:
         the order of submission. With more, two jobs whose requests are in flight together may
         start in either order (trio runs ready tasks in random order, so there they do).
 
-    .. versionadded:: 0.5
+    .. versionadded:: 0.3
     """
 
     def __init__(

@@ -92,7 +92,7 @@ class Rate:
         (:exc:`werkpool.RetryAfter`), and let it regrow linearly, back from half to ``count``
         within ``per`` seconds without pushback, never above ``count`` (AIMD)
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
 
     count: float
@@ -116,7 +116,7 @@ class Rate:
         """This limit kept in *store* under *name*: every pool, in any process or host, that
         names it shares one budget (see :class:`werkpool.redis.RedisStore`).
 
-        .. versionadded:: 0.5
+        .. versionadded:: 0.3
         """
         return Shared(self, store, name)
 
@@ -147,7 +147,7 @@ class Window:
     :param per: the window's length in seconds
     :param unit: as for :class:`Rate`
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
 
     count: float
@@ -164,7 +164,7 @@ class Window:
         """This limit kept in *store* under *name*: every pool, in any process or host, that
         names it shares one budget (see :class:`werkpool.redis.RedisStore`).
 
-        .. versionadded:: 0.5
+        .. versionadded:: 0.3
         """
         return Shared(self, store, name)
 
@@ -187,7 +187,7 @@ class Concurrency:
     :param n: an int >= 1 to count attempts; any number > 0 with a unit
     :param unit: as for :class:`Rate` (``Concurrency(16, unit="gpu_gb")``)
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
 
     n: float
@@ -202,7 +202,7 @@ class Concurrency:
         """This limit kept in *store* under *name*: every pool, in any process or host, that
         names it shares one budget (see :class:`werkpool.redis.RedisStore`).
 
-        .. versionadded:: 0.5
+        .. versionadded:: 0.3
         """
         return Shared(self, store, name)
 
@@ -251,7 +251,7 @@ class Shared:
     :param store: where it is kept
     :param name: its name in the store (a non-empty str of at most 200 characters)
 
-    .. versionadded:: 0.5
+    .. versionadded:: 0.3
     """
 
     limit: LimitSpec

@@ -14,7 +14,7 @@ class LimitStatistics:
     """
     A snapshot of one of the pool's limits, in :attr:`PoolStatistics.limits`.
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
 
     #: ``"rate"``, ``"window"`` or ``"concurrency"``.
@@ -80,14 +80,14 @@ class PoolStatistics:
     borrowed_tokens: int
     #: One snapshot per limit of the pool (``size`` and ``rate`` first), not of its keys.
     #:
-    #: .. versionadded:: 0.4
+    #: .. versionadded:: 0.3
     limits: tuple[LimitStatistics, ...] = ()
     #: Keys with their own limits now (keys idle and at rest are dropped).
     #:
-    #: .. versionadded:: 0.4
+    #: .. versionadded:: 0.3
     keys: int = 0
     #: Until when the pool starts nothing (``inf``: until :meth:`~WorkerPool.resume`); ``None``
     #: when it is not paused.
     #:
-    #: .. versionadded:: 0.4
+    #: .. versionadded:: 0.3
     paused_until: float | None = None

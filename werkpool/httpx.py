@@ -14,7 +14,7 @@ retries, and with 429/503 ``Retry-After`` answers as the pool's pushbacks::
 
 It works on asyncio and trio alike (httpx runs on both through anyio).
 
-.. versionadded:: 0.6
+.. versionadded:: 0.3
 """
 
 from __future__ import annotations

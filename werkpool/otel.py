@@ -12,7 +12,7 @@ them::
 
 It needs only ``opentelemetry-api``; without a configured SDK every call is a no-op.
 
-.. versionadded:: 0.6
+.. versionadded:: 0.3
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ registry (``prometheus_client.start_http_server``, an ASGI app)::
     async with WorkerPool(size=10, hooks=[PrometheusHook(labels={"pool": "crawler"})]) as pool:
         ...
 
-.. versionadded:: 0.6
+.. versionadded:: 0.3
 """
 
 from __future__ import annotations

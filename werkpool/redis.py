@@ -14,7 +14,7 @@ wherever the pools run::
 
 It needs `coredis <https://coredis.readthedocs.io>`_, which runs on asyncio and trio alike.
 
-.. versionadded:: 0.5
+.. versionadded:: 0.3
 """
 
 from __future__ import annotations
