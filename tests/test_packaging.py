@@ -69,8 +69,7 @@ def test_version_labels_name_released_versions() -> None:
     ]
     assert not wrong, (
         f"version labels beyond {package_version()} or without a section in CHANGELOG.md "
-        f"(released: {RELEASE_HEADING.findall(CHANGELOG.read_text('utf-8'))}):\n"
-        + "\n".join(wrong)
+        f"(released: {RELEASE_HEADING.findall(CHANGELOG.read_text('utf-8'))}):\n" + "\n".join(wrong)
     )
 
 
