@@ -69,11 +69,20 @@ class RetryAfter(Exception):
             raise TypeError(
                 f"RetryAfter: seconds must be a finite number >= 0, not {type(seconds).__name__}"
             )
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(f"RetryAfter: seconds must be a finite number >= 0, got {seconds!r}")
-        super().__init__(message or f"the provider asked to retry after {seconds:g} s")
+        try:
+            value = float(seconds)
+        except OverflowError:  # an int beyond the floats (10**400): a bad value, not a crash
+            value = math.inf
+        if not math.isfinite(value) or value < 0:
+            shown = (
+                f"an int of {seconds.bit_length()} bits"
+                if value == math.inf and isinstance(seconds, int)
+                else repr(seconds)
+            )
+            raise ValueError(f"RetryAfter: seconds must be a finite number >= 0, got {shown}")
+        super().__init__(message or f"the provider asked to retry after {value:g} s")
         #: The delay, in seconds.
-        self.seconds = float(seconds)
+        self.seconds = value
 
 
 class LimitUnavailableError(Exception):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Protocol, final
 
 from ._specs import Rate, Window
@@ -142,6 +143,23 @@ class RemoteLimit(Protocol):
         ...
 
 
+#: An amount counted exactly: an int, or the exact value of a fractional float.
+Exact = int | Fraction
+
+
+def _exact(amount: float) -> Exact:
+    """*amount* as an exact number, so that adding and taking back costs leaves no residue.
+
+    Summing floats does: 0.2 + 0.4 + 0.3 - 0.2 - 0.4 - 0.3 is 1.7e-16, which would keep a
+    ``Concurrency(1, unit=...)`` from ever admitting a cost of 1 again and a key's limits from
+    ever being dropped. Whole amounts (the usual case) stay ints; a float's :class:`Fraction` is
+    its exact binary value, so the sums are exact whatever the costs.
+    """
+    if type(amount) is int:
+        return amount
+    return int(amount) if amount.is_integer() else Fraction(amount)
+
+
 def _cost(job: Job | None, unit: str | None) -> float:
     """What one attempt of *job* costs in *unit*: 1 for attempts (``unit=None``); else what its
     ``cost=`` says, 0 if it names no cost in that unit. No job (a map's pace): 1 or 0."""
@@ -172,16 +190,25 @@ class RateLimit:
     Adaptive: :meth:`pushback` halves the rate (down to ``1/64`` of the configured one), and it
     regrows linearly while no pushback comes, from half to full within ``per`` seconds. A change
     of rate keeps the units in the bucket (not ``tat``, which would free or owe credit).
+
+    Margin: every start also moves ``tat`` by *margin* seconds (``margin * rate`` units), so
+    starts at burst 1 are ``T + margin`` apart: a cushion against the jitter between the
+    client's clock and a strict server's. Counting attempts, the tolerance grows to match
+    (``tau = (burst - 1) * (T + margin)``), so ``burst`` starts may still go back to back; with
+    a unit, each start's margin counts against the burst. The bounds above hold all the more.
     """
 
     __slots__ = (
         "_changed_at",
         "_origin",
+        "_pad",
         "_pause_end",
+        "_slack",
         "_units",
         "adaptive",
         "burst",
         "configured",
+        "margin",
         "per",
         "rate",
         "spec",
@@ -198,10 +225,16 @@ class RateLimit:
         unit: str | None = None,
         adaptive: bool = False,
         per: float = 1.0,
+        margin: float = 0.0,
         spec: object = None,
     ) -> None:
         self.rate = rate
         self.configured = rate
+        self.margin = margin
+        #: The margin in units at the current rate: what each start adds beside its cost.
+        self._pad = margin * rate
+        #: The tolerance the margins of a burst add (attempts only: see the class docstring).
+        self._slack = (burst - 1) * self._pad if unit is None else 0.0
         self.burst = burst
         self.unit = unit
         self.adaptive = adaptive
@@ -223,12 +256,12 @@ class RateLimit:
             self._regrow(now)
         unit = self.unit
         cost = 1 if unit is None else _cost(job, unit)
-        return self._origin + (self._units - self.burst + cost) / self.rate
+        return self._origin + (self._units - self.burst - self._slack + cost) / self.rate
 
     def admit(self, job: Job | None, at: float) -> None:
-        """Count a start at *at*: ``tat = max(tat, at) + cost * T``."""
+        """Count a start at *at*: ``tat = max(tat, at) + cost * T + margin``."""
         unit = self.unit
-        cost = 1 if unit is None else _cost(job, unit)
+        cost = (1 if unit is None else _cost(job, unit)) + self._pad
         if at > self._origin + self._units / self.rate:
             self._origin = at  # the bucket drained before `at`: restart the schedule there
             self._units = cost
@@ -239,7 +272,7 @@ class RateLimit:
         # As if the latest admit() had been at `at`: the schedule before it ended at
         # tat - cost/rate; if that is before `at`, the bucket had drained by then and restarts.
         unit = self.unit
-        cost = 1 if unit is None else _cost(job, unit)
+        cost = (1 if unit is None else _cost(job, unit)) + self._pad
         if at > self._origin + (self._units - cost) / self.rate:
             self._origin = at
             self._units = cost
@@ -249,7 +282,7 @@ class RateLimit:
         # the schedule now ends at that admission's time instead of before it: stricter than
         # before the admit by less than a slot, never looser.
         unit = self.unit
-        self._units -= 1 if unit is None else _cost(job, unit)
+        self._units -= (1 if unit is None else _cost(job, unit)) + self._pad
 
     def release(self, job: Job | None) -> None:
         pass
@@ -278,7 +311,13 @@ class RateLimit:
             self._origin = tat  # drained: only later starts see the new rate
             self._units = 0
         self.rate = rate
+        self._set_margin()
         self._set_level(now, level)
+
+    def _set_margin(self) -> None:
+        """Express the margin in units at the current rate (an adaptive rate changes)."""
+        self._pad = self.margin * self.rate
+        self._slack = (self.burst - 1) * self._pad if self.unit is None else 0.0
 
     def carry_on_from(self, older: RateLimit, now: float) -> None:
         """Take over *older*'s units and pushback state (a new rate of the same unit replaces
@@ -291,6 +330,7 @@ class RateLimit:
         if self.adaptive and older.adaptive and older.rate < older.configured:
             self._changed_at = older._changed_at
             self.rate = self.configured * older.rate / older.configured
+            self._set_margin()
 
     def pushback(self, now: float, until: float, paused: bool) -> None:
         """The provider refused an attempt this limit admitted, and starts nothing before *until*.
@@ -345,7 +385,7 @@ class RateLimit:
             unit=self.unit,
             # At most a full bucket: during a pushback's pause the bucket is full until it ends.
             in_use=min(max(0.0, (tat - now) * self.rate), self.burst),
-            next_free=self._origin + (self._units - self.burst + 1) / self.rate,
+            next_free=self._origin + (self._units - self.burst - self._slack + 1) / self.rate,
             effective_rate=self.rate,
         )
 
@@ -376,8 +416,8 @@ class WindowLimit:
         self.unit = unit
         self.spec = spec
         self._starts: deque[float] = deque()
-        self._costs: deque[float] = deque()
-        self._total: float = 0  # the costs in _costs
+        self._costs: deque[Exact] = deque()
+        self._total: Exact = 0  # the costs in _costs, summed exactly (see _exact)
 
     def _forget_before(self, now: float) -> None:
         """Drop the starts that left every window containing *now*."""
@@ -393,7 +433,7 @@ class WindowLimit:
         return self._earliest_for(_cost(job, self.unit))
 
     def admit(self, job: Job | None, at: float) -> None:
-        cost = _cost(job, self.unit)
+        cost = _exact(_cost(job, self.unit))
         self._starts.append(at)
         self._costs.append(cost)
         self._total += cost
@@ -429,13 +469,13 @@ class WindowLimit:
             per=self.per,
             burst=None,
             unit=self.unit,
-            in_use=self._total,
+            in_use=float(self._total),
             next_free=self._earliest_for(1),
             effective_rate=None,
         )
 
     def _earliest_for(self, cost: float) -> float:
-        excess = self._total + cost - self.count
+        excess = self._total + _exact(cost) - self.count
         if excess <= 0:
             return -_INF
         # The oldest starts must leave until `excess` units have: the last of them sets the time.
@@ -463,23 +503,25 @@ class CountLimit:
         self.n = n
         self.unit = unit
         self.spec = spec
-        self.in_use: float = 0
+        #: The summed cost of the running attempts, exact (see _exact): it is 0 again, not a
+        #: float residue, once they all ended.
+        self.in_use: Exact = 0
 
     def earliest(self, job: Job | None, now: float) -> float:
         unit = self.unit
-        cost = 1 if unit is None else _cost(job, unit)
+        cost = 1 if unit is None else _exact(_cost(job, unit))
         return -_INF if self.in_use + cost <= self.n else _INF
 
     def admit(self, job: Job | None, at: float) -> None:
         unit = self.unit
-        self.in_use += 1 if unit is None else _cost(job, unit)
+        self.in_use += 1 if unit is None else _exact(_cost(job, unit))
 
     def restamp(self, job: Job | None, at: float) -> None:
         pass  # counts attempts, not times
 
     def refund(self, job: Job | None) -> None:
         unit = self.unit
-        self.in_use -= 1 if unit is None else _cost(job, unit)
+        self.in_use -= 1 if unit is None else _exact(_cost(job, unit))
 
     release = refund
 
@@ -496,7 +538,7 @@ class CountLimit:
             per=None,
             burst=None,
             unit=self.unit,
-            in_use=self.in_use,
+            in_use=float(self.in_use),
             next_free=-_INF if self.in_use + 1 <= self.n else _INF,
             effective_rate=None,
         )
@@ -579,6 +621,7 @@ def build(spec: LimitSpec) -> Limit:
             unit=spec.unit,
             adaptive=spec.adaptive,
             per=spec.per,
+            margin=spec.margin,
             spec=spec,
         )
     if isinstance(spec, Window):

@@ -58,9 +58,36 @@ def _per(value: object, owner: str) -> float:
         raise TypeError(
             f"{owner}: per must be a finite number of seconds > 0, not {type(value).__name__}"
         )
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the floats (10**400)
+        number = math.inf
     if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{owner}: per must be a finite number of seconds > 0, got {value!r}")
+        raise ValueError(
+            f"{owner}: per must be a finite number of seconds > 0, got {show_value(value)}"
+        )
+    return number
+
+
+def _margin(value: object, per: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"Rate: margin must be a finite number of seconds >= 0, not {type(value).__name__}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(
+            f"Rate: margin must be a finite number of seconds >= 0, got {show_value(value)}"
+        )
+    if number > per:
+        # A cushion against jitter is a fraction of the interval; more than a whole period
+        # per start is a misplaced unit (ms for s), not a margin.
+        raise ValueError(
+            f"Rate: margin must be at most per ({_show(per)} s), got {show_value(value)} s"
+        )
     return number
 
 
@@ -91,6 +118,11 @@ class Rate:
     :param adaptive: halve the effective rate at each pushback from the provider
         (:exc:`werkpool.RetryAfter`), and let it regrow linearly, back from half to ``count``
         within ``per`` seconds without pushback, never above ``count`` (AIMD)
+    :param margin: seconds added to the interval after each start (default 0): with burst 1,
+        two starts are at least ``per / count + margin`` apart. A cushion against the jitter
+        between your clock and a strict server's (one that refuses a request that comes sooner
+        than ``1/rate`` after the last, such as nginx's ``limit_req`` without ``burst``): see
+        "Choosing burst" in the README for the measured refusals. A number from 0 to ``per``.
 
     .. versionadded:: 0.3
     """
@@ -101,6 +133,7 @@ class Rate:
     burst: float = 1
     unit: str | None = None
     adaptive: bool = False
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         _unit(self.unit, "Rate")
@@ -111,6 +144,7 @@ class Rate:
         adaptive = cast("object", self.adaptive)
         if not isinstance(adaptive, bool):
             raise TypeError(f"Rate: adaptive must be a bool, not {type(self.adaptive).__name__}")
+        object.__setattr__(self, "margin", _margin(self.margin, self.per))
 
     def shared(self, store: Store, name: str) -> Shared:
         """This limit kept in *store* under *name*: every pool, in any process or host, that
@@ -131,6 +165,8 @@ class Rate:
             text += f", unit={self.unit!r}"
         if self.adaptive:
             text += ", adaptive=True"
+        if self.margin:
+            text += f", margin={_show(self.margin)}"
         return text + ")"
 
 
@@ -270,6 +306,11 @@ class Shared:
                 f"{limit!r} cannot be shared: an adaptive rate halves on its own pushbacks, "
                 "which other processes do not see (share a plain Rate)"
             )
+        if isinstance(limit, Rate) and limit.margin:
+            raise ValueError(
+                f"{limit!r} cannot be shared: the store spaces a shared rate's starts by its own "
+                "clock, without a margin (give the margin to a local Rate beside it)"
+            )
         if not callable(getattr(self.store, "bind", None)):
             raise TypeError(
                 f"Shared: store must be a werkpool.redis.RedisStore (or another Store), "
@@ -368,9 +409,14 @@ def check_cost(
             raise TypeError(
                 f"cost[{unit!r}] must be a finite number >= 0, not {type(amount).__name__}"
             )
-        value = float(amount)
+        try:
+            value = float(amount)
+        except OverflowError:  # an int beyond the floats (10**400)
+            value = math.inf
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"cost[{unit!r}] must be a finite number >= 0, got {amount!r}")
+            raise ValueError(
+                f"cost[{unit!r}] must be a finite number >= 0, got {show_value(amount)}"
+            )
         counting = [spec for spec in specs if spec.unit == unit]
         if not counting and known_units:
             units = sorted({spec.unit for spec in specs if spec.unit is not None})

@@ -31,7 +31,9 @@ __all__ = [
 
 
 def show_value(value: object) -> str:
-    """repr() for a message, even of an int too long for Python to print."""
+    """repr() for a message, even of an int too long for Python to print (or to read)."""
+    if isinstance(value, int) and value.bit_length() > 1024:  # beyond the floats
+        return f"an int of {value.bit_length()} bits"
     try:
         return repr(value)
     except ValueError:  # int max str digits
@@ -79,6 +81,10 @@ def check_rate(rate: object) -> float | None:
     value = _to_float(rate, "rate", "None or a finite number > 0")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"rate must be None or a finite number > 0, got {show_value(rate)}")
+    if value > MAX_BURST:
+        # The limit counts starts in float arithmetic, exact up to 2**53 (see MAX_BURST): say
+        # so here, at the call, not at the first `async with`.
+        raise ValueError(f"rate must be <= 2**53 ({MAX_BURST}) starts per second, got {rate!r}")
     return value
 
 
