@@ -1,21 +1,23 @@
-"""Call an API that limits requests and tokens per minute, and recover when it is stricter.
+"""Call an API that limits requests and tokens per minute; recover when it is stricter.
 
-An in-process fake of an LLM provider enforces 500 requests/min and 90,000 tokens/min, each as a
-continuously refilling bucket (it holds a minute's worth and refills at 1/60 of it per second),
-and answers an overshoot as an HTTP 429 would: an error that says how long to wait (Retry-After).
-Every request costs 1 request and its token count. Two runs of the same 800 requests:
+An in-process fake of an LLM provider enforces 500 requests/min and 90,000 tokens/min,
+each as a continuously refilling bucket (it holds a minute's worth and refills at 1/60
+of it per second), and answers an overshoot as an HTTP 429 would: an error that says how
+long to wait (Retry-After). Every request costs 1 request and its token count. Two runs
+of the same 800 requests:
 
-- the client's limits match the server's: werkpool spends the server's budget without a single
-  pushback, and finishes close to the fastest any client could (the "bound");
-- the server is 20 % stricter than it advertises: the client still sends at the advertised
-  limits, gets pushed back, pauses for the Retry-After and halves its adaptive rates, and still
-  finishes every request.
+- the client's limits match the server's: werkpool spends the server's budget without a
+  single pushback, and finishes close to the fastest any client could (the "bound");
+- the server is 20 % stricter than it advertises: the client still sends at the
+  advertised limits, gets pushed back, pauses for the Retry-After and halves its
+  adaptive rates, and still finishes every request.
 
 Run: python examples/api_limits.py [--backend asyncio|trio] [--scale 120]
 
-The runs are time-scaled: with ``--scale N`` an API minute lasts ``60 / N`` real seconds (the
-server's latency shrinks with it), so the default takes about two seconds. The output counts
-in API time, the same at any scale. The tests run it unscaled, on virtual time.
+The runs are time-scaled: with ``--scale N`` an API minute lasts ``60 / N`` real seconds
+(the server's latency shrinks with it), so the default takes about two seconds. The
+output counts in API time, the same at any scale. The tests run it unscaled, on virtual
+time.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class RateLimited(Exception):
 
 
 class Bucket:
-    """A continuously refilling bucket: holds at most ``capacity``, regains it in ``per`` s."""
+    """A refilling bucket: holds at most ``capacity``, regains it in ``per`` s."""
 
     def __init__(self, capacity: float, per: float) -> None:
         self.capacity = capacity
@@ -114,8 +116,8 @@ class Report:
 
     def lines(self) -> list[str]:
         return [
-            f"{self.name}: {self.finished}/{self.jobs} jobs finished, {self.failed} failed, "
-            f"{self.pushbacks} pushbacks, {self.elapsed:.1f} s "
+            f"{self.name}: {self.finished}/{self.jobs} jobs finished, "
+            f"{self.failed} failed, {self.pushbacks} pushbacks, {self.elapsed:.1f} s "
             f"({self.elapsed / self.bound:.2f}x the bound of {self.bound:.1f} s)",
             f"  after the first minute: {self.requests_per_min:,.0f} requests/min, "
             f"{self.tokens_per_min:,.0f} tokens/min; "
@@ -123,8 +125,10 @@ class Report:
         ]
 
 
-async def watch_token_rate(pool: WorkerPool, minute: float, lowest: list[float]) -> None:
-    """Sample the pool's statistics every API second: the adaptive token rate's lowest value."""
+async def watch_token_rate(
+    pool: WorkerPool, minute: float, lowest: list[float]
+) -> None:
+    """Every API second, note the lowest adaptive token rate in the statistics."""
     while True:
         for limit in pool.statistics().limits:
             if limit.unit == "tokens" and limit.effective_rate is not None:
@@ -140,9 +144,15 @@ async def run_once(
     pool = WorkerPool(
         limits=[
             Rate(REQUESTS_PER_MIN, per=minute, burst=REQUESTS_PER_MIN, adaptive=True),
-            Rate(TOKENS_PER_MIN, per=minute, burst=TOKENS_PER_MIN, unit="tokens", adaptive=True),
+            Rate(
+                TOKENS_PER_MIN,
+                per=minute,
+                burst=TOKENS_PER_MIN,
+                unit="tokens",
+                adaptive=True,
+            ),
         ],
-        retry_after=retry_after,  # a 429 pauses the pool for its Retry-After, then retries
+        retry_after=retry_after,  # a 429 pauses the pool for its Retry-After
     )
     lowest = [float(TOKENS_PER_MIN)]
     start = anyio.current_time()
@@ -161,6 +171,9 @@ async def run_once(
     failed = sum(isinstance(outcome, BaseException) for outcome in outcomes)
     late = [tokens for at, tokens in api.accepted if at - start >= minute]
     minutes_after_first = max(elapsed - minute, 1e-9) / minute
+    # A full bucket at once, then the refill rate, for whichever limit binds.
+    requests, tokens = server
+    bound = 60 * max((len(costs) - requests) / requests, (sum(costs) - tokens) / tokens)
     report = Report(
         name=name,
         jobs=len(costs),
@@ -168,8 +181,7 @@ async def run_once(
         failed=failed,
         pushbacks=api.refused,
         elapsed=elapsed * 60 / minute,
-        # A full bucket at once, then the refill rate, for whichever limit binds.
-        bound=60 * max((len(costs) - server[0]) / server[0], (sum(costs) - server[1]) / server[1]),
+        bound=bound,
         requests_per_min=len(late) / minutes_after_first,
         tokens_per_min=sum(late) / minutes_after_first,
         lowest_tokens_per_min=lowest[0],
@@ -201,7 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument(
-        "--scale", type=float, default=120.0, help="API time runs this many times faster"
+        "--scale",
+        type=float,
+        default=120.0,
+        help="API time runs this many times faster",
     )
     args = parser.parse_args(argv)
     anyio.run(partial(demo, args.scale), backend=args.backend)

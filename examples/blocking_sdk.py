@@ -1,18 +1,20 @@
-"""A blocking vendor SDK under a pool's ``size`` and ``rate``: each call runs in a worker thread.
+"""A blocking vendor SDK under a pool's ``size`` and ``rate``, each call in a thread.
 
 The "SDK" is blocking code the event loop must not run itself (simulated here with
-``time.sleep``): a call takes 50-200 ms, some calls fail with a transient error on their first
-try, and a few hang on their first try for longer than the timeout. The pool runs every call in
-a thread of its own limiter, as many threads as ``size`` (anyio's default of 40 threads never
-caps it), starts at most ``rate`` calls a second, times each attempt out and retries it.
+``time.sleep``): a call takes 50-200 ms, some calls fail with a transient error on their
+first try, and a few hang on their first try for longer than the timeout. The pool runs
+every call in a thread of its own limiter, as many threads as ``size`` (anyio's default
+of 40 threads never caps it), starts at most ``rate`` calls a second, times each attempt
+out and retries it.
 
-The SDK counts, under a lock, how many of its calls run at once and when each begins, so the
-summary shows what the vendor saw: never more than ``size`` threads inside at once, and never
-more than ``rate`` calls begun in any second.
+The SDK counts, under a lock, how many of its calls run at once and when each begins, so
+the summary shows what the vendor saw: never more than ``size`` threads inside at once,
+and never more than ``rate`` calls begun in any second.
 
-A timed-out attempt shows what a timeout can and cannot do to a thread: nothing can interrupt
-``time.sleep``, so the attempt waits for the call to return, keeps its slot until then (``size``
-counts every running thread), and then fails with ``TimeoutError`` and is retried.
+A timed-out attempt shows what a timeout can and cannot do to a thread: nothing can
+interrupt ``time.sleep``, so the attempt waits for the call to return, keeps its slot
+until then (``size`` counts every running thread), and then fails with ``TimeoutError``
+and is retried.
 
 Run: python examples/blocking_sdk.py [--backend asyncio|trio]   (about 3 s)
 """
@@ -36,8 +38,8 @@ ACCOUNTS = 40
 TIMEOUT = 0.4  # seconds per attempt
 RETRIES = 2
 HANG = 0.6  # how long a hanging call blocks: longer than TIMEOUT
-#: Starts are timed inside the threads, a little after the pool dates them: the busiest window
-#: is counted over a second less this allowance for a thread's start-up.
+#: Starts are timed inside the threads, a little after the pool dates them: the busiest
+#: window is counted over a second less this allowance for a thread's start-up.
 THREAD_START = 0.01
 
 
@@ -65,15 +67,16 @@ class VendorSDK:
             return "token-1234"
 
     def fetch_report(self, account: str) -> dict[str, object]:
-        """Fetch one account's report: blocks 50-200 ms. Some accounts fail or hang on their
-        first try (each account always does the same, so runs are comparable)."""
+        """Fetch one account's report: blocks 50-200 ms. Some accounts fail or hang on
+        their first try (each account always does the same, so runs are comparable)."""
         with self._call(account) as first_try:
             number = int(account.removeprefix("acct-"))
             if first_try and number % 8 == 3:
                 time.sleep(0.05)
                 raise TransientError(f"connection reset while fetching {account}")
             if first_try and number % 10 == 7:
-                time.sleep(HANG)  # the vendor's server hangs; nothing can interrupt this
+                # The vendor's server hangs; nothing can interrupt this.
+                time.sleep(HANG)
             else:
                 with self.lock:
                     pause = self.rng.uniform(0.05, 0.2)
@@ -85,7 +88,7 @@ class VendorSDK:
 
 
 class _Inside:
-    """Counts a call as running from its start to its end; yields whether it is its first."""
+    """Counts a call as running from start to end; yields whether it is its first."""
 
     def __init__(self, sdk: VendorSDK, name: str) -> None:
         self.sdk = sdk
@@ -137,7 +140,7 @@ class Report:
 
     @property
     def timed_out(self) -> int:
-        """Calls that returned after their attempt had timed out (their results dropped)."""
+        """Calls that returned after their attempt timed out (their results dropped)."""
         return self.sdk.outcomes["ok"] - self.stats.completed
 
     @property
@@ -154,14 +157,15 @@ class Report:
             f"timeouts: {self.timed_out} calls outlived the {TIMEOUT:g} s timeout "
             f"(each kept its slot until it returned, then was retried)",
             f"most threads inside the SDK at once: {sdk.most_inside} (size {SIZE})",
-            f"calls begun: {self.achieved_rate:.1f}/s on average, at most {self.busiest_second} "
-            f"in any second (rate {RATE})",
-            f"pool: {stats.attempts} attempts, {stats.completed} completed, {stats.failed} failed",
+            f"calls begun: {self.achieved_rate:.1f}/s on average, "
+            f"at most {self.busiest_second} in any second (rate {RATE})",
+            f"pool: {stats.attempts} attempts, {stats.completed} completed, "
+            f"{stats.failed} failed",
         ]
 
 
 async def demo() -> Report:
-    """Log in with ``call_sync``, then fetch every account's report with ``map_sync``."""
+    """Log in with ``call_sync``, then fetch each account's report with ``map_sync``."""
     sdk = VendorSDK()
     accounts = [f"acct-{n}" for n in range(ACCOUNTS)]
     start = anyio.current_time()
@@ -169,8 +173,9 @@ async def demo() -> Report:
         # One call, its result here: the caller waits, the thread is the pool's.
         token = await pool.call_sync(sdk.authenticate, timeout=TIMEOUT, retries=RETRIES)
         assert token.startswith("token-")
-        # Many calls, read lazily, in the order they finish: a hanging call holds up nothing
-        # (in input order, the map would stop feeding once ``window`` results wait behind it).
+        # Many calls, read lazily, in the order they finish: a hanging call holds up
+        # nothing (in input order, the map would stop feeding once ``window`` results
+        # wait behind it).
         reports = [
             report
             async for report in pool.map_sync(

@@ -1,16 +1,18 @@
-"""A polite crawler: every request of an httpx client goes through a pool with per-host limits.
+"""A polite crawler: each httpx request goes through a pool with per-host limits.
 
-The web it crawls is fake and in this file, so the example runs offline: an ASGI app answers
-for three hosts (``http://alpha.test``, ``http://beta.test``, ``http://gamma.test``, told apart
-by the ``Host`` header) with small HTML pages that link to each other, and it enforces a rate per
-host as a strict server would: a request that comes sooner than its host allows gets
-``429 Too Many Requests`` with a ``Retry-After``. gamma.test allows less than the crawler sends.
+The web it crawls is fake and in this file, so the example runs offline: an ASGI app
+answers for three hosts (``http://alpha.test``, ``http://beta.test``,
+``http://gamma.test``, told apart by the ``Host`` header) with small HTML pages that
+link to each other, and it enforces a rate per host as a strict server would: a request
+that comes sooner than its host allows gets ``429 Too Many Requests`` with a
+``Retry-After``. gamma.test allows less than the crawler sends.
 
-The crawler sends through ``httpx.AsyncClient(transport=PoolTransport(pool, inner))``: each
-request is a job of ``WorkerPool(size=6, per_key=[Rate(10, adaptive=True), Concurrency(2)])``,
-keyed by its host, so each host gets its own rate and at most two requests in flight. A 429
-pauses only that host's requests for its Retry-After, halves that host's rate, and the request
-is retried: the crawl completes, every page with a 200, and the other hosts never wait for it.
+The crawler sends through ``httpx.AsyncClient(transport=PoolTransport(pool, inner))``:
+each request is a job of ``WorkerPool(size=6, per_key=[Rate(10, adaptive=True),
+Concurrency(2)])``, keyed by its host, so each host gets its own rate and at most two
+requests in flight. A 429 pauses only that host's requests for its Retry-After, halves
+that host's rate, and the request is retried: the crawl completes, every page with a
+200, and the other hosts never wait for it.
 
 Run: python examples/crawler.py [--backend asyncio|trio]   (about 4 s)
 
@@ -46,7 +48,8 @@ PAGES_PER_HOST = 12
 START = "http://alpha.test/"
 #: The crawler never fetches more than this many pages, however big the web.
 MAX_PAGES = 50
-#: What the crawler sends to each host: 10 a second (more than gamma.test accepts), 2 at once.
+#: What the crawler sends to each host: 10 a second (more than gamma.test accepts), 2 at
+#: once.
 PER_HOST: list[Rate | Concurrency] = [Rate(10, adaptive=True), Concurrency(2)]
 SIZE = 6  # requests in flight, all hosts together
 RETRIES = 5  # per request; a 429 is retried after its Retry-After
@@ -57,7 +60,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 
 
-# -- the fake web: an ASGI app that serves three hosts and refuses requests that come too fast --
+# -- the fake web: an ASGI app that serves three hosts, refusing requests too fast -----
 
 
 @dataclass
@@ -74,7 +77,7 @@ class HostLog:
 
 @dataclass
 class FakeWeb:
-    """An ASGI app for the hosts of :data:`HOSTS`, each with its own strict rate limit."""
+    """An ASGI app for the hosts of :data:`HOSTS`, each with its own strict rate."""
 
     hosts: dict[str, HostLog] = field(
         default_factory=lambda: {name: HostLog(rate) for name, rate in HOSTS.items()}
@@ -97,11 +100,13 @@ class FakeWeb:
         host.arrivals.append(now)
         wait = host.last + 1 / host.rate - now
         if wait > 1e-6:  # a microsecond of slack for the clocks' rounding
-            # Too soon: say when to come back, rounded up to a millisecond. (RFC 9110 gives
-            # Retry-After in whole seconds; werkpool accepts decimals too.)
+            # Too soon: say when to come back, rounded up to a millisecond. (RFC 9110
+            # gives Retry-After in whole seconds; werkpool accepts decimals too.)
             host.refused += 1
             retry_after = f"{math.ceil(wait * 1000) / 1000:.3f}"
-            await respond(send, 429, "text/plain", "slow down", ((b"retry-after", retry_after),))
+            await respond(
+                send, 429, "text/plain", "slow down", ((b"retry-after", retry_after),)
+            )
             return
         host.last = now
         page = page_number(scope["path"])
@@ -125,11 +130,15 @@ def page_number(path: str) -> int | None:
 
 
 def render(host: str, page: int) -> str:
-    """Page *page* of *host*: links to three pages of its own host, to the same page of the
-    next host, and (on the home pages) to a site outside the crawl."""
+    """Page *page* of *host*: links to three pages of its own host, to the same page of
+    the next host, and (on the home pages) to a site outside the crawl."""
     names = list(HOSTS)
     other = names[(names.index(host) + 1) % len(names)]
-    links = [f"/page/{n}" for n in (page + 1, 2 * page + 1, 2 * page + 2) if n < PAGES_PER_HOST]
+    links = [
+        f"/page/{n}"
+        for n in (page + 1, 2 * page + 1, 2 * page + 2)
+        if n < PAGES_PER_HOST
+    ]
     links.append(f"http://{other}/" if page == 0 else f"http://{other}/page/{page}")
     if page == 0:
         links.append("https://www.example.org/about")
@@ -151,7 +160,7 @@ async def respond(
     await send({"type": "http.response.body", "body": body.encode()})
 
 
-# -- the crawler --------------------------------------------------------------------------------
+# -- the crawler -----------------------------------------------------------------------
 
 
 @dataclass
@@ -177,7 +186,8 @@ class Report:
         pages = self.pages()
         for name, host in self.web.hosts.items():
             lines.append(
-                f"  {name}: {pages[name]} pages, the last at {host.done - self.start:.1f} s; "
+                f"  {name}: {pages[name]} pages, "
+                f"the last at {host.done - self.start:.1f} s; "
                 f"the server allows {host.rate:g}/s and refused {host.refused} with 429"
             )
         stats = self.stats
@@ -194,13 +204,15 @@ def in_scope(url: str) -> bool:
     return parts.scheme == "http" and parts.hostname in HOSTS
 
 
-async def crawl(client: httpx.AsyncClient, start: str, statuses: MutableMapping[str, int]) -> None:
+async def crawl(
+    client: httpx.AsyncClient, start: str, statuses: MutableMapping[str, int]
+) -> None:
     """Fetch *start* and every in-scope page it leads to, each URL once, at most
     :data:`MAX_PAGES`.
 
-    The visits run in a task group of their own, not as jobs of the pool: a visit waits for its
-    request, which is the pool's job, and a job that waits for another job of its pool could
-    hold the very slot that one needs.
+    The visits run in a task group of their own, not as jobs of the pool: a visit waits
+    for its request, which is the pool's job, and a job that waits for another job of
+    its pool could hold the very slot that one needs.
     """
     seen = {start}
 
@@ -229,7 +241,7 @@ async def demo() -> Report:
     statuses: dict[str, int] = {}
     start = anyio.current_time()
     async with WorkerPool(size=SIZE, per_key=PER_HOST) as pool:
-        # PoolTransport keys each request by its host (werkpool.httpx.by_host) by default.
+        # PoolTransport keys each request by its host (werkpool.httpx.by_host).
         transport = PoolTransport(pool, httpx.ASGITransport(app=web), retries=RETRIES)
         async with httpx.AsyncClient(transport=transport) as client:
             await crawl(client, START, statuses)

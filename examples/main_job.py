@@ -1,15 +1,16 @@
-"""What werkpool is for: many requests to an API that enforces limits, all done, none refused.
+"""What werkpool is for: many requests to an API with limits, all done, none refused.
 
-An in-process fake API (no network) allows 30 requests per second, no two closer than 1/30 s,
-and 10 requests at once; a request over either limit is refused with a "429 Too Many Requests"
-and a Retry-After. It also behaves like a real one: a few requests fail once with a "500" and
-succeed when retried, three ask for items that do not exist ("404"), and once, a third of the
-way through, it sheds load for 1.5 seconds, refusing everything with a 429 and a Retry-After.
+An in-process fake API (no network) allows 30 requests per second, no two closer than
+1/30 s, and 10 requests at once; a request over either limit is refused with a "429 Too
+Many Requests" and a Retry-After. It also behaves like a real one: a few requests fail
+once with a "500" and succeed when retried, three ask for items that do not exist
+("404"), and once, a third of the way through, it sheds load for 1.5 seconds, refusing
+everything with a 429 and a Retry-After.
 
-The client is a WorkerPool with the API's limits (size=10, rate=30): it never goes over them,
-retries the 500s after a backoff, pauses for the Retry-After when told to (``retry_after=``),
-and leaves the 404s failed. A progress bar shows the work (in a terminal; rich's if installed,
-else one plain line), and a summary what the API saw.
+The client is a WorkerPool with the API's limits (size=10, rate=30): it never goes over
+them, retries the 500s after a backoff, pauses for the Retry-After when told to
+(``retry_after=``), and leaves the 404s failed. A progress bar shows the work (in a
+terminal; rich's if installed, else one plain line), and a summary what the API saw.
 
 Run: python examples/main_job.py [--backend asyncio|trio] [--jobs 300]
 
@@ -38,7 +39,9 @@ class TooManyRequests(Exception):
     """The API's 429: come back after ``retry_after`` seconds."""
 
     def __init__(self, reason: str, retry_after: float) -> None:
-        super().__init__(f"429 Too Many Requests ({reason}; Retry-After: {retry_after:.3f} s)")
+        super().__init__(
+            f"429 Too Many Requests ({reason}; Retry-After: {retry_after:.3f} s)"
+        )
         self.reason = reason
         self.retry_after = retry_after
 
@@ -53,7 +56,7 @@ class NotFound(Exception):
 
 @dataclass
 class FakeAPI:
-    """A strict API on anyio's clock: a rate (GCRA, no burst), a concurrency cap, load shedding."""
+    """A strict API on anyio's clock: a rate (GCRA, no burst), a cap, load shedding."""
 
     jobs: int
     #: When the next request may come (the rate's theoretical arrival time).
@@ -65,7 +68,11 @@ class FakeAPI:
     #: The time of every accepted request, and the 429s sent, by reason.
     accepted: list[float] = field(default_factory=list)
     refused: dict[str, int] = field(
-        default_factory=lambda: {"load shedding": 0, "over the rate": 0, "over the concurrency": 0}
+        default_factory=lambda: {
+            "load shedding": 0,
+            "over the rate": 0,
+            "over the concurrency": 0,
+        }
     )
     calls: dict[int, int] = field(default_factory=dict)
 
@@ -81,12 +88,15 @@ class FakeAPI:
         now = anyio.current_time()
         if now < self.shed_until:
             raise self.refuse("load shedding", self.shed_until - now)
-        if len(self.accepted) == self.shed_at:  # a third of the way: shed load for a while
+        if (
+            len(self.accepted) == self.shed_at
+        ):  # a third of the way: shed load for a while
             self.shed_until = now + SHED_FOR
             self.shed_at = -1
             raise self.refuse("load shedding", SHED_FOR)
-        # 1 ms of tolerance: on a real clock, the client's and the server's readings of the same
-        # moment differ by microseconds (on the tests' virtual clock they are equal).
+        # 1 ms of tolerance: on a real clock, the client's and the server's readings of
+        # the same moment differ by microseconds (on the tests' virtual clock they are
+        # equal).
         if now < self.next_allowed - 1e-3:
             raise self.refuse("over the rate", self.next_allowed - now)
         if self.in_flight >= AT_ONCE:
@@ -153,19 +163,26 @@ class Summary:
         times = api.accepted
         span = times[-1] - times[0] if len(times) > 1 else 0.0
         rate = (len(times) - 1) / span if span > 0 else 0.0
-        unpaused = (len(times) - 1) / (span - watch.paused) if span > watch.paused else 0.0
+        unpaused = (
+            (len(times) - 1) / (span - watch.paused) if span > watch.paused else 0.0
+        )
         refused = sum(api.refused.values())
         return [
-            f"{self.jobs} requests to an API that allows {RATE} requests/s and {AT_ONCE} at once",
+            f"{self.jobs} requests to an API that allows {RATE} requests/s "
+            f"and {AT_ONCE} at once",
             f"  done        {self.completed} completed, {self.failed} failed "
             f"(404 Not Found: not retried)",
-            f"  attempts    {self.attempts}: {watch.retries.get('500', 0)} retries after a 500, "
+            f"  attempts    {self.attempts}: "
+            f"{watch.retries.get('500', 0)} retries after a 500, "
             f"{watch.retries.get('429', 0)} after a 429",
-            f"  pauses      {watch.pauses} ({watch.paused:.1f} s, the API's Retry-After)",
-            f"  start rate  {rate:.1f}/s on average, {unpaused:.1f}/s outside pauses, at most "
-            f"{self.most_in_any_second()} in any second (the API's limit: {RATE}/s)",
+            f"  pauses      {watch.pauses} "
+            f"({watch.paused:.1f} s, the API's Retry-After)",
+            f"  start rate  {rate:.1f}/s on average, {unpaused:.1f}/s outside pauses, "
+            f"at most {self.most_in_any_second()} in any second "
+            f"(the API's limit: {RATE}/s)",
             f"  at once     at most {api.most_in_flight} (the API's limit: {AT_ONCE})",
-            f"  API's 429s  {refused}: {api.refused['load shedding']} while it shed load, "
+            f"  API's 429s  {refused}: "
+            f"{api.refused['load shedding']} while it shed load, "
             f"{api.refused['over the rate']} over the rate, "
             f"{api.refused['over the concurrency']} over the concurrency; all retried",
             f"  took        {self.elapsed:.1f} s",
@@ -173,7 +190,9 @@ class Summary:
 
 
 async def main_job(jobs: int = 300) -> Summary:
-    """Send *jobs* requests through a pool with the API's limits; print and return the summary."""
+    """Send *jobs* requests through a pool with the API's limits; print the summary.
+
+    Return the summary too (the tests read it)."""
     api = FakeAPI(jobs)
     watch = Watch()
     started = anyio.current_time()
@@ -181,7 +200,9 @@ async def main_job(jobs: int = 300) -> Summary:
         size=AT_ONCE,
         rate=RATE,
         # A 429 pauses the whole pool for its Retry-After; the request is then retried.
-        retry_after=lambda error: error.retry_after if isinstance(error, TooManyRequests) else None,
+        retry_after=lambda error: (
+            error.retry_after if isinstance(error, TooManyRequests) else None
+        ),
         hooks=[watch],
     ) as pool:
         async with werkpool.progress(pool, total=jobs, description="requests"):
@@ -213,7 +234,9 @@ async def main_job(jobs: int = 300) -> Summary:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("--jobs", type=int, default=300, help="how many requests (default 300)")
+    parser.add_argument(
+        "--jobs", type=int, default=300, help="how many requests (default 300)"
+    )
     args = parser.parse_args(argv)
     anyio.run(partial(main_job, args.jobs), backend=args.backend)
 

@@ -1,8 +1,11 @@
-# Example 1 of the werkpool 0.2 README, "Rate-Limited Pool (High Throughput)", unchanged except:
+# Example 1 of the werkpool 0.2 README, "Rate-Limited Pool (High Throughput)", unchanged
+# except:
 #
-# Correction 1 (import lines): `from __future__ import annotations` added; the repository's ruff
-#   configuration requires it first in every module. The seed's own imports are unchanged.
-# Correction 2 (layout only): `ruff format` put two blank lines between top-level definitions.
+# Correction 1 (import lines): `from __future__ import annotations` added; the
+#   repository's ruff configuration requires it first in every module. The seed's own
+#   imports are unchanged.
+# Correction 2 (layout only): `ruff format` put two blank lines between top-level
+#   definitions.
 #
 # Run it with werkpool installed:
 #     python examples/seed_1_rate_high.py (about 10 s: 1000 jobs at 100/s)

@@ -1,9 +1,11 @@
-# Example 2 of the werkpool 0.2 README, "Rate-Limited Pool (Low Throughput)", unchanged except:
+# Example 2 of the werkpool 0.2 README, "Rate-Limited Pool (Low Throughput)", unchanged
+# except:
 #
-# Correction 1 (import lines): `from __future__ import annotations` added; the repository's ruff
-#   configuration requires it first in every module. The seed's own imports are unchanged.
-# Correction 2 (layout only): `ruff format` removed the trailing spaces of the seed's blank lines
-#   and put two blank lines between top-level definitions.
+# Correction 1 (import lines): `from __future__ import annotations` added; the
+#   repository's ruff configuration requires it first in every module. The seed's own
+#   imports are unchanged.
+# Correction 2 (layout only): `ruff format` removed the trailing spaces of the seed's
+#   blank lines and put two blank lines between top-level definitions.
 #
 # Run it with werkpool installed:
 #     python examples/seed_2_rate_low.py (3 minutes: 10 jobs, one per 20 s)

@@ -1,9 +1,10 @@
 # Example 3 of the werkpool 0.2 README, "Worker-Limited Pool", unchanged except:
 #
-# Correction 1 (import lines): `from __future__ import annotations` added; the repository's ruff
-#   configuration requires it first in every module. The seed's own imports are unchanged.
-# Correction 2 (layout only): `ruff format` removed the trailing spaces of the seed's blank lines
-#   and put two blank lines between top-level definitions.
+# Correction 1 (import lines): `from __future__ import annotations` added; the
+#   repository's ruff configuration requires it first in every module. The seed's own
+#   imports are unchanged.
+# Correction 2 (layout only): `ruff format` removed the trailing spaces of the seed's
+#   blank lines and put two blank lines between top-level definitions.
 #
 # Run it with werkpool installed:
 #     python examples/seed_3_size.py (5 s: 50 jobs of 0.5 s, 5 at a time)

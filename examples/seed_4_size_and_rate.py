@@ -1,9 +1,11 @@
-# Example 4 of the werkpool 0.2 README, "Combined Rate and Worker Limiting", unchanged except:
+# Example 4 of the werkpool 0.2 README, "Combined Rate and Worker Limiting", unchanged
+# except:
 #
-# Correction 1 (import lines): `from __future__ import annotations` added; the repository's ruff
-#   configuration requires it first in every module. The seed's own imports are unchanged.
-# Correction 2 (layout only): `ruff format` removed the trailing spaces of the seed's blank lines
-#   and put two blank lines between top-level definitions.
+# Correction 1 (import lines): `from __future__ import annotations` added; the
+#   repository's ruff configuration requires it first in every module. The seed's own
+#   imports are unchanged.
+# Correction 2 (layout only): `ruff format` removed the trailing spaces of the seed's
+#   blank lines and put two blank lines between top-level definitions.
 #
 # Run it with werkpool installed:
 #     python examples/seed_4_size_and_rate.py (about 10 s: 100 jobs at 10/s)

@@ -1,13 +1,15 @@
-"""Three processes share one rate limit kept in Redis, and print their combined start rate.
+"""Three processes share one rate limit kept in Redis and print their combined rate.
 
 Each process runs its own pool with a local ``size=4`` and the shared ``Rate(50)`` named
-"demo-api": together they start at most 50 jobs a second, whichever process asks. Each start is
-dated by its slot on Redis' own clock (``store.on_grant``), the clock the limit is kept on.
+"demo-api": together they start at most 50 jobs a second, whichever process asks. Each
+start is dated by its slot on Redis' own clock (``store.on_grant``), the clock the limit
+is kept on.
 
-Run: python examples/shared_redis.py [--redis-url URL] [--backend asyncio|trio] [--seconds 3]
+Run: python examples/shared_redis.py [--redis-url URL] [--backend asyncio|trio]
+                                      [--seconds 3]
 
-Without ``--redis-url`` it starts a private ``redis-server`` (if one is on PATH) on a free
-loopback port in a temporary directory, and stops it at the end. Needs
+Without ``--redis-url`` it starts a private ``redis-server`` (if one is on PATH) on a
+free loopback port in a temporary directory, and stops it at the end. Needs
 ``pip install "werkpool[redis]"`` (and ``werkpool[trio]`` for trio).
 """
 
@@ -45,7 +47,7 @@ async def call_api(i: int) -> int:
 
 
 async def worker(url: str, seconds: float) -> None:
-    """One process: a pool under the shared rate, busy for *seconds* after the parent's "go"."""
+    """One process: a pool under the shared rate, busy *seconds* after the "go"."""
     import coredis
 
     from werkpool.redis import RedisStore
@@ -56,7 +58,8 @@ async def worker(url: str, seconds: float) -> None:
         await client.ping()
         async with WorkerPool(size=4, limits=[Rate(RATE).shared(store, NAME)]) as pool:
             print("ready", flush=True)
-            await anyio.to_thread.run_sync(sys.stdin.readline)  # wait for the parent's "go"
+            # Wait for the parent's "go".
+            await anyio.to_thread.run_sync(sys.stdin.readline)
             with anyio.move_on_after(seconds):
                 async with pool.map(call_api, itertools.count()) as results:
                     async for _ in results:
@@ -65,8 +68,8 @@ async def worker(url: str, seconds: float) -> None:
 
 
 def busiest(times: list[float], window: float) -> int:
-    """The most starts in any half-open window of *window* seconds (less 1 µs: Redis times are
-    given to the microsecond)."""
+    """The most starts in any half-open window of *window* seconds (less 1 µs: Redis
+    times are given to the microsecond)."""
     times = sorted(times)
     first = 0
     most = 0
@@ -90,11 +93,15 @@ def private_redis() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as directory:
-        options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory]
+        options = ["--port", str(port), "--bind", "127.0.0.1"]
+        options += ["--save", "", "--dir", directory]
         server = subprocess.Popen([executable, *options], stdout=subprocess.DEVNULL)
         try:
             for _ in range(200):  # up to 10 s for it to answer
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", port)),
+                ):
                     break
                 time.sleep(0.05)
             print(f"started redis-server (pid {server.pid}) on port {port}")
@@ -105,11 +112,13 @@ def private_redis() -> Iterator[str]:
 
 
 def run_processes(url: str, backend: str, seconds: float) -> None:
-    """Start the worker processes, let them go at once, and report what Redis granted them."""
+    """Start the worker processes, let them go at once, report what Redis granted."""
     command = [sys.executable, __file__, "--worker", "--redis-url", url]
     command += ["--backend", backend, "--seconds", str(seconds)]
     processes = [
-        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         for _ in range(PROCESSES)
     ]
 
@@ -135,11 +144,17 @@ def run_processes(url: str, backend: str, seconds: float) -> None:
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
-    print(f"{PROCESSES} processes share Rate({RATE}) named {NAME!r} ({backend}, {seconds:g} s)")
+    print(
+        f"{PROCESSES} processes share Rate({RATE}) named {NAME!r} "
+        f"({backend}, {seconds:g} s)"
+    )
     times = sorted(t for mine in grants for t in mine)
     for n, (process, mine) in enumerate(zip(processes, grants, strict=True), 1):
         share = len(mine) / max(len(times), 1)
-        print(f"process {n} (pid {process.pid}): {len(mine)} starts, {100 * share:.0f} % of them")
+        print(
+            f"process {n} (pid {process.pid}): {len(mine)} starts, "
+            f"{100 * share:.0f} % of them"
+        )
     if len(times) < 2:
         sys.exit("too few starts to measure a rate")
     span = times[-1] - times[0]
@@ -152,9 +167,13 @@ def run_processes(url: str, backend: str, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", help="default: a private redis-server, started here")
+    parser.add_argument(
+        "--redis-url", help="default: a private redis-server, started here"
+    )
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("--seconds", type=float, default=3.0, help="how long each process runs")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="how long each process runs"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:

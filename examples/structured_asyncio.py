@@ -1,4 +1,4 @@
-"""Structured concurrency on asyncio: map, call, submit and a start_soon crawler in one pool.
+"""Structured concurrency on asyncio: map, call, submit and start_soon in one pool.
 
 Run: python examples/structured_asyncio.py
 """
@@ -38,7 +38,7 @@ async def main() -> None:
         futures = [await pool.submit(fetch, f"/blog/{i}") for i in range(5)]
         print("submit:", len(await asyncio.gather(*futures)), "pages")
 
-        # start_soon: fire and forget inside the block; a failure would fail the whole block.
+        # start_soon: fire and forget inside the block; a failure would fail the block.
         seen: list[str] = []
 
         async def crawl(url: str) -> None:
@@ -51,7 +51,10 @@ async def main() -> None:
     # Leaving the block waited for the whole crawl.
     print(f"crawled {len(seen)} pages:", ", ".join(sorted(seen)))
     stats = pool.statistics()
-    print(f"{stats.completed} jobs completed, {stats.failed} failed, {stats.attempts} attempts")
+    print(
+        f"{stats.completed} jobs completed, {stats.failed} failed, "
+        f"{stats.attempts} attempts"
+    )
 
 
 if __name__ == "__main__":

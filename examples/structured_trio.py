@@ -1,4 +1,4 @@
-"""Structured concurrency on trio: a pool inside a nursery-style block, with an endless input.
+"""Structured concurrency on trio: a pool in a nursery-style block, an endless input.
 
 Run: python examples/structured_trio.py   (needs: pip install "werkpool[trio]")
 """
