@@ -115,13 +115,15 @@ class Report:
     lowest_tokens_per_min: float  # the client's adaptive token rate at its lowest
 
     def lines(self) -> list[str]:
+        # Three lines of at most 88 characters: the docs show them in a code block.
         return [
             f"{self.name}: {self.finished}/{self.jobs} jobs finished, "
-            f"{self.failed} failed, {self.pushbacks} pushbacks, {self.elapsed:.1f} s "
-            f"({self.elapsed / self.bound:.2f}x the bound of {self.bound:.1f} s)",
+            f"{self.failed} failed, {self.pushbacks} pushbacks",
+            f"  {self.elapsed:.1f} s ({self.elapsed / self.bound:.2f}x the bound of "
+            f"{self.bound:.1f} s); adaptive token rate at its lowest: "
+            f"{self.lowest_tokens_per_min:,.0f}/min",
             f"  after the first minute: {self.requests_per_min:,.0f} requests/min, "
-            f"{self.tokens_per_min:,.0f} tokens/min; "
-            f"adaptive token rate at its lowest: {self.lowest_tokens_per_min:,.0f}/min",
+            f"{self.tokens_per_min:,.0f} tokens/min",
         ]
 
 

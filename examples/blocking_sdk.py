@@ -155,7 +155,7 @@ class Report:
             f"{len(sdk.starts)} SDK calls in {len(sdk.threads)} threads, "
             f"{outcomes['TransientError']} transient errors, {stats.retries} retries",
             f"timeouts: {self.timed_out} calls outlived the {TIMEOUT:g} s timeout "
-            f"(each kept its slot until it returned, then was retried)",
+            f"(each kept its slot, then was retried)",
             f"most threads inside the SDK at once: {sdk.most_inside} (size {SIZE})",
             f"calls begun: {self.achieved_rate:.1f}/s on average, "
             f"at most {self.busiest_second} in any second (rate {RATE})",

@@ -181,7 +181,7 @@ class Report:
         ok = count[200]
         lines = [
             f"crawled {len(self.statuses)} pages from {START} in {self.elapsed:.1f} s "
-            f"({backend}): {ok} answered 200, {len(self.statuses) - ok} otherwise"
+            f"({backend}): {ok} got 200, {len(self.statuses) - ok} otherwise"
         ]
         pages = self.pages()
         for name, host in self.web.hosts.items():

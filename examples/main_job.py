@@ -177,14 +177,14 @@ class Summary:
             f"{watch.retries.get('429', 0)} after a 429",
             f"  pauses      {watch.pauses} "
             f"({watch.paused:.1f} s, the API's Retry-After)",
-            f"  start rate  {rate:.1f}/s on average, {unpaused:.1f}/s outside pauses, "
-            f"at most {self.most_in_any_second()} in any second "
+            f"  start rate  {rate:.1f}/s on average, {unpaused:.1f}/s outside pauses",
+            f"  busiest     at most {self.most_in_any_second()} in any second "
             f"(the API's limit: {RATE}/s)",
             f"  at once     at most {api.most_in_flight} (the API's limit: {AT_ONCE})",
             f"  API's 429s  {refused}: "
             f"{api.refused['load shedding']} while it shed load, "
             f"{api.refused['over the rate']} over the rate, "
-            f"{api.refused['over the concurrency']} over the concurrency; all retried",
+            f"{api.refused['over the concurrency']} over the concurrency",
             f"  took        {self.elapsed:.1f} s",
         ]
 

@@ -87,6 +87,8 @@ def test_blocking_sdk_example(
         out[3],
     )
     assert out[4] == f"pool: {stats.attempts} attempts, 41 completed, 0 failed"
+    # The docs show this output in a code block: no line wider than its 88 columns.
+    assert max(map(len, out)) <= 88
 
 
 def test_busiest_window(example: ModuleType) -> None:

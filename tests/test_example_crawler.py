@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(60)
 
 SUMMARY = re.compile(
     r"crawled (\d+) pages from http://alpha\.test/ in ([\d.]+) s \((\w+)\): "
-    r"(\d+) answered 200, (\d+) otherwise"
+    r"(\d+) got 200, (\d+) otherwise"
 )
 HOST = re.compile(
     r"  ([a-z]+\.test): (\d+) pages, the last at ([\d.]+) s; "
@@ -69,6 +69,8 @@ def check_summary(out: str, backend: str) -> dict[str, tuple[int, float, int]]:
     (pages, the last page's time, 429s)."""
     lines = out.splitlines()
     assert len(lines) == 5, out
+    # The docs show this output in a code block: no line wider than its 88 columns.
+    assert max(map(len, lines)) <= 88, out
     summary = SUMMARY.fullmatch(lines[0])
     assert summary is not None, out
     assert summary[3] == backend

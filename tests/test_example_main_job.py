@@ -6,6 +6,7 @@ real, in a terminal, with its progress bar.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,14 +75,16 @@ async def test_summary_promises(
         lines[2] == f"  attempts    {summary.attempts}: 11 retries after a 500, {shed} after a 429"
     )
     assert lines[3] == "  pauses      1 (1.5 s, the API's Retry-After)"
-    assert lines[4].endswith("at most 30 in any second (the API's limit: 30/s)")
-    assert lines[5] == "  at once     at most 10 (the API's limit: 10)"
-    assert lines[6] == (
-        f"  API's 429s  {shed}: {shed} while it shed load, 0 over the rate, 0 over the "
-        "concurrency; all retried"
+    assert re.fullmatch(r"  start rate  [\d.]+/s on average, [\d.]+/s outside pauses", lines[4])
+    assert lines[5] == "  busiest     at most 30 in any second (the API's limit: 30/s)"
+    assert lines[6] == "  at once     at most 10 (the API's limit: 10)"
+    assert lines[7] == (
+        f"  API's 429s  {shed}: {shed} while it shed load, 0 over the rate, 0 over the concurrency"
     )
-    assert lines[7].startswith("  took        12.")
-    assert len(lines) == 8
+    assert lines[8].startswith("  took        12.")
+    assert len(lines) == 9
+    # The docs show the summary in a code block: no line wider than its 88 columns.
+    assert max(map(len, lines)) <= 88
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -103,4 +106,4 @@ def test_main_command_line(
     out = capsys.readouterr().out
     assert out.startswith("60 requests to an API that allows 30 requests/s and 10 at once\n")
     assert "  done        59 completed, 1 failed (404 Not Found: not retried)\n" in out
-    assert ", 0 over the rate, 0 over the concurrency; all retried\n" in out
+    assert ", 0 over the rate, 0 over the concurrency\n" in out
