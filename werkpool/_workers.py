@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import anyio
 from anyio.lowlevel import checkpoint
 
+from ._binding import SPIN
 from ._crew import Worker
 from ._job import RESERVING, RUNNING, Job, PlainJob
 from ._limits import Refusal
@@ -42,14 +43,6 @@ _INF: Final = float("inf")
 #: A worker that has run this many jobs back to back without waiting lets other tasks run once.
 _FAIRNESS_BATCH: Final = 64
 
-#: How close to a rate slot (seconds) a worker stops using timers and yields to the loop until
-#: the slot comes. The event loops' timers wake up to 1 ms late (epoll counts whole ms), and a
-#: start can never be dated back (R49), so with burst=1 each late wake-up costs rate. A timer set
-#: SPIN early lands within SPIN of the slot about a quarter of the time, and the rest of the wait
-#: (at most 2 * SPIN) is spent yielding: about SPIN**2/2 ms of busy looping per start on average
-#: (0.03 ms), bought by less lateness. Rates above 1/(2 * SPIN) (2,000/s) are paced by yields
-#: alone, as long as the clock moves between two loop iterations (uvloop's counts whole ms).
-SPIN: Final = 0.00025
 
 #: The runner whose job code the current task runs (set in each worker task; inherited by the
 #: tasks a job starts), so that a job may still submit while its pool drains.
@@ -81,11 +74,11 @@ class _NotAwaitable(Exception):
         self.value = value
 
 
-async def _wait_until(when: float, clock: Callable[[], float]) -> None:
-    """Sleep until *when*, as for a local rate's slot: a timer aimed SPIN early, then yields,
+async def _wait_until(when: float, clock: Callable[[], float], spin: float = SPIN) -> None:
+    """Sleep until *when*, as for a local rate's slot: a timer aimed *spin* early, then yields,
     so that a timer's lateness (up to a millisecond) does not delay the start."""
-    if when - clock() > SPIN:
-        await anyio.sleep_until(when - SPIN)
+    if when - clock() > spin:
+        await anyio.sleep_until(when - spin)
     seen = -_INF
     while (now := clock()) < when:
         if now == seen:  # a virtual clock: it moves only when every task waits
@@ -188,6 +181,7 @@ class Runner:
         remote = bool(sched.remote)  # only then may poll() hand out a Reservation
         backoffs = sched.backoffs  # the same list for the scheduler's life
         current_time = self.binding.clock  # anyio.current_time(), without its backend lookup
+        spin = self.binding.spin  # SPIN, more on a loop with a coarse clock (uvloop)
         reservation: Reservation | None = None
         job: Job
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
@@ -206,7 +200,7 @@ class Runner:
                 wake_at = _INF
                 if crew.sleeper is None:
                     wait = admitted - now
-                    if wait <= 2 * SPIN and now != spun_at:
+                    if wait <= 2 * spin and now != spun_at:
                         # The slot is nearer than the loop's timers can aim (they wake up to a
                         # millisecond late): let the loop run once and look again. If the clock
                         # did not move meanwhile (a virtual clock), a timer waits.
@@ -219,7 +213,7 @@ class Runner:
                         continue
                     # Wake SPIN early, so that a late timer still lands near the slot (the
                     # yields above take over from there); a virtual clock waits exactly.
-                    wake_at = admitted - SPIN if wait > 2 * SPIN else admitted
+                    wake_at = admitted - spin if wait > 2 * spin else admitted
                 elif admitted < crew.sleeper_deadline:
                     # Something is due before the sleeper wakes (a key whose limits free up
                     # sooner than the line it watches): it must look again.
@@ -256,6 +250,18 @@ class Runner:
             # -- one attempt of the job --
             job.worker = worker
             worker.job = job
+            if sched.sink is not None:
+                # The hooks hear of the start now that this worker owns the attempt: a hook
+                # that resizes the pool or cancels the job finds it here (issue #21 item 9).
+                sched.began(job)
+                if job.done():  # a hook cancelled it (or stopped the pool): it does not run
+                    sched.stopped(job)
+                    if reservation is not None:
+                        await give_back(reservation)
+                        reservation = None
+                    if worker.stopping and scope.cancel_called:
+                        return False
+                    continue
             timeout = job.options.timeout
             deadline = _INF
             if timeout is not None:
@@ -338,7 +344,7 @@ class Runner:
             # (restamp): the job waits still reserving, so that nothing else is admitted before
             # its start is dated.
             try:
-                await _wait_until(answer, clock)
+                await _wait_until(answer, clock, self.binding.spin)
             except BaseException:
                 sched.abandoned(reservation)
                 self._hand_on(worker, job)
@@ -355,7 +361,7 @@ class Runner:
             if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
                 crew.kick(None)
             try:
-                await _wait_until(answer, clock)
+                await _wait_until(answer, clock, self.binding.spin)
             except BaseException:
                 sched.stopped(job)  # cancelled before its code began
                 await give_back(reservation)
