@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nox
 from nox.command import CommandFailed
@@ -94,6 +97,60 @@ def docs(session: nox.Session) -> None:
     # Material for MkDocs prints a notice about MkDocs 2.0 on every build; the build is pinned
     # to MkDocs 1.x (pyproject's docs group), so it is noise here.
     session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+    problems = check_site(_site_dir(session.posargs))
+    if problems:
+        session.error("the built site has problems:\n" + "\n".join(problems))
+
+
+#: The code column of the documentation site holds about 88 characters (ruff's line length on
+#: examples/; the pages and the README keep to it, tests/test_docs.py checks their sources).
+CODE_WIDTH = 88
+
+
+def _site_dir(posargs: list[str]) -> Path:
+    """The directory ``mkdocs build`` wrote to: its ``-d``/``--site-dir``, or mkdocs.yml's."""
+    for i, arg in enumerate(posargs):
+        if arg in ("-d", "--site-dir") and i + 1 < len(posargs):
+            return Path(posargs[i + 1])
+        if arg.startswith("--site-dir="):
+            return Path(arg.partition("=")[2])
+    return Path(__file__).parent / "site"
+
+
+def _site_path() -> str:
+    """The path part of the site's address (mkdocs.yml's ``site_url``, which Read the Docs
+    overrides with READTHEDOCS_CANONICAL_URL), ending with a slash."""
+    config = (Path(__file__).parent / "mkdocs.yml").read_text(encoding="utf-8")
+    default = re.search(r'^site_url:.*?"(https?://[^"]+)"', config, flags=re.M)
+    url = os.environ.get("READTHEDOCS_CANONICAL_URL") or (default[1] if default else "/")
+    return urlsplit(url).path.rstrip("/") + "/"
+
+
+def check_site(site: Path) -> list[str]:
+    """What the built site would get wrong in a browser, which ``--strict`` lets through:
+
+    - a code line wider than the code column (the browser cuts it off), docstrings included;
+    - a link of 404.html outside the site's own path: that page is served at any missing
+      address, so its links are absolute, and must start with the path the site is served at.
+    """
+    problems = []
+    for page in sorted(site.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        for block in re.findall(r"<pre\b[^>]*>(.*?)</pre>", text, flags=re.S):
+            code = html.unescape(re.sub(r"<[^>]+>", "", block))
+            problems += [
+                f"{page.relative_to(site)}: a code line of {len(line)} columns: {line.strip()}"
+                for line in code.splitlines()
+                if len(line) > CODE_WIDTH
+            ]
+    not_found = site / "404.html"
+    if not not_found.is_file():
+        return [*problems, "no 404.html"]
+    base = _site_path()
+    for link in re.findall(r'(?:href|src)="([^"]*)"', not_found.read_text(encoding="utf-8")):
+        if not re.match(r"^(?:[a-z][a-z0-9+.-]*:|#)", link) and not link.startswith(base):
+            problems.append(f"404.html: {link} is not under the site's path {base}")
+    return problems
 
 
 @nox.session

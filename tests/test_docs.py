@@ -247,3 +247,75 @@ def test_python_block_runs(
     if "print(" in code:
         assert out.strip(), "the example printed nothing"
     assert "Traceback" not in out
+
+
+#: The documentation site's code column holds about 88 characters: a wider line is cut off.
+CODE_WIDTH = 88
+
+
+def test_code_fits_the_column() -> None:
+    """No code line wider than the column: the pages' code blocks, the files they include in
+    code blocks, and examples/ (`nox -s docs` also checks the built site, docstrings included)."""
+    wide = []
+    included = set()
+    for path in doc_pages():
+        text = path.read_text(encoding="utf-8")
+        for match in FENCE.finditer(text):
+            indent = len(match["indent"])
+            for line in match["body"].splitlines():
+                snippet = SNIPPET.match(line)
+                if snippet:
+                    included.add(re.sub(r"(:[^:/\\]*){1,2}$", "", snippet["path"].strip()))
+                elif len(line) - indent > CODE_WIDTH:
+                    wide.append(f"{page_id(path)}: {line.strip()}")
+    files = included | {p.relative_to(ROOT).as_posix() for p in (ROOT / "examples").glob("*.py")}
+    assert "examples/main_job.py" in files
+    for name in sorted(files):
+        for number, line in enumerate((ROOT / name).read_text(encoding="utf-8").splitlines(), 1):
+            if len(line) > CODE_WIDTH:
+                wide.append(f"{name}:{number}: {line.strip()}")
+    assert not wide, f"code lines over {CODE_WIDTH} columns:\n" + "\n".join(wide)
+
+
+def test_extras_are_quoted() -> None:
+    """`pip install "werkpool[redis]"`, quoted everywhere: zsh expands unquoted brackets."""
+    files = [ROOT / "README.md", *doc_pages(), *(ROOT / "werkpool").glob("*.py")]
+    files += (ROOT / "examples").glob("*.py")
+    unquoted = [
+        f"{path.relative_to(ROOT).as_posix()}: {match[0]}"
+        for path in files
+        for match in re.finditer(
+            r"pip install [^\s`\"']*werkpool\[[^\]]*\]", path.read_text("utf-8")
+        )
+    ]
+    assert not unquoted, "unquoted extras:\n" + "\n".join(unquoted)
+
+
+@pytest.mark.parametrize("page", sorted((DOCS / "reference").glob("*.md")), ids=page_id)
+def test_reference_page_says_its_intro_once(page: Path) -> None:
+    """A reference page opens with its module's docstring, which says what the module is:
+    prose of the page's own above it would say it twice (each extra's page did)."""
+    text = page.read_text(encoding="utf-8")
+    first = re.search(r"^:::[ \t]+(werkpool(?:\.\w+)?)[ \t]*\n[ \t]+options:", text, flags=re.M)
+    assert first, f"{page_id(page)} does not show its module's docstring"
+    above = HEADING.sub("", text[: first.start()]).strip()
+    assert not above, f"{page_id(page)} says before its module's docstring: {above!r}"
+
+
+def mkdocs_setting(name: str) -> str:
+    """A top-level setting of mkdocs.yml, as written (read without a YAML parser)."""
+    match = re.search(rf"^{name}:[ \t]*(.*)$", MKDOCS.read_text(encoding="utf-8"), flags=re.M)
+    assert match, f"mkdocs.yml does not set {name}"
+    return match[1].strip()
+
+
+def test_site_knows_its_address_and_its_source() -> None:
+    """`site_url` has the path the site is served at (404.html links from it: the host's root
+    would break it under Read the Docs' /en/latest/); `repo_url` links to the source; and
+    attributes show their docstrings, not the code that sets them."""
+    site_url = re.search(r"https://[^\s\"\]]+", mkdocs_setting("site_url"))
+    assert site_url, "site_url names no address"
+    assert re.fullmatch(r"https://werkpool\.readthedocs\.io/en/latest/", site_url[0])
+    assert "READTHEDOCS_CANONICAL_URL" in mkdocs_setting("site_url")
+    assert mkdocs_setting("repo_url") == "https://github.com/werkpool/werkpool"
+    assert re.search(r"^ +show_attribute_values: false$", MKDOCS.read_text("utf-8"), re.M)

@@ -1,6 +1,6 @@
 """A hook that reports a pool's work to OpenTelemetry: a span per attempt, and metrics.
 
-Needs ``opentelemetry-api`` (``pip install werkpool[otel]``); an SDK, configured by the
+Needs ``opentelemetry-api`` (``pip install "werkpool[otel]"``); an SDK, configured by the
 application, decides where spans and metrics go. Without one, every call is OpenTelemetry's
 no-op.
 """

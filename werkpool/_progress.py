@@ -7,10 +7,10 @@ attribute updates per job. A task of its own, in the pool's event loop, draws th
 from the last 5 seconds, so they keep moving while nothing happens (a pause
 counts down, a stalled rate falls to 0).
 
-Two renderers: rich's (``pip install werkpool[progress]``) when it can be imported, and a plain
-one that rewrites a single line with ``"\\r"``. Both draw from the loop, with no thread: a render
-is one short write to the terminal, and the same code runs on asyncio, on trio and on the
-virtual clocks of the tests.
+Two renderers: rich's (``pip install "werkpool[progress]"``) when it can be imported, and a
+plain one that rewrites a single line with ``"\\r"``. Both draw from the loop, with no thread: a
+render is one short write to the terminal, and the same code runs on asyncio, on trio and on
+the virtual clocks of the tests.
 """
 
 from __future__ import annotations
@@ -588,8 +588,8 @@ def progress(
 
     The bar is a hook on the pool (:meth:`WorkerPool.add_hook`), removed when the block ends,
     however it ends; it is drawn every *refresh* seconds by a task in the pool's event loop (no
-    thread; asyncio and trio alike). With rich installed (``pip install werkpool[progress]``) it
-    is a rich progress display; without, one plain line rewritten with ``"\\r"``.
+    thread; asyncio and trio alike). With rich installed (``pip install "werkpool[progress]"``)
+    it is a rich progress display; without, one plain line rewritten with ``"\\r"``.
 
     It is on only where someone watches: when the output is a terminal. Elsewhere (a pipe, a
     file, a CI log, captured output) it does nothing at all: no hook, no task, no output. To get

@@ -1,6 +1,6 @@
 """A hook that keeps a pool's metrics in prometheus_client counters, gauges and a histogram.
 
-Needs ``prometheus-client`` (``pip install werkpool[prometheus]``). The metrics mirror those of
+Needs ``prometheus-client`` (``pip install "werkpool[prometheus]"``). The metrics mirror those of
 :class:`werkpool.otel.OpenTelemetryHook`, named the Prometheus way.
 """
 

@@ -1,4 +1,4 @@
-"""Every request of an httpx client through a pool (``pip install werkpool[httpx]``).
+"""Every request of an httpx client through a pool (``pip install "werkpool[httpx]"``).
 
 :class:`PoolTransport` wraps another transport (httpx's own by default) and sends each request
 as a job of a :class:`werkpool.WorkerPool`: under its size, rates and per-host limits, with its

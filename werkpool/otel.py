@@ -1,4 +1,4 @@
-"""Spans and metrics of a pool for OpenTelemetry (``pip install werkpool[otel]``).
+"""Spans and metrics of a pool for OpenTelemetry (``pip install "werkpool[otel]"``).
 
 :class:`OpenTelemetryHook` is a hook: pass it to a pool, and each attempt becomes a span and
 the pool's counts become metrics, sent wherever the application's OpenTelemetry SDK sends

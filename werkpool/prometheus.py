@@ -1,4 +1,4 @@
-"""A pool's metrics for Prometheus via prometheus_client (``pip install werkpool[prometheus]``).
+"""A pool's metrics for Prometheus via prometheus_client (``pip install "werkpool[prometheus]"``).
 
 :class:`PrometheusHook` is a hook: pass it to a pool, and its counters, gauges and admission
 latency histogram are kept in a prometheus_client registry, served by whatever exposes that
@@ -7,7 +7,8 @@ registry (``prometheus_client.start_http_server``, an ASGI app)::
     from werkpool import WorkerPool
     from werkpool.prometheus import PrometheusHook
 
-    async with WorkerPool(size=10, hooks=[PrometheusHook(labels={"pool": "crawler"})]) as pool:
+    hook = PrometheusHook(labels={"pool": "crawler"})
+    async with WorkerPool(size=10, hooks=[hook]) as pool:
         ...
 
 .. versionadded:: 0.3

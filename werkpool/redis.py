@@ -1,4 +1,4 @@
-"""Shared limits across processes and hosts, kept in Redis (``pip install werkpool[redis]``).
+"""Shared limits across processes and hosts, kept in Redis (``pip install "werkpool[redis]"``).
 
 A limit value bound to a :class:`RedisStore` and a name is shared by every pool that names it,
 wherever the pools run::
