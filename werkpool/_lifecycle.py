@@ -20,7 +20,7 @@ import anyio
 
 from ._binding import LoopBinding
 from ._crew import IDLE_RETIRE, Crew
-from ._exceptions import PoolClosedError
+from ._exceptions import FutureCancelled, PoolClosedError
 from ._futures import AsyncioFuture, Future
 from ._hooks import Hooks
 from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
@@ -149,6 +149,7 @@ class Lifecycle:
         "burst",
         "crew",
         "errors",
+        "fatal",
         "hooks",
         "in_background",
         "limiter",
@@ -215,6 +216,9 @@ class Lifecycle:
         self.state = NEW
         #: Failures of start_soon() jobs: the pool raises them when it exits.
         self.errors: list[BaseException] = []
+        #: What a hook raised that is not an Exception (KeyboardInterrupt, SystemExit...): the
+        #: pool stops and raises it when it exits, as a job's (see hook_raised).
+        self.fatal: BaseException | None = None
         #: The maps still open: closed when the pool stops.
         self.maps: set[MapCloser] = set()
         self.start_soon_owner = _StartSoonOwner(self)
@@ -298,10 +302,27 @@ class Lifecycle:
         sink = self.sink
         if sink is None:
             assert self.binding is not None
-            sink = self.sink = Hooks(self.hooks, self.binding.clock)
+            sink = self.sink = Hooks(self.hooks, self.binding.clock, self)
             sink.sched = sched
         sink.hooks = self.hooks
         sched.sink = sink
+
+    def hook_raised(self, error: BaseException) -> bool:
+        """A hook raised *error*, a BaseException that is not an Exception: as for a job raising
+        it, the pool stops (every job waiting or running is cancelled, so every future resolves)
+        and *error* leaves it, raised by the supervisor when it ends. Return False if no
+        supervisor will end any more (the pool exited): the caller raises *error* itself.
+
+        The transition whose event the hook was told of is complete: the error went no further
+        than the hooks' loop, so no state is left half-changed.
+        """
+        stopped = self._stopped
+        if self.sched is None or stopped is None or stopped.is_set() or self.state == CLOSED:
+            return False
+        if self.fatal is None:
+            self.fatal = error
+            self.abort()
+        return True
 
     def set_hooks(self, hooks: tuple[Hook, ...]) -> None:
         """Use *hooks* from the next transition on."""
@@ -692,8 +713,9 @@ class Lifecycle:
     async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
         """The supervisor task: holds the workers' task group until the pool may stop.
 
-        Meanwhile it retires idle workers; afterwards it raises the failures of start_soon()
-        jobs, as failed tasks fail a task group.
+        Meanwhile it retires idle workers; afterwards it raises what a hook raised that stops
+        the pool (see :meth:`hook_raised`), or the failures of start_soon() jobs, as failed
+        tasks fail a task group.
         """
         crew, sched = self.crew, self.sched
         assert crew is not None
@@ -712,12 +734,23 @@ class Lifecycle:
                     await self._retire_idle_workers_until_may_stop()
                     crew.tg = None
         except BaseException as exc:
-            if not isinstance(exc, self.binding.cancelled_exc):
+            cancelled = isinstance(exc, self.binding.cancelled_exc)
+            if not cancelled:
                 self.crashed(exc)
+            fatal = self.fatal
+            if fatal is not None:
+                # A hook's KeyboardInterrupt or SystemExit is not lost to a cancellation from
+                # outside, nor to a crash at the same moment.
+                if cancelled:
+                    _reraise_unchanged(fatal)
+                group = BaseExceptionGroup("the pool failed and a hook raised", [exc, fatal])
+                raise group from None
             raise
         finally:
             crew.tg = None
             self._stopped.set()
+        if self.fatal is not None:
+            raise self.fatal
         errors = self.errors
         if len(errors) == 1:
             raise errors[0]
@@ -846,7 +879,11 @@ class Lifecycle:
         """Exit the supervisor's task group; raise the pool's own failure, if any, as it was.
 
         *body_error* is what the ``async with`` body raised (None if nothing): a genuine error
-        of the body and a failure of the pool are raised together, in an ExceptionGroup.
+        of the body and a failure of the pool are raised together, in an ExceptionGroup. The
+        pool's error alone is raised if the body's is that very error (a ``call()`` whose job
+        raised a SystemExit), or only says that the pool's stop cancelled what the body waited
+        for while the pool stopped on a KeyboardInterrupt, a SystemExit or the like: as on
+        asyncio, where the event loop delivers such an error to the body itself.
         """
         self._supervisor_tg = None
         try:
@@ -869,7 +906,16 @@ class Lifecycle:
                 # a failure of the pool. Raise the body's own exception if it has one (the
                 # cancellation is delivered again at the next checkpoint), else the cancellation.
                 _reraise_unchanged(body_error if body_error is not None else error)
-            if body_error is not None and not isinstance(body_error, cancelled):
+            if (
+                body_error is not None
+                and body_error is not error
+                and not isinstance(body_error, cancelled)
+                and not (
+                    not isinstance(error, Exception)
+                    and nested is None
+                    and isinstance(body_error, (FutureCancelled, PoolClosedError))
+                )
+            ):
                 raise BaseExceptionGroup(
                     "the body of 'async with WorkerPool' and the pool both failed",
                     [body_error, error],

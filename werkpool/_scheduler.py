@@ -82,7 +82,9 @@ class Reservation:
 class EventSink(Protocol):
     """Who hears of every transition, when the pool has hooks (``_hooks.Hooks`` implements it).
 
-    Called synchronously at the transition, after the scheduler's counters changed.
+    Called synchronously once the transition is complete: the scheduler's counters, the job's
+    state and its future are what they will stay (a hook may act on the pool from there). An
+    attempt's start is told by :meth:`Scheduler.began`, once its worker owns it.
     """
 
     def job_event(
@@ -100,6 +102,42 @@ class EventSink(Protocol):
     def pause_event(self, kind: EventKind, key: Hashable, until: float | None) -> None:
         """The pool (*key* None) or *key* paused until *until*, or resume() ended the pause."""
         ...
+
+
+@final
+class _HeldEvents:
+    """Stands in for the sink while a transition is made of several steps, each of which tells
+    the hooks something: the calls are recorded, and replayed once the whole is complete."""
+
+    __slots__ = ("calls", "sink")
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.calls: list[tuple[Any, ...]] = []
+
+    def job_event(
+        self,
+        kind: EventKind,
+        job: Job,
+        outcome: Outcome | None = None,
+        *,
+        error: BaseException | None = None,
+        delay: float | None = None,
+    ) -> None:
+        self.calls.append((kind, job, outcome, error, delay))
+
+    def pause_event(self, kind: EventKind, key: Hashable, until: float | None) -> None:
+        self.calls.append((kind, key, until))
+
+    def replay(self) -> None:
+        """Tell the sink, in order, what was recorded."""
+        sink = self.sink
+        for call in self.calls:
+            if len(call) == 5:
+                kind, job, outcome, error, delay = call
+                sink.job_event(kind, job, outcome, error=error, delay=delay)
+            else:
+                sink.pause_event(*call)
 
 
 @final
@@ -345,8 +383,6 @@ class Scheduler:
                     self.queued -= 1
                     self.running += 1
                     self.attempts += 1
-                    if self.sink is not None:
-                        self.sink.job_event(STARTED, first)
                     return first
             return _INF
         if self.backoffs and self.backoffs[0][0] <= now + TICK:  # a timer may fire a tick early
@@ -415,7 +451,7 @@ class Scheduler:
                 limit.refund(job)
 
     def _started(self, job: Job) -> None:
-        """*job*, taken out of line, starts an attempt."""
+        """*job*, taken out of line, starts an attempt (the hooks hear of it by :meth:`began`)."""
         job.state = RUNNING
         job.attempts += 1
         self.queued -= 1
@@ -423,8 +459,16 @@ class Scheduler:
         self.attempts += 1
         if job.attempts > 1:
             self.retries += 1
-        if self.sink is not None:
-            self.sink.job_event(STARTED, job)
+
+    def began(self, job: Job) -> None:
+        """The worker owns the attempt :meth:`poll` (or :meth:`granted`) started, and is about
+        to run the job's code: tell the hooks it started (call only if :attr:`sink` is set).
+
+        Not earlier: a hook may resize the pool, change its limits or cancel the job, and each
+        needs the attempt to be found on its worker (to count it, or to stop it). A hook that
+        cancelled the job leaves it ``done()``: the worker then stops it unrun.
+        """
+        self.sink.job_event(STARTED, job)  # type: ignore[union-attr]  # see above
 
     def restamp(self, job: Job, at: float) -> None:
         """Re-date the admission :meth:`poll` just returned *job* for: it began at *at*, later.
@@ -593,18 +637,28 @@ class Scheduler:
         safe = protocol_safe(error)
         options = job.options
         if isinstance(safe, RetryAfter) or self.retry_after is not None:
+            # The pushback's pause is told once the job waits for its retry (or failed): a
+            # hook acting on the pool from it must not find the job still running.
+            held = self._hold_events()
             try:
-                pause = self._pushback(job, safe, now)
-            except Exception as bad:
-                bad.__cause__ = safe
-                self._failed(job, protocol_safe(bad, "retry_after"))
-                return _INF
-            if pause is not None:
-                if job.attempts <= options.retries and not self.killed:
-                    # Retried once the pause is over: the pause replaces its backoff.
-                    return self._back_off(job, pause, safe, now)
-                self._failed(job, safe)
-                return _INF
+                try:
+                    pause = self._pushback(job, safe, now)
+                except Exception as bad:
+                    bad.__cause__ = safe
+                    self._failed(job, protocol_safe(bad, "retry_after"))
+                    return _INF
+                except BaseException as bad:
+                    # KeyboardInterrupt, SystemExit: as for the backoff's below (R27).
+                    self._failed(job, bad)
+                    raise
+                if pause is not None:
+                    if job.attempts <= options.retries and not self.killed:
+                        # Retried once the pause is over: the pause replaces its backoff.
+                        return self._back_off(job, pause, safe, now)
+                    self._failed(job, safe)
+                    return _INF
+            finally:
+                self._replay_events(held)
         if (
             job.attempts <= options.retries
             and isinstance(safe, options.retryable)
@@ -624,6 +678,23 @@ class Scheduler:
             return self._back_off(job, now + delay, safe, now)
         self._failed(job, safe)
         return _INF
+
+    def _hold_events(self) -> _HeldEvents | None:
+        """Record what the hooks are told from now on, until :meth:`_replay_events`: the steps
+        of one transition are told once it is complete. None: no hooks (or held already)."""
+        sink = self.sink
+        if sink is None or type(sink) is _HeldEvents:
+            return None
+        held = _HeldEvents(sink)
+        self.sink = held
+        return held
+
+    def _replay_events(self, held: _HeldEvents | None) -> None:
+        """Tell the hooks what was held, in order (a hook may start another transition)."""
+        if held is not None:
+            if self.sink is held:
+                self.sink = held.sink
+            held.replay()
 
     def _back_off(self, job: Job, due: float, error: BaseException, now: float) -> float:
         """*job* failed with *error* at *now* and waits until *due* for its next attempt;
@@ -858,10 +929,14 @@ class Scheduler:
         self.backoffs.clear()
         if self.keys is not None:
             self.keys.clear()
-        for job in waiting:
-            if isinstance(error, Exception):
-                self._failed(job, error)
-            else:
-                self._cancelled(job)
+        held = self._hold_events()  # each finished event once every waiting job is settled
+        try:
+            for job in waiting:
+                if isinstance(error, Exception):
+                    self._failed(job, error)
+                else:
+                    self._cancelled(job)
+        finally:
+            self._replay_events(held)
         if not (self.queued or self.running or self.backoff):
             self._drained()
