@@ -239,15 +239,24 @@ class MapCore:
         """The job for *item*, and its key.
 
         :raises Exception: what the key or cost function raised, or why the key or cost is not
-            valid: the map stops there
+            valid: the map stops there. A StopIteration or StopAsyncIteration they raise comes
+            as a RuntimeError from it (:pep:`479`): read raw, it would end the map's input
+            silently, and the items after it would never run.
         """
         job = PlainJob(self.func, (item,), self.options, self)
         key = None
         if self.key_fn is not None:
-            key = self.key_fn(item)
+            try:
+                key = self.key_fn(item)
+            except (StopIteration, StopAsyncIteration) as exc:
+                raise protocol_safe(exc, "this map's key function") from exc
             check_key(key)  # a TypeError naming `key`, here rather than in the pool
         if self.cost_fn is not None:
-            job.cost = self.host.check_cost(self.cost_fn(item))
+            try:
+                cost = self.cost_fn(item)
+            except (StopIteration, StopAsyncIteration) as exc:
+                raise protocol_safe(exc, "this map's cost function") from exc
+            job.cost = self.host.check_cost(cost)
         return job, key
 
     # -- feeding --------------------------------------------------------------------------------
@@ -315,17 +324,21 @@ class MapCore:
         while len(batch) < room:
             try:
                 item = next(source)
-                if keys is not None:
-                    job, key = self._job(item)
-                    batch.append(job)
-                    keys.append(key)
-                    continue
-            except StopIteration:
+            except StopIteration:  # the input's end, and only that (not a key's or a cost's)
                 self.exhausted = True
                 break
             except Exception as exc:
                 self._stop_reading(exc)
                 break
+            if keys is not None:
+                try:
+                    job, key = self._job(item)
+                except Exception as exc:
+                    self._stop_reading(exc)
+                    break
+                batch.append(job)
+                keys.append(key)
+                continue
             batch.append(PlainJob(func, (item,), options, self))
         if batch:
             self._queue_batch(sched, batch, keys)

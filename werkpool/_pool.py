@@ -697,8 +697,9 @@ class WorkerPool:
             one
         :param key: ``key(item)`` gives each item's key (see :meth:`run`)
         :param cost: ``cost(item)`` gives each item's cost (see :meth:`run`); a key or cost that
-            is not valid stops the map, which raises the error once the items before it are
-            yielded
+            is not valid, or an error of *key* or *cost*, stops the map, which raises the error
+            once the items before it are yielded (a ``StopIteration`` as a :exc:`RuntimeError`,
+            never as the end of the input)
         :raises TypeError: if ``window`` is not None or an int, or *key* or *cost* is not None
             or a callable
         :raises ValueError: if ``window`` is < 1
