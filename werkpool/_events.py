@@ -35,7 +35,8 @@ STARTED: Final = "started"
 RETRYING: Final = "retrying"
 #: The job is over: ``outcome`` says how.
 FINISHED: Final = "finished"
-#: The pool (``key`` None) or a key starts nothing until ``until`` (a pause or a pushback).
+#: The pool (``key`` None) or a key starts nothing until ``until`` (a pause or a pushback; a
+#: pushback longer than ``max_retry_after`` is clamped, and ``clamped_from`` says what it asked).
 PAUSED: Final = "paused"
 #: ``resume()`` ended the pauses early. A timed pause ends at its ``until`` with no event.
 RESUMED: Final = "resumed"
@@ -87,6 +88,10 @@ class Event:
     queued: int = 0
     #: Attempts running, right after the transition.
     running: int = 0
+    #: ``"paused"`` by a pushback that asked for more than ``max_retry_after`` (the pool's, or
+    #: the httpx transport's): the seconds it asked for, while ``until`` is the clamped end.
+    #: None: nothing was clamped.
+    clamped_from: float | None = None
 
 
 class Hook(Protocol):

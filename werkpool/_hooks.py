@@ -183,7 +183,13 @@ class Hooks:
             )
         )
 
-    def pause_event(self, kind: EventKind, key: Hashable, until: float | None) -> None:
+    def pause_event(
+        self,
+        kind: EventKind,
+        key: Hashable,
+        until: float | None,
+        clamped_from: float | None = None,
+    ) -> None:
         sched = self.sched
         self.emit(
             Event(
@@ -192,6 +198,7 @@ class Hooks:
                 None,
                 key,
                 until=until,
+                clamped_from=clamped_from,
                 queued=0 if sched is None else sched.queued,
                 running=0 if sched is None else sched.running,
             )

@@ -24,7 +24,8 @@ import httpx
 
 from ._exceptions import FutureCancelled, RetryAfter
 from ._options import default_backoff
-from ._pool import WorkerPool
+from ._pool import WorkerPool, check_max_retry_after
+from ._scheduler import DEFAULT_MAX_RETRY_AFTER
 from ._validate import check_backoff, check_retries, check_retryable, check_timeout
 
 if TYPE_CHECKING:
@@ -76,6 +77,18 @@ def retry_after_seconds(response: httpx.Response, now: float | None = None) -> f
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
+
+
+class _ClampedRetryAfter(RetryAfter):
+    """The server's pushback, clamped to the transport's ``max_retry_after``: the pool pauses
+    that long, and its paused event reports what the server asked (``clamped_from``)."""
+
+    def __init__(self, seconds: float, asked: float) -> None:
+        super().__init__(
+            seconds, f"the server asked to retry after {asked:g} s; clamped to {seconds:g} s"
+        )
+        #: The delay the server asked for (the scheduler reads it for the paused event).
+        self.clamped_from = asked
 
 
 class _StatusRetry(Exception):
@@ -142,16 +155,21 @@ class _Exchange:
             if delay is None and status == 429:
                 # "Too many" without a delay: still a pushback, as long as the job's backoff.
                 delay = transport.backoff(self.attempts)
+        asked = None
+        if delay is not None and delay > transport.max_retry_after:
+            # A Retry-After of 1e308 s or a date in year 9999 must not stop the host for good.
+            asked, delay = delay, transport.max_retry_after
         if not last and status in transport.retry_statuses:
             await response.aclose()  # the body is never read: the connection is freed
             if delay is not None:
-                raise RetryAfter(delay)  # the pool pauses, then retries
+                # The pool pauses (no longer than its own max_retry_after either), then retries.
+                raise RetryAfter(delay) if asked is None else _ClampedRetryAfter(delay, asked)
             raise _StatusRetry(status)
         if delay is not None:
             # Not retried (the last attempt, or a status not retried): the pool still hears the
             # pushback (it pauses, its adaptive rates slow down), and the caller gets this
             # response as the server sent it, holding its slot like any other.
-            transport.pool.push_back(delay, key=self.key)
+            transport.pool._push_back(delay, self.key, asked)
         if response.is_closed:
             # Read and closed already (a response built with its content, as MockTransport's
             # are): no connection is held, so neither is the slot.
@@ -200,7 +218,10 @@ class PoolTransport(httpx.AsyncBaseTransport):
 
     - **Pushback.** A 429 or 503 with ``Retry-After`` (seconds or an HTTP date) pauses the pool,
       or the request's key, for that long, and slows its adaptive rates down; a 429 without it
-      pauses as long as the backoff says. The request is retried after the pause if it may be.
+      pauses as long as the backoff says. The request is retried after the pause if it may be
+      (or at once, after :meth:`WorkerPool.resume`). A delay beyond *max_retry_after* (or the
+      pool's own) is clamped to it, and the pool's ``"paused"`` event says what the server
+      asked (:attr:`werkpool.Event.clamped_from`).
     - **Retries** (``retries=``, off by default) are for the methods in *retry_methods* (the
       idempotent ones) with a body that can be sent again: a connection error or timeout
       (*retry_exceptions*) or a status in *retry_statuses*. Other requests are sent once. Once
@@ -229,6 +250,8 @@ class PoolTransport(httpx.AsyncBaseTransport):
     :param retry_statuses: the statuses retried (default: 429 and 503)
     :param retry_exceptions: the errors retried (default: :exc:`httpx.TransportError`, which
         covers connection errors and timeouts)
+    :param max_retry_after: the longest pause a server's ``Retry-After`` may cause, in seconds
+        (default 900, 15 minutes; ``math.inf``: no cap of the transport's)
 
     .. versionadded:: 0.3
     """
@@ -246,6 +269,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
         retry_methods: Iterable[str] = IDEMPOTENT_METHODS,
         retry_statuses: Iterable[int] = (429, 503),
         retry_exceptions: type[Exception] | Iterable[type[Exception]] = httpx.TransportError,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         if not isinstance(cast("object", pool), WorkerPool):  # untyped callers pass anything
             raise TypeError(f"pool must be a werkpool.WorkerPool, not {type(pool).__name__}")
@@ -276,6 +300,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
         self.retry_methods = _methods(retry_methods)
         self.retry_statuses = _statuses(retry_statuses)
         self._retryable = (*check_retryable(retry_exceptions), _StatusRetry)
+        self.max_retry_after = check_max_retry_after(max_retry_after)
 
     def __repr__(self) -> str:
         return f"<werkpool.httpx.PoolTransport pool={self.pool!r} transport={self.transport!r}>"

@@ -25,7 +25,7 @@ from ._futures import AsyncioFuture, Future
 from ._hooks import Hooks
 from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
 from ._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit, WindowLimit, build
-from ._scheduler import Scheduler
+from ._scheduler import DEFAULT_MAX_RETRY_AFTER, Scheduler
 from ._specs import Concurrency, Rate, Window, check_cost
 from ._statistics import LimitStatistics
 from ._workers import Runner
@@ -130,6 +130,7 @@ class Lifecycle:
         toward :attr:`size`)
     :param per_key: the ``per_key=`` values: each key gets its own instances
     :param retry_after: maps a job's error to a pushback delay (``retry_after=``)
+    :param max_retry_after: the longest pause a pushback may cause (``max_retry_after=``)
     """
 
     __slots__ = (
@@ -156,6 +157,7 @@ class Lifecycle:
         "limits",
         "loop",
         "maps",
+        "max_retry_after",
         "per_key",
         "rate",
         "remote",
@@ -186,6 +188,7 @@ class Lifecycle:
         shared: tuple[Shared, ...] = (),
         shared_per_key: tuple[Shared, ...] = (),
         hooks: tuple[Hook, ...] = (),
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         self.size_shorthand = size
         #: The pool's hooks, and what calls them once the pool runs (None without hooks).
@@ -198,6 +201,7 @@ class Lifecycle:
         self.shared = shared
         self.shared_per_key = shared_per_key
         self.retry_after = retry_after
+        self.max_retry_after = max_retry_after
         #: The pool's concurrency bound: the smallest of ``size=`` and the unit-less
         #: Concurrency values of ``limits=`` (its workers never exceed it).
         self.size = _fold_size(size, limits)
@@ -269,6 +273,7 @@ class Lifecycle:
             remote,
             per_key=(lambda: tuple(build(spec) for spec in per_key)) if per_key else _no_limits,
             retry_after=self.retry_after,
+            max_retry_after=self.max_retry_after,
             on_drained=self._let_supervisor_stop,
         )
         if (
@@ -638,14 +643,17 @@ class Lifecycle:
         else:
             sched.pause_key(key, until)
 
-    def push_back(self, until: float, key: Hashable = None) -> None:
+    def push_back(
+        self, until: float, key: Hashable = None, clamped_from: float | None = None
+    ) -> None:
         """A provider's pushback heard outside a job's error: pause as :meth:`pause` does,
-        and slow the adaptive rates down (as a job's :exc:`RetryAfter` would)."""
+        and slow the adaptive rates down (as a job's :exc:`RetryAfter` would). *until* is
+        clamped already; *clamped_from*: what was asked, if more."""
         sched = self.sched
         if sched is None:
             self.pause(until, key)
         else:
-            sched.push_back(key, anyio.current_time(), until)
+            sched.push_back(key, anyio.current_time(), until, clamped_from)
 
     def resume(self) -> None:
         """End every pause."""

@@ -204,6 +204,7 @@ class RateLimit:
         "_pad",
         "_pause_end",
         "_slack",
+        "_unheld",
         "_units",
         "adaptive",
         "burst",
@@ -244,6 +245,9 @@ class RateLimit:
         self._units: float = 0
         self._changed_at = -_INF  # when an adaptive rate last changed
         self._pause_end = -_INF  # the end of the latest pushback's pause
+        #: While a pushback's fill holds the bucket: the schedule the real starts left (its
+        #: ``tat`` and rate) and the end of the hold, for :meth:`end_pushback`; else None.
+        self._unheld: tuple[float, float, float] | None = None
 
     @property
     def tat(self) -> float:
@@ -355,8 +359,40 @@ class RateLimit:
         # At the end of the pause, room for one start (the provider said so), then the rate.
         full = self.burst - 1
         if paused and self._level(start) < full:
+            unheld = self._unheld
+            if unheld is None or unheld[2] <= now:
+                self._unheld = (self.tat, self.rate, start)  # resume() may take the fill back
+            elif start > unheld[2]:
+                self._unheld = (unheld[0], unheld[1], start)  # the same hold, longer
             self._origin = start
             self._units = full
+
+    def end_pushback(self, now: float) -> None:
+        """``resume()`` at *now* ended the pause of a pushback: take back the fill of
+        :meth:`pushback`, so the bucket holds again only what the real starts left. The next
+        start fits as soon as they allow it (at once if they are old enough), the rest follow at
+        the rate: no credit beyond ``burst`` appears, and the rate contract holds across it.
+
+        An adaptive rate keeps its slow-down, but a refusal after *now* is news again (it halves
+        the rate once more).
+        """
+        if self._pause_end > now:
+            self._pause_end = now
+        unheld = self._unheld
+        if unheld is None:
+            return
+        self._unheld = None
+        tat, rate, end = unheld
+        if end <= now:
+            return  # the hold is over already: what the bucket holds is the rate's own schedule
+        # The real starts' units at now, drained at the rate of the pushback's time: an adaptive
+        # rate that regrew since drains faster, so this never gives more credit than they left.
+        level = (tat - now) * rate
+        if level <= 0:
+            self._origin = now  # drained: a fresh schedule from now on
+            self._units = 0
+        elif level < self._level(now):
+            self._set_level(now, level)
 
     def _regrow(self, now: float) -> None:
         """Grow the effective rate linearly since the last change, up to the configured rate."""

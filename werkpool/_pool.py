@@ -9,6 +9,7 @@ the ``max_pending`` :class:`~werkpool._room.Room`.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final, overload
@@ -23,6 +24,7 @@ from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
 from ._options import JobOptions, default_backoff
 from ._room import EmptyQueue, Room
+from ._scheduler import DEFAULT_MAX_RETRY_AFTER
 from ._specs import LimitSpec, Shared, check_limits, split_shared
 from ._statistics import PoolStatistics
 from ._threads import InThread, ThreadLimiter, check_blocking
@@ -38,6 +40,7 @@ from ._validate import (
     check_size,
     check_task,
     check_timeout,
+    show_value,
 )
 
 if sys.version_info >= (3, 11):
@@ -99,6 +102,23 @@ def _check_retry_after(retry_after: object) -> None:
         )
 
 
+def check_max_retry_after(value: object) -> float:
+    """Check ``max_retry_after=`` (the pool's or the httpx transport's): a number of seconds
+    >= 0, or ``math.inf`` for no cap."""
+    rule = "a number of seconds >= 0 (math.inf: no cap)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"max_retry_after must be {rule}, not {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond the floats
+        raise ValueError(
+            f"max_retry_after must be {rule}, got {show_value(value)}; use math.inf for no cap"
+        ) from None
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"max_retry_after must be {rule}, got {show_value(value)}")
+    return seconds + 0.0  # -0.0 reads as 0
+
+
 def _options(
     timeout: float | None,
     retries: int,
@@ -144,6 +164,11 @@ class WorkerPool:
     :param hooks: callables that each get a :class:`werkpool.Event` at every transition of a job
         (submitted, started, retrying, finished) or of a pause: for logging, metrics, progress
         (see :meth:`add_hook`)
+    :param max_retry_after: the longest pause a pushback may cause, in seconds (default 900,
+        15 minutes; ``math.inf``: no cap). A :exc:`werkpool.RetryAfter`, a ``retry_after=``
+        delay or a :meth:`push_back` asking for more pauses this long only, and its
+        ``"paused"`` event says what was asked (:attr:`werkpool.Event.clamped_from`): a
+        ``Retry-After`` of 1e308 s or a date in year 9999 never stops the pool for good.
 
     **Rate contract.** In any half-open window of length ``W`` seconds, at most
     ``ceil(W * rate) + burst - 1`` attempts start, on the jobs' own clock: each start is dated
@@ -182,6 +207,7 @@ class WorkerPool:
         per_key: Iterable[LimitSpec | Shared] = (),
         retry_after: Callable[[Exception], float | None] | None = None,
         hooks: Iterable[Hook] = (),
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         size = check_size(size)
         rate = check_rate(rate)
@@ -190,6 +216,7 @@ class WorkerPool:
         specs, shared = split_shared(check_limits(limits, "limits"))
         key_specs, key_shared = split_shared(check_limits(per_key, "per_key"))
         _check_retry_after(retry_after)
+        max_retry_after = check_max_retry_after(max_retry_after)
         room = None if max_pending is None else Room(max_pending, EmptyQueue())
         self._life = Lifecycle(
             size,
@@ -202,6 +229,7 @@ class WorkerPool:
             shared,
             key_shared,
             _check_hooks(hooks),
+            max_retry_after,
         )
         self._threads = ThreadLimiter()
 
@@ -246,6 +274,11 @@ class WorkerPool:
     def burst(self) -> int:
         """How many starts the ``rate=`` shorthand lets go back to back."""
         return self._life.burst
+
+    @property
+    def max_retry_after(self) -> float:
+        """The longest pause a pushback may cause, in seconds (``max_retry_after=``)."""
+        return self._life.max_retry_after
 
     @property
     def limits(self) -> tuple[LimitSpec | Shared, ...]:
@@ -360,18 +393,31 @@ class WorkerPool:
         halve the adaptive rates (the key's and the pool's, for a key) — but no job fails.
 
         For a pushback seen in a result that is still used, such as the last 429 that
-        :class:`werkpool.httpx.PoolTransport` hands to its caller. A longer pause is kept.
+        :class:`werkpool.httpx.PoolTransport` hands to its caller. A longer pause is kept; a
+        delay beyond ``max_retry_after`` is clamped to it.
 
         .. versionadded:: 0.3
         """
         self._check_loop()
         delay = check_seconds(seconds)
         check_key(key)
-        self._life.push_back(anyio.current_time() + delay, key)
+        self._push_back(delay, key)
+
+    def _push_back(self, delay: float, key: Hashable, clamped_from: float | None = None) -> None:
+        """:meth:`push_back` with *delay* checked. *clamped_from*: the delay the provider asked
+        for, if the caller clamped it already (the httpx transport, to its own cap)."""
+        life = self._life
+        if delay > life.max_retry_after:
+            if clamped_from is None:
+                clamped_from = delay
+            delay = life.max_retry_after
+        life.push_back(anyio.current_time() + delay, key, clamped_from)
 
     def resume(self) -> None:
         """End every pause: :meth:`pause`, :meth:`pause_for` and pushbacks, of the pool and its
-        keys.
+        keys. A pushback's hold ends too: the jobs waiting out its pause are retried at once,
+        and the rates it emptied may start again as soon as the starts before it allow (never
+        closer than the rate permits: the pushback's own hold is dropped, not the real starts').
 
         .. versionadded:: 0.3
         """
@@ -1076,6 +1122,7 @@ def worker_pool(
     per_key: Iterable[LimitSpec | Shared] = (),
     retry_after: Callable[[Exception], float | None] | None = None,
     hooks: Iterable[Hook] = (),
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
 ) -> WorkerPool:
     """
     Return a :class:`WorkerPool` to use as ``async with worker_pool(size=..., rate=...) as pool:``.
@@ -1096,4 +1143,5 @@ def worker_pool(
         per_key=per_key,
         retry_after=retry_after,
         hooks=hooks,
+        max_retry_after=max_retry_after,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import TYPE_CHECKING, Final, Protocol, cast, final
 
 from ._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
@@ -31,6 +31,7 @@ from ._job import (
     spent,
 )
 from ._lanes import Keys, Lane
+from ._limits import RateLimit
 from ._options import next_delay
 
 if TYPE_CHECKING:
@@ -42,13 +43,17 @@ if TYPE_CHECKING:
     from ._limits import Limit, RemoteLimit
     from ._options import JobOptions
 
-__all__ = ["TICK", "Reservation", "Scheduler"]
+__all__ = ["DEFAULT_MAX_RETRY_AFTER", "TICK", "Reservation", "Scheduler"]
 
 #: A wait shorter than this (1 ns, the resolution of the event loops' clocks) is no wait: the
 #: start is admitted at once and dated at its slot, less than a tick *after* now (never before:
 #: see :meth:`Scheduler.poll`). Without it a rate of 1e12/s would ask the loop for sleeps of
 #: 1e-12 s, which some clocks round to zero and spin on.
 TICK: Final = 1e-9
+
+#: The longest pushback the pool honours by default (``max_retry_after=``): 15 minutes. A
+#: ``Retry-After`` of 1e308 s or a date in year 9999 would otherwise stop a pool or key for good.
+DEFAULT_MAX_RETRY_AFTER: Final = 900.0
 
 _INF = math.inf
 
@@ -99,8 +104,16 @@ class EventSink(Protocol):
         """*job* was submitted, started an attempt, will be retried, or finished."""
         ...
 
-    def pause_event(self, kind: EventKind, key: Hashable, until: float | None) -> None:
-        """The pool (*key* None) or *key* paused until *until*, or resume() ended the pause."""
+    def pause_event(
+        self,
+        kind: EventKind,
+        key: Hashable,
+        until: float | None,
+        clamped_from: float | None = None,
+    ) -> None:
+        """The pool (*key* None) or *key* paused until *until*, or resume() ended the pause.
+        *clamped_from*: the pushback asked for that many seconds, more than ``max_retry_after``,
+        and *until* is the clamped end."""
         ...
 
 
@@ -126,8 +139,14 @@ class _HeldEvents:
     ) -> None:
         self.calls.append((kind, job, outcome, error, delay))
 
-    def pause_event(self, kind: EventKind, key: Hashable, until: float | None) -> None:
-        self.calls.append((kind, key, until))
+    def pause_event(
+        self,
+        kind: EventKind,
+        key: Hashable,
+        until: float | None,
+        clamped_from: float | None = None,
+    ) -> None:
+        self.calls.append((kind, key, until, clamped_from))
 
     def replay(self) -> None:
         """Tell the sink, in order, what was recorded."""
@@ -158,6 +177,7 @@ class Scheduler:
         per_key: Callable[[], tuple[Limit, ...]] = _no_limits,
         retry_after: Callable[[Exception], float | None] | None = None,
         on_drained: Callable[[], None] = _nothing,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         self.limits: tuple[Limit, ...] = tuple(limits)
         self.remote: tuple[RemoteLimit, ...] = tuple(remote)
@@ -165,6 +185,8 @@ class Scheduler:
         self.per_key = per_key
         #: Maps a job's error to a pushback delay in seconds, or None (the pool's retry_after=).
         self.retry_after = retry_after
+        #: The longest pause a pushback may cause, in seconds (the pool's ``max_retry_after=``).
+        self.max_retry_after = max_retry_after
         # The jobs without a key: first attempts in order, and retries whose backoff is over as
         # a heap by submission order (each key's lane has the same two lines).
         self._queue: deque[Job] = deque()
@@ -179,6 +201,9 @@ class Scheduler:
         self.on_drained = on_drained
         #: Jobs in their backoff, as a heap by its end.
         self.backoffs: list[tuple[float, int, Job]] = []
+        #: The jobs of :attr:`backoffs` that wait out a pushback (by submission number), not a
+        #: backoff of their own: resume() ends their wait.
+        self.pushed_back: set[int] = set()
         self._seq = 0
         #: How many reservations workers perform now, and how many may be in flight at once:
         #: 1 keeps FIFO exact; more (a store that pipelines requests, and no local limit that
@@ -325,7 +350,9 @@ class Scheduler:
         """Move the jobs whose backoff ended by *now* back into line (by submission order)."""
         backoffs = self.backoffs
         while backoffs and backoffs[0][0] <= now + TICK:
-            _, _, job = heappop(backoffs)
+            _, seq, job = heappop(backoffs)
+            if self.pushed_back:
+                self.pushed_back.discard(seq)
             if job.state == BACKOFF:
                 job.state = QUEUED
                 self.backoff -= 1
@@ -346,7 +373,7 @@ class Scheduler:
         neither)."""
         backoffs = self.backoffs
         while backoffs and backoffs[0][2].state != BACKOFF:
-            heappop(backoffs)
+            self.pushed_back.discard(heappop(backoffs)[1])
         wakeup = backoffs[0][0] if backoffs else _INF
         if self.keys is not None:
             wakeup = min(wakeup, self.keys.next_wakeup())
@@ -654,7 +681,7 @@ class Scheduler:
                 if pause is not None:
                     if job.attempts <= options.retries and not self.killed:
                         # Retried once the pause is over: the pause replaces its backoff.
-                        return self._back_off(job, pause, safe, now)
+                        return self._back_off(job, pause, safe, now, pushback=True)
                     self._failed(job, safe)
                     return _INF
             finally:
@@ -696,12 +723,16 @@ class Scheduler:
                 self.sink = held.sink
             held.replay()
 
-    def _back_off(self, job: Job, due: float, error: BaseException, now: float) -> float:
-        """*job* failed with *error* at *now* and waits until *due* for its next attempt;
-        return *due*."""
+    def _back_off(
+        self, job: Job, due: float, error: BaseException, now: float, pushback: bool = False
+    ) -> float:
+        """*job* failed with *error* at *now* and waits until *due* for its next attempt (the
+        end of a *pushback*'s pause, or its backoff); return *due*."""
         job.state = BACKOFF
         self.backoff += 1
         heappush(self.backoffs, (due, job.seq, job))
+        if pushback:
+            self.pushed_back.add(job.seq)
         if self.sink is not None:
             self.sink.job_event(RETRYING, job, error=error, delay=due - now)
         return due
@@ -713,8 +744,12 @@ class Scheduler:
         :raises Exception: what the ``retry_after`` callable raised, or a TypeError or
             ValueError if it returned something that is not a delay
         """
+        # What was asked when something before the pool clamped it already: the httpx transport
+        # raises a RetryAfter clamped to its own max_retry_after, with ``clamped_from`` set.
+        asked: object = None
         if isinstance(error, RetryAfter):
             delay: object = error.seconds
+            asked = getattr(error, "clamped_from", None)
         else:
             assert self.retry_after is not None
             assert isinstance(error, Exception)
@@ -731,41 +766,59 @@ class Scheduler:
                     f"retry_after must return None or a finite number of seconds >= 0, "
                     f"got {delay!r}"
                 )
-        until = now + float(delay)  # type: ignore[arg-type]
+        seconds = float(delay)  # type: ignore[arg-type]
+        clamped_from = None
+        if isinstance(asked, float) and asked > seconds:
+            clamped_from = asked
+        if seconds > self.max_retry_after:
+            if clamped_from is None:
+                clamped_from = seconds
+            seconds = self.max_retry_after
+        until = now + seconds
         lane = job.lane
-        self.push_back(None if lane is None else lane.key, now, until)
+        self.push_back(None if lane is None else lane.key, now, until, clamped_from)
         return until
 
-    def push_back(self, key: Hashable, now: float, until: float) -> None:
+    def push_back(
+        self, key: Hashable, now: float, until: float, clamped_from: float | None = None
+    ) -> None:
         """A provider pushed back at *now*: start nothing (of *key*, if not None) before
         *until*, and slow the adaptive rates down. A job's :exc:`RetryAfter` comes here, and
-        so does a pushback heard without failing a job (a last 429 handed to its caller)."""
+        so does a pushback heard without failing a job (a last 429 handed to its caller).
+
+        *until* is at most ``max_retry_after`` away (the caller clamped it); *clamped_from*: the
+        seconds the provider asked for, if more (the paused event reports it).
+        """
         self.pushbacks += 1
         # Every limit the attempt went through hears of it. The paused one (the pool's, or the
         # key's) also drops its credit; for a key's pushback, the pool's limits only slow down.
         for limit in self.limits:
             limit.pushback(now, until, key is None)
         if key is None:
-            self.pause(until)
+            self.pause(until, clamped_from)
         else:
             keys = self.keys
             lane = None if keys is None else keys.lanes.get(key)
             if lane is not None:
                 for limit in lane.limits:
                     limit.pushback(now, until, True)
-            self.pause_key(key, until)
+            self.pause_key(key, until, clamped_from)
 
     # -- runtime control --------------------------------------------------------------------------
 
-    def pause(self, until: float) -> None:
-        """Start nothing before *until* (``inf``: until :meth:`resume`); never shortens a pause."""
+    def pause(self, until: float, clamped_from: float | None = None) -> None:
+        """Start nothing before *until* (``inf``: until :meth:`resume`); never shortens a pause.
+        *clamped_from*: see :meth:`push_back`."""
         if until > self.paused_until:
             self.paused_until = until
             self._configure()
             if self.sink is not None:
-                self.sink.pause_event(PAUSED, None, until)
+                if clamped_from is None:
+                    self.sink.pause_event(PAUSED, None, until)
+                else:
+                    self.sink.pause_event(PAUSED, None, until, clamped_from)
 
-    def pause_key(self, key: Hashable, until: float) -> None:
+    def pause_key(self, key: Hashable, until: float, clamped_from: float | None = None) -> None:
         """Start no job of *key* before *until*; never shortens the key's pause."""
         if self.keys is None:
             self.keys = Keys(self.per_key, TICK)
@@ -776,24 +829,49 @@ class Scheduler:
             lane.paused_until = until
             keys.look_again(lane)  # it waits for the clock now
             if self.sink is not None:
-                self.sink.pause_event(PAUSED, key, until)
+                if clamped_from is None:
+                    self.sink.pause_event(PAUSED, key, until)
+                else:
+                    self.sink.pause_event(PAUSED, key, until, clamped_from)
         if not lane.pending:
             keys.rest(lane)  # a key paused with no job: dropped once the pause is over
 
     def resume(self, now: float = -_INF) -> None:
-        """End every pause: the pool's and its keys'. The hooks hear of each pause that was
-        still running at *now* (one whose end already passed ended then, with no event)."""
+        """End every pause and pushback, the pool's and its keys', at *now*.
+
+        The hooks hear of each pause that was still running at *now* (one whose end already
+        passed ended then, with no event). The rates a pushback filled hold again only what the
+        real starts left (:meth:`RateLimit.end_pushback`), and the jobs waiting out a pushback
+        are due at once: the next attempt starts as soon as the limits allow, never closer than
+        the rate permits.
+        """
         sink = self.sink
         if sink is not None and self.paused_until > now:
             sink.pause_event(RESUMED, None, None)
         self.paused_until = -_INF
+        for limit in self.limits:
+            if type(limit) is RateLimit:
+                limit.end_pushback(now)
         if self.keys is not None:
             for lane in self.keys.lanes.values():
+                for limit in lane.limits:
+                    if type(limit) is RateLimit:
+                        limit.end_pushback(now)
                 if lane.paused_until != -_INF:
                     if sink is not None and lane.paused_until > now:
                         sink.pause_event(RESUMED, lane.key, None)
                     lane.paused_until = -_INF
                     self.keys.look_again(lane)
+        if self.pushed_back:
+            # Due now, in place: each job has one entry in the heap, so none is left behind to
+            # release it again later.
+            pushed_back = self.pushed_back
+            self.backoffs = [
+                (now if seq in pushed_back and due > now else due, seq, job)
+                for due, seq, job in self.backoffs
+            ]
+            heapify(self.backoffs)
+            pushed_back.clear()
         self._configure()
 
     def replace_limits(
@@ -927,6 +1005,7 @@ class Scheduler:
         self._queue.clear()
         self._retry_ready.clear()
         self.backoffs.clear()
+        self.pushed_back.clear()
         if self.keys is not None:
             self.keys.clear()
         held = self._hold_events()  # each finished event once every waiting job is settled

@@ -120,6 +120,7 @@ def expect(
         "until": None,
         "queued": queued,
         "running": running,
+        "clamped_from": None,
     }
     unknown = set(fields) - set(expected)
     assert not unknown, unknown
