@@ -6,9 +6,11 @@ rich hidden, by the plain renderer to a fake terminal stream; on virtual time th
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import logging
+import random
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -16,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from rich.console import Console
-from support import Boom
+from support import Boom, fail_after_sleep
 
 import werkpool
 from werkpool import WorkerPool
-from werkpool._progress import _SLOTS, WINDOW, _Recent
+from werkpool._progress import _SLOTS, WINDOW, _PlainRenderer, _Recent, _Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -313,15 +315,15 @@ class TestRichTerminalFailure:
 
 class TestOff:
     async def test_off_when_not_a_terminal(self) -> None:
-        """A console that is not a terminal: no hook, no task, no output; counters stay 0."""
+        """A console that is not a terminal: no task, no output (the counters count, see
+        TestDetails)."""
         console = recording_console(terminal=False)
         async with WorkerPool() as pool, werkpool.progress(pool, total=5, console=console) as bar:
-            assert pool.hooks == ()
             for _ in range(5):
                 pool.run(anyio.sleep, 0.1)
             await anyio.sleep(1)
         assert not bar.enabled
-        assert bar.done == 0
+        assert bar.done == 5
         assert console.export_text() == ""
         assert console.file.getvalue() == ""  # type: ignore[attr-defined]
 
@@ -526,3 +528,121 @@ class TestRecent:
         for i in range(10_000):  # 100 per second for 100 s
             recent.add(i / 100)
         assert len(recent._buckets) <= _SLOTS
+
+
+class TestDetails:
+    """#25 item 9: a log line never cut, counts while off, a smooth time to go, a full bar only
+    at 100 %."""
+
+    async def test_a_forced_log_line_is_never_cut_without_rich(
+        self, no_rich: None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """force=True on a stream that is no terminal: the whole final line, however narrow the
+        terminal COLUMNS (or the fallback of 80) says."""
+        monkeypatch.setenv("COLUMNS", "40")
+        stream = io.StringIO()
+        async with (
+            WorkerPool() as pool,
+            werkpool.progress(
+                pool, total=1, description="a rather long label", console=stream, force=True
+            ),
+        ):
+            await pool.call(anyio.sleep, 1.0)
+        assert re.fullmatch(
+            r"a rather long label \[#{20}\] 100% 1/1, 0 failed, 0 retries, 1.0 starts/s avg, "
+            r"took 0:01\n",
+            stream.getvalue(),
+        )
+
+    @pytest.mark.parametrize("given", ["console", "stream"])
+    async def test_a_forced_log_line_is_never_cut_with_rich(
+        self, given: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same with rich, on a rich console that is no terminal (40 columns) and on a
+        plain stream: one line, whole, not wrapped."""
+        monkeypatch.setenv("COLUMNS", "40")
+        stream = io.StringIO()
+        console: Console | io.StringIO = (
+            Console(file=stream, force_terminal=False, width=40) if given == "console" else stream
+        )
+        async with (
+            WorkerPool() as pool,
+            werkpool.progress(
+                pool, total=1, description="a rather long label", console=console, force=True
+            ),
+        ):
+            await pool.call(anyio.sleep, 1.0)
+        assert re.fullmatch(
+            r"a rather long label ━{24} 1/1 · 0 failed · 0 retries · 1.0 starts/s avg · "
+            r"took 0:01\n",
+            stream.getvalue(),
+        ), stream.getvalue()
+
+    @pytest.mark.parametrize("force", [None, False])
+    async def test_the_counts_are_kept_while_the_bar_is_off(self, force: bool | None) -> None:
+        """Off (no terminal, or force=False): nothing drawn, but the counters count; the hook
+        goes when the block ends."""
+        console = recording_console(terminal=force is False)
+        async with WorkerPool() as pool:
+            async with werkpool.progress(pool, total=5, console=console, force=force) as bar:
+                futures = [
+                    pool.run(fail_after_sleep if i == 2 else anyio.sleep, 0.1) for i in range(5)
+                ]
+                await anyio.sleep(1)
+                assert pool.hooks == (bar._hook,)
+            assert pool.hooks == ()
+        assert isinstance(futures[2].exception(), Boom)
+        assert not bar.enabled
+        assert (bar.done, bar.failed, bar.submitted, bar.attempts) == (5, 1, 5, 5)
+        assert repr(bar) == "<werkpool.ProgressBar off done=5/5>"
+        assert console.file.getvalue() == ""  # type: ignore[attr-defined]
+
+    async def test_the_time_to_go_never_rises_under_a_steady_rate_with_noise(self) -> None:
+        """Two workers, jobs of 0.5 s +- 30 % (seeded): the ETA read every 0.1 s only falls,
+        and stays near the time the work actually took to finish."""
+        rng = random.Random(7)
+        durations = [0.5 * rng.uniform(0.7, 1.3) for _ in range(160)]
+        seen: list[tuple[float, float]] = []
+        async with (
+            WorkerPool(size=2) as pool,
+            werkpool.progress(pool, total=len(durations), console=recording_console()) as bar,
+        ):
+            for d in durations:
+                pool.run(anyio.sleep, d)
+            while bar.done < len(durations):
+                await anyio.sleep(0.1)
+                eta = bar._snapshot(final=False).eta
+                if eta is not None:
+                    seen.append((anyio.current_time(), eta))
+            end = anyio.current_time()
+        assert len(seen) > 300
+        rises = [(t, a, b) for (_, a), (t, b) in itertools.pairwise(seen) if b > a]
+        assert not rises, rises[:5]
+        # Not a frozen number: after the first seconds, within 15 % (or 1 s) of the truth.
+        for t, eta in seen:
+            if t > 3:
+                assert abs(eta - (end - t)) <= max(1.0, 0.15 * (end - t)), (t, eta, end)
+
+    @pytest.mark.parametrize(("done", "total", "shown"), [(49, 50, "  98% "), (199, 200, "  99% ")])
+    def test_the_plain_bar_is_full_only_at_100_percent(
+        self, done: int, total: int, shown: str
+    ) -> None:
+        """98 % or 99.5 % done: one '-' left, and no "100%"."""
+        renderer = _PlainRenderer(FakeTTY(), None, live=True)
+        snap = _Snapshot(
+            done=done,
+            total=total,
+            failed=0,
+            cancelled=0,
+            retries=0,
+            pauses=0,
+            paused_for=0.0,
+            start_rate=1.0,
+            eta=None,
+            elapsed=1.0,
+            final=False,
+        )
+        line = renderer.line(snap)
+        assert line.startswith("[###################-]" + shown), line
+        full = renderer.line(dataclasses.replace(snap, done=total))
+        assert full.startswith("[####################] 100% "), full

@@ -3,9 +3,10 @@
 :class:`ProgressBar` is a hook on the pool: each :class:`~werkpool.Event` only moves a counter
 (jobs done, failed, retried, attempts started, pauses), so a pool with 100,000 jobs pays a few
 attribute updates per job. A task of its own, in the pool's event loop, draws the bar every
-``refresh`` seconds from those counters and the clock: the start rate and the time to go come
-from the last 5 seconds, so they keep moving while nothing happens (a pause
-counts down, a stalled rate falls to 0).
+``refresh`` seconds from those counters and the clock: the start rate comes from the last 5
+seconds, so it keeps moving while nothing happens (a pause counts down, a stalled rate falls to
+0); the time to go from an exponentially weighted finish rate, so that it counts down smoothly
+rather than jumping with each job. While the bar is off (not a terminal) it still counts.
 
 Two renderers: rich's (``pip install "werkpool[progress]"``) when it can be imported, and a
 plain one that rewrites a single line with ``"\\r"``. Both draw from the loop, with no thread: a
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
     from rich.console import Console
+    from rich.text import Text
 
     from ._events import Event, Hook
     from ._statistics import PoolStatistics
@@ -47,8 +49,18 @@ logger: Final = logging.getLogger("werkpool")
 WINDOW: Final = 5.0
 #: Buckets per :data:`WINDOW`: the recent counts cost O(1) per event and bounded memory.
 _SLOTS: Final = 20
-#: Characters of the plain renderer's bar.
+#: Characters of the plain renderer's bar, and of rich's.
 _BAR_WIDTH: Final = 20
+_RICH_BAR_WIDTH: Final = 24
+#: The time to go shown counts down with the clock and eases toward the estimate over
+#: _ETA_EASE seconds; it rises only for an estimate above it by more than the lag, the larger of
+#: _ETA_LAG seconds and _ETA_LAG_FRACTION of the time shown (less is the noise of single jobs).
+#: See ProgressBar._time_to_go.
+_ETA_EASE: Final = 1.0
+_ETA_LAG: Final = WINDOW
+_ETA_LAG_FRACTION: Final = 0.2
+#: The finish rate behind the time to go averages over at least this many jobs.
+_PACE_EVENTS: Final = 20
 
 
 class ObservablePool(Protocol):
@@ -98,6 +110,60 @@ class _Recent:
         first = math.floor(now / self._width) - _SLOTS + 1
         count = sum(n for number, n in self._buckets if number >= first)
         return count / max(1.0, now - max(since, first * self._width))
+
+
+@final
+class _Pace:
+    """The rate of events, exponentially weighted over the last :data:`WINDOW` seconds or the
+    last :data:`_PACE_EVENTS` events, whichever is longer, as of the last event.
+
+    A ratio of two decayed sums, the events and the time they took: exact for a steady pace from
+    the first event on (one event at 2 s is 0.5 per second, ten at once at 1 s are 10 per
+    second), and the noise of single jobs averaged over many, even when jobs are slow.
+
+    Between events the rate is held, not decayed (a rate that fell after each event and rose at
+    the next would make the time to go jump), until the next event is overdue: from then on it
+    is the rate as if the event came now, which falls smoothly while nothing happens (to 0 in a
+    stall) and is the very rate the event brings when it comes.
+    """
+
+    __slots__ = ("_count", "_last", "_time")
+
+    def __init__(self, began: float) -> None:
+        self._last = began
+        self._count = 0.0  # events, each weighted by the decay since
+        self._time = 0.0  # the seconds between them (from the beginning), weighted alike
+
+    @property
+    def last(self) -> float:
+        """The time of the last event (the beginning before any)."""
+        return self._last
+
+    @staticmethod
+    def _keep(gap: float) -> float:
+        """How much of the past an event *gap* seconds after the last keeps: the slower decay
+        of the two, a memory of WINDOW seconds and one of _PACE_EVENTS events."""
+        return max(math.exp(-gap / WINDOW), 1.0 - 1.0 / _PACE_EVENTS)
+
+    def add(self, time: float) -> None:
+        gap = max(0.0, time - self._last)
+        keep = self._keep(gap)
+        self._count = self._count * keep + 1.0
+        self._time = self._time * keep + gap
+        self._last = max(self._last, time)
+
+    def rate(self, now: float) -> float:
+        """Events per second (0.0 before the first event)."""
+        if self._count == 0.0:
+            return 0.0
+        # Over one second at least, as _Recent: two jobs done in the first 0.1 s are not 20
+        # per second.
+        rate = self._count / max(1.0, self._time)
+        gap = now - self._last
+        if gap * rate > 1.0:  # the next event is overdue
+            keep = self._keep(gap)
+            rate = (self._count * keep + 1.0) / max(1.0, self._time * keep + gap)
+        return rate
 
 
 @final
@@ -185,12 +251,16 @@ class _PlainRenderer:
 
     def line(self, snap: _Snapshot) -> str:
         if snap.total > 0:
-            fraction = min(1.0, snap.done / snap.total)
-            filled = round(fraction * _BAR_WIDTH)
-            bar = f"[{'#' * filled}{'-' * (_BAR_WIDTH - filled)}] {fraction:4.0%} "
+            done = min(snap.done, snap.total)
+            # Rounded down, in integers: full, and "100%", only when every job is done.
+            filled = done * _BAR_WIDTH // snap.total
+            percent = done * 100 // snap.total
+            bar = f"[{'#' * filled}{'-' * (_BAR_WIDTH - filled)}] {percent:3d}% "
         else:
             bar = ""
         text = self.prefix + bar + ", ".join(text for text, _ in _parts(snap))
+        if not self.live:
+            return text  # a line in a log or a file: never cut
         # A line that wraps could not be rewritten by "\r": keep it within the terminal.
         return text[: max(1, _columns(self.stream) - 1)]
 
@@ -221,24 +291,17 @@ def _rich_renderer(console: Console, description: str | None, snap: _Snapshot) -
     """A rich.progress display with the bar and the counts; drawn only when asked (no thread)."""
     from rich.file_proxy import FileProxy
     from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
-    from rich.text import Text
 
     class StatsColumn(ProgressColumn):
         """The counts, the rate and the time to go, each in its colour."""
 
         def render(self, task: Task) -> Text:
-            shown: _Snapshot = task.fields["snapshot"]
-            text = Text()
-            for i, (piece, style) in enumerate(_parts(shown)):
-                if i:
-                    text.append(" · ", style="dim")
-                text.append(piece, style=style)
-            return text
+            return _rich_parts(task.fields["snapshot"])
 
     columns: list[ProgressColumn] = []
     if description:
         columns.append(TextColumn("{task.description}", markup=False))
-    columns += [BarColumn(bar_width=24), StatsColumn()]
+    columns += [BarColumn(bar_width=_RICH_BAR_WIDTH), StatsColumn()]
     # auto_refresh=False: no refresh thread; the ProgressBar's task draws, from the loop.
     display = Progress(*columns, console=console, auto_refresh=False, transient=False)
 
@@ -294,6 +357,45 @@ def _rich_renderer(console: Console, description: str | None, snap: _Snapshot) -
     return RichRenderer()
 
 
+def _rich_parts(snap: _Snapshot) -> Text:
+    """The text after rich's bar: the counts, the rate and the time to go, each in its colour."""
+    from rich.text import Text
+
+    text = Text()
+    for i, (piece, style) in enumerate(_parts(snap)):
+        if i:
+            text.append(" · ", style="dim")
+        text.append(piece, style=style)
+    return text
+
+
+def _rich_log_renderer(console: Console, description: str | None) -> _Renderer:
+    """The final state as one line of a console that is no terminal (a log, a file): rich's
+    bar and the counts, never wrapped or cut to the console's width (rich's Live would)."""
+    from rich.progress_bar import ProgressBar as RichBar
+    from rich.text import Text
+
+    @final
+    class RichLogRenderer:
+        def show(self, snap: _Snapshot) -> None:
+            pass  # no one watches a log: only the final state is written
+
+        def close(self, snap: _Snapshot) -> None:
+            line = Text(f"{description} " if description else "")
+            bar = RichBar(total=snap.total or None, completed=snap.done, width=_RICH_BAR_WIDTH)
+            options = console.options.update(width=_RICH_BAR_WIDTH)
+            for segment in console.render_lines(bar, options, pad=False)[0]:
+                line.append(segment.text, segment.style)
+            line.append(" ")
+            line.append_text(_rich_parts(snap))
+            console.print(line, soft_wrap=True)  # soft_wrap: neither wrapped nor cropped
+
+        def abandon(self) -> None:
+            pass  # it changed nothing
+
+    return RichLogRenderer()
+
+
 def _rich_console_type() -> type[Console] | None:
     """rich's Console class, or None when rich cannot be imported (the plain renderer then)."""
     try:
@@ -338,8 +440,8 @@ class ProgressBar:
     """
     A progress bar that follows a pool's jobs while an ``async with`` block runs.
 
-    Made by :func:`progress`, which documents it. While the bar is shown, its counters tell what
-    happened since the block began; when it is off (not a terminal), they stay 0.
+    Made by :func:`progress`, which documents it. Its counters tell what happened since the
+    block began, whether the bar is shown or off (not a terminal, or ``force=False``).
 
     .. versionadded:: 0.3
     """
@@ -378,7 +480,8 @@ class ProgressBar:
         self._in_flight_at_start = 0
         self._paused_until = -math.inf
         self._starts = _Recent()
-        self._finishes = _Recent()
+        self._finishes = _Pace(0.0)
+        self._eta: tuple[float | None, float] = (None, 0.0)  # the time to go shown last, when
         self._began = 0.0
         self._renderer: _Renderer | None = None
         self._group: TaskGroup | None = None
@@ -436,14 +539,7 @@ class ProgressBar:
             eta = None
         else:
             start_rate = self._starts.rate(now, self._began)
-            eta = None
-            if self._given_total is not None:
-                left = max(0, total - self.done)
-                finish_rate = self._finishes.rate(now, self._began)
-                if left == 0:
-                    eta = 0.0
-                elif finish_rate > 0:
-                    eta = left / finish_rate
+            eta = self._time_to_go(now, total) if self._given_total is not None else None
         return _Snapshot(
             done=self.done,
             total=total,
@@ -457,6 +553,36 @@ class ProgressBar:
             elapsed=elapsed,
             final=final,
         )
+
+    def _time_to_go(self, now: float, total: int) -> float | None:
+        """The seconds to go shown now: None until a job finishes, 0.0 once all are done.
+
+        The estimate is what is left over the finish rate (:class:`_Pace`), counted down since
+        the last finish. What is shown follows it smoothly. Within the lag of it (the noise of
+        single jobs), it counts down with the clock and eases toward the estimate over
+        :data:`_ETA_EASE` seconds, without ever rising for it. Further below (a faster pace, or
+        the first rough estimates), it falls to the estimate at once; further above (a slower
+        pace), it rises toward it, eased in over the lag.
+        """
+        left = max(0, total - self.done)
+        rate = self._finishes.rate(now)
+        if left == 0 or rate == 0.0:
+            self._eta = (None if left else 0.0, now)
+            return self._eta[0]
+        # Never below what is left once the next job is done: one job late by a little is noise.
+        estimate = max(left / rate - (now - self._finishes.last), (left - 1) / rate)
+        shown, then = self._eta
+        if shown is not None:
+            elapsed = now - then
+            lag = max(_ETA_LAG, _ETA_LAG_FRACTION * shown)
+            if estimate > shown + lag:
+                estimate = shown + min(1.0, elapsed / lag) * (estimate - shown)
+            elif estimate >= shown - lag:  # noise: eased, and never a rise
+                counted = max(0.0, shown - elapsed)
+                eased = counted + min(1.0, elapsed / _ETA_EASE) * (estimate - counted)
+                estimate = min(shown, eased)
+        self._eta = (estimate, now)
+        return estimate
 
     def _draw(self, final: bool) -> None:
         renderer = self._renderer
@@ -490,13 +616,16 @@ class ProgressBar:
             rich_console: Console = console
             if not (console.is_terminal if self._force is None else self._force):
                 return None
-            # A rich console that is not a terminal shows only the final bar (rich's Live).
+            if not console.is_terminal:  # forced: the final state, as one line of a log
+                return lambda first: _rich_log_renderer(rich_console, description)
             return lambda first: _rich_renderer(rich_console, description, first)
         stream = cast("TextIO", sys.stderr if console is None else console)
         terminal = _isatty(stream)
         if not (terminal if self._force is None else self._force):
             return None
         if console_type is not None:
+            if not terminal:
+                return lambda first: _rich_log_renderer(console_type(file=stream), description)
             return lambda first: _rich_renderer(console_type(file=stream), description, first)
         return lambda first: _PlainRenderer(stream, description, live=terminal)
 
@@ -505,15 +634,17 @@ class ProgressBar:
             raise RuntimeError("a ProgressBar can be used in one async with block only")
         self._entered = True
         start_renderer = self._choose()
-        if start_renderer is None:
-            return self  # off: no hook, no task, no output
         statistics = self._pool.statistics()
         self._in_flight_at_start = (
             statistics.submitted - statistics.completed - statistics.failed - statistics.cancelled
         )
         self._began = anyio.current_time()
+        self._finishes = _Pace(self._began)
+        # The hook even when the bar is off: its counters are useful without a display.
         self._pool.add_hook(self._hook)
         self._hooked = True
+        if start_renderer is None:
+            return self  # off: no task, no output
         try:
             try:
                 self._renderer = start_renderer(self._snapshot(final=False))
@@ -581,10 +712,11 @@ def progress(
 
     The bar shows the jobs done (completed, failed or cancelled) out of the total, the failures,
     the retries, the pauses (pushbacks included; "paused 0:03" while the pool is paused), the
-    start rate over the last 5 seconds, and the time to go, from the rate at which
-    jobs finished over the same seconds. When the block ends it draws the final state (the
-    average start rate and the time it took) and stays on screen; it counts only what happens
-    inside the block.
+    start rate over the last 5 seconds, and the time to go, from the rate at which jobs finish
+    (exponentially weighted, over about the same seconds: it counts down smoothly, and rises for
+    a slower pace, not for the noise of single jobs). When the block ends it draws the final
+    state (the average start rate and the time it took) and stays on screen; it counts only
+    what happens inside the block.
 
     The bar is a hook on the pool (:meth:`WorkerPool.add_hook`), removed when the block ends,
     however it ends; it is drawn every *refresh* seconds by a task in the pool's event loop (no
@@ -592,8 +724,9 @@ def progress(
     it is a rich progress display; without, one plain line rewritten with ``"\\r"``.
 
     It is on only where someone watches: when the output is a terminal. Elsewhere (a pipe, a
-    file, a CI log, captured output) it does nothing at all: no hook, no task, no output. To get
-    the final state as one line in a log, pass ``force=True``.
+    file, a CI log, captured output) it draws nothing (no task, no output), but its counters
+    still count. To get the final state as one line in a log, never cut to a width, pass
+    ``force=True``.
 
     :param pool: the pool to follow
     :param total: how many jobs the bar waits for (an int >= 0); None: the jobs in flight when
