@@ -139,6 +139,39 @@ def test_item4_a_hook_raising_a_base_exception_stops_the_pool_like_a_job(
     assert record["running"] == 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_item4_a_hooks_base_exception_is_not_lost_to_a_cancellation_from_outside(
+    backend: str,
+) -> None:
+    """A scope around ``async with`` cancels the pool; a hook raises a KeyboardInterrupt at the
+    ``finished`` events of the jobs it cancels: that error leaves the scope, not swallowed by
+    it as the cancellation is."""
+    raised = KeyboardInterrupt("from a finished hook")
+    record: dict[str, Any] = {}
+    futures: list[Any] = []
+
+    def hook(event: Event) -> None:
+        if event.kind == "finished":
+            raise raised
+
+    async def main() -> str:
+        try:
+            with anyio.move_on_after(1):
+                async with WorkerPool(size=1, hooks=[hook]) as pool:
+                    futures.extend(pool.run(anyio.sleep, 10) for _ in range(3))
+                    await anyio.sleep(5)
+            record["moved on"] = True
+        except BaseException as exc:
+            record["caught"] = (exc, anyio.current_time())
+        return "main returned"
+
+    outcome = _run_own_loop(backend, main)
+    assert outcome == "main returned" or (backend == "asyncio" and outcome is raised)
+    assert "moved on" not in record
+    assert record["caught"] == (raised, approx(1))
+    assert [f.cancelled() for f in futures] == [True] * 3
+
+
 @pytest.mark.parametrize("error", FATAL)
 async def test_item4_a_hook_raising_after_the_pool_exited_raises_in_the_caller(
     error: type[BaseException],
