@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "_validate": 0,
     "_statistics": 0,
     "_events": 0,  # the Event record and the Hook protocol
+    "_extras": 0,  # the error of an extra's module when the extra is not installed
     # 1: per-job options (timeout, retry policy, default backoff); limits as values
     "_options": 1,
     "_specs": 1,

@@ -19,10 +19,13 @@ It works on asyncio and trio alike (httpx runs on both through anyio).
 
 from __future__ import annotations
 
-from ._httpx import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
-from ._httpx import PoolTransport as PoolTransport
-from ._httpx import by_host as by_host
-from ._httpx import retry_after_seconds as retry_after_seconds
+from ._extras import needs_extra
+
+with needs_extra(__name__, "httpx", "httpx"):
+    from ._httpx import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+    from ._httpx import PoolTransport as PoolTransport
+    from ._httpx import by_host as by_host
+    from ._httpx import retry_after_seconds as retry_after_seconds
 
 __all__ = ["IDEMPOTENT_METHODS", "PoolTransport", "by_host", "retry_after_seconds"]
 

@@ -17,8 +17,11 @@ It needs only ``opentelemetry-api``; without a configured SDK every call is a no
 
 from __future__ import annotations
 
-from ._otel import SPAN_NAME as SPAN_NAME
-from ._otel import OpenTelemetryHook as OpenTelemetryHook
+from ._extras import needs_extra
+
+with needs_extra(__name__, "otel", "opentelemetry"):
+    from ._otel import SPAN_NAME as SPAN_NAME
+    from ._otel import OpenTelemetryHook as OpenTelemetryHook
 
 __all__ = ["SPAN_NAME", "OpenTelemetryHook"]
 

@@ -19,8 +19,11 @@ It needs `coredis <https://coredis.readthedocs.io>`_, which runs on asyncio and 
 
 from __future__ import annotations
 
-from ._redis import RedisStore as RedisStore
-from ._redis import StoreStatistics as StoreStatistics
+from ._extras import needs_extra
+
+with needs_extra(__name__, "redis", "coredis"):
+    from ._redis import RedisStore as RedisStore
+    from ._redis import StoreStatistics as StoreStatistics
 
 __all__ = ["RedisStore", "StoreStatistics"]
 
