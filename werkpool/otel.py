@@ -10,7 +10,9 @@ them::
     async with WorkerPool(size=10, rate=5, hooks=[OpenTelemetryHook()]) as pool:
         ...
 
-It needs only ``opentelemetry-api``; without a configured SDK every call is a no-op.
+The extra installs only ``opentelemetry-api``: without an SDK, which the application installs
+(``opentelemetry-sdk``) and configures, every call is a no-op. A hook with the default providers
+follows the global ones, so an SDK configured later gets its spans and metrics.
 
 .. versionadded:: 0.3
 """
