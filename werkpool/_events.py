@@ -1,9 +1,10 @@
 """What the pool tells its hooks: one frozen :class:`Event` per transition of a job or a pause.
 
 A hook is any callable that takes an :class:`Event` (:class:`Hook`). The pool calls its hooks
-synchronously, in its event loop, at the moment of the transition: a hook must be quick and
-must not block (hand the event to a queue if it has I/O to do). A hook that raises is logged
-once (logger ``werkpool``) and never breaks the pool.
+synchronously, in its event loop, once the transition is complete: a hook must be quick and
+must not block (hand the event to a queue if it has I/O to do). A hook that raises an
+:class:`Exception` is logged once (logger ``werkpool``) and never breaks the pool; one that
+raises a :class:`BaseException` (``sys.exit()``) stops the pool as a job raising it would.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ class Hook(Protocol):
     """What a hook is: a callable that takes an :class:`Event` and returns nothing.
 
     Called synchronously in the pool's event loop at each transition: keep it quick and
-    non-blocking. An exception it raises is logged once per hook (logger ``werkpool``) and
-    otherwise ignored.
+    non-blocking. An :class:`Exception` it raises is logged once per hook (logger
+    ``werkpool``) and otherwise ignored; a :class:`BaseException` (``KeyboardInterrupt``,
+    ``SystemExit``) stops the pool as a job raising it would, and leaves ``async with``.
 
     .. versionadded:: 0.3
     """
