@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "_statistics": 0,
     "_events": 0,  # the Event record and the Hook protocol
     "_extras": 0,  # the error of an extra's module when the extra is not installed
+    "_ratelimit_headers": 0,  # servers' rate-limit headers read as budgets (pure functions)
     # 1: per-job options (timeout, retry policy, default backoff); limits as values
     "_options": 1,
     "_specs": 1,
