@@ -866,7 +866,9 @@ class Scheduler:
             # Due now, in place: each job has one entry in the heap, so none is left behind to
             # release it again later.
             pushed_back = self.pushed_back
-            self.backoffs = [
+            # In place: each worker holds this very list for the scheduler's life (its loop
+            # binds sched.backoffs once), so a new list would leave them reading a stale one.
+            self.backoffs[:] = [
                 (now if seq in pushed_back and due > now else due, seq, job)
                 for due, seq, job in self.backoffs
             ]

@@ -12,8 +12,10 @@ Every pool test runs on asyncio and trio, on virtual time.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import random
+import weakref
 
 import anyio
 import pytest
@@ -222,3 +224,33 @@ def test_a_shared_rate_cannot_have_a_margin() -> None:
 
     with pytest.raises(ValueError, match=r"cannot be shared: the store spaces"):
         Rate(10, margin=0.001).shared(Store(), "api")  # type: ignore[arg-type]
+
+
+# -- item 6, follow-up: resume() keeps the workers' view of the backoffs -------------------------
+
+
+async def test_resume_leaves_no_settled_job_behind() -> None:
+    """``size=1``: a job pushed back for 60 s, ``resume()`` at 1 s: it is retried at once and
+    done, and nothing keeps its record (R53). Before the fix resume() gave the scheduler a new
+    backoff list while each worker kept reading the old one, which held the job for good."""
+
+    async def job(attempts: list[float]) -> str:
+        attempts.append(anyio.current_time())
+        if len(attempts) == 1:
+            raise RetryAfter(60)
+        return "done"
+
+    async with WorkerPool(size=1) as pool:
+        t0 = anyio.current_time()
+        attempts: list[float] = []
+        future = pool.run(job, attempts, retries=1)
+        await anyio.sleep(1)
+        pool.resume()
+        assert await future == "done"
+        assert [t - t0 for t in attempts] == [approx(0), approx(1)]
+        gone = weakref.ref(future)
+        del future
+        await anyio.sleep(0.1)  # the loop runs the callbacks the future's completion queued
+        gc.collect()
+        assert gone() is None, "the settled job is still referenced"
+        assert await pool.call(anyio.sleep, 0) is None  # the pool goes on
