@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import html
+import json
 import os
 import re
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -151,6 +154,154 @@ def check_site(site: Path) -> list[str]:
         if not re.match(r"^(?:[a-z][a-z0-9+.-]*:|#)", link) and not link.startswith(base):
             problems.append(f"404.html: {link} is not under the site's path {base}")
     return problems
+
+
+#: Each extra ("" for the core alone) and what an example must use to show it.
+EXTRAS = {
+    "": r"\bwerkpool\b",
+    "trio": r"^\s*import trio\b",
+    "redis": r"\bwerkpool\.redis\b",
+    "httpx": r"\bwerkpool\.httpx\b",
+    "otel": r"\bwerkpool\.otel\b",
+    "prometheus": r"\bwerkpool\.prometheus\b",
+    "progress": r"\bwerkpool\.progress\(",
+}
+
+#: The tests `nox -s package` runs from the unpacked sdist by default (pass others after
+#: ``--``, e.g. ``-- tests`` for all of them): those that read the repository's files, which
+#: an sdist that lacked them would fail, and a quick look at the pool itself.
+SDIST_TESTS = (
+    "tests/test_packaging.py",
+    "tests/test_docs.py",
+    "tests/test_readme.py",
+    "tests/test_architecture.py",
+    "tests/test_public_api.py",
+    "tests/test_examples.py",
+    "tests/test_examples_structured.py",
+    "tests/test_example_main_job.py",
+    "tests/test_example_api_limits.py",
+    "tests/test_pool.py",
+)
+
+
+def documented_examples() -> list[tuple[str, str]]:
+    """Every example the documentation shows as runnable: the ```python blocks of README.md
+    and docs/ (the ```py ones are shown, not run) and the files of examples/, as (name, code)."""
+    root = Path(__file__).parent
+    fence = re.compile(
+        r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S
+    )
+    found = []
+    for page in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]:
+        for i, match in enumerate(fence.finditer(page.read_text(encoding="utf-8"))):
+            indent = len(match["indent"])
+            code = "".join(line[indent:] for line in match["body"].splitlines(keepends=True))
+            if "--8<--" not in code:  # a snippet: the file itself is among the examples
+                found.append((f"{page.relative_to(root).as_posix()} block {i}", code))
+    found += [
+        (file.relative_to(root).as_posix(), file.read_text(encoding="utf-8"))
+        for file in sorted((root / "examples").glob("*.py"))
+    ]
+    return found
+
+
+def imported_modules(code: str) -> set[str]:
+    """The absolute imports of some code, wherever they are (a function's lazy ones too)."""
+    modules = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.add(node.module)
+    return modules
+
+
+def _smallest_example(session: nox.Session, python: Path, extra: str) -> tuple[str, str] | None:
+    """The shortest documented example that uses *extra* and whose imports the venv of
+    *python* (werkpool with that extra alone) has."""
+    candidates = [
+        (name, code)
+        for name, code in documented_examples()
+        if re.search(EXTRAS[extra], code, flags=re.M)
+    ]
+    modules = sorted(set().union(*(imported_modules(code) for _, code in candidates)))
+    probe = (
+        "import importlib.util, json, sys\n"
+        "def found(name):\n"
+        "    try:\n"
+        "        return importlib.util.find_spec(name) is not None\n"
+        "    except ImportError:\n"
+        "        return False\n"
+        "print(json.dumps({name: found(name) for name in json.loads(sys.argv[1])}))\n"
+    )
+    output = session.run(str(python), "-c", probe, json.dumps(modules), external=True, silent=True)
+    available = json.loads(str(output).strip().splitlines()[-1])
+    runnable = [
+        (name, code)
+        for name, code in candidates
+        if all(available[module] for module in imported_modules(code))
+    ]
+    return min(runnable, key=lambda c: len(c[1].strip().splitlines()), default=None)
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel and check them as the package index will; install the
+    wheel with each extra alone in a fresh venv and run that extra's smallest documented
+    example there (offline: the examples bring their own servers); run tests from the
+    unpacked sdist (pass pytest arguments after ``--`` to choose others)."""
+    session.install("build", "twine", "readme_renderer[md]")
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
+    (sdist,) = dist.glob("werkpool-*.tar.gz")
+    (wheel,) = dist.glob("werkpool-*.whl")
+    session.run("twine", "check", "--strict", str(sdist), str(wheel))
+
+    missing = []  # extras without a documented example they can run: reported at the end
+    for extra in EXTRAS:
+        label = f"werkpool[{extra}]" if extra else "werkpool"
+        venv = tmp / f"venv-{extra or 'core'}"
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run("python", "-m", "venv", str(venv))
+        python = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+        requirement = f"werkpool[{extra}] @ {wheel.as_uri()}" if extra else str(wheel)
+        session.run(str(python), "-m", "pip", "install", "-q", requirement, external=True)
+        example = _smallest_example(session, python, extra)
+        if example is None:
+            session.warn(f"no documented example of {label} runs with it alone")
+            missing.append(label)
+            continue
+        name, code = example
+        if "redis-server" in code and not shutil.which("redis-server"):
+            if os.environ.get("CI"):
+                session.error(f"{name} needs redis-server, which CI must have")
+            session.warn(f"skipping {name} for {label}: no redis-server on PATH")
+            continue
+        script = venv / "example.py"
+        script.write_text(code, encoding="utf-8")
+        session.log(f"{label} alone runs {name}")
+        # From the venv's directory, so that nothing of the checkout is importable.
+        with session.chdir(venv):
+            session.run(str(python), str(script), external=True)
+
+    # The sdist's own tests, against the wheel, from the unpacked sdist.
+    shutil.rmtree(tmp / "sdist", ignore_errors=True)
+    with tarfile.open(sdist) as archive:
+        if sys.version_info >= (3, 12):
+            archive.extractall(tmp / "sdist", filter="data")
+        else:  # our own archive, just built
+            archive.extractall(tmp / "sdist")
+    (unpacked,) = (tmp / "sdist").iterdir()
+    session.install(str(wheel), *dependency_group("test"))
+    with session.chdir(unpacked):
+        session.run("pytest", "-p", "no:cacheprovider", *(session.posargs or SDIST_TESTS))
+    if missing:
+        session.error(
+            "no documented example runs with the extra alone (one that needs more, such as an "
+            f"SDK, does not count): {', '.join(missing)}"
+        )
 
 
 @nox.session

@@ -85,3 +85,33 @@ def test_the_02_api_is_labelled_02() -> None:
     for method in ("run", "shutdown", "kill"):
         doc = getattr(werkpool.WorkerPool, method).__doc__ or ""
         assert "versionadded" not in doc, f"WorkerPool.{method} is 0.2 API: no versionadded"
+
+
+def toml_table(name: str) -> str:
+    """The text of one table of pyproject.toml (read without tomllib, absent on 3.10)."""
+    text = PYPROJECT.read_text(encoding="utf-8")
+    return text.split(f"\n[{name}]\n", 1)[1].split("\n[", 1)[0]
+
+
+def test_project_urls() -> None:
+    """The package index links to the home page, the documentation, the source and the
+    changelog."""
+    urls = dict(re.findall(r'^(\w+)\s*=\s*"([^"]+)"', toml_table("project.urls"), flags=re.M))
+    assert urls["Homepage"] == "https://github.com/werkpool/werkpool"
+    assert urls["Documentation"] == "https://werkpool.readthedocs.io"
+    assert urls["Source"] == "https://github.com/werkpool/werkpool"
+    assert urls["Changelog"] == "https://github.com/werkpool/werkpool/blob/main/CHANGELOG.md"
+
+
+def test_sdist_ships_what_the_tests_read() -> None:
+    """The sdist's own test run is green only if it has the files its tests read: every
+    top-level path the tests name, and benchmarks/ (the README links to it and shows its
+    picture, and tests/test_readme.py checks those exist)."""
+    shipped = set(re.findall(r'"/([^"/]+)"', toml_table("tool.hatch.build.targets.sdist")))
+    read = {"benchmarks"}
+    for test in (ROOT / "tests").rglob("*.py"):
+        text = test.read_text(encoding="utf-8")
+        read |= set(re.findall(r'(?:ROOT|README\.parent)\s*/\s*"([^"/]+)', text))
+    read -= {"pyproject.toml"}  # every sdist has it
+    assert {"examples", "docs", "mkdocs.yml", ".ci"} <= read, read
+    assert not read - shipped, f"the tests read what the sdist lacks: {sorted(read - shipped)}"

@@ -53,7 +53,7 @@ def test_readme_gives_the_two_newcomer_commands() -> None:
     """README shows the command that runs the example and the one CI runs for the tests."""
     text = README.read_text(encoding="utf-8")
     assert "python3 -m pip install -e . && python3 examples/main_job.py" in text
-    test_command = "python3 -m pip install nox && python3 -m nox -s tests lint typing docs"
+    test_command = "python3 -m pip install nox && python3 -m nox -s tests lint typing docs package"
     assert test_command in text
     assert test_command in (README.parent / ".ci" / "run").read_text(encoding="utf-8")
 
