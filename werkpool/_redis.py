@@ -15,13 +15,20 @@ limit), expire once at rest, so idle keys vanish:
   its cost);
 - a concurrency limit is a sorted set of leases (score: the lease's end; member: the holder and
   its cost), renewed by the store while the attempt runs, removed when it ends.
+
+Two more keys: ``{prefix}:restarted`` holds new leases for a while after the server lost its
+keys, and ``{prefix}:epoch`` (a few bytes, kept for good) names the server's current life under
+the prefix: a flush (``FLUSHALL``, ``FLUSHDB``) or an empty restart drops it, and the next
+admission or renewal of every store that knew it notices and recovers (see RECOVER).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
@@ -32,6 +39,9 @@ import coredis.exceptions
 from ._exceptions import LimitUnavailableError, SharedLimitError
 from ._limits import Limit, Refusal, _cost, build
 from ._specs import Concurrency, LimitSpec, Rate, Shared, Window
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Sequence
@@ -46,7 +56,8 @@ __all__ = ["RedisStore", "StoreStatistics"]
 _logger = logging.getLogger("werkpool")
 _INF: Final = math.inf
 
-# KEYS: one per shared limit of the attempt, then the store's restart key (see RECOVER).
+# KEYS: one per shared limit of the attempt, then the store's restart key (see RECOVER), then its
+# epoch key (RedisStore.call adds it, and the epoch the store knows as the last ARGV).
 # ARGV: the holder, the lease (s), the horizon (s),
 # then five per key: kind (r, w, c), a, b, cost, keyed (1 or 0). For a rate a = seconds per unit,
 # b = burst; for a window a = per, b = count; for a concurrency limit a = n.
@@ -57,8 +68,11 @@ _INF: Final = math.inf
 # pool, hint} refused: wait (s) until the rates and windows have credit; full = 1 if a
 # concurrency limit is full, hint (s) until its first lease ends; pool = 1 if a limit of the
 # pool (not only per-key ones) refused. Numbers go back as strings: Redis would truncate a Lua
-# number to an integer.
+# number to an integer. An epoch other than the store's is an error reply (see _EPOCH_CHANGED).
 ADMIT: Final = """
+if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
+  return redis.error_reply('WERKPOOL_EPOCH the server lost its keys (flushed or restarted)')
+end
 local t = redis.call('TIME')
 -- Rates count whole microseconds (exact integers in a double up to 2^53), the rest seconds.
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -70,8 +84,8 @@ local late = {}
 local function cost_of(member)
   return tonumber(string.match(member, '|([^|]*)$'))
 end
-local n = #KEYS - 1
-local recovering = tonumber(redis.call('GET', KEYS[#KEYS]) or '0') or 0
+local n = #KEYS - 2
+local recovering = tonumber(redis.call('GET', KEYS[#KEYS - 1]) or '0') or 0
 if now < recovering then
   -- After a restart, leases may still be put back: no new lease until then (rates and
   -- windows hold no lease, so they go on).
@@ -184,15 +198,19 @@ end
 return 1
 """
 
-# KEYS: concurrency keys; ARGV[1]: the lease (s), then each key's lease member. Extends the
-# leases that exist; returns the (1-based) indexes of those that do not (expired, or lost with a
-# restarted server), which the store re-adds if it still holds them.
+# KEYS: concurrency keys, then the epoch key; ARGV[1]: the lease (s), then each key's lease
+# member, then the epoch (both added by RedisStore.call, as for ADMIT). Extends the leases that
+# exist; returns the (1-based) indexes of those that do not (expired, or lost with a restarted
+# server), which the store re-adds if it still holds them.
 RENEW: Final = """
+if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
+  return redis.error_reply('WERKPOOL_EPOCH the server lost its keys (flushed or restarted)')
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local lease = tonumber(ARGV[1])
 local missing = {}
-for i = 1, #KEYS do
+for i = 1, #KEYS - 1 do
   if redis.call('ZADD', KEYS[i], 'XX', 'CH', now + lease, ARGV[i + 1]) == 0 then
     if not redis.call('ZSCORE', KEYS[i], ARGV[i + 1]) then
       missing[#missing + 1] = i
@@ -216,23 +234,49 @@ end
 return #KEYS
 """
 
-# KEYS: the restart key, then concurrency keys; ARGV[1]: the grace (s), ARGV[2]: the lease (s),
-# then each key's lease member. A client that finds its scripts gone (NOSCRIPT: the server
-# restarted empty), or a server started less than the grace ago, adds its running leases back
-# and holds every new lease for the grace: the time every other live client needs to notice
-# too (its renewal comes within a third of a lease) and add its own back. Only then may a new
-# lease be granted, so none is granted twice.
+# KEYS: the restart key, the epoch key, then concurrency keys. ARGV: the epoch the client knew
+# ('' at its first contact), the grace (s), a hold (s), the lease (s), the client's id, then each
+# key's lease member. Run by a client at its first contact with the server, after its scripts
+# were gone (NOSCRIPT), after an epoch error, and after an outage during which its local share
+# admitted attempts. It adopts the epoch (making one, dated now, if there is none) and adds its
+# running leases (back), whatever the count: they run now, so the count must say so, and others
+# wait until it is below n again. If the epoch is not the one the client knew, the server lost
+# its keys (flushed, or restarted empty) at about the epoch's date: every new lease is held until
+# a grace after it, the time every other live client needs to notice too (its renewal comes within
+# a third of a lease) and add its own back, so that none is granted twice. The hold is also kept
+# for at least ARGV[3] (a server that started moments ago, see RedisStore._check_restart).
+# Returns the epoch and the hold left (s).
 RECOVER: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local grace, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('SET', KEYS[1], string.format('%.6f', now + grace), 'PX',
-  math.ceil(grace * 1000) + 1, 'NX')
-for i = 2, #KEYS do
-  redis.call('ZADD', KEYS[i], now + lease, ARGV[i + 1])
+local known, grace = ARGV[1], tonumber(ARGV[2])
+local hold, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+local epoch = redis.call('GET', KEYS[2])
+local born = now
+if epoch then
+  born = tonumber(string.match(epoch, '@([^@]*)$') or '') or now
+else
+  epoch = ARGV[5] .. '@' .. string.format('%.6f', now)
+  redis.call('SET', KEYS[2], epoch)
+end
+local hold_until = now + hold
+if known ~= '' and epoch ~= known and born + grace > hold_until then
+  hold_until = born + grace
+end
+if hold_until > now then
+  local held = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+  if hold_until > held then
+    redis.call('SET', KEYS[1], string.format('%.6f', hold_until), 'PX',
+      math.ceil((hold_until - now) * 1000) + 1)
+  end
+else
+  hold_until = now
+end
+for i = 3, #KEYS do
+  redis.call('ZADD', KEYS[i], now + lease, ARGV[i + 3])
   redis.call('PEXPIRE', KEYS[i], math.ceil(lease * 2000) + 1000)
 end
-return #KEYS - 1
+return {epoch, string.format('%.6f', hold_until - now)}
 """
 
 _SCRIPTS: Final = {
@@ -255,6 +299,12 @@ _UNAVAILABLE: Final = (
 #: Beyond a round trip, how far ahead a grant may be (s): more than a timer's lateness (the
 #: event loops round a wait up to the millisecond).
 _AHEAD: Final = 0.003
+
+#: The scripts that check the store's epoch: :meth:`RedisStore.call` adds the epoch key as their
+#: last key and the epoch the store knows as their last argument.
+_EPOCHED: Final = frozenset({"admit", "renew"})
+#: How ADMIT and RENEW say that the epoch is not the store's (the server lost its keys).
+_EPOCH_CHANGED: Final = "WERKPOOL_EPOCH"
 
 
 class _Unavailable(Exception):
@@ -333,12 +383,15 @@ class RedisStore:
     renews the leases of the attempts running under a shared :class:`~werkpool.Concurrency`, and
     one that listens (pub/sub) for the slots other processes release::
 
-        async with coredis.Redis(host="127.0.0.1") as client, RedisStore(client) as store:
+        async with RedisStore(coredis.Redis(host="127.0.0.1")) as store:
             async with WorkerPool(limits=[Rate(100).shared(store, "api")]) as pool:
                 ...
 
-    :param client: a :class:`coredis.Redis` or :class:`coredis.RedisCluster`, entered by the
-        caller (its AUTH, ACL, TLS and timeouts are used as given)
+    :param client: a :class:`coredis.Redis` or :class:`coredis.RedisCluster` (its AUTH, ACL,
+        TLS and timeouts are used as given). If the caller did not enter it, the store enters
+        it and leaves it on exit: then an error of the body (a
+        :exc:`~werkpool.LimitUnavailableError` when there is no server) leaves ``async with``
+        as it is, where the client's own ``async with`` would wrap it in an ExceptionGroup
     :param prefix: every key and the pub/sub channel start with ``{prefix}:``
     :param lease: a lease's time to live in seconds: a killed process's concurrency slots come
         back within it (renewed every third of it while the attempt runs)
@@ -409,19 +462,28 @@ class RedisStore:
         self.channel = f"{prefix}:freed"
         #: Set by a client that found the server restarted: no admission until its time.
         self.restart_key = f"{prefix}:restarted"
-        #: The scripts are to be loaded without a check for a restart yet (see _check_restart).
+        #: Names the server's current life under the prefix (see RECOVER): ``{id}@{Redis time}``.
+        self.epoch_key = f"{prefix}:epoch"
+        #: The epoch this store knows (None before its first contact with the server).
+        self._epoch: str | None = None
+        #: The next request must first run _check_restart: the first contact, a NOSCRIPT, an
+        #: epoch error, or leases the local share granted while the server was unavailable.
         self._unchecked = True
-        #: A NOSCRIPT showed that the server lost this store's scripts.
-        self._lost = False
         self._checking: anyio.Event | None = None
         #: Identifies this store's holders: a process's leases are ``{id}:{n}|{cost}``.
         self.id = uuid.uuid4().hex[:16]
         self._count = 0
         self._shas: dict[str, str] = {}
         self._tg: TaskGroup | None = None
-        self._bindings: list[_Binding] = []
+        #: The client was not entered by the caller: the store enters it, and leaves it on exit.
+        self._owns_client = False
+        #: The pools' bindings, weakly: a pool that ended leaves nothing behind in the store.
+        self._bindings: weakref.WeakSet[_Binding] = weakref.WeakSet()
         #: The leases held now: holder -> its (key, member) pairs.
         self._leases: dict[str, list[tuple[str, str]]] = {}
+        #: The leases of attempts that the local share admitted while the server was unavailable:
+        #: unknown to the server, they are added at the next contact (see _check_restart).
+        self._unasserted: dict[str, list[tuple[str, str]]] = {}
         #: Leases whose release failed: removed by the renewal task once the server answers.
         self._orphans: list[tuple[str, str, float]] = []  # (key, member, when it failed)
         #: The time (anyio's clock) of the first failure of the current outage, or None.
@@ -445,12 +507,16 @@ class RedisStore:
         try:
             _ = None if pool is None else pool.task_group  # raises if the client is not entered
         except RuntimeError:
-            raise RuntimeError(
-                f"{self!r}: enter the coredis client first (`async with client, "
-                "RedisStore(client) as store:`)"
-            ) from None
+            # Not entered: the store enters it and leaves it on exit, so that an error of the
+            # body leaves `async with RedisStore(coredis.Redis(...))` as it is (see __aexit__).
+            await self.client.__aenter__()
+            self._owns_client = True
         tg = anyio.create_task_group()
-        await tg.__aenter__()
+        try:
+            await tg.__aenter__()
+        except BaseException as exc:  # pragma: no cover - it fails only if cancelled
+            await self._leave_client(type(exc), exc, exc.__traceback__)
+            raise
         self._tg = tg
         tg.start_soon(self._renew_leases)
         tg.start_soon(self._listen)
@@ -469,8 +535,30 @@ class RedisStore:
         self._bindings.clear()
         # The background tasks log their errors and never raise, so the task group has nothing
         # to report: an error of the body propagates as it is (not in an ExceptionGroup).
-        await tg.__aexit__(None, None, None)
+        try:
+            await tg.__aexit__(None, None, None)
+        finally:
+            await self._leave_client(exc_type, exc, tb)
         return None
+
+    async def _leave_client(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Leave the client if the store entered it. Its connection pool's task group wraps
+        the body's error in an ExceptionGroup (#25 item 5: a hundred lines of group around a
+        LimitUnavailableError): that error alone then propagates, as it is."""
+        if not self._owns_client:
+            return
+        self._owns_client = False
+        try:
+            await self.client.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            if exc is None or not _only(group, exc):
+                raise
+            # Returning lets Python re-raise `exc` itself, with its own traceback and cause.
 
     def statistics(self) -> StoreStatistics:
         """The store's counters, for every pool that uses it."""
@@ -498,7 +586,7 @@ class RedisStore:
                 "whose limits it keeps"
             )
         binding = _Binding(self, limits, per_key, wake)
-        self._bindings.append(binding)
+        self._bindings.add(binding)
         return binding
 
     # -- requests ---------------------------------------------------------------------------------
@@ -520,8 +608,9 @@ class RedisStore:
         ``NOSCRIPT``, as a restarted server has none); raise :class:`_Unavailable` if the server
         does not answer within ``call_timeout``, :exc:`SharedLimitError` if it answers an error.
 
-        Before the scripts are loaded (first contact, or after a ``NOSCRIPT``), the store checks
-        whether the server may have restarted while leases were held, and recovers (see
+        Before its first request, after a ``NOSCRIPT`` or an epoch error (the server lost its
+        scripts or its keys: restarted, or flushed), and after an outage during which the local
+        share admitted attempts, the store first checks with the server and recovers (see
         :meth:`_check_restart`); every other request of the store waits for that meanwhile.
         """
         client = self.client
@@ -529,24 +618,33 @@ class RedisStore:
         try:
             with anyio.fail_after(self.call_timeout):
                 for _ in range(3):
+                    while self._unchecked and not recovering:  # bounded: call_timeout
+                        await self._check_restart()  # (again, if another's check failed)
                     sha = self._shas.get(script)
                     if sha is None:
-                        while self._unchecked and not recovering:  # bounded: call_timeout
-                            await self._check_restart()  # (again, if another's check failed)
                         loaded = await client.script_load(_SCRIPTS[script])
-                        sha = self._shas[script] = (
-                            loaded.decode() if isinstance(loaded, bytes) else str(loaded)
-                        )
+                        sha = self._shas[script] = _text(loaded)
+                    sent_keys, sent_args = list(keys), list(args)
+                    if script in _EPOCHED:
+                        sent_keys.append(self.epoch_key)
+                        sent_args.append(self._epoch or "")
                     try:
-                        reply = await client.evalsha(sha, keys=list(keys), args=list(args))
+                        reply = await client.evalsha(sha, keys=sent_keys, args=sent_args)
                     except coredis.exceptions.NoScriptError:
-                        # The server lost them all: it restarted empty (or was flushed).
+                        # The server lost them all: it restarted (the epoch tells if empty).
                         self._shas.clear()
-                        self._unchecked = self._lost = True
+                        self._unchecked = True
+                        continue
+                    except coredis.exceptions.ResponseError as exc:
+                        if _EPOCH_CHANGED not in str(exc) or recovering:
+                            raise
+                        # Flushed (FLUSHALL, FLUSHDB) or restarted empty with the scripts
+                        # cached: no NOSCRIPT came, but the leases are gone (#21 item 12).
+                        self._unchecked = True
                         continue
                     break
-                else:  # pragma: no cover - the server dropped the scripts again and again
-                    raise _Unavailable(f"the server lost the {script} script again and again")
+                else:  # pragma: no cover - the server lost its state again and again
+                    raise _Unavailable(f"the server lost its state again and again ({script})")
         except _UNAVAILABLE as exc:
             self._unavailable += 1
             if self.down_since is None:
@@ -572,17 +670,19 @@ class RedisStore:
         return reply
 
     async def _check_restart(self) -> None:
-        """Hold admissions while clients that held leases before a restart put them back.
+        """Adopt the server's epoch, put this store's running leases in, and hold new leases
+        while other clients put theirs back (see RECOVER).
 
-        Two signs that the server may have restarted while leases were held: this store's
-        scripts are gone (``NOSCRIPT``), or, at this store's first contact, the server started
-        less than a grace (``lease / 3 + call_timeout``: the time every live client needs to
-        notice at its next renewal) ago. Then this store puts its own running leases back and
-        sets ``{prefix}:restarted``, which holds every new lease (a shared concurrency limit's)
-        under the prefix until the grace has passed since the restart, so that no slot still
-        held is granted twice. One
-        request of the store does this; the others wait for it. If it fails, the next request
-        tries again.
+        The server may have lost leases held under the prefix if its epoch is not the one this
+        store knew (it was flushed, or restarted empty: its epoch went with its keys), or if, at
+        this store's first contact, it started less than a grace (``lease / 3 + call_timeout``:
+        the time every live client needs to notice at its next renewal) ago. Then every new
+        lease (a shared concurrency limit's) under the prefix is held (``{prefix}:restarted``)
+        until the grace has passed since then, so that no slot still held is granted twice.
+        The leases this store holds are put in whatever happened, those of the attempts the
+        local share admitted while the server was unavailable included: they run, so the server
+        must count them (#21 item 11). One request of the store does this; the others wait for
+        it. If it fails, the next request tries again.
         """
         checking = self._checking
         if checking is not None:
@@ -591,26 +691,44 @@ class RedisStore:
         checking = self._checking = anyio.Event()
         try:
             grace = self.lease / 3 + self.call_timeout
-            hold = grace if self._lost else await self._young_server(grace)
-            pairs = [pair for leases in self._leases.values() for pair in leases]
-            if hold > 0 or pairs:
-                await self.call(
-                    "recover",
-                    [self.restart_key, *(k for k, _ in pairs)],
-                    [hold, self.lease, *(m for _, m in pairs)],
-                    recovering=True,
-                )
-                self._reasserted += len(pairs)
+            known = self._epoch
+            hold = await self._young_server(grace) if known is None else 0.0
+            local = dict(self._unasserted)
+            held = [pair for leases in self._leases.values() for pair in leases]
+            pairs = held + [pair for leases in local.values() for pair in leases]
+            reply = await self.call(
+                "recover",
+                [self.restart_key, self.epoch_key, *(k for k, _ in pairs)],
+                [known or "", grace, hold, self.lease, self.id, *(m for _, m in pairs)],
+                recovering=True,
+            )
+            epoch, held_for = _text(reply[0]), float(_text(reply[1]))
+            self._epoch = epoch
+            lost = known is not None and epoch != known
+            now = anyio.current_time()
+            for holder, leases in local.items():
+                if self._unasserted.pop(holder, None) is not None:
+                    self._leases[holder] = leases  # in the server now: renewed and released
+                else:  # released while RECOVER was in flight: the lease it added is an orphan
+                    self._orphans.extend((key, member, now) for key, member in leases)
+            if lost or local:
+                self._reasserted += (len(held) if lost else 0) + sum(map(len, local.values()))
+            if lost or local or held_for > 0:
                 _logger.log(
-                    logging.WARNING if self._lost else logging.INFO,
-                    "werkpool: %r: the server %s: added back %d running lease(s); new leases "
-                    "wait %.3g s for the other clients to put theirs back",
+                    logging.WARNING if lost else logging.INFO,
+                    "werkpool: %r: %s: put %d running lease(s) in; new leases wait %.3g s for "
+                    "the other clients to put theirs back",
                     self,
-                    "restarted" if self._lost else "started moments ago",
+                    "the server lost its keys (flushed, or restarted empty)"
+                    if lost
+                    else "the server started moments ago"
+                    if held_for > 0
+                    else "the server is back after an outage",
                     len(pairs),
-                    hold,
+                    held_for,
                 )
-            self._unchecked = self._lost = False
+            # Attempts the local share admitted meanwhile: the next request puts them in too.
+            self._unchecked = bool(self._unasserted)
         finally:
             self._checking = None
             checking.set()
@@ -631,9 +749,13 @@ class RedisStore:
     # -- background tasks -------------------------------------------------------------------------
 
     async def _renew_leases(self) -> None:
-        """Renew every lease held, each third of the lease; retry the failed releases."""
+        """Renew every lease held, each third of the lease; retry the failed releases; let go
+        of the pools' idle keys."""
         while True:
             await anyio.sleep(self.lease / 3)
+            now = anyio.current_time()
+            for binding in list(self._bindings):
+                binding.sweep(now)
             try:
                 await self.renew_now()
             except Exception as exc:  # the next renewal tries again; the task must not die
@@ -641,6 +763,10 @@ class RedisStore:
 
     async def renew_now(self) -> None:
         """Renew the leases held now, re-add the ones the server lost, retry failed releases."""
+        if self._unasserted:
+            # Attempts the local share admitted while the server was unavailable: a request puts
+            # their leases in first (see call), even if no other request comes.
+            await self.call("renew", [], [self.lease])
         if self._orphans:
             # A lease not renewed is gone after `lease` seconds anyway: only younger ones matter
             # (so an outage's failed releases do not pile up).
@@ -709,6 +835,7 @@ class _Binding:
     """One pool's shared limits in one store: the pool's :class:`RemoteLimit`."""
 
     __slots__ = (
+        "__weakref__",
         "_grants",
         "_keyed_args",
         "_local",
@@ -736,8 +863,9 @@ class _Binding:
         self.keyed = per_key
         self.wake = wake
         self._grants: dict[Job, _Grant] = {}
-        #: The keys of the concurrency limits a refused request waits for -> its key (or None).
-        self._watch: dict[str, Hashable | None] = {}
+        #: The keys of the concurrency limits a refused request waits for -> its key (or None),
+        #: and when it began to wait (see sweep).
+        self._watch: dict[str, tuple[Hashable | None, float]] = {}
         #: Release messages seen (a refusal checks whether one came while it was in flight).
         self._releases = 0
         #: The local shares (degraded mode), made on first use: None -> the pool's, key -> its.
@@ -772,6 +900,7 @@ class _Binding:
         if not entries:
             return -_INF
         holder = store.holder()
+        asked = anyio.current_time()
         keys: list[str] = []
         # The horizon within which a grant may be for later: a round trip and a timer's
         # lateness, so that a request sent early by that much is granted, not refused.
@@ -785,8 +914,8 @@ class _Binding:
             if code == "c" and cost > 0:
                 grant.leases.append((name, f"{holder}|{float(cost)!r}"))
                 # A release of this limit ends the hold of a refusal: the key's, or the pool's.
-                # (Kept until a release comes: a wake with no hold to end costs nothing.)
-                self._watch[name] = key if keyed else None
+                # (Kept until a release comes, or sweep(): a wake with no hold costs nothing.)
+                self._watch[name] = (key if keyed else None, asked)
         keys.append(store.restart_key)
         releases = self._releases  # a release seen while the request is in flight counts
         # Registered before the request: if it is cancelled or its answer lost, release() still
@@ -809,11 +938,12 @@ class _Binding:
                 now = anyio.current_time()
                 down_since = store.down_since if store.down_since is not None else now
                 if now - down_since >= store.timeout:
+                    # Chained to the client's own error, not to the store's private wrapper.
                     raise LimitUnavailableError(
                         f"the shared limits {[spec for _, spec, _, _ in entries]!r} were "
                         f"unavailable for {now - down_since:.3g} s (the store's timeout is "
                         f"{store.timeout:g} s): {exc}"
-                    ) from exc
+                    ) from (exc.__cause__ or exc)
                 await anyio.sleep(min(delay, down_since + store.timeout - now))
                 delay = min(delay * 2, 1.0)
                 continue
@@ -844,7 +974,7 @@ class _Binding:
                 wait = max(wait, min(store.recheck, max(float(reply[4]), 0.0)))
             for name, _spec, (code, _, _), keyed in entries:
                 if code == "c":  # wait for the next release of any of them
-                    self._watch[name] = key if keyed else None
+                    self._watch[name] = (key if keyed else None, now)
         return Refusal(now + wait, key=not int(reply[3]))
 
     def _acquire_locally(self, job: Job, key: Hashable | None, grant: _Grant) -> float | Refusal:
@@ -879,7 +1009,11 @@ class _Binding:
             limit.admit(job, now)
         grant.local = True
         grant.locals_ = limits
-        grant.leases = []
+        if grant.leases:
+            # The server does not know of this attempt: its leases are put in at the next
+            # contact, so that it counts there for as long as it runs (#21 item 11).
+            store._unasserted[grant.holder] = grant.leases
+            store._unchecked = True
         store._local += 1
         return now
 
@@ -895,7 +1029,10 @@ class _Binding:
             self.wake(None)
             if grant.key is not None:
                 self.wake(grant.key)
-            return
+            self._let_go(grant.key, anyio.current_time())
+            if store._unasserted.pop(grant.holder, None) is not None:
+                return  # its leases never reached the server: nothing to give back there
+            # Else they were put in when the server came back: released as any lease.
         store._leases.pop(grant.holder, None)
         if not grant.leases:
             return
@@ -908,14 +1045,48 @@ class _Binding:
             # The renewal task retries; meanwhile the lease expires on its own (not renewed).
             now = anyio.current_time()
             store._orphans.extend((key, member, now) for key, member in leases)
-            if grant.confirmed:  # else the admission itself got no answer: likely nothing held
+            if grant.confirmed or grant.local:  # else the admission got no answer: likely none
                 _logger.warning("werkpool: releasing %r in %r failed: %s", leases, store, exc)
 
     def freed(self, name: str) -> None:
         """A slot of the concurrency limit *name* was released (by any process)."""
         self._releases += 1
         if name in self._watch:
-            self.wake(self._watch.pop(name))
+            self.wake(self._watch.pop(name)[0])
+
+    def _let_go(self, key: Hashable | None, now: float) -> None:
+        """Drop *key*'s local shares if they are at rest (a fresh one behaves the same)."""
+        local = self._local.get(key)
+        if local is not None and all(limit.rest_at() <= now for limit in local[1]):
+            del self._local[key]
+
+    def sweep(self, now: float) -> None:
+        """Let go of what idle keys hold, so that they cost no memory (R56, #21 item 16): the
+        local shares at rest, and the watches that no refusal waits on any more (a refused
+        request asks again within ``recheck``, and watches anew if refused again)."""
+        for key in list(self._local):
+            self._let_go(key, now)
+        if self._watch:
+            edge = now - self.store.recheck
+            for name, (_, since) in list(self._watch.items()):
+                if since < edge:
+                    del self._watch[name]
+
+
+def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    """True if *group* holds *exc* and nothing else (in nested groups too)."""
+    for inner in group.exceptions:
+        if isinstance(inner, BaseExceptionGroup):
+            if not _only(inner, exc):  # pyright: ignore[reportUnknownArgumentType]
+                return False
+        elif inner is not exc:
+            return False
+    return True
+
+
+def _text(value: object) -> str:
+    """A Redis reply's bytes or str as a str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _args(spec: Shared) -> tuple[str, float, float]:
