@@ -34,7 +34,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Hashable, Sequence
+    from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 
     from anyio.abc import TaskGroup, TaskStatus
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ._job import JobOwner
     from ._limits import RemoteLimit
     from ._options import JobOptions
+    from ._ratelimit_headers import Budget
     from ._room import Room
     from ._specs import LimitSpec, Shared, Store
 
@@ -654,6 +655,14 @@ class Lifecycle:
             self.pause(until, key)
         else:
             sched.push_back(key, anyio.current_time(), until, clamped_from)
+
+    def observe(self, budgets: Iterable[Budget], key: Hashable = None) -> int:
+        """A server's budgets lower the matching limits (:meth:`Scheduler.observe`); how many
+        found a limit. Before the pool runs there are no limits to lower: 0."""
+        sched = self.sched
+        if sched is None:
+            return 0
+        return sched.observe(budgets, key, anyio.current_time())
 
     def resume(self) -> None:
         """End every pause."""

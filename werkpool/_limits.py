@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._specs import LimitSpec
 
 __all__ = [
+    "BudgetHold",
     "ConcurrencyLimit",
     "CountLimit",
     "Limit",
@@ -170,6 +171,40 @@ def _cost(job: Job | None, unit: str | None) -> float:
 
 
 @final
+class BudgetHold:
+    """
+    A server's word on its budget (#22 item 3): at most :attr:`left` more units start before
+    :attr:`until` (the pool's clock). A limit that holds one admits a start only if both its own
+    rule and the hold allow it; once *until* passes the hold is gone, so a server's reading
+    never changes the configured limit for good, and never lets more through than it allows.
+    """
+
+    __slots__ = ("left", "remaining", "until")
+
+    def __init__(self, left: float, until: float) -> None:
+        #: The units that may still start before :attr:`until`.
+        self.left = left
+        #: What the server said remained (a refund never gives back more).
+        self.remaining = left
+        #: When the hold ends.
+        self.until = until
+
+    def take(self, cost: float, at: float) -> None:
+        """A start of *cost* at *at*: it uses the budget if the hold still runs then."""
+        if at < self.until:
+            self.left -= cost
+
+    def give_back(self, cost: float) -> None:
+        """A start taken back (it never happened): its units are left again (never more than
+        the server said remained)."""
+        self.left = min(self.left + cost, self.remaining)
+
+    def earliest(self, cost: float, now: float) -> float:
+        """``-inf`` if a start of *cost* fits in the hold at *now*, else its end."""
+        return self.until if now < self.until and cost > self.left else -_INF
+
+
+@final
 class RateLimit:
     """
     A leaky bucket for attempt starts, in its GCRA form ("virtual scheduling", ITU-T I.371).
@@ -200,6 +235,7 @@ class RateLimit:
 
     __slots__ = (
         "_changed_at",
+        "_hold",
         "_origin",
         "_pad",
         "_pause_end",
@@ -248,6 +284,8 @@ class RateLimit:
         #: While a pushback's fill holds the bucket: the schedule the real starts left (its
         #: ``tat`` and rate) and the end of the hold, for :meth:`end_pushback`; else None.
         self._unheld: tuple[float, float, float] | None = None
+        #: A server's budget read from its headers (:meth:`observe`), while it lasts.
+        self._hold: BudgetHold | None = None
 
     @property
     def tat(self) -> float:
@@ -260,12 +298,20 @@ class RateLimit:
             self._regrow(now)
         unit = self.unit
         cost = 1 if unit is None else _cost(job, unit)
-        return self._origin + (self._units - self.burst - self._slack + cost) / self.rate
+        at = self._origin + (self._units - self.burst - self._slack + cost) / self.rate
+        hold = self._hold
+        if hold is not None:
+            if now < hold.until:
+                return max(at, hold.earliest(cost, now))
+            self._hold = None  # the server's window has reset: our own rule alone again
+        return at
 
     def admit(self, job: Job | None, at: float) -> None:
         """Count a start at *at*: ``tat = max(tat, at) + cost * T + margin``."""
         unit = self.unit
         cost = (1 if unit is None else _cost(job, unit)) + self._pad
+        if self._hold is not None:
+            self._hold.take(cost - self._pad, at)
         if at > self._origin + self._units / self.rate:
             self._origin = at  # the bucket drained before `at`: restart the schedule there
             self._units = cost
@@ -286,7 +332,10 @@ class RateLimit:
         # the schedule now ends at that admission's time instead of before it: stricter than
         # before the admit by less than a slot, never looser.
         unit = self.unit
-        self._units -= (1 if unit is None else _cost(job, unit)) + self._pad
+        cost = 1 if unit is None else _cost(job, unit)
+        self._units -= cost + self._pad
+        if self._hold is not None:
+            self._hold.give_back(cost)
 
     def release(self, job: Job | None) -> None:
         pass
@@ -335,6 +384,24 @@ class RateLimit:
             self._changed_at = older._changed_at
             self.rate = self.configured * older.rate / older.configured
             self._set_margin()
+        if self._hold is None:
+            self._hold = older._hold  # the server's budget is the same server's
+
+    def observe(self, remaining: float, until: float, now: float) -> None:
+        """A server said at *now* that only *remaining* more units fit before *until* (its
+        rate-limit headers, #22 item 3).
+
+        Two effects, each only ever stricter than the limit's own rule, and never past *until*:
+        the bucket is filled so that at most *remaining* units fit at once (then the rate
+        refills it, as it would after a burst), and a :class:`BudgetHold` lets at most
+        *remaining* units start before *until*. The configured rate is not changed. A newer
+        reading replaces an older hold (it counts what the server saw since).
+        """
+        room = self.burst - self._level(now)
+        if remaining < room:
+            self._set_level(now, self.burst - remaining)
+        if until > now:
+            self._hold = BudgetHold(remaining, until)
 
     def pushback(self, now: float, until: float, paused: bool) -> None:
         """The provider refused an attempt this limit admitted, and starts nothing before *until*.
@@ -406,7 +473,8 @@ class RateLimit:
 
     def rest_at(self) -> float:
         """From when a fresh bucket would behave the same (the key may then be dropped)."""
-        return self.tat
+        hold = self._hold
+        return self.tat if hold is None else max(self.tat, hold.until)
 
     def snapshot(self, now: float) -> LimitStatistics:
         """This limit's :class:`LimitStatistics` at *now*."""
@@ -439,7 +507,7 @@ class WindowLimit:
     last ``per`` seconds (at most ``count`` of them for attempts).
     """
 
-    __slots__ = ("_costs", "_starts", "_total", "count", "per", "spec", "unit")
+    __slots__ = ("_costs", "_hold", "_starts", "_total", "count", "per", "spec", "unit")
 
     timed = True
     adaptive = False
@@ -454,6 +522,8 @@ class WindowLimit:
         self._starts: deque[float] = deque()
         self._costs: deque[Exact] = deque()
         self._total: Exact = 0  # the costs in _costs, summed exactly (see _exact)
+        #: A server's budget read from its headers (:meth:`observe`), while it lasts.
+        self._hold: BudgetHold | None = None
 
     def _forget_before(self, now: float) -> None:
         """Drop the starts that left every window containing *now*."""
@@ -466,13 +536,22 @@ class WindowLimit:
     def earliest(self, job: Job | None, now: float) -> float:
         """When enough of the oldest starts have left the window for *job* (``-inf``: now)."""
         self._forget_before(now)
-        return self._earliest_for(_cost(job, self.unit))
+        cost = _cost(job, self.unit)
+        at = self._earliest_for(cost)
+        hold = self._hold
+        if hold is not None:
+            if now < hold.until:
+                return max(at, hold.earliest(cost, now))
+            self._hold = None  # the server's window has reset: our own rule alone again
+        return at
 
     def admit(self, job: Job | None, at: float) -> None:
         cost = _exact(_cost(job, self.unit))
         self._starts.append(at)
         self._costs.append(cost)
         self._total += cost
+        if self._hold is not None:
+            self._hold.take(float(cost), at)
 
     def restamp(self, job: Job | None, at: float) -> None:
         self._starts[-1] = at
@@ -481,6 +560,8 @@ class WindowLimit:
         # The start admitted last never happened. Starts forgotten before it had left the window.
         self._starts.pop()
         self._total -= self._costs.pop()
+        if self._hold is not None:
+            self._hold.give_back(_cost(job, self.unit))
 
     def release(self, job: Job | None) -> None:
         pass
@@ -490,12 +571,24 @@ class WindowLimit:
         self._starts.extend(older._starts)
         self._costs.extend(older._costs)
         self._total += older._total
+        if self._hold is None:
+            self._hold = older._hold  # the server's budget is the same server's
+
+    def observe(self, remaining: float, until: float, now: float) -> None:
+        """A server said at *now* that only *remaining* more units fit before *until* (its
+        rate-limit headers, #22 item 3): a :class:`BudgetHold` lets at most *remaining* units
+        start before *until*, beside the window's own rule (never looser than it). A newer
+        reading replaces an older hold."""
+        if until > now:
+            self._hold = BudgetHold(remaining, until)
 
     def pushback(self, now: float, until: float, paused: bool) -> None:
         pass
 
     def rest_at(self) -> float:
-        return self._starts[-1] + self.per if self._starts else -_INF
+        rest = self._starts[-1] + self.per if self._starts else -_INF
+        hold = self._hold
+        return rest if hold is None else max(rest, hold.until)
 
     def snapshot(self, now: float) -> LimitStatistics:
         self._forget_before(now)

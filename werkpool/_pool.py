@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final, overload
 
@@ -23,6 +24,7 @@ from ._job import RAISED, RETURNED, Job
 from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
 from ._options import JobOptions, default_backoff
+from ._ratelimit_headers import Budget, parse_headers
 from ._room import EmptyQueue, Room
 from ._scheduler import DEFAULT_MAX_RETRY_AFTER
 from ._specs import LimitSpec, Shared, check_limits, split_shared
@@ -412,6 +414,50 @@ class WorkerPool:
                 clamped_from = delay
             delay = life.max_retry_after
         life.push_back(anyio.current_time() + delay, key, clamped_from)
+
+    def observe_headers(self, headers: Mapping[str, str], *, key: Hashable = None) -> int:
+        """A server's rate-limit headers, from a response a job got: its stated budgets lower
+        the pool's limits (or *key*'s, if given) until their reset. Returns how many budgets
+        found a limit of theirs.
+
+        Read: OpenAI's ``x-ratelimit-*-{requests,tokens}``, Anthropic's
+        ``anthropic-ratelimit-*``, GitHub's ``x-ratelimit-*``, the IETF draft's ``RateLimit``
+        and ``RateLimit-Policy`` and the older ``RateLimit-Limit/-Remaining/-Reset``. A budget
+        of requests lowers a :class:`Rate` or :class:`Window` that counts attempts (no
+        ``unit``), one of tokens those with ``unit="tokens"`` (``input-tokens`` matches
+        ``unit="input_tokens"``...); among several of a unit, the one whose ``per`` is nearest
+        the budget's window, else whose count is nearest its limit, else the first.
+
+        "Only *R* more before *T*": at most *R* units start before the reset *T* (for OpenAI's
+        and Anthropic's budgets, which refill continuously, until the next unit comes back),
+        and a rate's bucket holds at most *R* at once. Never looser than the configured limit,
+        and never for longer than the reset: the configured rate is not changed. A reset
+        further than ``max_retry_after`` away is clamped to it. Other clients that share the
+        provider's budget are caught this way.
+
+        Scope: the budgets an API key's headers state are for everything that key sends, so
+        they apply to the pool's limits, unless *key* names the job key whose ``per_key=``
+        limits they describe (a pool whose keys are the API keys).
+
+        A malformed or hostile header is ignored (never raised); a response without such
+        headers costs one scan of its names. Remote (Redis) limits are not lowered.
+
+        :param headers: the response's headers (``httpx.Headers``, or any mapping of str)
+        :param key: the key whose limits the budgets describe; None: the pool's
+        :raises TypeError: if *headers* is not a mapping or *key* not hashable
+
+        .. versionadded:: 0.4
+        """
+        self._check_loop()
+        check_key(key)
+        now = anyio.current_time()
+        report = parse_headers(headers, now, time.time())
+        return self._life.observe(report.budgets, key)
+
+    def _observe(self, budgets: Iterable[Budget], key: Hashable) -> int:
+        """:meth:`observe_headers` with the headers read (the httpx transport reads them once
+        for its classify and statistics too)."""
+        return self._life.observe(budgets, key)
 
     def resume(self) -> None:
         """End every pause: :meth:`pause`, :meth:`pause_for` and pushbacks, of the pool and its

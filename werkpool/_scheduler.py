@@ -31,7 +31,7 @@ from ._job import (
     spent,
 )
 from ._lanes import Keys, Lane
-from ._limits import RateLimit
+from ._limits import RateLimit, WindowLimit
 from ._options import next_delay
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ._job import Job, JobOwner
     from ._limits import Limit, RemoteLimit
     from ._options import JobOptions
+    from ._ratelimit_headers import Budget
 
 __all__ = ["DEFAULT_MAX_RETRY_AFTER", "TICK", "Reservation", "Scheduler"]
 
@@ -804,6 +805,42 @@ class Scheduler:
                     limit.pushback(now, until, True)
             self.pause_key(key, until, clamped_from)
 
+    def observe(self, budgets: Iterable[Budget], key: Hashable, now: float) -> int:
+        """A server's budgets, read at *now* from its rate-limit headers (#22 item 3): each
+        lowers the matching limit of the pool (*key* None) or of *key* until its reset
+        (:meth:`RateLimit.observe`); return how many budgets found a limit.
+
+        A budget matches a local :class:`RateLimit` or :class:`WindowLimit` of its unit (None,
+        requests: the limits that count attempts; ``"tokens"``: ``unit="tokens"``; ``"input-
+        tokens"`` also matches ``unit="input_tokens"``); among several of the unit, the one
+        whose ``per`` is nearest the budget's window, else whose count is nearest its limit,
+        else the first. A reset further than ``max_retry_after`` away is clamped to it.
+        """
+        if key is None:
+            limits: tuple[Limit, ...] = self.limits
+            lane = None
+        else:
+            keys = self.keys
+            lane = None if keys is None else keys.lanes.get(key)
+            if lane is None:
+                if not any(type(limit) in _OBSERVING for limit in self.per_key()):
+                    return 0  # no limit of a key could take it: no lane made for nothing
+                if keys is None:
+                    keys = self.keys = Keys(self.per_key, TICK)
+                    self._configure()
+                lane = keys.lane(key)
+            limits = lane.limits
+        applied = 0
+        for budget in budgets:
+            limit = _match(budget, limits)
+            if limit is not None:
+                limit.observe(budget.remaining, _hold_end(budget, now, self.max_retry_after), now)
+                applied += 1
+        if lane is not None and not lane.pending:
+            assert self.keys is not None
+            self.keys.rest(lane)  # a key held with no job: dropped once its hold is over
+        return applied
+
     # -- runtime control --------------------------------------------------------------------------
 
     def pause(self, until: float, clamped_from: float | None = None) -> None:
@@ -1021,3 +1058,55 @@ class Scheduler:
             self._replay_events(held)
         if not (self.queued or self.running or self.backoff):
             self._drained()
+
+# -- a server's budgets (#22 item 3) ---------------------------------------------------------------
+
+#: The limits a server's budget can lower.
+_OBSERVING: Final = (RateLimit, WindowLimit)
+
+#: The dialects whose budgets refill continuously ("reset" is when the budget is full again):
+#: OpenAI's and Anthropic's. The others (GitHub, the IETF drafts) count a fixed window that
+#: resets whole at its end.
+_REFILLING: Final = frozenset({"openai", "anthropic"})
+
+
+def _unit_name(unit: str | None) -> str | None:
+    """A unit's name compared: ``input_tokens`` and ``Input-Tokens`` are ``input-tokens``."""
+    return None if unit is None else unit.lower().replace("_", "-")
+
+
+def _match(budget: Budget, limits: Iterable[Limit]) -> RateLimit | WindowLimit | None:
+    """The local limit *budget* speaks of (see :meth:`Scheduler.observe`), or None."""
+    unit = _unit_name(budget.unit)
+    found = [
+        limit
+        for limit in limits
+        if isinstance(limit, _OBSERVING) and _unit_name(limit.unit) == unit
+    ]
+    if len(found) <= 1:
+        return found[0] if found else None
+    window = budget.window
+    if window is not None and window > 0:
+        return min(found, key=lambda limit: abs(math.log(limit.per / window)))
+    size = budget.limit
+    if size is not None and size > 0:
+        return min(found, key=lambda limit: abs(math.log(_count(limit) / size)))
+    return found[0]
+
+
+def _count(limit: RateLimit | WindowLimit) -> float:
+    """The units a limit lets start per its ``per`` (> 0)."""
+    return limit.configured * limit.per if isinstance(limit, RateLimit) else limit.count
+
+
+def _hold_end(budget: Budget, now: float, longest: float) -> float:
+    """Until when only *budget*'s remaining units may start: its reset for a fixed window; for
+    a budget that refills continuously, when its next unit comes back (its reset is when it is
+    full again); *now* (no hold) without a reset. At most *longest* seconds away."""
+    reset = budget.reset_at
+    if reset is None or reset <= now:
+        return now
+    size = budget.limit
+    if budget.source in _REFILLING and size is not None and size > budget.remaining:
+        reset = now + (reset - now) / (size - budget.remaining)
+    return min(reset, now + longest)
