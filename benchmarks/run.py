@@ -7,6 +7,7 @@ Usage, from the repository root::
     python3 -m benchmarks.run --only rate plot
     python3 -m benchmarks.run --only server # against nginx's limit_req (needs nginx)
     python3 -m benchmarks.run --only limits keys provider  # issue #12's scenarios
+    python3 -m benchmarks.run --only provider_truth  # issue #22's referee server
     python3 -m benchmarks.run --profile map # cProfile of one werkpool entry point
 
 Every scenario measures werkpool and its baselines in this one process, side by side, and reports
@@ -34,7 +35,17 @@ if __package__ in (None, ""):  # run as a script: python3 benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import idle, limits, memory, overhead, plot, provider, rate, server_limit
+from benchmarks import (
+    idle,
+    limits,
+    memory,
+    overhead,
+    plot,
+    provider,
+    provider_truth,
+    rate,
+    server_limit,
+)
 from benchmarks.common import (
     ASYNCIO,
     Config,
@@ -48,7 +59,18 @@ if TYPE_CHECKING:
     from benchmarks.common import RateRun, Target
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("overhead", "rate", "memory", "idle", "plot", "server", "limits", "keys", "provider")
+SCENARIOS = (
+    "overhead",
+    "rate",
+    "memory",
+    "idle",
+    "plot",
+    "server",
+    "limits",
+    "keys",
+    "provider",
+    "provider_truth",
+)
 PACKAGES = (
     "werkpool",
     "anyio",
@@ -177,6 +199,7 @@ def render(
         "limits": "7. Three limits",
         "keys": "8. Many keys",
         "provider": "9. An LLM provider on uvicorn: requests, tokens, keys and 429s",
+        "provider_truth": "12. The referee's provider (#22): scoped 429s, a hot key, headers",
     }
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v != "not installed")
     mode = "quick" if cfg.quick else "full"
@@ -321,6 +344,18 @@ def main(argv: list[str] | None = None) -> int:
             results.append(
                 provider.run(
                     quick=cfg.quick,
+                    out=args.out,
+                    # Its own section of the README, which any full-size run of it may replace.
+                    readme=not args.no_readme and args.out == HERE / "results",
+                    command=command,
+                    seed=cfg.seed,
+                )
+            )
+        elif name == "provider_truth":
+            results.append(
+                provider_truth.run(
+                    quick=cfg.quick,
+                    backends=[b for b in cfg.backends if not b.uvloop],
                     out=args.out,
                     # Its own section of the README, which any full-size run of it may replace.
                     readme=not args.no_readme and args.out == HERE / "results",
