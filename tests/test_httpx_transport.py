@@ -951,7 +951,10 @@ class TestConstruction:
         assert set(werkpool.httpx.__all__) == {
             "IDEMPOTENT_METHODS",
             "PoolTransport",
+            "RequestStatistics",
+            "TransportStatistics",
             "by_host",
+            "default_classify",
             "retry_after_seconds",
         }
 

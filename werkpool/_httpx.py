@@ -12,12 +12,16 @@ the stream is closed. The caller never waits for the job itself.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
+from collections import deque
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Final, cast, final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, Literal, cast, final
 
 import anyio
 import httpx
@@ -25,16 +29,25 @@ import httpx
 from ._exceptions import FutureCancelled, RetryAfter
 from ._options import default_backoff
 from ._pool import WorkerPool, check_max_retry_after
+from ._ratelimit_headers import Budget, HeaderReport, parse_headers
 from ._scheduler import DEFAULT_MAX_RETRY_AFTER
 from ._validate import check_backoff, check_retries, check_retryable, check_timeout
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from types import TracebackType
 
     from ._futures import JobFuture
 
-__all__ = ["IDEMPOTENT_METHODS", "PoolTransport", "by_host", "retry_after_seconds"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "PoolTransport",
+    "RequestStatistics",
+    "TransportStatistics",
+    "by_host",
+    "default_classify",
+    "retry_after_seconds",
+]
 
 #: The methods that are safe to send twice (RFC 9110, 9.2.2): the only ones retried by default.
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -42,6 +55,89 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"
 #: The statuses that push back (the server asks for a pause): 429 Too Many Requests and
 #: 503 Service Unavailable.
 _PUSHBACK: Final = frozenset({429, 503})
+
+#: The largest body (its ``Content-Length``, in bytes) read for ``classify=`` before a retry:
+#: a refusal's body is small (``{"limits": ["tpm"]}``); a bigger or unsized one is not read.
+CLASSIFY_BODY_LIMIT: Final = 64 * 1024
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RequestStatistics:
+    """What one request went through in the pool: ``response.extensions["werkpool"]`` of each
+    response a :class:`PoolTransport` returns.
+
+    .. versionadded:: 0.4
+    """
+
+    #: The attempts sent (1 without retries).
+    attempts: int
+    #: The attempts the server pushed back (a 429 or 503 with ``Retry-After``, or what
+    #: ``classify=`` called a pushback), the returned one included.
+    pushbacks: int
+    #: The seconds the request waited for the pool, before its attempts: in the queue, for
+    #: its limits, its backoffs and pauses (not the attempts' own time).
+    waited: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TransportStatistics:
+    """A :class:`PoolTransport`'s counts since it was made (:meth:`PoolTransport.statistics`).
+
+    .. versionadded:: 0.4
+    """
+
+    #: The requests sent through the transport.
+    requests: int = 0
+    #: Their attempts (more than *requests* with retries).
+    attempts: int = 0
+    #: The pushbacks heard (see :attr:`RequestStatistics.pushbacks`).
+    pushbacks: int = 0
+    #: The pushbacks by scope: ``"key"``, ``"pool"``, or a limit's name (a scope of None is
+    #: counted as what it means: ``"key"`` for a request with a key, else ``"pool"``).
+    pushbacks_by_scope: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    #: The servers' budgets (rate-limit headers) that lowered a limit of the pool.
+    budgets_applied: int = 0
+    #: The rate-limit header fields ignored as malformed or hostile.
+    headers_ignored: int = 0
+
+
+def default_classify(response: httpx.Response) -> RetryAfter | None:
+    """The pushback a response asks for, as :class:`PoolTransport` reads it by default.
+
+    - A 429 or 503 with a readable ``Retry-After`` (seconds or an HTTP date): a pushback of
+      that delay;
+    - a 429 without one, whose rate-limit headers show a budget exhausted (``remaining`` 0)
+      with a reset: a pushback until the latest such reset;
+    - else None (the transport still pushes back on a 429, for as long as the backoff says).
+
+    Its scope is None: the request's key if it has one, else the pool. Only the headers are
+    read, never the body. Wrap it to scope a refusal by what the server said::
+
+        def classify(response):
+            pushback = default_classify(response)
+            if pushback is not None and response.json().get("limits") == ["tpm"]:
+                return RetryAfter(pushback.seconds, scope="tpm")
+            return pushback
+
+    .. versionadded:: 0.4
+    """
+    status = response.status_code
+    if status not in _PUSHBACK:
+        return None
+    delay = retry_after_seconds(response)
+    if delay is None and status == 429:
+        # On a clock of 0: each reset_at is then the delay to it.
+        report = parse_headers(response.headers, 0.0, time.time())
+        resets = [
+            budget.reset_at
+            for budget in report.budgets
+            if budget.remaining < 1 and budget.reset_at is not None
+        ]
+        if resets:
+            delay = max(resets)
+    return None if delay is None else RetryAfter(delay)
 
 
 def by_host(request: httpx.Request) -> str:
@@ -83,9 +179,11 @@ class _ClampedRetryAfter(RetryAfter):
     """The server's pushback, clamped to the transport's ``max_retry_after``: the pool pauses
     that long, and its paused event reports what the server asked (``clamped_from``)."""
 
-    def __init__(self, seconds: float, asked: float) -> None:
+    def __init__(self, seconds: float, asked: float, scope: str | None = None) -> None:
         super().__init__(
-            seconds, f"the server asked to retry after {asked:g} s; clamped to {seconds:g} s"
+            seconds,
+            f"the server asked to retry after {asked:g} s; clamped to {seconds:g} s",
+            scope=scope,
         )
         #: The delay the server asked for (the scheduler reads it for the paused event).
         self.clamped_from = asked
@@ -124,16 +222,38 @@ class _HeldStream(httpx.AsyncByteStream):
 class _Exchange:
     """One request through the pool: its attempts, and the hand-over of its response."""
 
-    __slots__ = ("attempts", "key", "ready", "request", "response", "retries", "transport")
+    __slots__ = (
+        "attempts",
+        "cost",
+        "key",
+        "mark",
+        "pushbacks",
+        "ready",
+        "request",
+        "response",
+        "retries",
+        "transport",
+        "waited",
+    )
 
     def __init__(
-        self, transport: PoolTransport, request: httpx.Request, key: Hashable, retries: int
+        self,
+        transport: PoolTransport,
+        request: httpx.Request,
+        key: Hashable,
+        retries: int,
+        cost: Mapping[str, float] | None = None,
     ) -> None:
         self.transport = transport
         self.request = request
         self.key = key
+        self.cost = cost
         self.retries = retries
         self.attempts = 0
+        self.pushbacks = 0
+        #: The seconds spent waiting for the pool so far, and since when it waits again.
+        self.waited = 0.0
+        self.mark = anyio.current_time()
         #: Set when the caller may go on: a response was handed over, or the job is over.
         self.ready = anyio.Event()
         #: The response handed over (its slot held until it is closed).
@@ -145,31 +265,55 @@ class _Exchange:
     async def attempt(self) -> None:
         """One attempt: send the request, decide on its status, hand the response over."""
         transport = self.transport
+        self.waited += anyio.current_time() - self.mark
         self.attempts += 1
+        transport._attempts += 1
         last = self.attempts > self.retries
-        response = await self._send()
+        sent = transport._sending(self.cost)
+        try:
+            response = await self._send()
+            if transport.headers:
+                # The server's budgets, from every response (a 200's too): what other clients
+                # of the same budget took is in them.
+                now = anyio.current_time()
+                report = parse_headers(response.headers, now, time.time())
+                transport._observe(report, self.key, sent)
+        finally:
+            transport._sent(sent)
+            self.mark = anyio.current_time()  # waiting for the pool again, if it retries
         status = response.status_code
-        delay = None
-        if status in _PUSHBACK:
-            delay = retry_after_seconds(response)
-            if delay is None and status == 429:
-                # "Too many" without a delay: still a pushback, as long as the job's backoff.
-                delay = transport.backoff(self.attempts)
-        asked = None
-        if delay is not None and delay > transport.max_retry_after:
-            # A Retry-After of 1e308 s or a date in year 9999 must not stop the host for good.
-            asked, delay = delay, transport.max_retry_after
-        if not last and status in transport.retry_statuses:
-            await response.aclose()  # the body is never read: the connection is freed
-            if delay is not None:
+        retried_status = not last and status in transport.retry_statuses
+        try:
+            pushback = await self._classify(response, retried_status)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()  # classify failed: nobody gets this response
+            raise
+        delay = scope = asked = None
+        if pushback is not None:
+            delay, scope = pushback.seconds, pushback.scope
+            if delay > transport.max_retry_after:
+                # A Retry-After of 1e308 s or a date in year 9999 must not stop the host for
+                # good.
+                asked, delay = delay, transport.max_retry_after
+            self.pushbacks += 1
+            transport._pushed_back(scope, self.key)
+        if retried_status:
+            await response.aclose()  # the connection is freed (the body read, if classify's)
+            if pushback is not None and delay is not None:
                 # The pool pauses (no longer than its own max_retry_after either), then retries.
-                raise RetryAfter(delay) if asked is None else _ClampedRetryAfter(delay, asked)
+                if asked is not None:
+                    raise _ClampedRetryAfter(delay, asked, scope)
+                raise pushback
             raise _StatusRetry(status)
-        if delay is not None:
+        if pushback is not None and delay is not None:
             # Not retried (the last attempt, or a status not retried): the pool still hears the
             # pushback (it pauses, its adaptive rates slow down), and the caller gets this
             # response as the server sent it, holding its slot like any other.
-            transport.pool._push_back(delay, self.key, asked)
+            _push_back(transport.pool, delay, self.key, scope, asked)
+        response.extensions["werkpool"] = RequestStatistics(
+            self.attempts, self.pushbacks, self.waited
+        )
         if response.is_closed:
             # Read and closed already (a response built with its content, as MockTransport's
             # are): no connection is held, so neither is the slot.
@@ -190,6 +334,29 @@ class _Exchange:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
             raise
+
+    async def _classify(self, response: httpx.Response, retried: bool) -> RetryAfter | None:
+        """The pushback *response* asks for, by the transport's ``classify=`` (or the default:
+        a 429 without a delay still pushes back, as long as the job's backoff)."""
+        transport = self.transport
+        classify = transport.classify
+        if classify is None:
+            pushback = default_classify(response)
+            if pushback is None and response.status_code == 429:
+                pushback = RetryAfter(transport.backoff(self.attempts))
+            return pushback
+        if retried and _small_body(response):
+            # A refusal that is retried is never handed back: its body may be read, so that
+            # classify can see what the server named ({"limits": ["tpm"]}).
+            await response.aread()
+        result: object = classify(response)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None and not isinstance(result, RetryAfter):
+            raise TypeError(
+                f"classify must return None or a werkpool.RetryAfter, not {type(result).__name__}"
+            )
+        return result
 
     async def _send(self) -> httpx.Response:
         transport = self.transport
@@ -229,7 +396,28 @@ class PoolTransport(httpx.AsyncBaseTransport):
       or the last error raised.
     - **Slots.** An attempt holds its slot until its response is closed: while a streamed body
       is read (``client.stream(...)``), and until you close a response you never read. The
-      transport never reads a body itself (a retried response is closed unread).
+      transport never reads the body of a response it returns (a retried one is closed unread,
+      or read first for a *classify* of yours, see below).
+    - **Which limit refused** (*classify*): ``classify(response)`` (sync or async) returns a
+      :class:`werkpool.RetryAfter`, whose ``scope`` says what pauses (``"key"``, ``"pool"`` or
+      a limit's ``name=``; None: the key if the request has one, else the pool), or None for no
+      pushback. By default (:func:`default_classify`) a 429 or 503 with ``Retry-After`` is a
+      pushback of the request's key (of the pool with ``key=None``). Before a retry, the body
+      of a response with a ``Content-Length`` up to 64 KiB is read for a classify of yours
+      (``response.json()`` works there); the last response's body is not. Only the statuses
+      in *retry_statuses* are retried; a pushback on another response pauses, and the
+      response is returned.
+    - **The server's budgets** (*headers*): the rate-limit headers of every response (OpenAI,
+      Anthropic, GitHub, the IETF drafts: see :meth:`WorkerPool.observe_headers`) lower the
+      pool's limits of the same unit until their reset, so that what other clients of the
+      same API key took is not sent into a 429. They apply to the pool's limits (an API key's
+      budget is shared by everything it sends), or with ``headers="key"`` to the request's
+      key's ``per_key=`` limits (when your key function maps requests to API keys). The units
+      of the requests sent after the one a response answers are taken off its budget (the
+      server had not counted them). Malformed ones are ignored and counted (:meth:`statistics`).
+    - **What each request went through**: ``response.extensions["werkpool"]`` is a
+      :class:`RequestStatistics` (attempts, pushbacks, seconds waited for the pool), and
+      :meth:`statistics` sums up the transport's.
 
     :param pool: the pool to send through
     :param transport: the transport that sends each attempt (default: a new
@@ -252,8 +440,16 @@ class PoolTransport(httpx.AsyncBaseTransport):
         covers connection errors and timeouts)
     :param max_retry_after: the longest pause a server's ``Retry-After`` may cause, in seconds
         (default 900, 15 minutes; ``math.inf``: no cap of the transport's)
+    :param classify: ``classify(response)`` gives the pushback a response asks for (a
+        :class:`werkpool.RetryAfter` with its delay and scope) or None; it may be async.
+        None: :func:`default_classify`, and a 429 without a delay pushes back as long as the
+        backoff says.
+    :param headers: apply the servers' rate-limit headers to the pool's limits (True or
+        ``"pool"``), to the request's key's limits (``"key"``), or not at all (False)
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4 ``classify``, ``headers``, ``response.extensions["werkpool"]``,
+        :meth:`statistics`
     """
 
     def __init__(
@@ -270,6 +466,9 @@ class PoolTransport(httpx.AsyncBaseTransport):
         retry_statuses: Iterable[int] = (429, 503),
         retry_exceptions: type[Exception] | Iterable[type[Exception]] = httpx.TransportError,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        classify: Callable[[httpx.Response], Awaitable[RetryAfter | None] | RetryAfter | None]
+        | None = None,
+        headers: bool | Literal["pool", "key"] = True,
     ) -> None:
         if not isinstance(cast("object", pool), WorkerPool):  # untyped callers pass anything
             raise TypeError(f"pool must be a werkpool.WorkerPool, not {type(pool).__name__}")
@@ -290,6 +489,16 @@ class PoolTransport(httpx.AsyncBaseTransport):
                     f"{name} must be None or a callable taking an httpx.Request, not "
                     f"{type(fn).__name__}"
                 )
+        if classify is not None and not callable(classify):
+            raise TypeError(
+                f"classify must be None or a callable taking an httpx.Response, not "
+                f"{type(classify).__name__}"
+            )
+        given = cast("object", headers)
+        if type(given) is not bool and given not in ("pool", "key"):
+            raise (ValueError if isinstance(given, str) else TypeError)(
+                f"headers must be True, False, 'pool' or 'key', got {given!r}"
+            )
         self.pool = pool
         self.transport = transport
         self.key = key
@@ -301,16 +510,88 @@ class PoolTransport(httpx.AsyncBaseTransport):
         self.retry_statuses = _statuses(retry_statuses)
         self._retryable = (*check_retryable(retry_exceptions), _StatusRetry)
         self.max_retry_after = check_max_retry_after(max_retry_after)
+        self.classify = classify
+        #: Where the servers' budgets go: "pool", "key", or None (not read).
+        self.headers: Literal["pool", "key"] | None = (
+            "pool" if headers is True else None if headers is False else headers
+        )
+        self._requests = 0
+        self._attempts = 0
+        self._pushbacks: dict[str, int] = {}
+        self._applied = 0
+        self._ignored = 0
+        # The attempts sent, in order, as (number, cost), from the oldest still awaiting its
+        # response's headers on; and the numbers of those awaiting them. See _observe.
+        self._sent_log: deque[tuple[int, Mapping[str, float] | None]] = deque()
+        self._awaiting: dict[int, None] = {}
+        self._sent_count = 0
+
+    def statistics(self) -> TransportStatistics:
+        """The transport's counts so far: requests, attempts, pushbacks (by scope), the
+        servers' budgets applied and the rate-limit header fields ignored as malformed.
+
+        .. versionadded:: 0.4
+        """
+        by_scope = dict(self._pushbacks)
+        return TransportStatistics(
+            requests=self._requests,
+            attempts=self._attempts,
+            pushbacks=sum(by_scope.values()),
+            pushbacks_by_scope=MappingProxyType(by_scope),
+            budgets_applied=self._applied,
+            headers_ignored=self._ignored,
+        )
+
+    def _sending(self, cost: Mapping[str, float] | None) -> int:
+        """An attempt of *cost* is sent: its number, for :meth:`_observe` and :meth:`_sent`."""
+        self._sent_count += 1
+        number = self._sent_count
+        self._sent_log.append((number, cost))
+        self._awaiting[number] = None
+        return number
+
+    def _sent(self, number: int) -> None:
+        """Attempt *number* has its response's headers (or failed): forget the attempts sent
+        before the oldest one still awaiting its headers."""
+        del self._awaiting[number]
+        log = self._sent_log
+        oldest = next(iter(self._awaiting), None)  # numbers go in increasing: the first
+        if oldest is None:
+            log.clear()
+        else:
+            while log and log[0][0] < oldest:
+                log.popleft()
+
+    def _observe(self, report: HeaderReport, key: Hashable, number: int) -> None:
+        """Apply a response's budgets to the pool's limits (or *key*'s), and count.
+
+        The server counted what it received before it answered attempt *number*, not the
+        attempts sent after it: their units are taken off each budget's remaining (else every
+        response in flight would hand out the same units again)."""
+        self._ignored += report.ignored
+        budgets = report.budgets
+        if not budgets:
+            return
+        later = [cost for sent, cost in self._sent_log if sent > number]
+        if later:
+            budgets = tuple(_less(budget, later) for budget in budgets)
+        self._applied += self.pool._observe(budgets, key if self.headers == "key" else None)
+
+    def _pushed_back(self, scope: str | None, key: Hashable) -> None:
+        """Count a pushback under the scope it has (None: the key, or the pool)."""
+        name = scope if scope is not None else "pool" if key is None else "key"
+        self._pushbacks[name] = self._pushbacks.get(name, 0) + 1
 
     def __repr__(self) -> str:
         return f"<werkpool.httpx.PoolTransport pool={self.pool!r} transport={self.transport!r}>"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send *request* through the pool; return its response once its headers are in."""
+        self._requests += 1
         key = None if self.key is None else self.key(request)
         cost = None if self.cost is None else self.cost(request)
         retries = self.retries if self._may_retry(request) else 0
-        exchange = _Exchange(self, request, key, retries)
+        exchange = _Exchange(self, request, key, retries, cost)
         future: JobFuture[None] = await self.pool.submit(
             exchange.attempt,
             retries=retries,
@@ -360,6 +641,47 @@ class PoolTransport(httpx.AsyncBaseTransport):
         traceback: TracebackType | None = None,
     ) -> None:
         await self.transport.__aexit__(exc_type, exc_value, traceback)
+
+
+def _unit_name(unit: str) -> str:
+    """A unit's name compared: ``input_tokens`` and ``Input-Tokens`` are ``input-tokens``."""
+    return unit.lower().replace("_", "-")
+
+
+def _less(budget: Budget, later: list[Mapping[str, float] | None]) -> Budget:
+    """*budget* less the units of the attempts sent *later* (each's cost, or 1 request)."""
+    unit = budget.unit
+    if unit is None:
+        used = float(len(later))
+    else:
+        name = _unit_name(unit)
+        used = sum(
+            amount
+            for cost in later
+            if cost is not None
+            for cost_unit, amount in cost.items()
+            if _unit_name(cost_unit) == name
+        )
+    if not used:
+        return budget
+    return replace(budget, remaining=max(budget.remaining - used, 0.0))
+
+
+def _small_body(response: httpx.Response) -> bool:
+    """True if *response* states a body of at most :data:`CLASSIFY_BODY_LIMIT` bytes."""
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= CLASSIFY_BODY_LIMIT
+
+
+def _push_back(
+    pool: WorkerPool, delay: float, key: Hashable, scope: str | None, asked: float | None
+) -> None:
+    """The pool hears a pushback of *scope* that fails no job (the last response, handed back):
+    ``"pool"`` pauses the pool, ``"key"`` or None the request's key (the pool without one), a
+    limit's name that limit."""
+    if scope == "key" and key is None:
+        scope = None  # a request without a key: its key is the pool
+    pool._push_back(delay, key, asked, scope)
 
 
 def _methods(methods: object) -> frozenset[str]:

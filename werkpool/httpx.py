@@ -2,7 +2,8 @@
 
 :class:`PoolTransport` wraps another transport (httpx's own by default) and sends each request
 as a job of a :class:`werkpool.WorkerPool`: under its size, rates and per-host limits, with its
-retries, and with 429/503 ``Retry-After`` answers as the pool's pushbacks::
+retries, with 429/503 ``Retry-After`` answers as the pool's pushbacks (``classify=`` says which
+limit refused), and with the servers' rate-limit headers lowering the pool's limits::
 
     import httpx
     from werkpool import Rate, WorkerPool
@@ -24,9 +25,23 @@ from ._extras import needs_extra
 with needs_extra(__name__, "httpx", "httpx"):
     from ._httpx import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
     from ._httpx import PoolTransport as PoolTransport
+    from ._httpx import RequestStatistics as RequestStatistics
+    from ._httpx import TransportStatistics as TransportStatistics
     from ._httpx import by_host as by_host
+    from ._httpx import default_classify as default_classify
     from ._httpx import retry_after_seconds as retry_after_seconds
 
-__all__ = ["IDEMPOTENT_METHODS", "PoolTransport", "by_host", "retry_after_seconds"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "PoolTransport",
+    "RequestStatistics",
+    "TransportStatistics",
+    "by_host",
+    "default_classify",
+    "retry_after_seconds",
+]
 
-PoolTransport.__module__ = by_host.__module__ = retry_after_seconds.__module__ = __name__
+for _name in ("PoolTransport", "RequestStatistics", "TransportStatistics"):
+    globals()[_name].__module__ = __name__
+by_host.__module__ = default_classify.__module__ = retry_after_seconds.__module__ = __name__
+del _name

@@ -265,4 +265,4 @@ class TestValidation:
     async def test_the_key_must_be_hashable(self) -> None:
         async with WorkerPool() as pool:
             with pytest.raises(TypeError, match="hashable"):
-                pool.observe_headers({}, key=[])
+                pool.observe_headers({}, key=[])  # type: ignore[arg-type]
