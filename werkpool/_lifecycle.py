@@ -613,6 +613,15 @@ class Lifecycle:
         assert self.crew is not None
         running = self._running_jobs()
         sched.replace_limits(new, running, now)
+        if sched.remote:
+            # As in bind(): pipelined requests need local limits that do not date their latest
+            # admission. A rate or window given now takes the pool back to one request at a time
+            # (the ones in flight ask again under it: Scheduler.granted); without one, it may
+            # pipeline again (#21 item 10).
+            dated = any(limit.timed for limit in new) or any(
+                isinstance(spec, (Rate, Window)) for spec in self.per_key
+            )
+            sched.depth = 1 if dated else min(limit.pipeline for limit in sched.remote)
         if size != old_size:
             self._apply_size(size)
         self._look_again()

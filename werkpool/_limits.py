@@ -554,12 +554,20 @@ class WindowLimit:
             self._hold.take(float(cost), at)
 
     def restamp(self, job: Job | None, at: float) -> None:
-        self._starts[-1] = at
+        if self._starts:
+            self._starts[-1] = at
+        else:
+            # Its admission already left the window (a remote limit answered later than `per`),
+            # or came before this window did (set_limits while its start was granted): it starts
+            # now, so it counts from now (#21 item 10).
+            self.admit(job, at)
 
     def refund(self, job: Job | None) -> None:
-        # The start admitted last never happened. Starts forgotten before it had left the window.
-        self._starts.pop()
-        self._total -= self._costs.pop()
+        # The start admitted last never happened. Starts forgotten before it had left the window,
+        # and if it has left too (a remote limit answered later than `per`), nothing remains.
+        if self._starts:
+            self._starts.pop()
+            self._total -= self._costs.pop()
         if self._hold is not None:
             self._hold.give_back(_cost(job, self.unit))
 

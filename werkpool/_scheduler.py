@@ -75,11 +75,13 @@ class Reservation:
     with :meth:`Scheduler.granted`, :meth:`Scheduler.refused` or :meth:`Scheduler.abandoned`.
     """
 
-    __slots__ = ("job", "limits")
+    __slots__ = ("job", "limits", "pipelined")
 
-    def __init__(self, job: Job, limits: tuple[RemoteLimit, ...]) -> None:
+    def __init__(self, job: Job, limits: tuple[RemoteLimit, ...], pipelined: bool = False) -> None:
         self.job = job
         self.limits = limits
+        #: Sent while several could be in flight (``depth > 1``: no local limit dated admissions).
+        self.pipelined = pipelined
 
     def __repr__(self) -> str:
         return f"<Reservation for {self.job!r}>"
@@ -455,7 +457,7 @@ class Scheduler:
         if self.remote:
             job.state = RESERVING
             self.reserving += 1
-            return Reservation(job, self.remote)
+            return Reservation(job, self.remote, self.depth > 1)
         self._started(job)
         return job
 
@@ -528,8 +530,10 @@ class Scheduler:
         hold = self.paused_until
         if lane is not None and lane.paused_until > hold:
             hold = lane.paused_until
-        if hold > at + TICK:
-            # A pushback paused the pool (or the key) while the remote limits were asked.
+        if hold > at + TICK or (reservation.pipelined and self.depth == 1):
+            # A pushback paused the pool (or the key) while the remote limits were asked; or
+            # set_limits() gave it a rate or window meanwhile, which must date this start: the
+            # job asks again under it, one request at a time (#21 item 10).
             self._refund(job)
             self._back_to_the_head(job)
             return False

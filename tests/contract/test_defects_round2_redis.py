@@ -1,13 +1,17 @@
 """Regression tests for the Redis defects of issue #21 (items 10, 11, 12, 16) and #25 (item 5).
 
-Every test runs on asyncio and trio, on the real clock (``realclock``), against a redis-server
-of the test's own (tests/redis_server.py) when it stops, flushes or pauses it. The assertions are
-contracts (peaks of running attempts, leases in Redis, the window of starts, the exception that
-leaves ``async with``), never a duration; every wait is bounded by :func:`anyio.fail_after`.
+Every test runs on asyncio and trio. Those with Redis run on the real clock (``realclock``),
+against a redis-server of the test's own (tests/redis_server.py) when they stop, flush or pause
+it, or behind a proxy that delays every byte (a distant server); the one with a fake remote limit
+runs on virtual time. The assertions are contracts (peaks of running attempts, leases in Redis,
+the window of starts, the exception that leaves ``async with``), never a duration; every wait
+is bounded by :func:`anyio.fail_after`.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import socket
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,18 +21,18 @@ import anyio
 import coredis
 import coredis.exceptions
 import pytest
-from support import echo
+from support import FakeRemoteLimit, add_remote_limit, echo
 
-from werkpool import Concurrency, LimitUnavailableError, Rate, WorkerPool
+from werkpool import Concurrency, LimitUnavailableError, Rate, Window, WorkerPool
 from werkpool.redis import RedisStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
+    from anyio.abc import SocketStream
     from redis_server import RedisServer
 
 pytestmark = [
-    pytest.mark.realclock,
     # coredis 6.9 leaves the memory streams of a connection that failed to connect unclosed
     # (a ResourceWarning when it is collected): the tests that stop the server see them.
     pytest.mark.filterwarnings(
@@ -93,6 +97,65 @@ def results(futures: list[Any]) -> list[Any]:
     return [f.result() for f in futures]
 
 
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 that delays every byte by *one_way* seconds in each direction:
+    a Redis server that far away (a round trip of ``2 * one_way``), in order."""
+
+    def __init__(self, upstream_port: int, one_way: float) -> None:
+        self.upstream_port = upstream_port
+        self.one_way = one_way
+        self.port = 0
+
+    async def _pump(self, source: SocketStream, sink: SocketStream) -> None:
+        send, receive = anyio.create_memory_object_stream[tuple[float, bytes]](math.inf)
+
+        async def deliver() -> None:
+            async with receive:
+                async for due, data in receive:
+                    await anyio.sleep(max(due - anyio.current_time(), 0.0))
+                    await sink.send(data)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(deliver)
+            async with send:
+                try:
+                    while True:
+                        data = await source.receive()
+                        await send.send((anyio.current_time() + self.one_way, data))
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
+        with anyio.CancelScope(shield=True):
+            await sink.aclose()
+
+    async def _serve_one(self, client: SocketStream) -> None:
+        async with client:
+            try:
+                upstream = await anyio.connect_tcp("127.0.0.1", self.upstream_port)
+            except OSError:
+                return
+            async with upstream, anyio.create_task_group() as tg:
+                tg.start_soon(self._pump, client, upstream)
+                tg.start_soon(self._pump, upstream, client)
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        async with listener:
+            self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            task_status.started()
+            await listener.serve(self._serve_one)
+
+
+def crowded(starts: Sequence[float], count: int, per: float, slack: float = 0.001) -> str | None:
+    """The first ``count + 1`` starts within less than *per* (a Window(count, per) broken), with
+    *slack* for the moment a job reads the clock after its start was dated."""
+    ordered = sorted(starts)
+    for i in range(len(ordered) - count):
+        gap = ordered[i + count] - ordered[i]
+        if gap < per - slack:
+            return f"{count + 1} starts within {gap:.4f} s (from t={ordered[i]:.4f})"
+    return None
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (taken, then let go)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -104,6 +167,7 @@ def free_port() -> int:
 # -- #21 item 12: FLUSHALL / FLUSHDB --------------------------------------------------------------
 
 
+@pytest.mark.realclock
 @pytest.mark.parametrize("command", ["FLUSHALL", "FLUSHDB"])
 async def test_item12_a_flush_is_noticed_and_no_slot_is_granted_twice(
     private_redis: RedisServer, redis_prefix: str, command: str
@@ -140,6 +204,7 @@ async def test_item12_a_flush_is_noticed_and_no_slot_is_granted_twice(
 # -- #21 item 11: the degraded mode's attempts count in Redis once it is back ---------------------
 
 
+@pytest.mark.realclock
 @pytest.mark.parametrize("outage", ["pause", "restart"])
 async def test_item11_attempts_the_local_share_admitted_count_in_redis_once_it_is_back(
     private_redis: RedisServer, redis_prefix: str, outage: str
@@ -191,6 +256,7 @@ async def test_item11_attempts_the_local_share_admitted_count_in_redis_once_it_i
 # -- #21 item 16: keys seen during an outage cost nothing once idle -------------------------------
 
 
+@pytest.mark.realclock
 async def test_item16_keys_seen_during_an_outage_cost_nothing_once_idle(
     private_redis: RedisServer, redis_prefix: str
 ) -> None:
@@ -223,6 +289,7 @@ async def test_item16_keys_seen_during_an_outage_cost_nothing_once_idle(
 # -- #25 item 5: no server, one clear error -------------------------------------------------------
 
 
+@pytest.mark.realclock
 @pytest.mark.parametrize("how", ["call", "run", "map"])
 async def test_25_item5_no_server_leaves_async_with_as_one_clear_error(how: str) -> None:
     """No Redis server at all: the exception that leaves `async with RedisStore(client)` (the
@@ -248,6 +315,7 @@ async def test_25_item5_no_server_leaves_async_with_as_one_clear_error(how: str)
     assert isinstance(error.__cause__, coredis.exceptions.ConnectionError), error.__cause__
 
 
+@pytest.mark.realclock
 async def test_25_item5_a_store_enters_and_leaves_a_client_it_was_given_unentered(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
@@ -263,3 +331,154 @@ async def test_25_item5_a_store_enters_and_leaves_a_client_it_was_given_unentere
                     raise ValueError("mine")  # a body's error leaves as it is, too
     with pytest.raises(RuntimeError):
         _ = client.connection_pool.task_group  # left
+
+
+# -- #21 item 10: set_limits() on a pool that pipelines its Redis requests ------------------------
+
+
+@pytest.mark.realclock
+@pytest.mark.parametrize(
+    ("change", "round_trip"),
+    [("window", 0.2), ("window", 0.5), ("rate", 0.2)],
+    ids=["window-200ms", "window-500ms", "rate-200ms"],
+)
+async def test_item10_a_rate_or_window_given_by_set_limits_holds_with_a_distant_redis(
+    redis_server: RedisServer, redis_prefix: str, change: str, round_trip: float
+) -> None:
+    """A pool with only a shared Concurrency keeps up to 8 requests in flight (Redis 200 or
+    500 ms away). set_limits() adds Window(4, per=0.5) (or `pool.rate = 8`) while 8 are in
+    flight: every job runs once, and the starts from then on keep the new limit, those whose
+    requests were in flight at the change included (they ask again under it)."""
+    starts: list[float] = []
+
+    async def job(i: int) -> int:
+        starts.append(anyio.current_time())
+        await anyio.sleep(0.3)
+        return i
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as proxies:
+            proxy = DelayProxy(redis_server.port, round_trip / 2)
+            await proxies.start(proxy.serve)
+            client: coredis.Redis[bytes] = coredis.Redis(host="127.0.0.1", port=proxy.port)
+            async with RedisStore(
+                client, prefix=redis_prefix, call_timeout=5 * round_trip
+            ) as store:
+                shared = Concurrency(100).shared(store, "conn")
+                async with WorkerPool(size=16, limits=[shared]) as pool:
+                    assert await pool.run(job, -1) == -1  # connected, scripts loaded
+                    futures = []
+                    for i in range(12):
+                        futures.append(pool.run(job, i))
+                        await anyio.lowlevel.checkpoint()  # a worker sends its request
+                    await anyio.sleep(round_trip / 4)  # 8 requests are on their way
+                    changed_at = anyio.current_time()
+                    if change == "window":
+                        pool.set_limits([Window(4, per=0.5), shared])
+                    else:
+                        pool.rate = 8
+            proxies.cancel_scope.cancel()
+    assert results(futures) == list(range(12))
+    after = [t for t in starts if t >= changed_at]
+    assert len(after) == 12
+    assert crowded(after, 4, 0.5) is None  # Window(4, 0.5); rate=8 allows no more either
+    if change == "rate":
+        ordered = sorted(after)
+        gaps = [b - a for a, b in itertools.pairwise(ordered)]
+        assert min(gaps) >= 0.125 - 0.001, f"starts {min(gaps):.4f} s apart under rate=8"
+
+
+@pytest.mark.realclock
+async def test_item10_a_window_shorter_than_the_round_trip_does_not_crash(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Window(3, per=0.05) locally, a shared Concurrency(1) in a Redis 200 ms away, jobs coming
+    in one by one: an admission leaves the window while its request is in flight, then is
+    granted (its start counts from then) or refused (nothing to take back). No job fails with an
+    IndexError of the window, every job runs once, and the window holds."""
+    starts: list[float] = []
+
+    async def job(i: int) -> int:
+        starts.append(anyio.current_time())
+        await anyio.sleep(0.02)
+        return i
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as proxies:
+            proxy = DelayProxy(redis_server.port, 0.1)
+            await proxies.start(proxy.serve)
+            client: coredis.Redis[bytes] = coredis.Redis(host="127.0.0.1", port=proxy.port)
+            async with RedisStore(client, prefix=redis_prefix, call_timeout=1.0) as store:
+                limits = [Window(3, per=0.05), Concurrency(1).shared(store, "conn")]
+                async with WorkerPool(size=4, limits=limits) as pool:
+                    futures = []
+                    for i in range(10):
+                        futures.append(pool.run(job, i))
+                        await anyio.sleep(0.03)
+            proxies.cancel_scope.cancel()
+    assert results(futures) == list(range(10))
+    assert crowded(starts, 3, 0.05) is None
+
+
+class PipelinedRemote(FakeRemoteLimit):
+    """A fake remote limit that, like a RedisStore, lets 8 requests be in flight at once."""
+
+    pipeline = 8
+
+    def __init__(self, latency: float) -> None:
+        super().__init__(latency=latency)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def acquire(self, job: Any) -> Any:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await super().acquire(job)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_item10_set_limits_switches_pipelining_off_and_on() -> None:
+    """Virtual time, a remote limit 0.2 s away that pipelines: adding a Window by set_limits()
+    while 8 requests are in flight makes the pool ask one at a time (the 8 ask again under the
+    window, which holds); taking it away lets it pipeline again. Every credit comes back."""
+    remote = PipelinedRemote(latency=0.2)
+    starts: list[float] = []
+
+    async def job(i: int) -> int:
+        starts.append(anyio.current_time())
+        await anyio.sleep(0.3)
+        return i
+
+    pool = WorkerPool(size=16)
+    add_remote_limit(pool, remote)
+    async with pool:
+        assert await pool.run(job, -1) == -1
+        futures = []
+        for i in range(12):
+            futures.append(pool.run(job, i))
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep(0.05)
+        in_flight = remote.in_flight
+        assert in_flight > 4  # more than the window allows at once
+        changed_at = anyio.current_time()
+        pool.set_limits([Window(4, per=0.5)])
+        for future in futures:
+            await future
+        remote.most_in_flight = 0
+        pool.set_limits([])
+        again = []
+        for i in range(12):
+            again.append(pool.run(job, i))
+            await anyio.lowlevel.checkpoint()
+        for future in again:
+            await future
+    assert results(futures) == list(range(12))
+    assert results(again) == list(range(12))
+    after = [t for t in starts if t >= changed_at]
+    assert crowded(after[:12], 4, 0.5, slack=0.0) is None
+    assert remote.most_in_flight > 4  # pipelining again
+    assert (remote.held, remote.errors) == (0, [])
+    # The ones in flight at the change were granted twice (the first grant given back).
+    assert remote.grants == remote.releases == 1 + in_flight + 12 + 12
