@@ -147,6 +147,43 @@ class TestClassify:
             await http.get(f"{B}/y")
         assert server.times(t0, "b.example") == [approx(0.5 if scope == "key" else 1)]
 
+    async def test_a_limits_name_holds_that_limit_only(self) -> None:
+        """A refusal naming the tokens limit ("tpm"), Retry-After 1, on a request that costs
+        tokens: it is retried at 1, while a request that costs no tokens goes at 0.5."""
+
+        def by_name(response: httpx.Response) -> RetryAfter | None:
+            pushback = default_classify(response)
+            if pushback is None:
+                return None
+            (name,) = json.loads(response.content)["limits"]
+            return RetryAfter(pushback.seconds, scope=name)
+
+        server = Server({"/x": [refusal("1", "tpm")]})
+        limits = [Rate(200_000, per=10, burst=200_000, unit="tokens", name="tpm")]
+        tokens: dict[str, float] = {"tokens": 1000}
+        t0 = anyio.current_time()
+        async with (
+            WorkerPool(limits=limits) as pool,
+            client(
+                pool,
+                server,
+                retries=1,
+                classify=by_name,
+                cost=lambda r: tokens if r.url.path == "/x" else None,
+            ) as h,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(h.get, f"{A}/x")
+            await anyio.sleep(0.5)
+            await h.get(f"{A}/y")
+            stats = transport_of(h).statistics()
+        first, other, retry = server.times(t0)
+        assert (first, other) == (0, approx(0.5))
+        # After the pause, the held bucket lets one unit start at once (Rate.pushback): a cost
+        # of 1,000 tokens waits for 999 more to drain at 20,000/s.
+        assert retry == approx(1 + 999 / 20_000)
+        assert stats.pushbacks_by_scope == {"tpm": 1}
+
     async def test_an_async_classify(self) -> None:
         seen: list[int] = []
 
