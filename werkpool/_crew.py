@@ -10,6 +10,7 @@ worker, up to ``max_workers``. A worker that takes a job hands the line on the s
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING, Final, Protocol, final
 
 import anyio
@@ -43,6 +44,10 @@ async def _no_body() -> None:  # pragma: no cover - replaced before the crew sta
     raise AssertionError("the crew's body was not set")
 
 
+def _body_unset() -> Callable[[], Coroutine[Any, Any, None]]:  # pragma: no cover
+    return _no_body
+
+
 @final
 class Worker:
     """One worker task's record: what it runs and how to stop or wake it."""
@@ -70,12 +75,12 @@ class Crew:
 
     :param line: the line of jobs the workers serve
     :param max_workers: how many workers may exist (the pool's ``size``, or ``inf``)
-    Its :attr:`body` (the coroutine function a new worker task runs) is set by the layer above,
-    which builds the workers on top of the crew.
+    Its body (the coroutine function a new worker task runs) is set by the layer above, which
+    builds the workers on top of the crew (:meth:`set_body`).
     """
 
     __slots__ = (
-        "body",
+        "_body",
         "count",
         "idle_round",
         "line",
@@ -92,7 +97,8 @@ class Crew:
     def __init__(self, line: Line, max_workers: float) -> None:
         self.line = line
         self.max_workers = max_workers
-        self.body: Callable[[], Coroutine[Any, Any, None]] = _no_body
+        #: The body of a new worker task, dereferenced at each spawn (see :meth:`set_body`).
+        self._body: Callable[[], Callable[[], Coroutine[Any, Any, None]] | None] = _body_unset
         #: The task group workers are started in (None while the pool is not running).
         self.tg: TaskGroup | None = None
         #: Worker tasks started and not yet ended.
@@ -111,6 +117,16 @@ class Crew:
         #: The supervisor's wait while no worker is parked; the first to park cancels it, so that
         #: the supervisor counts rounds of idleness (see :meth:`reap`). None while it counts.
         self.reap_scope: anyio.CancelScope | None = None
+
+    def set_body(self, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start each new worker task as ``body()``, a bound method of the layer above.
+
+        Held through a weak reference: its object holds the crew, and a strong reference back
+        would make a cycle that leaves every exited pool to the cyclic garbage collector (issue
+        #21 item 17). That object outlives the worker tasks (the pool holds it, and so does
+        each running worker's coroutine).
+        """
+        self._body = weakref.WeakMethod(body)
 
     def kick(self, job: Job | None) -> None:
         """Make sure some worker looks at the line soon (call only while ``waking == 0``).
@@ -157,9 +173,12 @@ class Crew:
         tg = self.tg
         if tg is None or self.count >= self.max_workers:
             return
+        body = self._body()
+        if body is None:  # pragma: no cover - the pool's parts are gone: nothing runs it
+            return
         self.count += 1
         self.waking += 1
-        tg.start_soon(self.body, name="werkpool worker")
+        tg.start_soon(body, name="werkpool worker")
 
     async def park(self, worker: Worker, wake_at: float) -> bool:
         """Wait until woken, or until *wake_at* (a rate slot or the end of a backoff).

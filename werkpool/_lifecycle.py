@@ -11,6 +11,7 @@ task groups at the end, raising the pool's own failure as it was raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sys
 import weakref
@@ -36,7 +37,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 
-    from anyio.abc import TaskGroup, TaskStatus
+    from anyio.abc import TaskGroup
 
     from ._events import Hook
     from ._job import JobOwner
@@ -92,6 +93,47 @@ def _reraise_unchanged(error: BaseException) -> NoReturn:
     finally:
         error.__cause__, error.__context__ = cause, context
         error.__suppress_context__ = suppress
+        # This frame joins the error's traceback: holding the error (or its cause or context,
+        # which may lead back to it) would make a reference cycle (issue #21 item 17).
+        del error, cause, context
+
+
+def _weakly(method: Callable[[], None]) -> Callable[[], None]:
+    """Call the bound *method* through a weak reference to its object (nothing once it is gone).
+
+    For a callback a part keeps that points back at its owner, such as the scheduler's
+    ``on_drained``: held strongly it would close a reference cycle, and every exited pool would be
+    left to the cyclic garbage collector (issue #21 item 17).
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call() -> None:
+        bound = ref()
+        if bound is not None:
+            bound()
+
+    return call
+
+
+def _without_own_frames(error: BaseException) -> BaseException:
+    """*error*, caught by the caller, made fit to be kept on the lifecycle until it is raised.
+
+    Its traceback holds this module's frames it went through, which hold the lifecycle: kept
+    as they are, they would make a reference cycle, and a pool dropped before its failure was
+    raised would be left to the cyclic GC (issue #21 item 17). The caller's own frame (still
+    running, the head of the traceback) is dropped from it; the others, finished, lose their
+    variables (their lines stay). The frames of the job that failed are left as they are.
+    """
+    tb = error.__traceback__
+    if tb is not None and tb.tb_frame.f_globals is globals():
+        tb = error.__traceback__ = tb.tb_next  # the caller's frame: it cannot be cleared
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals is globals():
+            with contextlib.suppress(RuntimeError):  # still running (not expected)
+                frame.clear()
+        tb = tb.tb_next
+    return error
 
 
 @final
@@ -275,7 +317,7 @@ class Lifecycle:
             per_key=(lambda: tuple(build(spec) for spec in per_key)) if per_key else _no_limits,
             retry_after=self.retry_after,
             max_retry_after=self.max_retry_after,
-            on_drained=self._let_supervisor_stop,
+            on_drained=_weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler
         )
         if (
             remote
@@ -289,7 +331,7 @@ class Lifecycle:
             sched.pause(self.start_paused)
         crew = self.crew = Crew(sched, _INF if self.size is None else self.size)
         runner = self.runner = Runner(sched, crew, binding, self.room, tokens, self)
-        crew.body = runner.worker_main
+        crew.set_body(runner.worker_main)
         if self.room is not None:
             self.room.queue = sched
         self._may_stop = anyio.Event()
@@ -309,7 +351,11 @@ class Lifecycle:
         if sink is None:
             assert self.binding is not None
             sink = self.sink = Hooks(self.hooks, self.binding.clock, self)
-            sink.sched = sched
+            # Weakly: the scheduler holds its sink, and a cycle would leave every exited pool
+            # with hooks to the cyclic garbage collector (issue #21 item 17). The sink lives no
+            # longer than the scheduler: only the scheduler and this lifecycle (which holds the
+            # scheduler too) refer to it.
+            sink.sched = cast("Scheduler", weakref.proxy(sched))
         sink.hooks = self.hooks
         sched.sink = sink
 
@@ -716,10 +762,15 @@ class Lifecycle:
 
     async def start(self) -> None:
         """Open the supervisor's task group and start the supervisor in it (``async with``)."""
+        assert self._started is not None
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
-            await tg.start(self._supervise)
+            # Not tg.start(): on trio, anyio's start() keeps what the started task raised in a
+            # reference cycle with its own frame (anyio 4.16), and the supervisor raises the
+            # pool's failures: each failed pool would be left to the cyclic GC (#21 item 17).
+            tg.start_soon(self._supervise)
+            await self._started.wait()  # if the supervisor fails first, the task group cancels this
         except BaseException:
             self.abort()
             await tg.__aexit__(*sys.exc_info())
@@ -736,7 +787,7 @@ class Lifecycle:
             raise PoolClosedError("this WorkerPool no longer accepts jobs: the pool has exited")
         return crew.tg
 
-    async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
+    async def _supervise(self) -> None:
         """The supervisor task: holds the workers' task group until the pool may stop.
 
         Meanwhile it retires idle workers; afterwards it raises what a hook raised that stops
@@ -753,7 +804,6 @@ class Lifecycle:
             with anyio.CancelScope() as self._kill_scope:
                 async with anyio.create_task_group() as tg:
                     crew.tg = tg
-                    task_status.started()
                     self._started.set()
                     if sched.has_queued() and not crew.waking:
                         crew.kick(None)  # jobs submitted before the pool started
@@ -763,25 +813,46 @@ class Lifecycle:
             cancelled = isinstance(exc, self.binding.cancelled_exc)
             if not cancelled:
                 self.crashed(exc)
-            fatal = self.fatal
-            if fatal is not None:
-                # A hook's KeyboardInterrupt or SystemExit is not lost to a cancellation from
-                # outside, nor to a crash at the same moment.
+            # Taken off the lifecycle, whose frames its traceback will hold (issue #21 item 17).
+            fatal, self.fatal = self.fatal, None
+            if fatal is None:
+                if cancelled and self.binding.backend == "asyncio":
+                    # An enclosing scope was cancelled: the task ends here anyway, and ends
+                    # normally. Ending cancelled, it would leave anyio's task group a reference
+                    # cycle through the CancelledError's traceback, which holds this frame and so
+                    # the whole pool (issue #21 item 17). Its task group treats a cancelled child
+                    # and one that returns alike; the cancellation reaches the pool's caller.
+                    return
+                raise
+            # A hook's KeyboardInterrupt or SystemExit is not lost to a cancellation from
+            # outside, nor to a crash at the same moment.
+            try:
                 if cancelled:
                     _reraise_unchanged(fatal)
-                group = BaseExceptionGroup("the pool failed and a hook raised", [exc, fatal])
-                raise group from None
-            raise
+                raise BaseExceptionGroup(
+                    "the pool failed and a hook raised", [exc, fatal]
+                ) from None
+            finally:
+                del fatal  # this frame joins its traceback (issue #21 item 17)
         finally:
             crew.tg = None
             self._stopped.set()
-        if self.fatal is not None:
-            raise self.fatal
-        errors = self.errors
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            raise BaseExceptionGroup("several jobs started with start_soon() failed", errors)
+        # What the pool raises is taken off the lifecycle, and out of this frame, as it is
+        # raised: its traceback holds this frame, which holds the lifecycle (issue #21 item 17).
+        fatal, self.fatal = self.fatal, None
+        errors, self.errors = self.errors, []
+        if fatal is None and errors:
+            fatal = (
+                errors[0]
+                if len(errors) == 1
+                else BaseExceptionGroup("several jobs started with start_soon() failed", errors)
+            )
+        del errors
+        if fatal is not None:
+            try:
+                raise fatal
+            finally:
+                del fatal
 
     async def _retire_idle_workers_until_may_stop(self) -> None:
         """Wait until the pool may stop; meanwhile, while workers are parked, reap each round.
@@ -871,9 +942,12 @@ class Lifecycle:
             core.close_by_pool()
 
     async def finish(self, exc: BaseException | None) -> None:
-        """Leave the pool's task groups: drain after a normal exit, cancel everything otherwise."""
-        tg = self._supervisor_tg
-        assert tg is not None
+        """Leave the pool's task groups: drain after a normal exit, cancel everything otherwise.
+
+        Raise the pool's own failure, if any; return if there is none, or if what should leave
+        ``async with`` is *exc* itself (the caller lets it go on, as it was).
+        """
+        assert self._supervisor_tg is not None
         assert self._may_stop is not None
         if exc is None:
             self.close_maps()  # nobody iterates them any more: do not wait for their jobs
@@ -882,11 +956,16 @@ class Lifecycle:
                 await self._may_stop.wait()
             except BaseException as waiting_error:
                 self.abort()
-                await self._exit_task_group(tg, waiting_error)
+                await self._exit_task_group(waiting_error)
                 raise
         else:
             self.abort()
-        await self._exit_task_group(tg, exc)
+        try:
+            await self._exit_task_group(exc)
+        finally:
+            # A failure raised from here has this frame in its traceback: it must not keep the
+            # body's error (which may lead back to it), or a reference cycle is left (#21 item 17).
+            del exc
         self.state = CLOSED
 
     async def wait_stopped(self) -> None:
@@ -901,8 +980,39 @@ class Lifecycle:
         if self.state >= KILLED and self._stopped is not None:
             await self._stopped.wait()  # killed: return once the cancelled jobs stopped
 
-    async def _exit_task_group(self, tg: TaskGroup, body_error: BaseException | None) -> None:
+    async def _exit_task_group(self, body_error: BaseException | None) -> None:
         """Exit the supervisor's task group; raise the pool's own failure, if any, as it was.
+
+        Return if nothing failed, or if what should leave ``async with`` is *body_error*, what
+        the body raised (None if nothing): the caller lets it go on (see :meth:`_failure`).
+        """
+        tg = self._supervisor_tg
+        assert tg is not None
+        self._supervisor_tg = None
+        try:
+            await tg.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            self.state = CLOSED
+            failure = self._failure(group, body_error)
+        else:
+            return
+        finally:
+            # The task group keeps the errors of its tasks, and this frame joins the traceback
+            # of what is raised from here: it must hold neither, or the error is left in a
+            # reference cycle to the cyclic GC (issue #21 item 17).
+            del tg
+        del body_error
+        if failure is not None:
+            try:
+                _reraise_unchanged(failure)
+            finally:
+                del failure
+
+    def _failure(
+        self, group: BaseExceptionGroup[BaseException], body_error: BaseException | None
+    ) -> BaseException | None:
+        """What leaves ``async with`` once the supervisor's task group raised *group*: the pool's
+        own failure, as it was raised; or None for *body_error* itself.
 
         *body_error* is what the ``async with`` body raised (None if nothing): a genuine error
         of the body and a failure of the pool are raised together, in an ExceptionGroup. The
@@ -911,42 +1021,40 @@ class Lifecycle:
         for while the pool stopped on a KeyboardInterrupt, a SystemExit or the like: as on
         asyncio, where the event loop delivers such an error to the body itself.
         """
-        self._supervisor_tg = None
-        try:
-            await tg.__aexit__(None, None, None)
-        except BaseExceptionGroup as group:
-            self.state = CLOSED
-            # The pool's own two task groups nest a lone error twice: unwrap it.
-            error: BaseException = group
+        # The pool's own two task groups nest a lone error twice: unwrap it.
+        error: BaseException = group
+        nested = _as_group(error)
+        while nested is not None and len(nested.exceptions) == 1:
+            error = nested.exceptions[0]
             nested = _as_group(error)
-            while nested is not None and len(nested.exceptions) == 1:
-                error = nested.exceptions[0]
-                nested = _as_group(error)
-            assert self.binding is not None
-            cancelled = self.binding.cancelled_exc
-            only_cancelled = isinstance(error, cancelled) or (
-                nested is not None and nested.split(cancelled)[1] is None  # only cancellations
+        assert self.binding is not None
+        cancelled = self.binding.cancelled_exc
+        only_cancelled = isinstance(error, cancelled) or (
+            nested is not None and nested.split(cancelled)[1] is None  # only cancellations
+        )
+        if only_cancelled:
+            # An enclosing scope was cancelled and reached the pool's tasks too: that is not
+            # a failure of the pool. Raise the body's own exception if it has one (the
+            # cancellation is delivered again at the next checkpoint), else the cancellation.
+            return None if body_error is not None else error
+        if body_error is error:
+            return None
+        if (
+            body_error is not None
+            and not isinstance(body_error, cancelled)
+            and not (
+                not isinstance(error, Exception)
+                and nested is None
+                and isinstance(body_error, (FutureCancelled, PoolClosedError))
             )
-            if only_cancelled:
-                # An enclosing scope was cancelled and reached the pool's tasks too: that is not
-                # a failure of the pool. Raise the body's own exception if it has one (the
-                # cancellation is delivered again at the next checkpoint), else the cancellation.
-                _reraise_unchanged(body_error if body_error is not None else error)
-            if (
-                body_error is not None
-                and body_error is not error
-                and not isinstance(body_error, cancelled)
-                and not (
-                    not isinstance(error, Exception)
-                    and nested is None
-                    and isinstance(body_error, (FutureCancelled, PoolClosedError))
-                )
-            ):
-                raise BaseExceptionGroup(
-                    "the body of 'async with WorkerPool' and the pool both failed",
-                    [body_error, error],
-                ) from None
-            _reraise_unchanged(error)
+        ):
+            both = BaseExceptionGroup(
+                "the body of 'async with WorkerPool' and the pool both failed",
+                [body_error, error],
+            )
+            both.__suppress_context__ = True  # raised "from None"
+            return both
+        return error
 
     # -- use without `async with` -----------------------------------------------------------------
 
@@ -982,15 +1090,24 @@ class Lifecycle:
         except BaseException as exc:  # a system task must not raise; shutdown() re-raises it
             assert self.binding is not None
             if not isinstance(exc, self.binding.cancelled_exc):
-                self._bg_error = exc
+                self._bg_error = _without_own_frames(exc)
         finally:
             self._bg_done.set()
 
     async def stop_background(self, *, reraise: bool = True) -> None:
-        """Tell the background task to finish, and wait for it; re-raise the pool's failure."""
+        """Tell the background task to finish, and wait for it; re-raise the pool's failure.
+
+        The failure is raised once, as ``async with`` raises it once: it is then forgotten, for
+        its traceback holds the frames that raise it, the caller's among them, which hold the
+        pool (kept, it would make a reference cycle: issue #21 item 17).
+        """
         assert self._bg_stop is not None
         assert self._bg_done is not None
         self._bg_stop.set()
         await self._bg_done.wait()
         if reraise and self._bg_error is not None:
-            raise self._bg_error
+            error, self._bg_error = self._bg_error, None
+            try:
+                raise error
+            finally:
+                del error

@@ -27,6 +27,7 @@ pool's limits, so that a map never runs fewer jobs than the pool allows (issue 9
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import sys
@@ -373,6 +374,12 @@ class MapCore:
                     self.signal()
         except Exception as exc:
             self._stop_reading(exc)
+        except asyncio.CancelledError:
+            # An enclosing scope was cancelled (the feeder's own scope catches its own): the task
+            # ends normally, as it would end here anyway. Ending cancelled, it would leave
+            # anyio's task group a reference cycle through the CancelledError's traceback,
+            # which holds this frame and, through it, the map and its pool (issue #21 item 17).
+            return
         finally:
             self.exhausted = True
             self.signal()
@@ -438,6 +445,9 @@ class MapCore:
             return
         self.closed = True
         self.ref = None  # nothing to do when the iterator goes (and no core <-> ref cycle)
+        # Never raised now; its traceback holds the frame that read the input, which holds this
+        # core: a reference cycle to the cyclic GC if kept (issue #21 item 17).
+        self.source_error = None
         self.feeder_scope.cancel()
         in_flight = list(self.in_flight)
         self.fifo.clear()
@@ -520,9 +530,15 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                     job = ready
                     break
                 if core.exhausted and not core.in_flight:
+                    # Taken off the core as it is raised: its traceback holds the frame that
+                    # read the input, which holds the core (issue #21 item 17).
+                    source_error, core.source_error = core.source_error, None
                     core.close_nowait()
-                    if core.source_error is not None:
-                        raise protocol_safe(core.source_error, "the input of this map")
+                    if source_error is not None:
+                        try:
+                            raise protocol_safe(source_error, "the input of this map")
+                        finally:
+                            del source_error
                     raise StopAsyncIteration
                 changed = core.changed = anyio.Event()
                 if core.wake_at == _INF or core.sync_source is None:
@@ -544,9 +560,17 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 core.closed_by_pool = True  # only kill() or the pool's exit cancel map jobs
                 raise PoolClosedError("this map's job was cancelled: its pool was killed")
             error: BaseException = job.value
+            # The traceback of what is raised holds this frame: it must not hold the error
+            # (through the job or itself), or each failed item would leave a reference cycle to
+            # the cyclic GC (issue #21 item 17).
+            del job
+            ready = None
             if core.return_exceptions:
                 return error  # type: ignore[return-value]
-            raise protocol_safe(error, "a job of this map")
+            try:
+                raise protocol_safe(error, "a job of this map")
+            finally:
+                del error
         except StopAsyncIteration:
             raise
         except BaseException:

@@ -653,7 +653,15 @@ class WorkerPool:
         if job.outcome == RETURNED:
             return job.value  # type: ignore[no-any-return]
         if job.outcome == RAISED:
-            raise job.value
+            error = job.value
+            # The error's traceback will hold this frame: it must not hold the job (which holds
+            # the error) nor the error itself, or each failed call() would leave a reference
+            # cycle to the cyclic GC (issue #21 item 17).
+            del job
+            try:
+                raise error
+            finally:
+                del error
         raise FutureCancelled("the job was cancelled")
 
     async def submit(
@@ -1107,7 +1115,12 @@ class WorkerPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        await self._life.finish(exc)
+        try:
+            await self._life.finish(exc)
+        finally:
+            # A failure of the pool raised from here has this frame in its traceback: it must
+            # not keep the body's error, which may lead back to it (issue #21 item 17).
+            del exc, tb
         return False
 
     async def shutdown(self) -> None:
@@ -1120,6 +1133,9 @@ class WorkerPool:
 
         :raises RuntimeError: if awaited from inside one of the pool's own jobs (it would wait for
             itself)
+        :raises BaseException: a pool used without ``async with`` that failed (a
+            :meth:`start_soon` job raised, say) raises its failure here, as ``async with`` would:
+            once, from the first ``shutdown()`` after the failure
         """
         life = self._life
         if life.state == NEW:

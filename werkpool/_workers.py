@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
+import weakref
 from contextvars import ContextVar
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
@@ -96,7 +97,16 @@ class Runner:
         workers are the size bound, so the scheduler has no limit to check)
     """
 
-    __slots__ = ("binding", "crew", "room", "sched", "supervisor", "thread", "tokens")
+    __slots__ = (
+        "__weakref__",
+        "_supervisor",
+        "binding",
+        "crew",
+        "room",
+        "sched",
+        "thread",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -112,7 +122,10 @@ class Runner:
         self.binding = binding
         self.room = room
         self.tokens = tokens
-        self.supervisor = supervisor
+        # Weakly: the supervisor (the lifecycle) holds this runner, and a cycle would leave every
+        # exited pool to the cyclic garbage collector (issue #21 item 17). A worker that crashes
+        # runs in the supervisor's task group, so the supervisor is alive to hear of it.
+        self._supervisor = weakref.ref(supervisor)
         self.thread = binding.thread  # for JobHost
 
     # -- the worker task --------------------------------------------------------------------------
@@ -139,8 +152,19 @@ class Runner:
                 # timed out), or a job cancelled this task itself: that job is settled, so carry
                 # on in a fresh scope.
         except BaseException as exc:
-            if not isinstance(exc, cancelled_exc):
-                self.supervisor.crashed(exc)
+            if isinstance(exc, cancelled_exc):
+                if self.binding.backend == "asyncio":
+                    # The pool stops (kill(), a failure, an enclosing scope): this task was to end
+                    # here anyway, and ends normally. Ending cancelled, it would leave anyio's
+                    # task group a reference cycle through the CancelledError's traceback, which
+                    # holds this worker's frames and, through them, the whole pool: every killed
+                    # pool would be left to the cyclic GC (issue #21 item 17). Its task group
+                    # treats a cancelled child and one that returns alike.
+                    return
+            else:
+                supervisor = self._supervisor()
+                if supervisor is not None:
+                    supervisor.crashed(exc)
             raise
         finally:
             crew.count -= 1
