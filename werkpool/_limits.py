@@ -173,21 +173,27 @@ def _cost(job: Job | None, unit: str | None) -> float:
 @final
 class BudgetHold:
     """
-    A server's word on its budget (#22 item 3): at most :attr:`left` more units start before
-    :attr:`until` (the pool's clock). A limit that holds one admits a start only if both its own
-    rule and the hold allow it; once *until* passes the hold is gone, so a server's reading
-    never changes the configured limit for good, and never lets more through than it allows.
+    A server's word on its budget (#22 item 3): until :attr:`until` (the pool's clock), at most
+    :attr:`left` more units start, plus :attr:`refill` units per second since :attr:`since` (a
+    budget that refills continuously; 0 for a window that resets whole at its end). A limit
+    that holds one admits a start only if both its own rule and the hold allow it; once *until*
+    passes the hold is gone, so a server's reading never changes the configured limit for good,
+    and never lets more through than it allows.
     """
 
-    __slots__ = ("left", "remaining", "until")
+    __slots__ = ("left", "refill", "remaining", "since", "until")
 
-    def __init__(self, left: float, until: float) -> None:
-        #: The units that may still start before :attr:`until`.
+    def __init__(self, left: float, until: float, refill: float = 0.0, since: float = 0.0) -> None:
+        #: The units that may still start (at :attr:`since`, less what started since).
         self.left = left
         #: What the server said remained (a refund never gives back more).
         self.remaining = left
         #: When the hold ends.
         self.until = until
+        #: The units per second the budget regains (0: none before :attr:`until`).
+        self.refill = refill
+        #: When the server's reading was taken.
+        self.since = since
 
     def take(self, cost: float, at: float) -> None:
         """A start of *cost* at *at*: it uses the budget if the hold still runs then."""
@@ -200,8 +206,18 @@ class BudgetHold:
         self.left = min(self.left + cost, self.remaining)
 
     def earliest(self, cost: float, now: float) -> float:
-        """``-inf`` if a start of *cost* fits in the hold at *now*, else its end."""
-        return self.until if now < self.until and cost > self.left else -_INF
+        """``-inf`` if a start of *cost* fits in the hold at *now*, else when it fits (at the
+        latest, the hold's end)."""
+        if now >= self.until:
+            return -_INF
+        missing = cost - self.left
+        if missing <= 0:
+            return -_INF
+        refill = self.refill
+        if refill <= 0:
+            return self.until
+        at = self.since + missing / refill
+        return -_INF if at <= now else min(at, self.until)
 
 
 @final
@@ -387,9 +403,10 @@ class RateLimit:
         if self._hold is None:
             self._hold = older._hold  # the server's budget is the same server's
 
-    def observe(self, remaining: float, until: float, now: float) -> None:
+    def observe(self, remaining: float, until: float, now: float, refill: float = 0.0) -> None:
         """A server said at *now* that only *remaining* more units fit before *until* (its
-        rate-limit headers, #22 item 3).
+        rate-limit headers, #22 item 3), plus *refill* units per second for a budget that
+        refills continuously.
 
         Two effects, each only ever stricter than the limit's own rule, and never past *until*:
         the bucket is filled so that at most *remaining* units fit at once (then the rate
@@ -401,7 +418,7 @@ class RateLimit:
         if remaining < room:
             self._set_level(now, self.burst - remaining)
         if until > now:
-            self._hold = BudgetHold(remaining, until)
+            self._hold = BudgetHold(remaining, until, refill, now)
 
     def pushback(self, now: float, until: float, paused: bool) -> None:
         """The provider refused an attempt this limit admitted, and starts nothing before *until*.
@@ -582,13 +599,13 @@ class WindowLimit:
         if self._hold is None:
             self._hold = older._hold  # the server's budget is the same server's
 
-    def observe(self, remaining: float, until: float, now: float) -> None:
+    def observe(self, remaining: float, until: float, now: float, refill: float = 0.0) -> None:
         """A server said at *now* that only *remaining* more units fit before *until* (its
-        rate-limit headers, #22 item 3): a :class:`BudgetHold` lets at most *remaining* units
-        start before *until*, beside the window's own rule (never looser than it). A newer
-        reading replaces an older hold."""
+        rate-limit headers, #22 item 3), plus *refill* per second: a :class:`BudgetHold` lets
+        no more start before *until*, beside the window's own rule (never looser than it). A
+        newer reading replaces an older hold."""
         if until > now:
-            self._hold = BudgetHold(remaining, until)
+            self._hold = BudgetHold(remaining, until, refill, now)
 
     def pushback(self, now: float, until: float, paused: bool) -> None:
         pass

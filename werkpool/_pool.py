@@ -428,9 +428,10 @@ class WorkerPool:
         ``unit="input_tokens"``...); among several of a unit, the one whose ``per`` is nearest
         the budget's window, else whose count is nearest its limit, else the first.
 
-        "Only *R* more before *T*": at most *R* units start before the reset *T* (for OpenAI's
-        and Anthropic's budgets, which refill continuously, until the next unit comes back),
-        and a rate's bucket holds at most *R* at once. Never looser than the configured limit,
+        "Only *R* of *L* more before *T*": at most *R* units start before the reset *T*, plus,
+        for OpenAI's and Anthropic's budgets (which refill continuously, to full at *T*), the
+        ``(L - R) / (T - now)`` units per second they regain; and a rate's bucket holds at most
+        *R* at once. Never looser than the configured limit,
         and never for longer than the reset: the configured rate is not changed. A reset
         further than ``max_retry_after`` away is clamped to it. Other clients that share the
         provider's budget are caught this way.

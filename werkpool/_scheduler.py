@@ -838,7 +838,8 @@ class Scheduler:
         for budget in budgets:
             limit = _match(budget, limits)
             if limit is not None:
-                limit.observe(budget.remaining, _hold_end(budget, now, self.max_retry_after), now)
+                until, refill = _hold(budget, now, self.max_retry_after)
+                limit.observe(budget.remaining, until, now, refill)
                 applied += 1
         if lane is not None and not lane.pending:
             assert self.keys is not None
@@ -1103,14 +1104,16 @@ def _count(limit: RateLimit | WindowLimit) -> float:
     return limit.configured * limit.per if isinstance(limit, RateLimit) else limit.count
 
 
-def _hold_end(budget: Budget, now: float, longest: float) -> float:
-    """Until when only *budget*'s remaining units may start: its reset for a fixed window; for
-    a budget that refills continuously, when its next unit comes back (its reset is when it is
-    full again); *now* (no hold) without a reset. At most *longest* seconds away."""
+def _hold(budget: Budget, now: float, longest: float) -> tuple[float, float]:
+    """Until when *budget* holds (its reset, at most *longest* seconds away; *now*, no hold,
+    without a reset), and the units per second it regains meanwhile: for a budget that refills
+    continuously to full at its reset, ``(limit - remaining) / (reset - now)``; for a fixed
+    window, or without a stated limit, none (only the remaining units until the reset)."""
     reset = budget.reset_at
     if reset is None or reset <= now:
-        return now
+        return now, 0.0
     size = budget.limit
+    refill = 0.0
     if budget.source in _REFILLING and size is not None and size > budget.remaining:
-        reset = now + (reset - now) / (size - budget.remaining)
-    return min(reset, now + longest)
+        refill = (size - budget.remaining) / (reset - now)
+    return min(reset, now + longest), refill

@@ -1,12 +1,12 @@
 """#22 item 3: the server's rate-limit headers lower the pool's limits until their reset.
 
 ``pool.observe_headers(headers, key=None)``: a budget the server states ("R of L left, reset
-at T") lowers the matching local limit: at most R units start before T (for OpenAI's and
-Anthropic's budgets, which refill continuously, until the next unit comes back), and a rate's
-bucket holds at most R at once. It never makes a limit looser than configured, never changes
-the configured rate, ends at the reset (clamped to ``max_retry_after``), and a malformed header
-changes nothing and raises nothing. Recorded header sets of each dialect, on both backends, on
-virtual time.
+at T") lowers the matching local limit: at most R units start before T (plus, for OpenAI's
+and Anthropic's budgets, which refill continuously, the (L - R)/(T - now) units per second
+they regain), and a rate's bucket holds at most R at once. It never makes a limit looser than
+configured, never changes the configured rate, ends at the reset (clamped to
+``max_retry_after``), and a malformed header changes nothing and raises nothing. Recorded
+header sets of each dialect, on both backends, on virtual time.
 """
 
 from __future__ import annotations
@@ -89,6 +89,18 @@ class TestRateLimitObserve:
         assert limit.earliest(None, 5.0) <= 5.0
         assert limit.rest_at() == 10.0  # the bucket it filled (120 units) drained at 12/s
 
+    def test_a_refilling_budget_paces_the_starts_until_the_reset(self) -> None:
+        """None left, 2 units a second regained until 10: the starts go 0.5 s apart (the
+        local rate would allow 12/s), and after 10 the local rule alone."""
+        limit = RateLimit(12, 120)
+        limit.observe(0, 10.0, 0.0, refill=2.0)
+        at = 0.0
+        for expected in (0.5, 1.0, 1.5):
+            at = limit.earliest(None, at)
+            assert at == pytest.approx(expected)
+            limit.admit(None, at)
+        assert limit.earliest(None, 10.0) <= 10.0
+
     def test_a_refund_gives_back_no_more_than_the_server_said(self) -> None:
         limit = RateLimit(12, 120)
         limit.observe(1, 5.0, 0.0)
@@ -137,6 +149,19 @@ class TestRecordedHeaders:
             starts = await start_times(pool, 6)
         assert starts == [0, 0, 0, approx(1 / 12), approx(2 / 12), approx(3 / 12)]
 
+    async def test_a_stricter_server_paces_the_pool_to_its_refill(self) -> None:
+        """Scenario B of #22: the client is told 12/s, the server allows 9.6/s (96 per 10 s)
+        and has none left, full again in 10 s: the starts go 1/9.6 s apart, not 1/12."""
+        headers = {
+            "x-ratelimit-limit-requests": "96",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "10s",
+        }
+        async with WorkerPool(limits=[REQUESTS]) as pool:
+            assert pool.observe_headers(headers) == 1
+            starts = await start_times(pool, 4)
+        assert starts == [approx(i / 9.6) for i in range(1, 5)]
+
     async def test_without_headers_the_burst_goes_at_once(self) -> None:
         """The control: the same pool, no headers observed: all six at 0."""
         async with WorkerPool(limits=[REQUESTS, TOKENS]) as pool:
@@ -157,7 +182,9 @@ class TestRecordedHeaders:
             assert pool.observe_headers(headers) == 2
             starts = await start_times(pool, 3, cost={"tokens": 1000})
         assert starts[:2] == [0, 0]
-        assert starts[2] == approx(0.025)
+        # 500 more tokens: at the budget's refill, (200,000 - 2,500) / 10 s, a little slower
+        # than the local rate's 20,000/s.
+        assert abs(starts[2] - 500 / 19_750) < 1e-3
 
     async def test_github_holds_until_the_reset(self) -> None:
         """GitHub's fixed window: 2 left, reset 30 s from now (epoch seconds): two at once,
