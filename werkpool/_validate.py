@@ -31,9 +31,7 @@ __all__ = [
 
 
 def show_value(value: object) -> str:
-    """repr() for a message, even of an int too long for Python to print (or to read)."""
-    if isinstance(value, int) and value.bit_length() > 1024:  # beyond the floats
-        return f"an int of {value.bit_length()} bits"
+    """repr() for a message, even of an int too long for Python to print."""
     try:
         return repr(value)
     except ValueError:  # int max str digits

@@ -191,7 +191,7 @@ def test_r40_size_accepts_none_and_positive_ints(size: int | None) -> None:
         (math.nan, ValueError, f"{RATE_RULE}, got nan"),
         (math.inf, ValueError, f"{RATE_RULE}, got inf"),
         (-math.inf, ValueError, f"{RATE_RULE}, got -inf"),
-        pytest.param(10**400, ValueError, f"{RATE_RULE}, got an int of 1329 bits", id="int-too-large"),
+        pytest.param(10**400, ValueError, f"{RATE_RULE}, got {10**400}", id="int-too-large"),
         (True, TypeError, f"{RATE_RULE}, not bool"),
         (False, TypeError, f"{RATE_RULE}, not bool"),
         (Fraction(0), ValueError, f"{RATE_RULE}, got Fraction(0, 1)"),
