@@ -105,8 +105,13 @@ class Hooks:
                     fatal = exc
         if fatal is not None:
             stopper = None if self._stopper is None else self._stopper()
-            if stopper is None or not stopper.hook_raised(fatal):
-                raise fatal
+            try:
+                if stopper is None or not stopper.hook_raised(fatal):
+                    raise fatal
+            finally:
+                # The error's traceback holds this frame, whose variable holds the error: a
+                # cycle that would keep the pool alive until the cyclic GC ran (#21 item 17).
+                del fatal, stopper
 
     def _first_failure(self, hook: Hook) -> bool:
         """Remember *hook* as broken; return False if it was already."""

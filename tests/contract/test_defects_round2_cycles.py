@@ -25,12 +25,10 @@ import pytest
 from anyio.lowlevel import checkpoint
 from support import Boom, echo
 
-from werkpool import Concurrency, Rate, WorkerPool
+from werkpool import Concurrency, Event, Rate, WorkerPool
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-
-    from werkpool import Event
 
 pytestmark = pytest.mark.anyio
 
@@ -347,3 +345,26 @@ async def test_item17_shutdown_raises_a_background_failure_once() -> None:
     await pool.shutdown()
     assert pool.statistics().failed == 1
     assert "closed" in repr(pool)
+
+
+def test_item17_a_hooks_base_exception_leaves_no_cycle_through_emit() -> None:
+    """A hook's SystemExit raised out of ``Hooks.emit`` (no pool to hand it to) leaves no
+    reference cycle: emit's frame drops its variable holding the error, whose traceback holds
+    that frame."""
+    from werkpool._hooks import Hooks
+
+    def stop(event: Event) -> None:
+        raise SystemExit(3)
+
+    hooks = Hooks((stop,), lambda: 0.0)
+    event = Event(kind="submitted", time=0.0, job=1, key=None)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(10):
+            with pytest.raises(SystemExit):
+                hooks.emit(event)
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found == 0, f"{found} objects in reference cycles"
