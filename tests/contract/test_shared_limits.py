@@ -429,7 +429,7 @@ async def test_jobs_start_in_submission_order_under_a_shared_rate(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
     """With pipeline=1 (one request in flight), each pool's jobs start in submission order under
-    a shared Rate, while the other pool competes for it (refusals, then grants for later)."""
+    a shared Rate, while the other pool competes for it."""
     order: dict[str, list[int]] = {"a": [], "b": []}
     grants: list[float] = []
 
@@ -450,9 +450,11 @@ async def test_jobs_start_in_submission_order_under_a_shared_rate(
                     for name, pool in (("a", a), ("b", b))
                 ]
     assert results(futures) == [i for i in range(100) for _ in "ab"]
-    # They competed: each was refused, then granted slots for later.
-    assert one.statistics().refused > 0
-    assert two.statistics().refused > 0
+    # Each pool's 100 attempts were granted by the shared rate once each. (Whether a pool was
+    # ever refused on the way depends on the timing of the other's requests: not asserted, it
+    # failed this test on a busy machine where every request found a slot.)
+    assert one.statistics().granted == 100
+    assert two.statistics().granted == 100
     assert order == {"a": list(range(100)), "b": list(range(100))}
     assert rate_violation(grants, 500, 1) is None
 
