@@ -53,9 +53,9 @@ async def worker(url: str, seconds: float) -> None:
     from werkpool.redis import RedisStore
 
     grants: list[float] = []
-    async with coredis.Redis.from_url(url) as client, RedisStore(client) as store:
+    async with RedisStore(coredis.Redis.from_url(url)) as store:
         store.on_grant = grants.append  # the Redis time of each start's slot
-        await client.ping()
+        await store.client.ping()
         async with WorkerPool(size=4, limits=[Rate(RATE).shared(store, NAME)]) as pool:
             print("ready", flush=True)
             # Wait for the parent's "go".
