@@ -5,17 +5,31 @@ backoff is over (by submission order too), the key's own limit instances and its
 jobs without a key have a lane too, with no limits of its own (the scheduler's ``main`` lane).
 
 :class:`Keys` holds the lanes of the keys in use and answers the scheduler's question "which key's
-head job may start now, the oldest first?" without looking at every key: lanes that may start
-are in a heap by their head's submission order, lanes waiting for the clock (a rate slot, a
-window, a pause) in a heap by that time, and lanes waiting for one of their attempts to end
-(a concurrency limit) in neither. So a saturated key is never looked at until its time comes, and
-never delays another key (no head-of-line blocking). A key whose jobs are all settled and whose
-limits are back at rest is dropped: memory follows the keys in use, not the keys ever seen.
+head job may start now?" without looking at every key: lanes that may start are in a heap by
+their fair-share tag (below), lanes waiting for the clock (a rate slot, a window, a pause) in a
+heap by that time, and lanes waiting for one of their attempts to end (a concurrency limit) in
+neither. So a saturated key is never looked at until its time comes, and never delays another
+key (no head-of-line blocking). A key whose jobs are all settled and whose limits are back at
+rest is dropped: memory follows the keys in use, not the keys ever seen.
+
+**Fair share.** The pool-wide limits are shared among the keys that may start by start-time
+fair queuing (Goyal, Vin and Cheng 1996), a weighted round robin in O(log keys) per job. Each
+key is a flow, and the jobs without a key are one more flow (weight 1). A flow's head gets a
+virtual start tag, ``max(V, F)``, when the flow becomes ready (its first job, or its own limits
+let it go again): ``V`` is the tag of the last job admitted and ``F`` the flow's finish tag,
+raised by ``1 / weight`` for each attempt it starts. The ready flow with the smallest tag (then
+the oldest head) goes next. So a hot key whose 200 jobs came first takes one slot per round,
+as each cold key does, rather than all the slots before them; a key that waited for its own
+limits, or had no job, banks no credit (``max(V, F)``); within a key, jobs start in submission
+order. Shares are counted in attempts, whatever a job's ``cost=``: the pool-wide limits may
+count several units (requests, tokens), and the one attempt every limit counts is the share
+every key can read. A key's tags live in its lane, and go with it when the key is dropped.
 """
 
 from __future__ import annotations
 
 import math
+import reprlib
 from heapq import heappop, heappush, heapreplace
 from typing import TYPE_CHECKING, Final, final
 
@@ -27,7 +41,7 @@ if TYPE_CHECKING:
     from ._job import Job
     from ._limits import Limit
 
-__all__ = ["Keys", "Lane"]
+__all__ = ["Keys", "Lane", "weight_step"]
 
 _INF: Final = math.inf
 
@@ -43,6 +57,7 @@ class Lane:
     """One key's line of jobs, its limits and its pause (see the module docstring)."""
 
     __slots__ = (
+        "finish",
         "first",
         "held_until",
         "key",
@@ -51,13 +66,21 @@ class Lane:
         "pending",
         "queue",
         "retry_ready",
+        "step",
+        "tag",
         "ticket",
         "where",
     )
 
-    def __init__(self, key: Hashable, limits: tuple[Limit, ...]) -> None:
+    def __init__(self, key: Hashable, limits: tuple[Limit, ...], step: float = 1.0) -> None:
         self.key = key
         self.limits = limits
+        #: The fair share's virtual time one attempt of this key costs: ``1 / weight``.
+        self.step = step
+        #: The virtual finish tag of the key's last admitted attempt (see the module docstring).
+        self.finish = 0.0
+        #: The virtual start tag of the head while the lane is in the ready heap.
+        self.tag = 0.0
         #: First attempts, in submission order, from index ``first`` on (a list and an index
         #: rather than a deque: an empty deque takes 600 bytes, and most keys hold a few jobs).
         self.queue: list[Job] = []
@@ -146,30 +169,66 @@ class Lane:
         yield from (job for _, job in self.retry_ready if job.state == QUEUED)
 
 
+def weight_step(key_weight: Callable[[Hashable], float], key: Hashable) -> float:
+    """``1 / key_weight(key)``, the virtual time one attempt of *key* costs; a weight that is
+    not a finite number > 0 (or whose inverse is 0 or infinite) raises, naming the key."""
+    weight = key_weight(key)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(
+            f"key_weight({reprlib.repr(key)}) must return a number > 0, "
+            f"not {type(weight).__name__}: {reprlib.repr(weight)}"
+        )
+    try:
+        step = 1.0 / weight if weight > 0 else _INF
+    except (OverflowError, ZeroDivisionError):  # an int beyond a float; a subnormal's inverse
+        step = 0.0
+    if not 0.0 < step < _INF:  # also NaN, inf and a weight so small its inverse overflows
+        raise ValueError(
+            f"key_weight({reprlib.repr(key)}) must return a finite number > 0, got {weight!r}"
+        )
+    return step
+
+
 @final
 class Keys:
-    """The lanes of the keys in use, and the oldest head that its key lets start.
+    """The lanes of the keys in use, and the head that goes next by the keys' fair share.
 
     :param make_limits: makes a new key's limit instances (the pool's ``per_key=`` values)
     :param tick: a wait shorter than this is no wait (the scheduler's ``TICK``)
+    :param key_weight: a key's weight in the fair share of the pool-wide limits (the pool's
+        ``key_weight=``; None: all keys weigh 1)
     """
 
     __slots__ = (
         "_clock",
+        "_main_finish",
         "_peak",
         "_ready",
         "_resting",
         "_tick",
         "_tickets",
+        "_vtime",
+        "key_weight",
         "lanes",
         "make_limits",
     )
 
-    def __init__(self, make_limits: Callable[[], tuple[Limit, ...]], tick: float) -> None:
+    def __init__(
+        self,
+        make_limits: Callable[[], tuple[Limit, ...]],
+        tick: float,
+        key_weight: Callable[[Hashable], float] | None = None,
+    ) -> None:
         self.make_limits = make_limits
         self._tick = tick
+        self.key_weight = key_weight
         self.lanes: dict[Hashable, Lane] = {}
-        self._ready: list[tuple[int, int, Lane]] = []  # (head's seq, ticket, lane)
+        #: The fair share's virtual time: the start tag of the last attempt admitted.
+        self._vtime = 0.0
+        #: The finish tag of the jobs without a key (a flow of weight 1).
+        self._main_finish = 0.0
+        # (head's start tag, head's seq, ticket, lane): the smallest tag, then the oldest head.
+        self._ready: list[tuple[float, int, int, Lane]] = []
         self._clock: list[tuple[float, int, Lane]] = []  # (from when, ticket, lane)
         self._resting: list[tuple[float, int, Lane]] = []  # idle lanes: (rest_at, ticket, lane)
         self._tickets = 0
@@ -180,7 +239,9 @@ class Keys:
         lane = self.lanes.get(key)
         if lane is None:
             lanes = self.lanes
-            lane = lanes[key] = Lane(key, self.make_limits())
+            # The weight first: a key_weight that raises leaves no lane behind.
+            step = 1.0 if self.key_weight is None else weight_step(self.key_weight, key)
+            lane = lanes[key] = Lane(key, self.make_limits(), step)
             if len(lanes) > self._peak:
                 self._peak = len(lanes)
         return lane
@@ -193,8 +254,12 @@ class Keys:
         if head is None:
             lane.where = _IDLE
             return
-        lane.where = _READY
-        heappush(self._ready, (head.seq, lane.ticket, lane))
+        if lane.where != _READY:
+            # The key becomes ready: it starts from now in virtual time, with no credit banked
+            # while it had no job or waited for its own limits.
+            lane.tag = lane.finish if lane.finish > self._vtime else self._vtime
+            lane.where = _READY
+        heappush(self._ready, (lane.tag, head.seq, lane.ticket, lane))
 
     def queued(self, lane: Lane, job: Job) -> None:
         """A first attempt joined *lane* at its back."""
@@ -206,8 +271,16 @@ class Keys:
         if lane.where == _BLOCKED:
             self.look_again(lane)
 
-    def pick(self, now: float, before: float) -> Job | None:
-        """The oldest head, older than submission number *before*, that its key lets start now.
+    def main_tag(self) -> float:
+        """The start tag of the head of the jobs without a key (they are never held back by
+        limits of their own, so the flow is ready whenever it has a head)."""
+        finish = self._main_finish
+        return finish if finish > self._vtime else self._vtime
+
+    def pick(self, now: float, before: float = _INF, before_seq: int = 0) -> Job | None:
+        """The head that goes next by the fair share, if its key lets it start now and it goes
+        before the jobs without a key (their head's tag *before* and its submission number
+        *before_seq*; ``inf``: none waits). The scheduler admits it, then calls :meth:`served`.
 
         Keys that hold their head back meanwhile move to the clock heap or wait for a release.
         """
@@ -219,22 +292,23 @@ class Keys:
                 self.look_again(lane)
         ready = self._ready
         while ready:
-            seq, ticket, lane = ready[0]
+            tag, seq, ticket, lane = ready[0]
             if ticket != lane.ticket:
                 heappop(ready)  # an entry made stale by a later one
                 continue
-            if seq > before:
-                return None
             head = lane.head()
             if head is None:
                 heappop(ready)
                 lane.where = _IDLE
                 continue
-            if head.seq != seq:  # its head started or was cancelled: file it under the new one
+            if head.seq != seq or lane.tag != tag:
+                # Its head started (a new tag) or was cancelled: file it under the new head.
                 self._tickets += 1
                 lane.ticket = self._tickets
-                heapreplace(ready, (head.seq, lane.ticket, lane))
+                heapreplace(ready, (lane.tag, head.seq, lane.ticket, lane))
                 continue
+            if tag > before or (tag == before and seq > before_seq):
+                return None
             t = lane.earliest(head, now)
             if t <= now + tick:
                 return head
@@ -245,6 +319,28 @@ class Keys:
                 lane.where = _CLOCK
                 heappush(clock, (t, ticket, lane))
         return None
+
+    def served(self, lane: Lane | None) -> None:
+        """The head :meth:`pick` gave (of *lane*; None: the head of the jobs without a key) was
+        admitted: virtual time moves to its tag, and its flow's next head comes one step later."""
+        if lane is None:
+            tag = self.main_tag()
+            self._main_finish = tag + 1.0
+        else:
+            tag = lane.tag
+            lane.finish = lane.tag = tag + lane.step
+        if tag > self._vtime:
+            self._vtime = tag
+
+    def unserved(self, lane: Lane | None) -> None:
+        """An admission :meth:`served` counted was taken back (a remote limit refused, the job
+        was paused or cancelled before it started): its flow gets that share back."""
+        if lane is None:
+            self._main_finish -= 1.0
+        else:
+            lane.finish = lane.tag = lane.finish - lane.step
+            if lane.where == _READY:
+                self.look_again(lane)  # filed under the earlier tag
 
     def next_wakeup(self) -> float:
         """When the first key waiting for the clock may start (``inf`` if none)."""

@@ -174,6 +174,7 @@ class Lifecycle:
     :param per_key: the ``per_key=`` values: each key gets its own instances
     :param retry_after: maps a job's error to a pushback delay (``retry_after=``)
     :param max_retry_after: the longest pause a pushback may cause (``max_retry_after=``)
+    :param key_weight: a key's weight in the fair share of the pool-wide limits (``key_weight=``)
     """
 
     __slots__ = (
@@ -196,6 +197,7 @@ class Lifecycle:
         "fatal",
         "hooks",
         "in_background",
+        "key_weight",
         "limiter",
         "limits",
         "loop",
@@ -232,8 +234,10 @@ class Lifecycle:
         shared_per_key: tuple[Shared, ...] = (),
         hooks: tuple[Hook, ...] = (),
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        key_weight: Callable[[Hashable], float] | None = None,
     ) -> None:
         self.size_shorthand = size
+        self.key_weight = key_weight
         #: The pool's hooks, and what calls them once the pool runs (None without hooks).
         self.hooks = hooks
         self.sink: Hooks | None = None
@@ -315,6 +319,7 @@ class Lifecycle:
             limits,
             remote,
             per_key=(lambda: tuple(build(spec) for spec in per_key)) if per_key else _no_limits,
+            key_weight=self.key_weight,
             retry_after=self.retry_after,
             max_retry_after=self.max_retry_after,
             on_drained=_weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler

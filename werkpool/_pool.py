@@ -104,6 +104,14 @@ def _check_retry_after(retry_after: object) -> None:
         )
 
 
+def _check_key_weight(key_weight: object) -> None:
+    if key_weight is not None and not callable(key_weight):
+        raise TypeError(
+            f"key_weight must be None or a callable taking a key and returning its weight "
+            f"(a number > 0), not {type(key_weight).__name__}"
+        )
+
+
 def check_max_retry_after(value: object) -> float:
     """Check ``max_retry_after=`` (the pool's or the httpx transport's): a number of seconds
     >= 0, or ``math.inf`` for no cap."""
@@ -160,6 +168,11 @@ class WorkerPool:
         ``unit`` counts what each job's ``cost=`` says.
     :param per_key: limits that each key (``key=`` of a job) gets its own instances of; a job
         without a key is not subject to them. A saturated key never delays another key.
+    :param key_weight: ``key_weight(key)`` gives a key's weight (a number > 0, asked once when
+        the key's first job comes; a bad one raises there) in the fair share of the pool-wide
+        limits: among the keys whose jobs wait, each gets attempt starts in proportion to its
+        weight, however many jobs it queued first. ``None`` (the default): every key weighs 1,
+        and so do the jobs without a key, as one more key.
     :param retry_after: ``retry_after(error)`` maps an attempt's error to a pushback delay in
         seconds (an HTTP 429's ``Retry-After``), or None: as if the job raised
         :exc:`werkpool.RetryAfter` (the pool, or the job's key, pauses)
@@ -183,7 +196,9 @@ class WorkerPool:
     contract guide).
 
     Every attempt, retries included, takes a rate slot and a size slot; a job sleeping in its
-    backoff holds neither. Jobs waiting for the same limits start in submission order.
+    backoff holds neither. Jobs of one key waiting for the same limits start in submission
+    order; the keys share the pool-wide limits fairly (round robin, see ``key_weight``), so a
+    key that queued many jobs first does not hold back the others.
 
     Use it as an async context manager (``async with WorkerPool(...) as pool:``, or
     :func:`worker_pool`): leaving the block normally waits for every job, leaving it with an
@@ -210,6 +225,7 @@ class WorkerPool:
         retry_after: Callable[[Exception], float | None] | None = None,
         hooks: Iterable[Hook] = (),
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        key_weight: Callable[[Hashable], float] | None = None,
     ) -> None:
         size = check_size(size)
         rate = check_rate(rate)
@@ -218,6 +234,7 @@ class WorkerPool:
         specs, shared = split_shared(check_limits(limits, "limits"))
         key_specs, key_shared = split_shared(check_limits(per_key, "per_key"))
         _check_retry_after(retry_after)
+        _check_key_weight(key_weight)
         max_retry_after = check_max_retry_after(max_retry_after)
         room = None if max_pending is None else Room(max_pending, EmptyQueue())
         self._life = Lifecycle(
@@ -232,6 +249,7 @@ class WorkerPool:
             key_shared,
             _check_hooks(hooks),
             max_retry_after,
+            key_weight,
         )
         self._threads = ThreadLimiter()
 
@@ -1186,6 +1204,7 @@ def worker_pool(
     retry_after: Callable[[Exception], float | None] | None = None,
     hooks: Iterable[Hook] = (),
     max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+    key_weight: Callable[[Hashable], float] | None = None,
 ) -> WorkerPool:
     """
     Return a :class:`WorkerPool` to use as ``async with worker_pool(size=..., rate=...) as pool:``.
@@ -1207,4 +1226,5 @@ def worker_pool(
         retry_after=retry_after,
         hooks=hooks,
         max_retry_after=max_retry_after,
+        key_weight=key_weight,
     )

@@ -178,6 +178,7 @@ class Scheduler:
         remote: Sequence[RemoteLimit] = (),
         *,
         per_key: Callable[[], tuple[Limit, ...]] = _no_limits,
+        key_weight: Callable[[Hashable], float] | None = None,
         retry_after: Callable[[Exception], float | None] | None = None,
         on_drained: Callable[[], None] = _nothing,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
@@ -186,6 +187,8 @@ class Scheduler:
         self.remote: tuple[RemoteLimit, ...] = tuple(remote)
         #: Makes a new key's own limits (the pool's ``per_key=``).
         self.per_key = per_key
+        #: A key's weight in the fair share of the pool-wide limits (None: equal weights).
+        self.key_weight = key_weight
         #: Maps a job's error to a pushback delay in seconds, or None (the pool's retry_after=).
         self.retry_after = retry_after
         #: The longest pause a pushback may cause, in seconds (the pool's ``max_retry_after=``).
@@ -283,14 +286,14 @@ class Scheduler:
 
     def enqueue_keyed(self, job: Job, key: Hashable) -> None:
         """Queue a record the caller made at the back of the line of *key*."""
+        keys = self.keys
+        if keys is None:
+            keys = self.keys = Keys(self.per_key, TICK, self.key_weight)
+            self._configure()
+        lane = job.lane = keys.lane(key)  # first: a key_weight that raises changes nothing
         self._seq += 1
         job.seq = self._seq
         self.queued += 1
-        keys = self.keys
-        if keys is None:
-            keys = self.keys = Keys(self.per_key, TICK)
-            self._configure()
-        lane = job.lane = keys.lane(key)
         lane.pending += 1
         lane.push(job)
         keys.queued(lane, job)
@@ -420,8 +423,9 @@ class Scheduler:
         job = self._head()
         keys = self.keys
         if keys is not None:
-            # The oldest head among the jobs without a key and the keys that may start now.
-            keyed = keys.pick(now, _INF if job is None else job.seq)
+            # The head that goes next by the keys' fair share (the jobs without a key are one
+            # more flow), among the keys that may start now; FIFO within each key.
+            keyed = keys.pick(now) if job is None else keys.pick(now, keys.main_tag(), job.seq)
             if keyed is not None:
                 job = keyed
             keys.sweep(now)
@@ -448,6 +452,8 @@ class Scheduler:
         # Less than a TICK ahead counts as now, and is dated at the slot (after now, not before).
         at = earliest if earliest > now else now
         self._take(job)
+        if keys is not None:
+            keys.served(job.lane)  # its flow's next head comes one share later
         for limit in self.limits:
             limit.admit(job, at)
         lane = job.lane
@@ -476,6 +482,8 @@ class Scheduler:
         for limit in self.limits:
             limit.refund(job)
         lane = job.lane
+        if self.keys is not None:
+            self.keys.unserved(lane)  # nor did it use its key's share
         if lane is not None:
             for limit in lane.limits:
                 limit.refund(job)
@@ -830,7 +838,7 @@ class Scheduler:
                 if not any(type(limit) in _OBSERVING for limit in self.per_key()):
                     return 0  # no limit of a key could take it: no lane made for nothing
                 if keys is None:
-                    keys = self.keys = Keys(self.per_key, TICK)
+                    keys = self.keys = Keys(self.per_key, TICK, self.key_weight)
                     self._configure()
                 lane = keys.lane(key)
             limits = lane.limits
@@ -863,7 +871,7 @@ class Scheduler:
     def pause_key(self, key: Hashable, until: float, clamped_from: float | None = None) -> None:
         """Start no job of *key* before *until*; never shortens the key's pause."""
         if self.keys is None:
-            self.keys = Keys(self.per_key, TICK)
+            self.keys = Keys(self.per_key, TICK, self.key_weight)
             self._configure()
         keys = self.keys
         lane = keys.lane(key)
