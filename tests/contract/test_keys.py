@@ -2,9 +2,11 @@
 
 Each key gets its own instances of the ``per_key=`` limits, and they hold for that key alone; the
 pool's own limits still hold for every job; a job of a saturated key never delays a job of
-another key (no head-of-line blocking); jobs start in submission order within a key, and among
-the keys that may start; and a key is dropped once it is idle and its limits are at rest, so
-``statistics().keys`` counts the keys in use only.
+another key (no head-of-line blocking); jobs start in submission order within a key, and the keys
+that may start share the pool-wide limits by fair round robin (issue #22 item 2, see
+test_fair_share.py: at equal shares the oldest head goes first, as below); and a key is
+dropped once it is idle and its limits are at rest, so ``statistics().keys`` counts the keys in
+use only.
 """
 
 from __future__ import annotations
@@ -133,8 +135,9 @@ async def test_a_key_at_its_concurrency_never_holds_a_pool_slot_from_another_key
 
 async def test_fifo_within_a_key_and_among_ready_keys() -> None:
     """``size=1, per_key=[Rate(1)]``: while x0 holds the slot, b0, a0, a1, b1 wait. At 3 the
-    ready keys go in submission order (b0 before a0); a1 and b1 are ready together at 4 and go
-    in submission order too (a1 before b1); within a key, always in submission order."""
+    ready keys, level in the fair share, go in submission order (b0 before a0); a1 and b1 are
+    ready together at 4, level again, and go in submission order too (a1 before b1); within a
+    key, always in submission order."""
     probe = Probe(limit=1)
     t0 = anyio.current_time()
     async with WorkerPool(size=1, per_key=[Rate(1)]) as pool:
@@ -146,8 +149,9 @@ async def test_fifo_within_a_key_and_among_ready_keys() -> None:
 
 
 async def test_ready_keys_share_the_pool_rate_in_submission_order() -> None:
-    """``rate=10, per_key=[Rate(1)]``, submitted a0 a1 a2 b0 b1 c0: the pool's slots go to the
-    oldest job whose key is ready: a0, b0, c0 at 0, 0.1, 0.2; a1 at 1.0, b1 at 1.1, a2 at 2.0."""
+    """``rate=10, per_key=[Rate(1)]``, submitted a0 a1 a2 b0 b1 c0: the pool's slots go round
+    robin among the keys that are ready (the oldest head first among keys level in the share):
+    a0, b0, c0 at 0, 0.1, 0.2; a1 at 1.0, b1 at 1.1, a2 at 2.0."""
     probe = Probe()
     t0 = anyio.current_time()
     async with WorkerPool(rate=10, per_key=[Rate(1)]) as pool:
