@@ -168,8 +168,9 @@ class WorkerPool:
         ``unit`` counts what each job's ``cost=`` says.
     :param per_key: limits that each key (``key=`` of a job) gets its own instances of; a job
         without a key is not subject to them. A saturated key never delays another key.
-    :param key_weight: ``key_weight(key)`` gives a key's weight (a number > 0, asked once when
-        the key's first job comes; a bad one raises there) in the fair share of the pool-wide
+    :param key_weight: ``key_weight(key)`` gives a key's weight (a number > 0; asked when the
+        pool first needs the key, by its first job or a pause of the key, and again after an
+        idle key was dropped; a bad one raises at that call) in the fair share of the pool-wide
         limits: among the keys whose jobs wait, each gets attempt starts in proportion to its
         weight, however many jobs it queued first. ``None`` (the default): every key weighs 1,
         and so do the jobs without a key, as one more key.
