@@ -126,9 +126,10 @@ class TestAdaptiveRate:
         assert limit.rate == 10  # never above the configured rate
 
     def test_never_below_a_64th(self) -> None:
-        limit = RateLimit(64, 1, adaptive=True)
-        for _ in range(20):
-            limit.pushback(0.0, 0.0, True)  # each after the last pause (of 0 s) ended
+        limit = RateLimit(64, 1, adaptive=True, per=1e9)  # regrowing next to nothing
+        for i in range(20):
+            # Each after the last pause (of 1 s) ended, within its quiet (no jump back yet).
+            limit.pushback(float(i), i + 1.0, True)
         assert limit.rate == 1
 
     def test_a_slow_down_hands_out_no_credit(self) -> None:
@@ -137,7 +138,7 @@ class TestAdaptiveRate:
         limit = RateLimit(1500, 90_000, adaptive=True, per=60, unit="tok")
         for _ in range(90):
             limit.admit(job(1000), 0.0)  # full: 90,000 tokens at t=0
-        limit.pushback(0.0, 0.0, False)  # halves, keeps the level (a key's pushback: no drain)
+        limit.pushback(0.0, 1.0, False)  # halves, keeps the level (not held: no drain)
         assert limit.earliest(job(1000), 0.0) > 0.0
         assert limit.earliest(job(1000), 0.0) == pytest.approx(1000 / 750)
 
@@ -483,17 +484,19 @@ def test_a_bad_retry_after_answer_fails_the_job_with_a_clear_error(answer: objec
     assert error.__cause__ is original
 
 
-def test_pushback_halves_every_adaptive_rate_the_attempt_went_through() -> None:
+def test_a_keys_pushback_halves_only_the_keys_adaptive_rate() -> None:
+    """#22 item 1: a key's refusal slows that key's adaptive rates only (it used to halve the
+    pool's as well), and gives the refused attempt's unit back to the pool's rate."""
     pool_rate = RateLimit(10, 1, adaptive=True)
     key_rate = RateLimit(4, 1, adaptive=True)
     sched = Scheduler([pool_rate], per_key=lambda: (key_rate,))
     record = sched.submit(noop, (), RETRY, key="A")
     assert sched.poll(0.0) is record
-    sched.raised(record, RetryAfter(0), 0.0)
-    assert (pool_rate.rate, key_rate.rate) == (5, 2)
-    # A key's pushback: the pool's bucket keeps its level (1 unit, now draining at 5/s), and is
-    # not filled up to the end of the key's pause.
-    assert pool_rate.earliest(None, 0.0) == pytest.approx(0.2)
+    sched.raised(record, RetryAfter(1), 0.0)
+    assert (pool_rate.rate, key_rate.rate) == (10, 2)
+    # The pool's bucket is neither filled to the end of the key's pause nor charged for the
+    # refused attempt: a start may come at once.
+    assert pool_rate.earliest(None, 0.0) <= 0.0
 
 
 def test_replace_limits_counts_the_running_attempts_in_a_new_concurrency_limit() -> None:

@@ -21,6 +21,7 @@ from ._map import MapIterator as MapIterator
 from ._options import BACKOFF_CAP as BACKOFF_CAP
 from ._options import default_backoff as default_backoff
 from ._pool import WorkerPool as WorkerPool
+from ._pool import settle as settle
 from ._pool import worker_pool as worker_pool
 from ._progress import ProgressBar as ProgressBar
 from ._progress import progress as progress
@@ -56,6 +57,7 @@ __all__ = [
     "WorkerPool",
     "default_backoff",
     "progress",
+    "settle",
     "worker_pool",
 ]
 

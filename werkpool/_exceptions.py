@@ -52,18 +52,31 @@ class RetryAfter(Exception):
     """
     Raised by a job to say that the provider pushed back: start nothing for *seconds*.
 
-    The pool (or only the job's key, if it has one) starts no attempt until the delay is over;
-    a pause already longer is kept. The job is retried after the pause if it has retries left
+    What pauses depends on *scope*, what the provider said refused ("which 429 pauses what"):
+
+    - ``"key"``: the job's key only; only the key's adaptive rates slow down;
+    - ``"pool"``: the whole pool; the pool's adaptive rates slow down (not the keys');
+    - the ``name=`` of one of the pool's limits (``"tpm"``): that limit only is held until the
+      delay is over (and slows down if it is an adaptive rate); other limits and keys go on;
+    - ``None`` (the default): ``"key"`` for a job with a key, else ``"pool"``.
+
+    A pause already longer is kept. The job is retried after the pause if it has retries left
     (whatever its ``retryable_exceptions``: a pushback is transient by definition), else it
-    fails with this exception. Every adaptive :class:`werkpool.Rate` the attempt was admitted
-    under halves its effective rate.
+    fails with this exception. The refused attempt's cost is given back to the limits it was
+    admitted under (the provider charged nothing for it).
 
     :param seconds: the delay, a finite number >= 0 (an HTTP ``Retry-After`` in seconds)
+    :param scope: ``None``, ``"key"``, ``"pool"``, or a limit's name (a non-empty str of at
+        most 100 characters); a name that no limit of the pool has fails the job with a
+        :exc:`ValueError`
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4 ``scope``
     """
 
-    def __init__(self, seconds: float, message: str | None = None) -> None:
+    def __init__(
+        self, seconds: float, message: str | None = None, *, scope: str | None = None
+    ) -> None:
         given = cast("object", seconds)  # checked at run time: untyped callers pass anything
         if isinstance(given, bool) or not isinstance(given, (int, float)):
             raise TypeError(
@@ -74,15 +87,29 @@ class RetryAfter(Exception):
         except OverflowError:  # an int beyond the floats (10**400): a bad value, not a crash
             value = math.inf
         if not math.isfinite(value) or value < 0:
-            shown = (
-                f"an int of {seconds.bit_length()} bits"
-                if value == math.inf and isinstance(seconds, int)
-                else repr(seconds)
-            )
+            try:
+                shown = repr(seconds)
+            except ValueError:  # an int past Python's limit on digits to print
+                shown = f"an int of {int(seconds).bit_length()} bits"
             raise ValueError(f"RetryAfter: seconds must be a finite number >= 0, got {shown}")
+        checked = cast("object", scope)
+        if checked is not None:
+            if not isinstance(checked, str):
+                raise TypeError(
+                    f"RetryAfter: scope must be None, 'key', 'pool' or a limit's name (a str), "
+                    f"not {type(checked).__name__}"
+                )
+            if not checked or len(checked) > 100:
+                raise ValueError(
+                    f"RetryAfter: scope must be None, 'key', 'pool' or a limit's name "
+                    f"(a non-empty str of at most 100 characters), got {checked!r}"
+                )
         super().__init__(message or f"the provider asked to retry after {value:g} s")
         #: The delay, in seconds.
         self.seconds = value
+        #: What refused: ``None`` (the job's key, or the pool), ``"key"``, ``"pool"`` or the
+        #: name of one of the pool's limits.
+        self.scope = scope
 
 
 class LimitUnavailableError(Exception):

@@ -705,16 +705,21 @@ class Lifecycle:
             sched.pause_key(key, until)
 
     def push_back(
-        self, until: float, key: Hashable = None, clamped_from: float | None = None
+        self,
+        until: float,
+        key: Hashable = None,
+        clamped_from: float | None = None,
+        scope: str | None = None,
     ) -> None:
-        """A provider's pushback heard outside a job's error: pause as :meth:`pause` does,
-        and slow the adaptive rates down (as a job's :exc:`RetryAfter` would). *until* is
-        clamped already; *clamped_from*: what was asked, if more."""
+        """A provider's pushback heard outside a job's error: pause what *scope* names, and
+        slow its adaptive rates down (as a job's :exc:`RetryAfter` would). *until* is clamped
+        already; *clamped_from*: what was asked, if more; *scope* was checked."""
         sched = self.sched
         if sched is None:
-            self.pause(until, key)
+            if scope is None or scope in ("key", "pool"):
+                self.pause(until, key if scope != "pool" else None)
         else:
-            sched.push_back(key, anyio.current_time(), until, clamped_from)
+            sched.push_back(key, anyio.current_time(), until, clamped_from, scope)
 
     def observe(self, budgets: Iterable[Budget], key: Hashable = None) -> int:
         """A server's budgets lower the matching limits (:meth:`Scheduler.observe`); how many

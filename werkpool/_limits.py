@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Protocol, final
 
+from ._job import RUNNING as _RUNNING
 from ._specs import Rate, Window
 from ._statistics import LimitStatistics
 
@@ -43,6 +44,12 @@ __all__ = [
 ]
 
 _INF = math.inf
+
+#: An adaptive rate's last good rate, as a share of the rate that was refused: the rate regrows
+#: at once to this after a pause-length of quiet (a multiplicative decrease of 10 %, as TCP
+#: CUBIC's 0.7 but gentler: a lone jitter refusal costs little, a stricter provider is found in
+#: a few refusals).
+_GOOD_SHARE = 0.9
 
 
 class Limit(Protocol):
@@ -81,10 +88,22 @@ class Limit(Protocol):
         """Record that the attempt *job* started has ended."""
         ...
 
-    def pushback(self, now: float, until: float, paused: bool) -> None:
-        """The provider refused an attempt this limit admitted at *now*; the pause lasts until
-        *until*. If *paused* (the pause holds this limit's starts), a rate drops its credit; an
-        adaptive rate also slows down."""
+    def pushback(self, now: float, until: float, paused: bool, job: Job | None = None) -> None:
+        """The provider refused at *now* (the attempt of *job*, if known), naming this limit (or
+        the pool or key it belongs to); the pause lasts until *until*. If *paused*, the limit is
+        held: a rate drops its credit, a window or a count admits nothing before *until*; an
+        adaptive rate also slows down, once per episode."""
+        ...
+
+    def take_back(self, job: Job, amount: float, now: float) -> None:
+        """Give back *amount* of what *job*'s attempt (running, or just ended) was charged, at
+        *now*: it cost less than announced, or the provider refused it (and charged nothing).
+        Never lets a start come closer than the limit permits for what was really spent."""
+        ...
+
+    def charge(self, job: Job, amount: float, now: float) -> None:
+        """Charge *amount* more for *job*'s attempt (running, or just ended), at *now*: it cost
+        more than announced."""
         ...
 
     def rest_at(self) -> float:
@@ -238,9 +257,17 @@ class RateLimit:
     ``tat`` is kept as ``origin + units / rate`` rather than summed, so ten million starts do not
     accumulate rounding error into a drift.
 
-    Adaptive: :meth:`pushback` halves the rate (down to ``1/64`` of the configured one), and it
-    regrows linearly while no pushback comes, from half to full within ``per`` seconds. A change
-    of rate keeps the units in the bucket (not ``tat``, which would free or owe credit).
+    Adaptive: a pushback that is news (the refused attempt was admitted after the last decrease,
+    and came after that decrease's pause) halves the rate (down to ``1/64`` of the configured
+    one) and remembers ``0.9`` of the refused rate as the last good one. After one pause-length
+    of quiet following the pause, the rate jumps back to that last good rate, then regrows
+    linearly (by ``configured / (2 * per)`` per second) up to the configured rate, never above.
+    A change of rate keeps the units in the bucket (not ``tat``, which would free or owe credit).
+
+    Settlement: each running attempt's place in the schedule is kept (by job number), so that
+    :meth:`take_back` gives back only what has not drained yet of its units (what has drained
+    was spent as time; giving it back would let later starts come closer than the rate allows),
+    and :meth:`charge` adds to it.
 
     Margin: every start also moves ``tat`` by *margin* seconds (``margin * rate`` units), so
     starts at burst 1 are ``T + margin`` apart: a cushion against the jitter between the
@@ -251,10 +278,16 @@ class RateLimit:
 
     __slots__ = (
         "_changed_at",
+        "_decreased_at",
+        "_ends",
+        "_good",
         "_hold",
         "_origin",
         "_pad",
         "_pause_end",
+        "_recover_at",
+        "_released",
+        "_shift",
         "_slack",
         "_unheld",
         "_units",
@@ -300,6 +333,19 @@ class RateLimit:
         #: While a pushback's fill holds the bucket: the schedule the real starts left (its
         #: ``tat`` and rate) and the end of the hold, for :meth:`end_pushback`; else None.
         self._unheld: tuple[float, float, float] | None = None
+        #: Adaptive control: when the rate last decreased, the last good rate it regrows to at
+        #: once, and from when (``inf``: no jump pending).
+        self._decreased_at = -_INF
+        self._good = rate
+        self._recover_at = _INF
+        #: Each running attempt by job number: its admission time, the ``tat`` right after its
+        #: units, and :attr:`_shift` then; and the record of the attempt released last (its
+        #: pushback or settlement comes right after the release).
+        self._ends: dict[int, tuple[float, float, float]] = {}
+        self._released: tuple[int, tuple[float, float, float]] | None = None
+        #: The units given back so far: a record's ``tat`` moved earlier by what was given back
+        #: after it (an estimate that never gives back too much).
+        self._shift = 0.0
         #: A server's budget read from its headers (:meth:`observe`), while it lasts.
         self._hold: BudgetHold | None = None
 
@@ -314,6 +360,8 @@ class RateLimit:
             self._regrow(now)
         unit = self.unit
         cost = 1 if unit is None else _cost(job, unit)
+        if not cost and not self._pad:
+            return -_INF  # it adds nothing to the bucket: not even a held one holds it
         at = self._origin + (self._units - self.burst - self._slack + cost) / self.rate
         hold = self._hold
         if hold is not None:
@@ -333,6 +381,8 @@ class RateLimit:
             self._units = cost
         else:
             self._units += cost
+        if job is not None:
+            self._ends[job.seq] = (at, self._origin + self._units / self.rate, self._shift)
 
     def restamp(self, job: Job | None, at: float) -> None:
         # As if the latest admit() had been at `at`: the schedule before it ended at
@@ -342,6 +392,8 @@ class RateLimit:
         if at > self._origin + (self._units - cost) / self.rate:
             self._origin = at
             self._units = cost
+        if job is not None:
+            self._ends[job.seq] = (at, self._origin + self._units / self.rate, self._shift)
 
     def refund(self, job: Job | None) -> None:
         # One start fewer in the schedule. If admit() had restarted it (the bucket was empty),
@@ -352,9 +404,63 @@ class RateLimit:
         self._units -= cost + self._pad
         if self._hold is not None:
             self._hold.give_back(cost)
+        if job is not None:
+            self._ends.pop(job.seq, None)
 
     def release(self, job: Job | None) -> None:
-        pass
+        if job is not None:
+            seq = job.seq
+            record = self._ends.pop(seq, None)
+            if record is not None:
+                self._released = (seq, record)
+
+    # -- settlement -------------------------------------------------------------------------------
+
+    def _record(self, job: Job) -> tuple[float, float, float] | None:
+        """*job*'s attempt in the schedule: running, or the one released last."""
+        seq = job.seq
+        record = self._ends.get(seq)
+        if record is None and self._released is not None and self._released[0] == seq:
+            record = self._released[1]
+        return record
+
+    def _store(self, job: Job, record: tuple[float, float, float]) -> None:
+        seq = job.seq
+        if seq in self._ends:
+            self._ends[seq] = record
+        else:
+            self._released = (seq, record)
+
+    def take_back(self, job: Job, amount: float, now: float) -> None:
+        """Give back what is left in the bucket of the last *amount* units of *job*'s attempt."""
+        record = self._record(job)
+        if record is None or amount <= 0:
+            return
+        at, end, shift = record
+        rate = self.rate
+        end -= (self._shift - shift) / rate  # what was given back since moved it earlier
+        back = min(amount, (end - now) * rate, self._level(now))
+        if back <= 0:
+            return  # its units drained already: spent as time, nothing to give back
+        self._units -= back
+        self._shift += back
+        self._store(job, (at, end - back / rate, self._shift))
+
+    def charge(self, job: Job, amount: float, now: float) -> None:
+        """Add *amount* units to *job*'s attempt: the starts after it move later by as much."""
+        if amount <= 0:
+            return
+        record = self._record(job)
+        end = now if record is None else record[1] - (self._shift - record[2]) / self.rate
+        level = max(self._level(now), 0.0)
+        if end > now:
+            level += amount  # its units still queue: everything after it moves later
+        else:
+            level = max(level, (end - now) * self.rate + amount)
+        self._origin = now
+        self._units = level
+        if record is not None:
+            self._store(job, (record[0], end + amount / self.rate, self._shift))
 
     # -- runtime changes --------------------------------------------------------------------------
 
@@ -374,6 +480,12 @@ class RateLimit:
         (Keeping ``tat``, the time, would not: at half the rate the same time holds half the
         units, so a slow-down would hand out half a bucket at once.)
         """
+        if self._origin > now:
+            # A pushback's hold fills the bucket from its end on: it keeps its end, and the
+            # units left then drain at the new rate.
+            self.rate = rate
+            self._set_margin()
+            return
         level = self._level(now)
         tat = self.tat
         if level <= 0 and tat != -_INF:
@@ -400,6 +512,9 @@ class RateLimit:
             self._changed_at = older._changed_at
             self.rate = self.configured * older.rate / older.configured
             self._set_margin()
+            self._good = self.configured * older._good / older.configured
+            self._recover_at = older._recover_at
+            self._decreased_at = older._decreased_at
         if self._hold is None:
             self._hold = older._hold  # the server's budget is the same server's
 
@@ -420,23 +535,36 @@ class RateLimit:
         if until > now:
             self._hold = BudgetHold(remaining, until, refill, now)
 
-    def pushback(self, now: float, until: float, paused: bool) -> None:
-        """The provider refused an attempt this limit admitted, and starts nothing before *until*.
+    def pushback(self, now: float, until: float, paused: bool, job: Job | None = None) -> None:
+        """The provider refused, naming this limit (or its pool or key), and starts nothing
+        before *until*.
 
-        If *paused* (the pushback pauses this limit's starts, not only another key's), the
-        provider's bucket is empty, so ours holds no more credit either: after the pause one
-        unit may start as soon as this limit allows it (at once, unless the units already
-        admitted, the refused one included, still fill the bucket: a pushback never lets a
-        start come closer than the rate permits), the rest follow at the rate, never as a
-        burst. An adaptive rate
-        also halves, once per pause (the refusals of attempts already in flight when it halved
-        are the same news).
+        If *paused* (the pushback holds this limit's starts), the provider's bucket is empty, so
+        ours holds no more credit either: after the pause one unit may start as soon as this
+        limit allows it (at once, unless the units already admitted still fill the bucket: a
+        pushback never lets a start come closer than the rate permits), the rest follow at the
+        rate, never as a burst.
+
+        An adaptive rate also decreases, once per episode: the refusal is news only if the
+        refused attempt (*job*'s) was admitted after the last decrease and the pause of that
+        decrease is over; the refusals of attempts already in flight are the same news. See the
+        class docstring for the recovery.
         """
-        if self.adaptive and now >= self._pause_end:
-            if self.rate < self.configured:
-                self._regrow(now)
-            self._set_rate(max(self.rate / 2, self.configured / 64), now)
-            self._changed_at = now
+        if self.adaptive:
+            record = None if job is None else self._record(job)
+            admitted = now if record is None else record[0]
+            if now >= self._pause_end and admitted >= self._decreased_at:
+                if self.rate < self.configured:
+                    self._regrow(now)
+                floor = self.configured / 64
+                self._good = max(self.rate * _GOOD_SHARE, floor)
+                self._set_rate(max(self.rate / 2, floor), now)
+                self._changed_at = now
+                self._decreased_at = now
+                self._recover_at = until + (until - now)  # one pause-length of quiet after it
+            elif self._recover_at != _INF:
+                # Stale news may lengthen the pause: the quiet to wait for starts after it.
+                self._recover_at = max(self._recover_at, until + (until - now))
         if until > self._pause_end:
             self._pause_end = until
         start = max(now, until)
@@ -479,10 +607,20 @@ class RateLimit:
             self._set_level(now, level)
 
     def _regrow(self, now: float) -> None:
-        """Grow the effective rate linearly since the last change, up to the configured rate."""
+        """Grow the effective rate since the last change: at once to the last good rate once
+        the quiet after a decrease is over, and linearly, up to the configured rate."""
+        slope = self.configured / (2 * self.per)
+        recover_at = self._recover_at
+        if recover_at <= now:
+            self._recover_at = _INF
+            grown = self.rate + max(0.0, recover_at - self._changed_at) * slope
+            if self._good > grown:
+                grown = self._good
+            self._set_rate(min(grown, self.configured), now)
+            self._changed_at = max(recover_at, self._changed_at)
         elapsed = now - self._changed_at
         if elapsed > 0:
-            grown = self.rate + elapsed * self.configured / (2 * self.per)
+            grown = self.rate + elapsed * slope
             self._set_rate(min(grown, self.configured), now)
             self._changed_at = now
 
@@ -524,7 +662,18 @@ class WindowLimit:
     last ``per`` seconds (at most ``count`` of them for attempts).
     """
 
-    __slots__ = ("_costs", "_hold", "_starts", "_total", "count", "per", "spec", "unit")
+    __slots__ = (
+        "_costs",
+        "_hold",
+        "_pushed_until",
+        "_seqs",
+        "_starts",
+        "_total",
+        "count",
+        "per",
+        "spec",
+        "unit",
+    )
 
     timed = True
     adaptive = False
@@ -539,6 +688,10 @@ class WindowLimit:
         self._starts: deque[float] = deque()
         self._costs: deque[Exact] = deque()
         self._total: Exact = 0  # the costs in _costs, summed exactly (see _exact)
+        #: The job number of each start (0: none, a map's pace), to settle its cost later.
+        self._seqs: deque[int] = deque()
+        #: A pushback naming this window holds it until then.
+        self._pushed_until = -_INF
         #: A server's budget read from its headers (:meth:`observe`), while it lasts.
         self._hold: BudgetHold | None = None
 
@@ -548,6 +701,7 @@ class WindowLimit:
         edge = now - self.per
         while starts and starts[0] <= edge:
             starts.popleft()
+            self._seqs.popleft()
             self._total -= costs.popleft()
 
     def earliest(self, job: Job | None, now: float) -> float:
@@ -555,6 +709,8 @@ class WindowLimit:
         self._forget_before(now)
         cost = _cost(job, self.unit)
         at = self._earliest_for(cost)
+        if cost and self._pushed_until > now and self._pushed_until > at:
+            at = self._pushed_until  # a pushback named this window: held until then
         hold = self._hold
         if hold is not None:
             if now < hold.until:
@@ -566,6 +722,7 @@ class WindowLimit:
         cost = _exact(_cost(job, self.unit))
         self._starts.append(at)
         self._costs.append(cost)
+        self._seqs.append(0 if job is None else job.seq)
         self._total += cost
         if self._hold is not None:
             self._hold.take(float(cost), at)
@@ -584,6 +741,7 @@ class WindowLimit:
         # and if it has left too (a remote limit answered later than `per`), nothing remains.
         if self._starts:
             self._starts.pop()
+            self._seqs.pop()
             self._total -= self._costs.pop()
         if self._hold is not None:
             self._hold.give_back(_cost(job, self.unit))
@@ -595,7 +753,9 @@ class WindowLimit:
         """Keep counting *older*'s recent starts (a new window replaces it)."""
         self._starts.extend(older._starts)
         self._costs.extend(older._costs)
+        self._seqs.extend(older._seqs)
         self._total += older._total
+        self._pushed_until = max(self._pushed_until, older._pushed_until)
         if self._hold is None:
             self._hold = older._hold  # the server's budget is the same server's
 
@@ -607,11 +767,41 @@ class WindowLimit:
         if until > now:
             self._hold = BudgetHold(remaining, until, refill, now)
 
-    def pushback(self, now: float, until: float, paused: bool) -> None:
-        pass
+    def pushback(self, now: float, until: float, paused: bool, job: Job | None = None) -> None:
+        """A pushback named this window (or its pool or key): if *paused*, admit nothing
+        before *until*."""
+        if paused and until > self._pushed_until:
+            self._pushed_until = until
+
+    def _entry(self, job: Job) -> int:
+        """The index of *job*'s latest start still in the window, or -1."""
+        seqs, seq = self._seqs, job.seq
+        for i in range(len(seqs) - 1, -1, -1):
+            if seqs[i] == seq:
+                return i
+        return -1
+
+    def take_back(self, job: Job, amount: float, now: float) -> None:
+        """*job*'s start counts *amount* less (not below 0), if it is still in the window."""
+        i = self._entry(job)
+        if i < 0:
+            return
+        back = min(self._costs[i], _exact(amount))
+        self._costs[i] -= back
+        self._total -= back
+
+    def charge(self, job: Job, amount: float, now: float) -> None:
+        """*job*'s start counts *amount* more, if it is still in the window."""
+        i = self._entry(job)
+        if i < 0:
+            return
+        more = _exact(amount)
+        self._costs[i] += more
+        self._total += more
 
     def rest_at(self) -> float:
         rest = self._starts[-1] + self.per if self._starts else -_INF
+        rest = max(rest, self._pushed_until)
         hold = self._hold
         return rest if hold is None else max(rest, hold.until)
 
@@ -648,9 +838,8 @@ class CountLimit:
     this one counts in the scheduler, for a unit (``Concurrency(16, unit="gpu_gb")``) or a key.
     """
 
-    __slots__ = ("in_use", "n", "spec", "unit")
+    __slots__ = ("_extra", "_pushed_until", "in_use", "n", "spec", "timed", "unit")
 
-    timed = False
     adaptive = False
 
     def __init__(self, n: float, *, unit: str | None = None, spec: object = None) -> None:
@@ -660,10 +849,17 @@ class CountLimit:
         #: The summed cost of the running attempts, exact (see _exact): it is 0 again, not a
         #: float residue, once they all ended.
         self.in_use: Exact = 0
+        #: What a settlement added to (or took from) a running attempt, by job number.
+        self._extra: dict[int, Exact] = {}
+        #: A pushback naming this limit holds it until then; it then reads the clock.
+        self._pushed_until = -_INF
+        self.timed = False
 
     def earliest(self, job: Job | None, now: float) -> float:
         unit = self.unit
         cost = 1 if unit is None else _exact(_cost(job, unit))
+        if cost and self._pushed_until > now:
+            return self._pushed_until  # a pushback named this limit: held until then
         return -_INF if self.in_use + cost <= self.n else _INF
 
     def admit(self, job: Job | None, at: float) -> None:
@@ -677,10 +873,35 @@ class CountLimit:
         unit = self.unit
         self.in_use -= 1 if unit is None else _exact(_cost(job, unit))
 
-    release = refund
+    def release(self, job: Job | None) -> None:
+        unit = self.unit
+        self.in_use -= 1 if unit is None else _exact(_cost(job, unit))
+        if self._extra and job is not None:
+            self.in_use -= self._extra.pop(job.seq, 0)
 
-    def pushback(self, now: float, until: float, paused: bool) -> None:
-        pass
+    def pushback(self, now: float, until: float, paused: bool, job: Job | None = None) -> None:
+        """A pushback named this limit (or its pool or key): if *paused*, admit nothing before
+        *until* (the limit reads the clock from now on)."""
+        if paused and until > self._pushed_until:
+            self._pushed_until = until
+            self.timed = True
+
+    def take_back(self, job: Job, amount: float, now: float) -> None:
+        """The running attempt of *job* holds *amount* less (not below nothing)."""
+        if job.state != _RUNNING or self.unit is None:
+            return  # it ended: its units are free already; an attempt counts 1 whatever it cost
+        held = _exact(_cost(job, self.unit)) + self._extra.get(job.seq, 0)
+        back = min(held, _exact(amount))
+        self.in_use -= back
+        self._extra[job.seq] = self._extra.get(job.seq, 0) - back
+
+    def charge(self, job: Job, amount: float, now: float) -> None:
+        """The running attempt of *job* holds *amount* more (until it ends)."""
+        if job.state != _RUNNING or self.unit is None:
+            return
+        more = _exact(amount)
+        self.in_use += more
+        self._extra[job.seq] = self._extra.get(job.seq, 0) + more
 
     def rest_at(self) -> float:
         return -_INF if self.in_use <= 0 else _INF
@@ -745,7 +966,13 @@ class ConcurrencyLimit:
     def release(self, job: Job) -> None:
         self.limiter.release_on_behalf_of(job)
 
-    def pushback(self, now: float, until: float, paused: bool) -> None:
+    def pushback(self, now: float, until: float, paused: bool, job: Job | None = None) -> None:
+        pass
+
+    def take_back(self, job: Job, amount: float, now: float) -> None:
+        pass  # counts attempts, whatever they cost
+
+    def charge(self, job: Job, amount: float, now: float) -> None:
         pass
 
     def rest_at(self) -> float:

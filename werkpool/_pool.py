@@ -20,7 +20,7 @@ from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._exceptions import FutureCancelled, PoolFullError
 from ._hooks import check_hook
-from ._job import RAISED, RETURNED, Job
+from ._job import RAISED, RETURNED, RUNNING, Job
 from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
 from ._options import JobOptions, default_backoff
@@ -44,6 +44,7 @@ from ._validate import (
     check_timeout,
     show_value,
 )
+from ._workers import running_in, running_worker
 
 if sys.version_info >= (3, 11):
     from typing import Self, TypeVarTuple, Unpack
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from ._futures import JobFuture
     from ._scheduler import Scheduler
 
-__all__ = ["WorkerPool", "worker_pool"]
+__all__ = ["WorkerPool", "settle", "worker_pool"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -408,23 +409,49 @@ class WorkerPool:
         check_key(key)
         self._life.pause(anyio.current_time() + delay, key)
 
-    def push_back(self, seconds: float, *, key: Hashable = None) -> None:
+    def push_back(self, seconds: float, *, key: Hashable = None, scope: str | None = None) -> None:
         """The provider pushed back, outside any job's error: as when a job raises
-        :exc:`werkpool.RetryAfter`, start no attempt (of *key*, if given) for *seconds* and
-        halve the adaptive rates (the key's and the pool's, for a key) — but no job fails.
+        :exc:`werkpool.RetryAfter`, hold what *scope* names for *seconds* and slow its adaptive
+        rates down — but no job fails.
 
-        For a pushback seen in a result that is still used, such as the last 429 that
-        :class:`werkpool.httpx.PoolTransport` hands to its caller. A longer pause is kept; a
-        delay beyond ``max_retry_after`` is clamped to it.
+        *scope*: ``"key"`` (the default with *key*) pauses *key* only and slows only its
+        adaptive limits; ``"pool"`` (the default without) pauses the pool and slows the pool's
+        adaptive limits; the ``name=`` of one of the pool's limits (or of *key*'s) holds that
+        limit only. For a pushback seen in a result that is still used, such as the last 429
+        that :class:`werkpool.httpx.PoolTransport` hands to its caller. A longer pause is kept;
+        a delay beyond ``max_retry_after`` is clamped to it.
+
+        :raises TypeError: if *scope* is not None or a str
+        :raises ValueError: if *scope* is ``"key"`` without a *key*, or names no limit
 
         .. versionadded:: 0.3
+        .. versionchanged:: 0.4 ``scope``; a key's pushback no longer slows the pool's rates
         """
         self._check_loop()
         delay = check_seconds(seconds)
         check_key(key)
-        self._push_back(delay, key)
+        checked = cast("object", scope)
+        if checked is not None and not isinstance(checked, str):
+            raise TypeError(
+                f"push_back: scope must be None, 'key', 'pool' or a limit's name, "
+                f"not {type(checked).__name__}"
+            )
+        if scope == "key" and key is None:
+            raise ValueError("push_back: scope='key' needs key= (the key the provider refused)")
+        sched = self._life.sched
+        if scope not in (None, "key", "pool"):
+            if sched is None:
+                raise RuntimeError("push_back(scope=<a limit's name>) needs a running pool")
+            sched.check_scope(scope, key)
+        self._push_back(delay, key, None, scope)
 
-    def _push_back(self, delay: float, key: Hashable, clamped_from: float | None = None) -> None:
+    def _push_back(
+        self,
+        delay: float,
+        key: Hashable,
+        clamped_from: float | None = None,
+        scope: str | None = None,
+    ) -> None:
         """:meth:`push_back` with *delay* checked. *clamped_from*: the delay the provider asked
         for, if the caller clamped it already (the httpx transport, to its own cap)."""
         life = self._life
@@ -432,7 +459,7 @@ class WorkerPool:
             if clamped_from is None:
                 clamped_from = delay
             delay = life.max_retry_after
-        life.push_back(anyio.current_time() + delay, key, clamped_from)
+        life.push_back(anyio.current_time() + delay, key, clamped_from, scope)
 
     def observe_headers(self, headers: Mapping[str, str], *, key: Hashable = None) -> int:
         """A server's rate-limit headers, from a response a job got: its stated budgets lower
@@ -1229,3 +1256,72 @@ def worker_pool(
         max_retry_after=max_retry_after,
         key_weight=key_weight,
     )
+
+
+def settle(*, cost: Mapping[str, float]) -> None:
+    """
+    Report, from inside a job, what its running attempt really cost.
+
+    A job states its cost when submitted (``cost={"tokens": 2000}``), before it knows it; once
+    the provider said what it charged (a usage field, say), ``werkpool.settle(cost={"tokens":
+    812})`` corrects it. Each limit that counts a unit named here charges or takes back the
+    difference with what it counted, at once: a :class:`Rate` adds the units to its bucket, or
+    takes back those that have not drained yet (never letting a start come closer than the rate
+    permits for what was really spent); a :class:`Window` counts the start's new cost while it
+    is in the window; a ``Concurrency(unit=...)`` holds the new amount until the attempt ends.
+    Units not named keep their announced cost. A second call replaces the first. A later retry
+    is charged its announced cost again.
+
+    An attempt that raises :exc:`RetryAfter` needs no settlement: its cost is given back.
+
+    Call it from the job's own code (its task), while the attempt runs.
+
+    :param cost: units to their actual amounts (finite numbers >= 0), each a unit some limit of
+        the pool (or of its ``per_key=``) counts
+    :raises RuntimeError: if called outside a job's running attempt
+    :raises TypeError: if *cost* is not a mapping of str to numbers
+    :raises ValueError: if an amount is negative or not finite, or names a unit no limit counts
+
+    .. versionadded:: 0.4
+    """
+    runner = running_in.get()
+    worker = running_worker.get()
+    job = None if worker is None else worker.job
+    if runner is None or job is None or job.state != RUNNING:
+        raise RuntimeError("werkpool.settle() must be called from inside a running job")
+    sched = runner.sched
+    lane = job.lane
+    specs = tuple(getattr(limit, "spec", None) for limit in sched.limits)
+    if lane is not None:
+        specs += tuple(getattr(limit, "spec", None) for limit in lane.limits)
+    units = {unit for unit in (getattr(spec, "unit", None) for spec in specs) if unit is not None}
+    if not hasattr(cost, "items"):
+        raise TypeError(
+            f"settle: cost must be a mapping of unit names to numbers, not {type(cost).__name__}"
+        )
+    checked: dict[str, float] = {}
+    for unit, amount in list(cast("Mapping[object, object]", cost).items()):
+        if not isinstance(unit, str):
+            raise TypeError(f"settle: cost's units must be str, not {type(unit).__name__}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise TypeError(
+                f"settle: cost[{unit!r}] must be a finite number >= 0, not {type(amount).__name__}"
+            )
+        try:
+            value = float(amount)
+        except OverflowError:
+            value = _INF
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(
+                f"settle: cost[{unit!r}] must be a finite number >= 0, got {show_value(amount)}"
+            )
+        if unit not in units:
+            raise ValueError(
+                f"settle: cost names the unit {unit!r}, which no limit of this job counts "
+                f"(units counted: {', '.join(map(repr, sorted(units))) or 'none'})"
+            )
+        checked[unit] = amount if type(amount) is int else value
+    if checked:
+        now = anyio.current_time()
+        sched.settle(job, checked, now)
+        runner.crew.wake_sleeper_before(now)  # a take-back may let the head start now

@@ -63,6 +63,11 @@ def _nothing() -> None:
     pass
 
 
+def _name(limit: Limit) -> object:
+    """The ``name=`` of *limit*'s value (None if it has none)."""
+    return getattr(getattr(limit, "spec", None), "name", None)
+
+
 def _no_limits() -> tuple[Limit, ...]:
     return ()
 
@@ -234,6 +239,8 @@ class Scheduler:
         self.attempts = 0
         self.retries = 0
         self.pushbacks = 0
+        #: What running attempts reported they really cost (:meth:`settle`), by job number.
+        self.settled: dict[int, dict[str, float]] = {}
         #: Told of every transition when the pool has hooks; None (the common case): no work.
         self.sink: EventSink | None = None
 
@@ -603,6 +610,8 @@ class Scheduler:
 
     def _end_attempt(self, job: Job) -> None:
         """The attempt ended: release its limits."""
+        if self.settled:
+            self.settled.pop(job.seq, None)
         for limit in self.limits:
             limit.release(job)
         lane = job.lane
@@ -620,6 +629,8 @@ class Scheduler:
     def returned(self, job: Job, result: object) -> None:
         """The attempt returned *result* in time: the job is done, unless cancelled meanwhile."""
         # _end_attempt(), written out: this runs once per job.
+        if self.settled:
+            self.settled.pop(job.seq, None)
         if self.limits:
             for limit in self.limits:
                 limit.release(job)
@@ -670,6 +681,7 @@ class Scheduler:
         :raises BaseException: what the job's backoff raised, if not an :exc:`Exception` (the
             job fails with it too)
         """
+        settled = self.settled.get(job.seq) if self.settled else None
         self._end_attempt(job)
         if job.done():  # its future was cancelled while it ran
             self._cancelled(job)
@@ -682,7 +694,7 @@ class Scheduler:
             held = self._hold_events()
             try:
                 try:
-                    pause = self._pushback(job, safe, now)
+                    pause = self._pushback(job, safe, now, settled)
                 except Exception as bad:
                     bad.__cause__ = safe
                     self._failed(job, protocol_safe(bad, "retry_after"))
@@ -750,29 +762,42 @@ class Scheduler:
             self.sink.job_event(RETRYING, job, error=error, delay=due - now)
         return due
 
-    def _pushback(self, job: Job, error: BaseException, now: float) -> float | None:
-        """If *error* is a provider's pushback, pause the pool (or the job's key) and slow its
-        adaptive rates down; return the end of the pause, or None (no pushback).
+    def _pushback(
+        self,
+        job: Job,
+        error: BaseException,
+        now: float,
+        settled: dict[str, float] | None = None,
+    ) -> float | None:
+        """If *error* is a provider's pushback, pause what it names (its scope: the job's key,
+        the pool, or one limit), slow its adaptive rates down, and give the refused attempt's
+        cost (*settled*, if it reported one) back to its limits; return the end of the pause,
+        or None (no pushback).
 
         :raises Exception: what the ``retry_after`` callable raised, or a TypeError or
-            ValueError if it returned something that is not a delay
+            ValueError if it returned something that is not a delay, or the scope names no limit
         """
         # What was asked when something before the pool clamped it already: the httpx transport
         # raises a RetryAfter clamped to its own max_retry_after, with ``clamped_from`` set.
         asked: object = None
+        scope: str | None = None
         if isinstance(error, RetryAfter):
             delay: object = error.seconds
             asked = getattr(error, "clamped_from", None)
+            scope = getattr(error, "scope", None)
         else:
             assert self.retry_after is not None
             assert isinstance(error, Exception)
             delay = cast("object", self.retry_after(error))
             if delay is None:
                 return None
+            if isinstance(delay, RetryAfter):  # a delay with a scope
+                scope = delay.scope
+                delay = delay.seconds
             if isinstance(delay, bool) or not isinstance(delay, (int, float)):
                 raise TypeError(
-                    f"retry_after must return None or a finite number of seconds >= 0, "
-                    f"not {type(delay).__name__}"
+                    f"retry_after must return None, a finite number of seconds >= 0 or a "
+                    f"werkpool.RetryAfter, not {type(delay).__name__}"
                 )
             if not math.isfinite(delay) or delay < 0:
                 raise ValueError(
@@ -789,33 +814,128 @@ class Scheduler:
             seconds = self.max_retry_after
         until = now + seconds
         lane = job.lane
-        self.push_back(None if lane is None else lane.key, now, until, clamped_from)
+        key = None if lane is None else lane.key
+        self.check_scope(scope, key)
+        # The provider charged nothing for the refused attempt: its cost comes back to every
+        # limit that counted it (before the pushback fills the bucket of what it holds).
+        self._take_back_all(job, settled if settled is not None else job.cost, now)
+        self.push_back(key, now, until, clamped_from, scope, job)
         return until
 
+    def _limits_of(self, job: Job) -> Iterable[Limit]:
+        """The local limits an attempt of *job* goes through: the pool's, then its key's."""
+        yield from self.limits
+        lane = job.lane
+        if lane is not None:
+            yield from lane.limits
+
+    def _take_back_all(self, job: Job, cost: dict[str, float] | None, now: float) -> None:
+        """Give back what *job*'s refused attempt was charged in the rates and windows (a
+        concurrency limit was released as the attempt ended)."""
+        for limit in self._limits_of(job):
+            if isinstance(limit, (RateLimit, WindowLimit)):
+                unit = limit.unit
+                amount = 1 if unit is None else (0 if cost is None else cost.get(unit, 0))
+                if amount:
+                    limit.take_back(job, amount, now)
+
+    def settle(self, job: Job, cost: dict[str, float], now: float) -> None:
+        """*job*'s running attempt really cost *cost* (units it names; the others as announced):
+        each limit counting a unit charges or takes back the difference with what it counted.
+        A second call replaces the first."""
+        counted = self.settled.get(job.seq)
+        if counted is None:
+            counted = dict(job.cost) if job.cost else {}
+        for limit in self._limits_of(job):
+            unit = limit.unit
+            if unit is None or unit not in cost:
+                continue
+            delta = cost[unit] - counted.get(unit, 0)
+            if delta > 0:
+                limit.charge(job, delta, now)
+            elif delta < 0:
+                limit.take_back(job, -delta, now)
+        counted.update(cost)
+        self.settled[job.seq] = counted
+        keys = self.keys
+        if job.lane is not None and keys is not None:
+            keys.look_again(job.lane)  # its limits may admit sooner (or later) now
+
+    def limit_names(self, key: Hashable = None) -> set[str]:
+        """The names of the pool's limits (and *key*'s, if it has a lane)."""
+        limits: list[Limit] = list(self.limits)
+        if key is not None and self.keys is not None:
+            lane = self.keys.lanes.get(key)
+            if lane is not None:
+                limits.extend(lane.limits)
+        names = {getattr(getattr(limit, "spec", None), "name", None) for limit in limits}
+        return {name for name in names if isinstance(name, str)}
+
+    def check_scope(self, scope: str | None, key: Hashable) -> None:
+        """Raise a ValueError if *scope* names no limit of the pool (nor of *key*)."""
+        if scope is None or scope in ("key", "pool"):
+            return
+        names = self.limit_names(key)
+        if scope not in names:
+            raise ValueError(
+                f"a pushback's scope {scope!r} names no limit of this pool (scopes: 'key', "
+                f"'pool'{''.join(', ' + repr(name) for name in sorted(names))})"
+            )
+
     def push_back(
-        self, key: Hashable, now: float, until: float, clamped_from: float | None = None
+        self,
+        key: Hashable,
+        now: float,
+        until: float,
+        clamped_from: float | None = None,
+        scope: str | None = None,
+        job: Job | None = None,
     ) -> None:
-        """A provider pushed back at *now*: start nothing (of *key*, if not None) before
-        *until*, and slow the adaptive rates down. A job's :exc:`RetryAfter` comes here, and
-        so does a pushback heard without failing a job (a last 429 handed to its caller).
+        """A provider pushed back at *now*: start nothing of what *scope* names before *until*,
+        and slow its adaptive rates down. A job's :exc:`RetryAfter` comes here (*job*: the
+        refused attempt's), and so does a pushback heard without failing a job (a last 429
+        handed to its caller).
+
+        Which refusal pauses what: scope ``"key"`` (the default with a *key*) pauses *key* and
+        slows its adaptive limits only; ``"pool"`` (the default without) pauses the pool and
+        slows the pool's adaptive limits only; a limit's name holds that limit only (the pool's,
+        and *key*'s of that name), and slows it if adaptive. Check a name with
+        :meth:`check_scope` first.
 
         *until* is at most ``max_retry_after`` away (the caller clamped it); *clamped_from*: the
         seconds the provider asked for, if more (the paused event reports it).
         """
+        if scope is None or (scope == "key" and key is None):
+            scope = "pool" if key is None else "key"
         self.pushbacks += 1
-        # Every limit the attempt went through hears of it. The paused one (the pool's, or the
-        # key's) also drops its credit; for a key's pushback, the pool's limits only slow down.
-        for limit in self.limits:
-            limit.pushback(now, until, key is None)
-        if key is None:
+        if scope == "pool":
+            for limit in self.limits:
+                limit.pushback(now, until, True, job)
             self.pause(until, clamped_from)
-        else:
+        elif scope == "key":
             keys = self.keys
             lane = None if keys is None else keys.lanes.get(key)
             if lane is not None:
                 for limit in lane.limits:
-                    limit.pushback(now, until, True)
+                    limit.pushback(now, until, True, job)
             self.pause_key(key, until, clamped_from)
+        else:
+            for limit in self._named(scope, key):
+                limit.pushback(now, until, True, job)
+            if key is not None and self.keys is not None:
+                lane = self.keys.lanes.get(key)
+                if lane is not None:
+                    self.keys.look_again(lane)  # it waits for the clock now
+            self._configure()  # a held concurrency limit reads the clock from now on
+
+    def _named(self, scope: str, key: Hashable) -> list[Limit]:
+        """The pool's limits named *scope*, and *key*'s."""
+        found = [limit for limit in self.limits if _name(limit) == scope]
+        if key is not None and self.keys is not None:
+            lane = self.keys.lanes.get(key)
+            if lane is not None:
+                found.extend(limit for limit in lane.limits if _name(limit) == scope)
+        return found
 
     def observe(self, budgets: Iterable[Budget], key: Hashable, now: float) -> int:
         """A server's budgets, read at *now* from its rate-limit headers (#22 item 3): each

@@ -96,6 +96,28 @@ def _unit(value: object, owner: str) -> None:
         raise TypeError(f"{owner}: unit must be None or a non-empty str, not {value!r}")
 
 
+#: The scopes a pushback may name besides a limit's name: a limit may not be named so.
+RESERVED_SCOPES = ("key", "pool")
+
+
+def check_name(value: object, owner: str) -> None:
+    """Check a limit value's ``name=``: None, or a non-empty str of at most 100 characters that
+    is not ``"key"`` or ``"pool"`` (the scopes a :exc:`werkpool.RetryAfter` names besides)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{owner}: name must be None or a str, not {type(value).__name__}")
+    if not value or len(value) > 100:
+        raise ValueError(
+            f"{owner}: name must be a non-empty str of at most 100 characters, got {value!r}"
+        )
+    if value in RESERVED_SCOPES:
+        meaning = "the job's key" if value == "key" else "the whole pool"
+        raise ValueError(
+            f"{owner}: name must not be {value!r}: a pushback's scope {value!r} means {meaning}"
+        )
+
+
 def _show(number: float) -> str:
     return f"{number:g}" if isinstance(number, float) else str(number)
 
@@ -123,8 +145,14 @@ class Rate:
         between your clock and a strict server's (one that refuses a request that comes sooner
         than ``1/rate`` after the last, such as nginx's ``limit_req`` without ``burst``): see
         "Choosing burst" in the README for the measured refusals. A number from 0 to ``per``.
+    :param name: a name for the limit (``"rpm"``, ``"tpm"``), so that a pushback may name it as
+        its scope (``RetryAfter(2, scope="tpm")`` holds this limit only); a non-empty str of at
+        most 100 characters, not ``"key"`` or ``"pool"``; unique among a pool's ``limits=``
+        (and among its ``per_key=``)
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4 ``name``; an adaptive rate decreases once per episode of pushback and
+       regrows at once to its last good rate after one pause-length of quiet
     """
 
     count: float
@@ -134,9 +162,11 @@ class Rate:
     unit: str | None = None
     adaptive: bool = False
     margin: float = 0.0
+    name: str | None = None
 
     def __post_init__(self) -> None:
         _unit(self.unit, "Rate")
+        check_name(self.name, "Rate")
         integral = self.unit is None
         _number(self.count, "count", "Rate", integral=False)
         object.__setattr__(self, "per", _per(self.per, "Rate"))
@@ -167,6 +197,8 @@ class Rate:
             text += ", adaptive=True"
         if self.margin:
             text += f", margin={_show(self.margin)}"
+        if self.name is not None:
+            text += f", name={self.name!r}"
         return text + ")"
 
 
@@ -182,17 +214,21 @@ class Window:
     :param count: units per window (an int >= 1 for attempts; any number > 0 with a unit)
     :param per: the window's length in seconds
     :param unit: as for :class:`Rate`
+    :param name: as for :class:`Rate` (a pushback naming it holds this window only)
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4 ``name``
     """
 
     count: float
     per: float
     _: KW_ONLY
     unit: str | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
         _unit(self.unit, "Window")
+        check_name(self.name, "Window")
         _number(self.count, "count", "Window", integral=self.unit is None)
         object.__setattr__(self, "per", _per(self.per, "Window"))
 
@@ -211,6 +247,8 @@ class Window:
 
     def __repr__(self) -> str:
         unit = "" if self.unit is None else f", unit={self.unit!r}"
+        if self.name is not None:
+            unit += f", name={self.name!r}"
         return f"Window({_show(self.count)}, per={_show(self.per)}{unit})"
 
 
@@ -222,16 +260,20 @@ class Concurrency:
 
     :param n: an int >= 1 to count attempts; any number > 0 with a unit
     :param unit: as for :class:`Rate` (``Concurrency(16, unit="gpu_gb")``)
+    :param name: as for :class:`Rate` (a pushback naming it holds this limit only)
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4 ``name``
     """
 
     n: float
     _: KW_ONLY
     unit: str | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
         _unit(self.unit, "Concurrency")
+        check_name(self.name, "Concurrency")
         _number(self.n, "n", "Concurrency", integral=self.unit is None)
 
     def shared(self, store: Store, name: str) -> Shared:
@@ -249,6 +291,8 @@ class Concurrency:
 
     def __repr__(self) -> str:
         unit = "" if self.unit is None else f", unit={self.unit!r}"
+        if self.name is not None:
+            unit += f", name={self.name!r}"
         return f"Concurrency({_show(self.n)}{unit})"
 
 
@@ -358,7 +402,16 @@ def check_limits(limits: object, name: str) -> tuple[LimitSpec | Shared, ...]:
         )
     specs = tuple(cast("Iterable[object]", limits))
     seen: dict[tuple[int, str, str], Shared] = {}
+    names: dict[str, object] = {}
     for spec in specs:
+        label = getattr(spec.limit if isinstance(spec, Shared) else spec, "name", None)
+        if isinstance(label, str):
+            if label in names:
+                raise ValueError(
+                    f"{name} names two limits {label!r} ({names[label]!r} and {spec!r}): "
+                    "a pushback's scope must say which one it holds"
+                )
+            names[label] = spec
         if isinstance(spec, Shared):
             same = (id(spec.store), spec.name, spec.kind)
             if same in seen:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ._room import Room
     from ._scheduler import Scheduler
 
-__all__ = ["SPIN", "Runner", "Supervisor", "running_in"]
+__all__ = ["SPIN", "Runner", "Supervisor", "running_in", "running_worker"]
 
 _INF: Final = float("inf")
 
@@ -48,6 +48,10 @@ _FAIRNESS_BATCH: Final = 64
 #: The runner whose job code the current task runs (set in each worker task; inherited by the
 #: tasks a job starts), so that a job may still submit while its pool drains.
 running_in: ContextVar[Runner | None] = ContextVar("werkpool_running_in", default=None)
+
+#: The worker whose task this is (set once per worker task; a job's code runs inline in it), so
+#: that :func:`werkpool.settle` finds the attempt it reports on (``worker.job``).
+running_worker: ContextVar[Worker | None] = ContextVar("werkpool_running_worker", default=None)
 
 
 class Supervisor(Protocol):
@@ -136,6 +140,7 @@ class Runner:
         worker = Worker()
         crew.workers.add(worker)
         running_in.set(self)  # this task, and the tasks its jobs start, run this pool's jobs
+        running_worker.set(worker)
         crew.waking -= 1
         cancelled_exc = self.binding.cancelled_exc
         try:

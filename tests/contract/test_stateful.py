@@ -423,6 +423,9 @@ class World:
     history: list[tuple[int, Limits]] = field(default_factory=list)
     records: list[Start] = field(default_factory=list)
     key_records: dict[str, list[Start]] = field(default_factory=dict)
+    #: #22 item 4: the starts the provider refused (a pushback the pool saw): their cost is given
+    #: back, so the limits' contracts hold for the other starts (ids of Start records).
+    refused: set[int] = field(default_factory=set)
     checked: int = 0  # records[:checked] have had their windows checked
     breached: set[tuple[Any, Any]] = field(default_factory=set)  # bounds found broken
     running_tok: float = 0.0
@@ -473,6 +476,11 @@ class World:
             if isinstance(error, Boom) and error.args[0] % 2 == 0:
                 job = self.jobs[error.args[0]]
                 self.paused_model(anyio.current_time() + delay, job.spec.key)
+                # Its attempt was refused: its cost is given back (#22 item 4).
+                for record in reversed(self.records):
+                    if record.label == error.args[0]:
+                        self.refused.add(id(record))
+                        break
                 return delay
             return None
 
@@ -583,6 +591,8 @@ class World:
                     # At its deadline the pool may see a timeout instead (no pushback then).
                     if timeout is None or now < job.started_at + timeout - EPS:
                         self.paused_model(now + job.spec.pushback, job.spec.key)
+                        if self.extended:
+                            self.refused.add(id(record))
                 else:
                     error = Boom(label)
                 job.raised.append(error)
@@ -646,9 +656,13 @@ class World:
                 )
         self._check_statistics()
         records = self.records
+        refused = self.refused
         for j in range(self.checked, len(records)):
+            if id(records[j]) in refused:
+                continue  # refused: the windows that end at it hold what the others spent
             for spec, lo, what in self._in_force(j):
-                breach = _breach(records[lo : j + 1], spec)
+                spent = [r for r in records[lo : j + 1] if id(r) not in refused]
+                breach = _breach(spent, spec)
                 if breach and (spec, what) not in self.breached:
                     self.breached.add((spec, what))  # once is enough
                     self.fail(f"{spec!r} ({what}, from start {lo}): {breach}")
@@ -659,7 +673,7 @@ class World:
                 for spec in self.per_key:
                     if isinstance(spec, Concurrency):
                         continue  # checked at each start
-                    breach = _breach(own[:upto], spec)
+                    breach = _breach([r for r in own[:upto] if id(r) not in refused], spec)
                     if breach and (spec, key) not in self.breached:
                         self.breached.add((spec, key))
                         self.fail(f"per-key {spec!r} of key {key!r}: {breach}")
