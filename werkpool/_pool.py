@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final, overload
@@ -1289,6 +1290,13 @@ def settle(*, cost: Mapping[str, float]) -> None:
     job = None if worker is None else worker.job
     if runner is None or job is None or job.state != RUNNING:
         raise RuntimeError("werkpool.settle() must be called from inside a running job")
+    if threading.get_ident() != runner.thread:
+        # The limits live on the pool's event loop; a worker thread the job started (its
+        # context copied) must not change them from elsewhere.
+        raise RuntimeError(
+            "werkpool.settle() must be called from the job's own code on the pool's event loop, "
+            "not from a thread the job started"
+        )
     sched = runner.sched
     lane = job.lane
     specs = tuple(getattr(limit, "spec", None) for limit in sched.limits)

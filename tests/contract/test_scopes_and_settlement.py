@@ -296,6 +296,25 @@ async def test_settle_checks_its_argument_and_where_it_is_called() -> None:
     assert werkpool.settle is settle
 
 
+async def test_settle_from_a_thread_the_job_started_is_refused() -> None:
+    """The limits live on the pool's event loop: a worker thread (which inherits the job's
+    context) may not settle; the error says where to call it."""
+
+    async def job() -> str:
+        def in_thread() -> str:
+            try:
+                settle(cost={"tokens": 1})
+            except RuntimeError as error:
+                return str(error)
+            return "settled"
+
+        return await anyio.to_thread.run_sync(in_thread)
+
+    async with WorkerPool(limits=[Rate(100, burst=100, unit="tokens")]) as pool:
+        message = await pool.run(job, cost={"tokens": 5})
+    assert "not from a thread the job started" in message
+
+
 # -- adaptive control: one decrease per episode, and recovery ------------------------------------
 
 
