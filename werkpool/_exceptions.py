@@ -71,7 +71,7 @@ class RetryAfter(Exception):
         :exc:`ValueError`
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4 ``scope``
+    .. versionchanged:: 0.3 ``scope``
     """
 
     def __init__(

@@ -67,7 +67,7 @@ class RequestStatistics:
     """What one request went through in the pool: ``response.extensions["werkpool"]`` of each
     response a :class:`PoolTransport` returns.
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
 
     #: The attempts sent (1 without retries).
@@ -85,7 +85,7 @@ class RequestStatistics:
 class TransportStatistics:
     """A :class:`PoolTransport`'s counts since it was made (:meth:`PoolTransport.statistics`).
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
 
     #: The requests sent through the transport.
@@ -121,7 +121,7 @@ def default_classify(response: httpx.Response) -> RetryAfter | None:
                 return RetryAfter(pushback.seconds, scope="tpm")
             return pushback
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
     status = response.status_code
     if status not in _PUSHBACK:
@@ -448,7 +448,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
         ``"pool"``), to the request's key's limits (``"key"``), or not at all (False)
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4 ``classify``, ``headers``, ``response.extensions["werkpool"]``,
+    .. versionchanged:: 0.3 ``classify``, ``headers``, ``response.extensions["werkpool"]``,
         :meth:`statistics`
     """
 
@@ -530,7 +530,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
         """The transport's counts so far: requests, attempts, pushbacks (by scope), the
         servers' budgets applied and the rate-limit header fields ignored as malformed.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.3
         """
         by_scope = dict(self._pushbacks)
         return TransportStatistics(

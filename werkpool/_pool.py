@@ -426,7 +426,7 @@ class WorkerPool:
         :raises ValueError: if *scope* is ``"key"`` without a *key*, or names no limit
 
         .. versionadded:: 0.3
-        .. versionchanged:: 0.4 ``scope``; a key's pushback no longer slows the pool's rates
+        .. versionchanged:: 0.3 ``scope``; a key's pushback no longer slows the pool's rates
         """
         self._check_loop()
         delay = check_seconds(seconds)
@@ -494,7 +494,7 @@ class WorkerPool:
         :param key: the key whose limits the budgets describe; None: the pool's
         :raises TypeError: if *headers* is not a mapping or *key* not hashable
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.3
         """
         self._check_loop()
         check_key(key)
@@ -1283,7 +1283,7 @@ def settle(*, cost: Mapping[str, float]) -> None:
     :raises TypeError: if *cost* is not a mapping of str to numbers
     :raises ValueError: if an amount is negative or not finite, or names a unit no limit counts
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
     runner = running_in.get()
     worker = running_worker.get()

@@ -151,7 +151,7 @@ class Rate:
         (and among its ``per_key=``)
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4 ``name``; an adaptive rate decreases once per episode of pushback and
+    .. versionchanged:: 0.3 ``name``; an adaptive rate decreases once per episode of pushback and
        regrows at once to its last good rate after one pause-length of quiet
     """
 
@@ -217,7 +217,7 @@ class Window:
     :param name: as for :class:`Rate` (a pushback naming it holds this window only)
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4 ``name``
+    .. versionchanged:: 0.3 ``name``
     """
 
     count: float
@@ -263,7 +263,7 @@ class Concurrency:
     :param name: as for :class:`Rate` (a pushback naming it holds this limit only)
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4 ``name``
+    .. versionchanged:: 0.3 ``name``
     """
 
     n: float
