@@ -97,9 +97,9 @@ async def test_resume_ends_a_pushback_and_retries_the_pushed_back_job_at_once(
 
 @pytest.mark.parametrize("key", [None, "a"], ids=["pool", "key"])
 async def test_resume_right_after_a_pushback_keeps_the_rate_contract(key: str | None) -> None:
-    """burst=1, rate=10: the refused attempt started at 0, ``resume()`` comes at 0.01. The retry
-    waits for its slot at 0.1 (the pushback's credit is dropped, not the real starts'), and the
-    jobs after it follow at the rate."""
+    """burst=1, rate=10: the refused attempt started at 0, ``resume()`` comes at 0.01. The
+    pushback's hold is dropped, and the refused attempt charged nothing (#22 item 4: its unit
+    was given back), so the retry starts at once, and the jobs after it follow at the rate."""
     jobs = Pushy()
     t0 = anyio.current_time()
     options: dict[str, Any] = {"rate": 10} if key is None else {"per_key": [Rate(10)]}
@@ -109,15 +109,16 @@ async def test_resume_right_after_a_pushback_keeps_the_rate_contract(key: str | 
         pool.resume()
         for i in range(3):
             pool.run(jobs.job, i, key=key)
-    assert jobs.starts["pushed"] == [approx(t0), approx(t0 + 0.1)]
-    assert [jobs.starts[i] for i in range(3)] == [[approx(t0 + 0.1 * n)] for n in (2, 3, 4)]
-    assert rate_violation(jobs.all_starts(), 10, 1) is None
+    assert jobs.starts["pushed"] == [approx(t0), approx(t0 + 0.01)]
+    assert [jobs.starts[i] for i in range(3)] == [[approx(t0 + 0.01 + 0.1 * n)] for n in (1, 2, 3)]
+    assert rate_violation(jobs.all_starts()[1:], 10, 1) is None  # all but the refused start
 
 
 async def test_resume_banks_no_credit_beyond_burst() -> None:
-    """burst=3, rate=10: three starts at 0 use the burst, one of them pushes back; ``resume()``
-    at 0.05 gives back only what the real starts left: the next start at 0.1, then one every
-    0.1 s (a bucket simply emptied would let three more go at 0.05)."""
+    """burst=3, rate=10: three starts at 0 use the burst, one of them pushes back (and charges
+    nothing, #22 item 4); ``resume()`` at 0.05 gives back only what the two real starts left:
+    one start at 0.05, then from 0.1 one every 0.1 s (a bucket simply emptied would let three
+    more go at 0.05)."""
     jobs = Pushy()
     t0 = anyio.current_time()
     async with WorkerPool(rate=10, burst=3) as pool:
@@ -129,8 +130,8 @@ async def test_resume_banks_no_credit_beyond_burst() -> None:
         for i in range(4):
             pool.run(jobs.job, i)
     starts = jobs.all_starts()
-    assert starts == [approx(t0 + t) for t in (0, 0, 0, 0.1, 0.2, 0.3, 0.4, 0.5)]
-    assert rate_violation(starts, 10, 3) is None
+    assert starts == [approx(t0 + t) for t in (0, 0, 0, 0.05, 0.1, 0.2, 0.3, 0.4)]
+    assert rate_violation(starts[1:], 10, 3) is None  # all but the refused start
 
 
 async def test_resume_ends_a_push_back_that_failed_no_job() -> None:
