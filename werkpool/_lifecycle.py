@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._events import Hook
+    from ._exceptions import RetryAfter
     from ._job import JobOwner
     from ._limits import RemoteLimit
     from ._options import JobOptions
@@ -229,7 +230,7 @@ class Lifecycle:
         room: Room | None,
         limits: tuple[LimitSpec, ...] = (),
         per_key: tuple[LimitSpec, ...] = (),
-        retry_after: Callable[[Exception], float | None] | None = None,
+        retry_after: Callable[[Exception], float | RetryAfter | None] | None = None,
         shared: tuple[Shared, ...] = (),
         shared_per_key: tuple[Shared, ...] = (),
         hooks: tuple[Hook, ...] = (),

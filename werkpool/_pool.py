@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final, ove
 import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from ._exceptions import FutureCancelled, PoolFullError
+from ._exceptions import FutureCancelled, PoolFullError, RetryAfter
 from ._hooks import check_hook
 from ._job import RAISED, RETURNED, RUNNING, Job
 from ._lifecycle import NEW, Lifecycle
@@ -177,8 +177,9 @@ class WorkerPool:
         weight, however many jobs it queued first. ``None`` (the default): every key weighs 1,
         and so do the jobs without a key, as one more key.
     :param retry_after: ``retry_after(error)`` maps an attempt's error to a pushback delay in
-        seconds (an HTTP 429's ``Retry-After``), or None: as if the job raised
-        :exc:`werkpool.RetryAfter` (the pool, or the job's key, pauses)
+        seconds (an HTTP 429's ``Retry-After``), or to a :exc:`werkpool.RetryAfter` with its
+        ``scope``, or None: as if the job raised :exc:`werkpool.RetryAfter` (the job's key, or
+        the pool, or what the scope names, pauses)
     :param hooks: callables that each get a :class:`werkpool.Event` at every transition of a job
         (submitted, started, retrying, finished) or of a pause: for logging, metrics, progress
         (see :meth:`add_hook`)
@@ -225,7 +226,7 @@ class WorkerPool:
         max_pending: int | None = None,
         limits: Iterable[LimitSpec | Shared] = (),
         per_key: Iterable[LimitSpec | Shared] = (),
-        retry_after: Callable[[Exception], float | None] | None = None,
+        retry_after: Callable[[Exception], float | RetryAfter | None] | None = None,
         hooks: Iterable[Hook] = (),
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         key_weight: Callable[[Hashable], float] | None = None,
@@ -1230,7 +1231,7 @@ def worker_pool(
     max_pending: int | None = None,
     limits: Iterable[LimitSpec | Shared] = (),
     per_key: Iterable[LimitSpec | Shared] = (),
-    retry_after: Callable[[Exception], float | None] | None = None,
+    retry_after: Callable[[Exception], float | RetryAfter | None] | None = None,
     hooks: Iterable[Hook] = (),
     max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     key_weight: Callable[[Hashable], float] | None = None,

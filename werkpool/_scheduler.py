@@ -184,7 +184,7 @@ class Scheduler:
         *,
         per_key: Callable[[], tuple[Limit, ...]] = _no_limits,
         key_weight: Callable[[Hashable], float] | None = None,
-        retry_after: Callable[[Exception], float | None] | None = None,
+        retry_after: Callable[[Exception], float | RetryAfter | None] | None = None,
         on_drained: Callable[[], None] = _nothing,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
