@@ -30,10 +30,15 @@ COSTS = (0.2, 0.4, 0.3)  # their float sum, taken back one by one, is 1.7e-16, n
 
 
 class _Job:
-    """The part of a job a limit reads: its cost."""
+    """The part of a job a limit reads: its cost, and its number (#22 item 4: a limit keeps each
+    attempt's place by it, to settle its cost later)."""
+
+    made = 0
 
     def __init__(self, cost: dict[str, float] | None) -> None:
         self.cost = cost
+        _Job.made += 1
+        self.seq = _Job.made
 
 
 # -- item 3: fractional costs return to exactly 0 ---------------------------------------------
