@@ -366,9 +366,11 @@ class WorkerPool:
         """Call *hook* with a :class:`werkpool.Event` at each transition from now on.
 
         A hook is called synchronously in the pool's event loop, after the pool's own counters
-        changed: keep it quick and non-blocking. An exception it raises is logged once (logger
-        ``werkpool``) and never reaches the pool or its jobs. A pool without hooks does no work
-        for them. Adding a hook that the pool has already does nothing.
+        changed: keep it quick and non-blocking. An :class:`Exception` it raises is logged once
+        (logger ``werkpool``) and never reaches the pool or its jobs; a ``KeyboardInterrupt``,
+        ``SystemExit`` or other :class:`BaseException` stops the pool as a job raising it would.
+        A pool without hooks does no work for them. Adding a hook that the pool has already
+        does nothing.
 
         .. versionadded:: 0.3
         """

@@ -1192,6 +1192,7 @@ class Scheduler:
         if not (self.queued or self.running or self.backoff):
             self._drained()
 
+
 # -- a server's budgets (#22 item 3) ---------------------------------------------------------------
 
 #: The limits a server's budget can lower.
