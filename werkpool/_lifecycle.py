@@ -295,6 +295,13 @@ class Lifecycle:
 
     # -- binding ----------------------------------------------------------------------------------
 
+    def now(self) -> float:
+        """The pool's clock: its binding's (precise on uvloop, see ``_binding.precise_clock``),
+        or :func:`anyio.current_time` before the pool is bound. Every time the pool hands its
+        scheduler is read here or by the workers from the same clock."""
+        binding = self.binding
+        return anyio.current_time() if binding is None else binding.clock()
+
     def bind(self) -> Scheduler:
         """Bind the pool to the running loop and make its parts; the phase becomes OPEN."""
         binding = self.binding = LoopBinding()
@@ -645,7 +652,7 @@ class Lifecycle:
         new += self._build_limits()
         # No credit may appear: each new rate takes over the fullest bucket of the old rates of
         # its unit (capped at its burst; an adaptive one keeps the slow-down of the same period).
-        now = anyio.current_time()
+        now = self.now()
         # Every pool window of a unit counts the same starts, so each new one copies them from
         # the old window of its unit with the longest period (it remembers the most of them).
         old_windows = [o for o in old if isinstance(o, WindowLimit)]
@@ -720,7 +727,7 @@ class Lifecycle:
             if scope is None or scope in ("key", "pool"):
                 self.pause(until, key if scope != "pool" else None)
         else:
-            sched.push_back(key, anyio.current_time(), until, clamped_from, scope)
+            sched.push_back(key, self.now(), until, clamped_from, scope)
 
     def observe(self, budgets: Iterable[Budget], key: Hashable = None) -> int:
         """A server's budgets lower the matching limits (:meth:`Scheduler.observe`); how many
@@ -728,13 +735,13 @@ class Lifecycle:
         sched = self.sched
         if sched is None:
             return 0
-        return sched.observe(budgets, key, anyio.current_time())
+        return sched.observe(budgets, key, self.now())
 
     def resume(self) -> None:
         """End every pause."""
         self.start_paused = -_INF
         if self.sched is not None:
-            self.sched.resume(anyio.current_time())
+            self.sched.resume(self.now())
             self._look_again()
 
     def limit_statistics(self, now: float) -> tuple[LimitStatistics, ...]:

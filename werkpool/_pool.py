@@ -411,7 +411,7 @@ class WorkerPool:
         self._check_loop()
         delay = check_seconds(seconds)
         check_key(key)
-        self._life.pause(anyio.current_time() + delay, key)
+        self._life.pause(self._life.now() + delay, key)
 
     def push_back(self, seconds: float, *, key: Hashable = None, scope: str | None = None) -> None:
         """The provider pushed back, outside any job's error: as when a job raises
@@ -463,7 +463,7 @@ class WorkerPool:
             if clamped_from is None:
                 clamped_from = delay
             delay = life.max_retry_after
-        life.push_back(anyio.current_time() + delay, key, clamped_from, scope)
+        life.push_back(life.now() + delay, key, clamped_from, scope)
 
     def observe_headers(self, headers: Mapping[str, str], *, key: Hashable = None) -> int:
         """A server's rate-limit headers, from a response a job got: its stated budgets lower
@@ -501,7 +501,7 @@ class WorkerPool:
         """
         self._check_loop()
         check_key(key)
-        now = anyio.current_time()
+        now = self._life.now()
         report = parse_headers(headers, now, time.time())
         return self._life.observe(report.budgets, key)
 
@@ -530,7 +530,7 @@ class WorkerPool:
         life = self._life
         sched = life.sched
         until = life.start_paused if sched is None else sched.paused_until
-        return until == _INF or (until != -_INF and until > anyio.current_time())
+        return until == _INF or (until != -_INF and until > life.now())
 
     def _check_loop(self) -> None:
         """Runtime control must come from the pool's event loop (its state is not thread-safe)."""
@@ -1123,7 +1123,7 @@ class WorkerPool:
         life = self._life
         sched = life.sched
         room = life.room
-        now = anyio.current_time() if life.binding is not None else 0.0
+        now = life.now() if life.binding is not None else 0.0
         paused_until = life.start_paused if sched is None else sched.paused_until
         if paused_until != _INF and paused_until <= now:
             paused_until = -_INF
@@ -1333,6 +1333,6 @@ def settle(*, cost: Mapping[str, float]) -> None:
             )
         checked[unit] = amount if type(amount) is int else value
     if checked:
-        now = anyio.current_time()
+        now = runner.binding.clock()  # the pool's clock (precise on uvloop)
         sched.settle(job, checked, now)
         runner.crew.wake_sleeper_before(now)  # a take-back may let the head start now

@@ -354,7 +354,7 @@ class Runner:
             # The store failed to answer (unreachable past its timeout, or an error of its
             # own); perform() gave back whatever was taken. That is this attempt's outcome: it
             # fails with the error, and is retried if the job's policy says so.
-            now = anyio.current_time()
+            now = self.binding.clock()
             if sched.granted(reservation, now):
                 self.crew.wake_sleeper_before(sched.raised(job, exc, now))
             self._hand_on(worker, job)
@@ -428,7 +428,7 @@ class Runner:
                 # frames only, and a kept exception does not keep the worker (and its pool, and
                 # whatever job it runs next) alive, nor make a cycle with its future (R53).
                 exc.__traceback__ = tb.tb_next
-        now = anyio.current_time()
+        now = self.binding.clock()
         if deadline != _INF and (exc is None or (scope.cancel_called and now >= deadline)):
             error = TimeoutError(f"the attempt timed out after {job.options.timeout:g} s")
             if exc is not None and not isinstance(exc, cancelled_exc):
