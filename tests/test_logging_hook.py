@@ -80,7 +80,7 @@ class TestLevels:
             assert await pool.call(script.job, "a", retries=1, backoff=two_seconds) == "a"
         (warning,) = at(caplog, logging.WARNING)
         assert warning.getMessage() == (
-            "job 1 attempt 1 failed after 1.000 s: Boom('a attempt 1'); retrying in 2.000 s"
+            "job 1 ('a') attempt 1 failed after 1.000 s: Boom('a attempt 1'); retrying in 2.000 s"
         )
         assert warning.werkpool_kind == "retrying"
         assert warning.werkpool_attempt == 1
@@ -91,10 +91,10 @@ class TestLevels:
         assert at(caplog, logging.ERROR) == []
         debug = [r.getMessage() for r in at(caplog, logging.DEBUG)]
         assert debug == [
-            "job 1 submitted (1 queued)",
-            "job 1 attempt 1 started after waiting 0.000 s",
-            "job 1 attempt 2 started after waiting 0.000 s",
-            "job 1 completed on attempt 2, 4.000 s after it was submitted",
+            "job 1 ('a') submitted (1 queued)",
+            "job 1 ('a') attempt 1 started after waiting 0.000 s",
+            "job 1 ('a') attempt 2 started after waiting 0.000 s",
+            "job 1 ('a') completed on attempt 2, 4.000 s after it was submitted",
         ]
 
     async def test_a_job_that_fails_for_good_is_one_error_with_its_traceback(
@@ -108,7 +108,7 @@ class TestLevels:
                 await pool.call(script.job, "a", retries=1, backoff=two_seconds)
         (error,) = at(caplog, logging.ERROR)
         assert error.getMessage() == (
-            "job 1 failed on attempt 2, 4.000 s after it was submitted: Boom('a attempt 2')"
+            "job 1 ('a') failed on attempt 2, 4.000 s after it was submitted: Boom('a attempt 2')"
         )
         assert error.exc_info is not None
         assert error.exc_info[1] is caught.value
@@ -251,8 +251,9 @@ class TestExtra:
             "the pool paused for 1.500 s",
             "key 'api' paused for 3.000 s",
             "the pool paused until resume()",
-            "job 1 (key 'api') submitted (1 queued)",
-            "job 1 (key 'api') cancelled before its first attempt, 1.000 s after it was submitted",
+            "job 1 ('a', key 'api') submitted (1 queued)",
+            "job 1 ('a', key 'api') cancelled before its first attempt, "
+            "1.000 s after it was submitted",
             "the pool resumed",
             "key 'api' resumed",
         ]

@@ -19,6 +19,8 @@ import weakref
 from typing import TYPE_CHECKING, Final, Protocol, final
 
 from ._events import FINISHED, RETRYING, STARTED, SUBMITTED, Event
+from ._job import spent
+from ._options import default_label
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
@@ -62,7 +64,16 @@ class Hooks:
         (held weakly: the pool holds its hooks); None: such an error is raised to the caller
     """
 
-    __slots__ = ("_broken", "_stopper", "_times", "_unweakrefable", "clock", "hooks", "sched")
+    __slots__ = (
+        "_broken",
+        "_labels",
+        "_stopper",
+        "_times",
+        "_unweakrefable",
+        "clock",
+        "hooks",
+        "sched",
+    )
 
     def __init__(
         self, hooks: tuple[Hook, ...], clock: Callable[[], float], stopper: Stopper | None = None
@@ -74,6 +85,9 @@ class Hooks:
         self.sched: Scheduler | None = None
         #: Per job in flight (by its number): [submitted at, ready since, attempt started at].
         self._times: dict[int, list[float]] = {}
+        #: Per job in flight without a ``name=``: its default label, made once (a repr of user
+        #: data may be slow) at its first event.
+        self._labels: dict[int, str] = {}
         #: The hooks that raised already (logged once each), by identity: keyed by id() but
         #: holding the hook itself, weakly, so that a dead hook's entry goes with it and a new
         #: hook at its address is not taken for it. Made at the first failure.
@@ -167,6 +181,14 @@ class Hooks:
                 elapsed = now - mark[0]
                 if mark[2] == mark[2]:  # an attempt ran until now (NaN: none ran)
                     duration = now - mark[2]
+        name = job.options.name
+        if name is None:
+            labels = self._labels
+            name = labels.pop(seq, None) if kind == FINISHED else labels.get(seq)
+            if name is None and job.fn is not spent:  # spent: settled before a hook saw it
+                name = default_label(job.fn, job.args)
+                if kind != FINISHED:
+                    labels[seq] = name
         lane = job.lane
         sched = self.sched
         self.emit(
@@ -185,6 +207,8 @@ class Hooks:
                 None,
                 0 if sched is None else sched.queued,
                 0 if sched is None else sched.running,
+                None,
+                name,
             )
         )
 

@@ -372,6 +372,15 @@ class _Exchange:
         )
 
 
+def _label(request: httpx.Request) -> str:
+    """The job label of *request*: ``"GET https://example.com/a?page=2"``, as httpx logs it,
+    without a password in the URL (a label goes to logs and spans)."""
+    url = request.url
+    if url.userinfo:
+        url = url.copy_with(username=None, password=None)
+    return f"{request.method} {url}"
+
+
 @final
 class PoolTransport(httpx.AsyncBaseTransport):
     """
@@ -381,7 +390,9 @@ class PoolTransport(httpx.AsyncBaseTransport):
     of the pool: each attempt takes the pool's size and rate slots (and its key's, with the
     pool's ``per_key=`` limits: the key is the request's host by default), and the pool's
     pushbacks, pauses and statistics see it. The pool must be running (``async with`` it around
-    the client's use).
+    the client's use). Each request's job is labelled ``"METHOD url"`` (``"GET
+    https://example.com/a"``, without a password in the URL) for the pool's hooks: its log
+    lines, spans and events (:attr:`werkpool.Event.name`) say which request they are about.
 
     - **Pushback.** A 429 or 503 with ``Retry-After`` (seconds or an HTTP date) pauses the pool,
       or the request's key, for that long, and slows its adaptive rates down; a 429 without it
@@ -599,6 +610,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
             backoff=self.backoff,
             key=key,
             cost=cost,
+            name=_label(request),
         )
         future.add_done_callback(exchange.job_done)
         try:

@@ -45,8 +45,12 @@ class LoggingHook:
     - ``"finished"`` with ``"failed"``: at *failed_level*, with the error and its traceback;
     - everything else (submitted, started, completed, cancelled, paused, resumed): at *level*.
 
+    A job's message names it by its number and its label (``name=``, or a short repr of its
+    first argument), with its key if it has one: ``job 4 ('https://example.com/a')``, so a
+    line maps back to its input.
+
     Each record's ``extra`` holds the event as ``werkpool_event`` and its fields flat, for
-    structured handlers: ``werkpool_kind``, ``werkpool_job``, ``werkpool_key``,
+    structured handlers: ``werkpool_kind``, ``werkpool_job``, ``werkpool_name``, ``werkpool_key``,
     ``werkpool_attempt``, ``werkpool_outcome``, ``werkpool_error``, ``werkpool_delay``,
     ``werkpool_waited``, ``werkpool_duration``, ``werkpool_elapsed``, ``werkpool_until``,
     ``werkpool_queued``, ``werkpool_running`` and ``werkpool_time``.
@@ -115,6 +119,7 @@ class LoggingHook:
                 "werkpool_kind": kind,
                 "werkpool_time": event.time,
                 "werkpool_job": event.job,
+                "werkpool_name": event.name,
                 "werkpool_key": event.key,
                 "werkpool_attempt": event.attempt,
                 "werkpool_outcome": event.outcome,
@@ -141,7 +146,11 @@ def _message(event: Event) -> tuple[str, tuple[object, ...]]:
         if until == _INF:
             return "%s paused until resume()", (who,)
         return "%s paused for %.3f s", (who, max(0.0, until - event.time))
-    job = f"job {event.job}" if event.key is None else f"job {event.job} (key {event.key!r})"
+    # The label maps the line back to the input: "job 4 ('https://...')", not "job 4" alone.
+    about = [] if event.name is None else [event.name]
+    if event.key is not None:
+        about.append(f"key {event.key!r}")
+    job = f"job {event.job} ({', '.join(about)})" if about else f"job {event.job}"
     if kind == SUBMITTED:
         return "%s submitted (%d queued)", (job, event.queued)
     if kind == STARTED:

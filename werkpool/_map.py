@@ -48,6 +48,7 @@ import anyio
 
 from ._exceptions import PoolClosedError
 from ._job import CANCELLED, QUEUED, RETURNED, PlainJob, protocol_safe
+from ._options import JobOptions
 from ._validate import check_key
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._job import Job
-    from ._options import JobOptions
     from ._scheduler import Scheduler
 
 __all__ = ["DEFAULT_WINDOW", "MapCore", "MapHost", "MapIterator", "check_window"]
@@ -139,6 +139,8 @@ class MapCore:
         "host",
         "in_flight",
         "key_fn",
+        "label",
+        "labelled",
         "low",
         "options",
         "ordered",
@@ -228,6 +230,10 @@ class MapCore:
         self.ref: weakref.ref[MapIterator[Any]] | None = None
         self.key_fn: Callable[[Any], Hashable] | None = None
         self.cost_fn: Callable[[Any], object] | None = None
+        #: ``name=``: a prefix (str) or a function of the item; None: the default labels.
+        self.label: str | Callable[[Any], str] | None = None
+        #: Items labelled so far: the index in ``"prefix[i]"``.
+        self.labelled = 0
 
     def set_key_and_cost(
         self, key_fn: Callable[[Any], Hashable] | None, cost_fn: Callable[[Any], object] | None
@@ -235,6 +241,36 @@ class MapCore:
         """Give each item a key (``key(item)``) and a cost (``cost(item)``)."""
         self.key_fn = key_fn
         self.cost_fn = cost_fn
+
+    def set_name(self, name: str | Callable[[Any], str]) -> None:
+        """Label each item: ``"name[i]"`` (i from 0, in input order) or ``name(item)``."""
+        self.label = name
+
+    def _options_for(self, item: Any) -> JobOptions:
+        """The options of *item*'s job, with its label (``self.label`` is set).
+
+        :raises Exception: what the label function raised (a StopIteration as a RuntimeError,
+            as for a key), or a TypeError if it returned something else than a str
+        """
+        label = self.label
+        index = self.labelled
+        self.labelled = index + 1
+        if isinstance(label, str):
+            name = f"{label}[{index}]"
+        else:
+            assert label is not None
+            try:
+                name = label(item)
+            except (StopIteration, StopAsyncIteration) as exc:
+                raise protocol_safe(exc, "this map's name function") from exc
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"name(item) must return a str (the job's label), not {type(name).__name__}"
+                )
+        options = self.options
+        return JobOptions(
+            options.timeout, options.retries, options.retryable, options.backoff, name
+        )
 
     def _job(self, item: Any) -> tuple[PlainJob, Hashable]:
         """The job for *item*, and its key.
@@ -244,7 +280,8 @@ class MapCore:
             as a RuntimeError from it (:pep:`479`): read raw, it would end the map's input
             silently, and the items after it would never run.
         """
-        job = PlainJob(self.func, (item,), self.options, self)
+        options = self.options if self.label is None else self._options_for(item)
+        job = PlainJob(self.func, (item,), options, self)
         key = None
         if self.key_fn is not None:
             try:
@@ -320,7 +357,7 @@ class MapCore:
         func = self.func
         options = self.options
         batch: list[PlainJob] = []
-        plain = self.key_fn is None and self.cost_fn is None
+        plain = self.key_fn is None and self.cost_fn is None and self.label is None
         keys: list[Hashable] | None = None if plain else []
         while len(batch) < room:
             try:

@@ -1,9 +1,10 @@
-"""Per-job options (timeout and retry policy) and the default backoff; pure, no I/O."""
+"""Per-job options (timeout, retry policy, label) and the default backoff; pure, no I/O."""
 
 from __future__ import annotations
 
 import math
 import random
+import reprlib
 from dataclasses import dataclass
 from numbers import Real
 from typing import TYPE_CHECKING, Final, final
@@ -13,10 +14,31 @@ from ._validate import show_value
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["BACKOFF_CAP", "JobOptions", "default_backoff", "next_delay"]
+__all__ = [
+    "BACKOFF_CAP",
+    "LABEL_WIDTH",
+    "JobOptions",
+    "default_backoff",
+    "default_label",
+    "next_delay",
+]
 
 #: Upper bound, in seconds, of :func:`default_backoff`.
 BACKOFF_CAP: Final = 60.0
+
+#: The most characters of a default job label (a log line must stay a line, whatever the input).
+LABEL_WIDTH: Final = 40
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxstring = LABEL_WIDTH
+    short.maxother = LABEL_WIDTH
+    short.maxlevel = 2
+    return short
+
+
+_SHORT: Final = _short_repr()
 
 
 def default_backoff(retry: int) -> float:
@@ -40,6 +62,32 @@ class JobOptions:
     retries: int
     retryable: tuple[type[BaseException], ...]
     backoff: Callable[[int], float]
+    #: The job's label (``name=``), or None: the hooks make the default one, only if a pool has
+    #: hooks (see ``_hooks.default_label``), so an unnamed job pays nothing for it.
+    name: str | None = None
+
+
+def default_label(fn: Callable[..., object], args: tuple[object, ...]) -> str:
+    """The label of a job given no ``name=``: a short repr of its first argument (at most
+    :data:`LABEL_WIDTH` characters), or the function's ``__qualname__`` if it has no argument.
+
+    Made only by a pool with hooks, when an event is built: a pool without hooks never reprs
+    its jobs' arguments. A ``__repr__`` that raises gives ``<Type object>``: a label must not
+    fail the event that carries it.
+    """
+    if args:
+        arg = args[0]
+        try:
+            text = _SHORT.repr(arg)
+        except Exception:  # a broken __repr__ (reprlib guards only some of them)
+            text = f"<{type(arg).__qualname__} object>"
+        if len(text) > LABEL_WIDTH:
+            text = text[: LABEL_WIDTH - 3] + "..."
+        return text
+    # A thread job's callable (InThread) or a decorated function names its wrapped function.
+    inner = getattr(fn, "__wrapped__", fn)
+    name = getattr(inner, "__qualname__", None)
+    return name if isinstance(name, str) else type(inner).__qualname__
 
 
 def next_delay(options: JobOptions, retry: int) -> float:

@@ -215,6 +215,8 @@ class OpenTelemetryHook:
         }
         if event.key is not None:
             attributes["werkpool.key"] = str(event.key)
+        if event.name is not None:
+            attributes["werkpool.job.name"] = event.name
         if event.waited is not None:
             attributes["werkpool.waited"] = event.waited
         start = time.time_ns()

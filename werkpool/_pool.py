@@ -131,11 +131,26 @@ def check_max_retry_after(value: object) -> float:
     return seconds + 0.0  # -0.0 reads as 0
 
 
+def _check_name(name: object) -> str | None:
+    if name is None or isinstance(name, str):
+        return name
+    raise TypeError(f"name must be None or a str (the job's label), not {type(name).__name__}")
+
+
+def _check_map_name(name: object) -> None:
+    if name is not None and not isinstance(name, str) and not callable(name):
+        raise TypeError(
+            "name must be None, a str (a prefix: 'fetch' labels the items 'fetch[0]', "
+            f"'fetch[1]', ...) or a callable taking an item, not {type(name).__name__}"
+        )
+
+
 def _options(
     timeout: float | None,
     retries: int,
     retryable_exceptions: type[Exception] | Iterable[type[Exception]],
     backoff: Callable[[int], float],
+    name: str | None = None,
 ) -> JobOptions:
     """Validate per-job options; the defaults share one instance (no work, no memory per job)."""
     if (
@@ -144,6 +159,7 @@ def _options(
         and retries == 0
         and retryable_exceptions is _DEFAULT_RETRYABLE
         and backoff is default_backoff
+        and name is None
     ):
         return _DEFAULT_OPTIONS
     return JobOptions(
@@ -151,6 +167,7 @@ def _options(
         check_retries(retries),
         check_retryable(retryable_exceptions),
         check_backoff(backoff),
+        _check_name(name),
     )
 
 
@@ -565,6 +582,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Hashable = None,
         cost: Mapping[str, float] | None = None,
+        name: str | None = None,
     ) -> JobFuture[T]:
         """
         Schedule ``task(*args)`` under the pool's limits and return its future at once.
@@ -597,7 +615,7 @@ class WorkerPool:
         """
         if not callable(task):  # checked at run time too: untyped callers pass anything
             check_task(task)  # type: ignore[unreachable]
-        options = _options(timeout, retries, retryable_exceptions, backoff)
+        options = _options(timeout, retries, retryable_exceptions, backoff, name)
         life = self._life
         if key is not None or cost is not None:
             check_key(key)
@@ -626,6 +644,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Hashable = None,
         cost: Mapping[str, float] | None = None,
+        name: str | None = None,
     ) -> JobFuture[T]:
         """
         Schedule ``func(*args)`` like a task group's ``start_soon``: its failure fails the pool.
@@ -640,7 +659,7 @@ class WorkerPool:
         """
         if not callable(func):  # checked at run time too: untyped callers pass anything
             check_task(func)  # type: ignore[unreachable]
-        options = _options(timeout, retries, retryable_exceptions, backoff)
+        options = _options(timeout, retries, retryable_exceptions, backoff, name)
         life = self._life
         if key is not None or cost is not None:
             check_key(key)
@@ -669,6 +688,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Hashable = None,
         cost: Mapping[str, float] | None = None,
+        name: str | None = None,
     ) -> T:
         """
         Run ``func(*args)`` under the pool's limits and return its result here.
@@ -683,7 +703,7 @@ class WorkerPool:
         .. versionadded:: 0.3
         """
         check_task(func)
-        options = _options(timeout, retries, retryable_exceptions, backoff)
+        options = _options(timeout, retries, retryable_exceptions, backoff, name)
         check_key(key)
         checked = self._life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
@@ -726,6 +746,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Hashable = None,
         cost: Mapping[str, float] | None = None,
+        name: str | None = None,
     ) -> JobFuture[T]:
         """
         Like :meth:`run`, but wait while ``max_pending`` jobs already wait to start.
@@ -737,7 +758,7 @@ class WorkerPool:
         .. versionadded:: 0.3
         """
         check_task(func)
-        options = _options(timeout, retries, retryable_exceptions, backoff)
+        options = _options(timeout, retries, retryable_exceptions, backoff, name)
         check_key(key)
         checked = self._life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
@@ -786,6 +807,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = ...,
         key: Callable[[U], Hashable] | None = ...,
         cost: Callable[[U], Mapping[str, float] | None] | None = ...,
+        name: str | Callable[[U], str] | None = ...,
     ) -> MapIterator[T]: ...
 
     @overload
@@ -804,6 +826,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = ...,
         key: Callable[[U], Hashable] | None = ...,
         cost: Callable[[U], Mapping[str, float] | None] | None = ...,
+        name: str | Callable[[U], str] | None = ...,
     ) -> MapIterator[T | BaseException]: ...
 
     def map(
@@ -821,6 +844,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Callable[[Any], Hashable] | None = None,
         cost: Callable[[Any], Mapping[str, float] | None] | None = None,
+        name: str | Callable[[Any], str] | None = None,
     ) -> MapIterator[Any]:
         """
         Run ``func(item)`` for each item under the pool's limits; iterate over the results.
@@ -860,16 +884,19 @@ class WorkerPool:
         check_task(func)
         options = _options(timeout, retries, retryable_exceptions, backoff)
         check_window(window)
-        for name, fn in (("key", key), ("cost", cost)):
+        for argument, fn in (("key", key), ("cost", cost)):
             if fn is not None and not callable(fn):
                 raise TypeError(
-                    f"{name} must be None or a callable taking an item, not {type(fn).__name__}"
+                    f"{argument} must be None or a callable taking an item, not {type(fn).__name__}"
                 )
+        _check_map_name(name)
         life = self._life
         sched = life.scheduler_for_submit()
         core = MapCore(life, sched, func, iterable, options, ordered, return_exceptions, window)
         if key is not None or cost is not None:
             core.set_key_and_cost(key, cost)
+        if name is not None:
+            core.set_name(name)
         return MapIterator(core)
 
     # -- blocking functions, in worker threads -------------------------------------------------
@@ -901,6 +928,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Hashable = None,
         cost: Mapping[str, float] | None = None,
+        name: str | None = None,
         abandon_on_cancel: bool = False,
     ) -> JobFuture[T]:
         """
@@ -940,6 +968,7 @@ class WorkerPool:
             backoff=backoff,
             key=key,
             cost=cost,
+            name=name,
         )
 
     def start_soon_sync(
@@ -953,6 +982,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Hashable = None,
         cost: Mapping[str, float] | None = None,
+        name: str | None = None,
         abandon_on_cancel: bool = False,
     ) -> JobFuture[T]:
         """
@@ -971,6 +1001,7 @@ class WorkerPool:
             backoff=backoff,
             key=key,
             cost=cost,
+            name=name,
         )
 
     async def call_sync(
@@ -984,6 +1015,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Hashable = None,
         cost: Mapping[str, float] | None = None,
+        name: str | None = None,
         abandon_on_cancel: bool = False,
     ) -> T:
         """
@@ -1005,6 +1037,7 @@ class WorkerPool:
             backoff=backoff,
             key=key,
             cost=cost,
+            name=name,
         )
 
     async def submit_sync(
@@ -1018,6 +1051,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Hashable = None,
         cost: Mapping[str, float] | None = None,
+        name: str | None = None,
         abandon_on_cancel: bool = False,
     ) -> JobFuture[T]:
         """
@@ -1036,6 +1070,7 @@ class WorkerPool:
             backoff=backoff,
             key=key,
             cost=cost,
+            name=name,
         )
 
     @overload
@@ -1054,6 +1089,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = ...,
         key: Callable[[U], Hashable] | None = ...,
         cost: Callable[[U], Mapping[str, float] | None] | None = ...,
+        name: str | Callable[[U], str] | None = ...,
         abandon_on_cancel: bool = ...,
     ) -> MapIterator[T]: ...
 
@@ -1073,6 +1109,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = ...,
         key: Callable[[U], Hashable] | None = ...,
         cost: Callable[[U], Mapping[str, float] | None] | None = ...,
+        name: str | Callable[[U], str] | None = ...,
         abandon_on_cancel: bool = ...,
     ) -> MapIterator[T | BaseException]: ...
 
@@ -1091,6 +1128,7 @@ class WorkerPool:
         backoff: Callable[[int], float] = default_backoff,
         key: Callable[[Any], Hashable] | None = None,
         cost: Callable[[Any], Mapping[str, float] | None] | None = None,
+        name: str | Callable[[Any], str] | None = None,
         abandon_on_cancel: bool = False,
     ) -> MapIterator[Any]:
         """
@@ -1112,6 +1150,7 @@ class WorkerPool:
             backoff=backoff,
             key=key,
             cost=cost,
+            name=name,
         )
 
     def statistics(self) -> PoolStatistics:

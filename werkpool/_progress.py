@@ -182,6 +182,7 @@ class _Snapshot:
     eta: float | None  # seconds to go (None: unknown, or no total given)
     elapsed: float
     final: bool
+    last_failed: str | None = None  # the label of the last job that failed
 
 
 def _clock(seconds: float) -> str:
@@ -192,6 +193,10 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+#: The most characters of a failed job's label the summary shows.
+_LABEL_SHOWN: Final = 40
+
+
 def _parts(snap: _Snapshot) -> list[tuple[str, str]]:
     """The bar's text after the bar, as (text, rich style) pieces in display order."""
 
@@ -199,7 +204,14 @@ def _parts(snap: _Snapshot) -> list[tuple[str, str]]:
         return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
     parts = [(f"{snap.done}/{snap.total}", "bold")]
-    parts.append((f"{snap.failed} failed", "red" if snap.failed else ""))
+    failed = f"{snap.failed} failed"
+    if snap.final and snap.failed and snap.last_failed is not None:
+        # In the summary only: the live bar keeps its width, the last line says where to look.
+        label = snap.last_failed
+        if len(label) > _LABEL_SHOWN:
+            label = label[: _LABEL_SHOWN - 3] + "..."
+        failed += f" (last: {label})"
+    parts.append((failed, "red" if snap.failed else ""))
     if snap.cancelled:
         parts.append((f"{snap.cancelled} cancelled", "yellow"))
     parts.append((f"{snap.retries} retries" if snap.retries != 1 else "1 retry", ""))
@@ -468,6 +480,9 @@ class ProgressBar:
         self.done = 0
         #: Of these, the jobs that failed.
         self.failed = 0
+        #: The label of the last job that failed (its ``name=``, or a short repr of its first
+        #: argument), shown in the final summary; None: none failed.
+        self.last_failed: str | None = None
         #: Of these, the jobs cancelled.
         self.cancelled = 0
         #: Jobs submitted since the block began.
@@ -511,6 +526,7 @@ class ProgressBar:
             outcome = event.outcome
             if outcome == "failed":
                 self.failed += 1
+                self.last_failed = event.name
             elif outcome == "cancelled":
                 self.cancelled += 1
             self._finishes.add(event.time)
@@ -552,6 +568,7 @@ class ProgressBar:
             eta=eta,
             elapsed=elapsed,
             final=final,
+            last_failed=self.last_failed,
         )
 
     def _time_to_go(self, now: float, total: int) -> float | None:

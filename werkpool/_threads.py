@@ -121,5 +121,10 @@ class InThread(Generic[T]):
             limiter=self.threads.limiter(self.size(), self.abandon_on_cancel),
         )
 
+    @property
+    def __wrapped__(self) -> Callable[..., T]:
+        """The blocking function (the functools convention): a job's default label names it."""
+        return self.fn
+
     def __repr__(self) -> str:
         return f"<in a thread: {self.fn!r}>"
