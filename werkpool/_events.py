@@ -96,8 +96,6 @@ class Event:
     #: The job's label: its ``name=`` (a map's ``name(item)``, or ``"prefix[i]"``); without
     #: one, a short repr of its first argument (at most 40 characters), or its function's
     #: ``__qualname__`` if it has none. None for a pause event.
-    #:
-    #: .. versionadded:: 0.3
     name: str | None = None
 
 

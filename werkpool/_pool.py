@@ -606,10 +606,14 @@ class WorkerPool:
             the pool's limits only.
         :param cost: what each attempt costs, per unit (``{"tokens": 1200}``), for the limits
             that count a unit; a limit without a unit counts 1 per attempt
+        :param name: the job's label in its events (:attr:`werkpool.Event.name`), log lines,
+            spans and the progress bar. ``None``: a short repr of the first argument (at most
+            40 characters), or the function's ``__qualname__`` if there is none; made only by
+            a pool with hooks, so an unnamed job costs nothing without them.
         :return: an :class:`asyncio.Future` on asyncio, a :class:`werkpool.Future` on trio;
             cancelling it cancels the job
         :raises TypeError: if *task* is not callable (a coroutine object is closed first), *key*
-            is not hashable or *cost* not a mapping of str to numbers
+            is not hashable, *cost* not a mapping of str to numbers or *name* not a str
         :raises ValueError: if *cost* names a unit no limit counts, or could never fit a limit
         :raises werkpool.PoolClosedError: if the pool no longer accepts work
         """
@@ -875,8 +879,12 @@ class WorkerPool:
             is not valid, or an error of *key* or *cost*, stops the map, which raises the error
             once the items before it are yielded (a ``StopIteration`` as a :exc:`RuntimeError`,
             never as the end of the input)
-        :raises TypeError: if ``window`` is not None or an int, or *key* or *cost* is not None
-            or a callable
+        :param name: each item's label (see :meth:`run`): a str is a prefix (``"fetch"``
+            labels the items ``"fetch[0]"``, ``"fetch[1]"``, ... in input order), a callable
+            gives ``name(item)``, a str (its error, or a result that is not a str, stops the map
+            as *key*'s does); None: a short repr of each item
+        :raises TypeError: if ``window`` is not None or an int, *key* or *cost* is not None or
+            a callable, or *name* is not None, a str or a callable
         :raises ValueError: if ``window`` is < 1
 
         .. versionadded:: 0.3

@@ -181,3 +181,19 @@ def hooks_api(event: werkpool.Event) -> None:
     pool.add_hook(seen.append)
     assert_type(event.kind, werkpool._events.EventKind)
     assert_type(event.job, int | None)
+
+
+async def job_labels(pool: WorkerPool, event: werkpool.Event) -> None:
+    assert_type(event.name, str | None)
+    assert_type(pool.run(fetch, "https://example.com", name="home"), JobFuture[bytes])
+    assert_type(await pool.call(fetch, "x", name="x"), bytes)
+    assert_type(pool.map(fetch, ["a"], name="fetch"), werkpool.MapIterator[bytes])
+    assert_type(pool.map(double, [1, 2], name=lambda n: f"double {n}"), werkpool.MapIterator[int])
+    assert_type(pool.run_sync(blocking_square, 3, name="square"), JobFuture[int])
+    assert_type(pool.map_sync(blocking_square, [1], name=str), werkpool.MapIterator[int])
+    pool.run(fetch, "x", name=3)  # type: ignore[arg-type]
+    pool.map(double, [1], name=lambda n: n)  # type: ignore[arg-type,return-value]
+
+
+async def progress_last_failed(bar: werkpool.ProgressBar) -> None:
+    assert_type(bar.last_failed, str | None)
