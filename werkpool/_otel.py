@@ -140,8 +140,9 @@ class OpenTelemetryHook:
 
     **Spans.** Each attempt is a root span named ``"werkpool attempt"`` (kind INTERNAL), from
     its ``"started"`` event to its ``"retrying"`` or ``"finished"`` event, with the attributes
-    ``werkpool.job``, ``werkpool.key`` (its ``str``, if the job has a key), ``werkpool.attempt``
-    and ``werkpool.waited`` (the admission latency, seconds). A failed attempt records its
+    ``werkpool.job``, ``werkpool.job.name`` (the job's label, :attr:`werkpool.Event.name`),
+    ``werkpool.key`` (its ``str``, if the job has a key), ``werkpool.attempt`` and
+    ``werkpool.waited`` (the admission latency, seconds). A failed attempt records its
     exception and has status ERROR; one that will be retried also gets a ``"retry"`` event
     (``werkpool.attempt``, ``werkpool.delay``, ``werkpool.error``). The last attempt's span
     carries ``werkpool.outcome``. A span starts at the wall-clock time of its ``"started"``
