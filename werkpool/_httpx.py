@@ -373,11 +373,12 @@ class _Exchange:
 
 
 def _label(request: httpx.Request) -> str:
-    """The job label of *request*: ``"GET https://example.com/a?page=2"``, as httpx logs it,
-    without a password in the URL (a label goes to logs and spans)."""
+    """The job label of *request*: ``"GET https://example.com/a"``, without the URL's user
+    info or query (a label goes to logs and spans, and API keys often travel in a query
+    string: ``?key=...``)."""
     url = request.url
-    if url.userinfo:
-        url = url.copy_with(username=None, password=None)
+    if url.userinfo or url.query:
+        url = url.copy_with(username=None, password=None, query=None)
     return f"{request.method} {url}"
 
 
@@ -391,7 +392,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
     pool's ``per_key=`` limits: the key is the request's host by default), and the pool's
     pushbacks, pauses and statistics see it. The pool must be running (``async with`` it around
     the client's use). Each request's job is labelled ``"METHOD url"`` (``"GET
-    https://example.com/a"``, without a password in the URL) for the pool's hooks: its log
+    https://example.com/a"``, without user info or query string) for the pool's hooks: its log
     lines, spans and events (:attr:`werkpool.Event.name`) say which request they are about.
 
     - **Pushback.** A 429 or 503 with ``Retry-After`` (seconds or an HTTP date) pauses the pool,

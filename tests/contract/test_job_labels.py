@@ -357,6 +357,6 @@ class TestHttpx:
             await client.get("https://example.com/a?page=2")
             await client.post("https://user:secret@example.com/b", content=b"x")
         assert by_job(events) == [
-            "GET https://example.com/a?page=2",
+            "GET https://example.com/a",  # no query: API keys often travel there
             "POST https://example.com/b",
         ]
