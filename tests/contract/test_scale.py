@@ -260,6 +260,12 @@ def test_r47_every_contract_test_runs_on_both_backends(request: pytest.FixtureRe
     Sync tests without a backend use no event loop (constructor checks, sans-I/O arithmetic).
     """
     here = Path(__file__).resolve().parent
+    # The real-clock rate tests also run on uvloop (tests/contract/test_real_clock_rate.py).
+    name_more_loops = {
+        "test_no_two_starts_closer_than_one_over_rate_on_the_real_clock",
+        "test_a_margin_spaces_starts_by_the_interval_plus_the_margin",
+        "test_the_contract_holds_on_a_busy_loop",
+    }
     backends: dict[str, set[str]] = {}
     for item in request.session.items:
         path = Path(str(getattr(item, "path", ""))).resolve()
@@ -276,7 +282,10 @@ def test_r47_every_contract_test_runs_on_both_backends(request: pytest.FixtureRe
     assert backends
     for name, seen in backends.items():
         expected = {ONE_BACKEND[name]} if name in ONE_BACKEND else {"asyncio", "trio"}
-        assert seen == expected, (name, seen)
+        if name in name_more_loops:  # asyncio and trio, and uvloop beside them
+            assert seen >= expected, (name, seen)
+        else:
+            assert seen == expected, (name, seen)
 
 
 def test_r47_anyio_pin_and_python_versions() -> None:

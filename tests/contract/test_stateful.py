@@ -669,7 +669,9 @@ class World:
             key = records[j].key
             if key is not None:
                 own = self.key_records[key]
-                upto = own.index(records[j]) + 1
+                # By identity, as `refused` is: two starts may be equal in value (same time,
+                # same job shape), and .index() would stop at the first, a refused one maybe.
+                upto = next(n for n, r in enumerate(own) if r is records[j]) + 1
                 for spec in self.per_key:
                     if isinstance(spec, Concurrency):
                         continue  # checked at each start
