@@ -62,9 +62,18 @@ def dependency_group(*groups: str) -> tuple[str, ...]:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite; pass pytest options after ``--``, e.g. ``-- -m 'not slow'``."""
+    """Run the test suite; pass pytest options after ``--``, e.g. ``-- -m 'not slow'``.
+
+    Without options it runs in two passes: the virtual-time tests on two processes
+    (pytest-xdist: they only compute), then the real-clock and timing-sensitive ones
+    (``realclock``, ``serial``) alone, so that nothing competes with their timing.
+    """
     session.install(".", *dependency_group("test"))
-    session.run("pytest", *session.posargs)
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    session.run("pytest", "-n", "2", "-m", "not realclock and not serial")
+    session.run("pytest", "-m", "realclock or serial")
 
 
 @nox.session

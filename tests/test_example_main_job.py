@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "main_job.py"
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.serial]
 
 JOBS = 300
 #: Items that fail once with a 500: 7, 36, ..., 297 (none of them missing).

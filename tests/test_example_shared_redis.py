@@ -35,7 +35,7 @@ RATE = 50
 #: How long each worker process runs: short, yet 60-odd starts at the shared rate.
 SECONDS = 1.5
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.serial]
 
 SUMMARY = re.compile(
     r"combined: (\d+) starts in ([\d.]+) s of Redis time = ([\d.]+)/s \(the limit: 50/s\)"

@@ -30,7 +30,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "main_job.py"
 RUN_TIMEOUT = 60.0
 JOBS = 90
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.serial]
 
 
 def need_tmux() -> str:
