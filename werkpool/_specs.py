@@ -53,15 +53,21 @@ def _number(value: object, name: str, owner: str, *, integral: bool) -> float:
     return number
 
 
+def _as_float(value: int | float) -> float:
+    """*value* as a float; inf for an int beyond the floats (10**400), which the callers then
+    refuse with a ValueError naming their argument instead of an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _per(value: object, owner: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
             f"{owner}: per must be a finite number of seconds > 0, not {type(value).__name__}"
         )
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond the floats (10**400)
-        number = math.inf
+    number = _as_float(value)
     if not math.isfinite(number) or number <= 0:
         raise ValueError(
             f"{owner}: per must be a finite number of seconds > 0, got {show_value(value)}"
@@ -74,10 +80,7 @@ def _margin(value: object, per: float) -> float:
         raise TypeError(
             f"Rate: margin must be a finite number of seconds >= 0, not {type(value).__name__}"
         )
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
+    number = _as_float(value)
     if not math.isfinite(number) or number < 0:
         raise ValueError(
             f"Rate: margin must be a finite number of seconds >= 0, got {show_value(value)}"
@@ -462,10 +465,7 @@ def check_cost(
             raise TypeError(
                 f"cost[{unit!r}] must be a finite number >= 0, not {type(amount).__name__}"
             )
-        try:
-            value = float(amount)
-        except OverflowError:  # an int beyond the floats (10**400)
-            value = math.inf
+        value = _as_float(amount)
         if not math.isfinite(value) or value < 0:
             raise ValueError(
                 f"cost[{unit!r}] must be a finite number >= 0, got {show_value(amount)}"
