@@ -496,15 +496,16 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], seconds: float = 10.0)
 
 
 @contextlib.contextmanager
-def provider_server() -> Iterator[str]:
-    """Start the provider on uvicorn in a subprocess; yield its base URL; stop it by its pid.
+def provider_server(module: str = "benchmarks.provider") -> Iterator[str]:
+    """Start the provider (*module*'s ``--serve``) on uvicorn in a subprocess; yield its base
+    URL; stop it by its pid.
 
     Its stderr goes to a temporary file (a pipe nobody reads could fill and block the server),
     shown if it fails to start.
     """
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.provider", "--serve"],
+            [sys.executable, "-m", module, "--serve"],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

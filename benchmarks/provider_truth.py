@@ -78,9 +78,7 @@ import math
 import os
 import random
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -95,10 +93,10 @@ import anyio
 
 from .common import ASYNCIO, TRIO, Backend, ScenarioResult, Target, installed, md_table
 from .common import percentile as _percentile
-from .provider import _commit, _load, _read_port, _stop, _versions, _wait_ready
+from .provider import _commit, _load, _versions, provider_server
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
     import httpx
 
@@ -483,29 +481,9 @@ def serve() -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-@contextlib.contextmanager
-def truth_server() -> Iterator[str]:
-    """Start the server on uvicorn in a subprocess; yield its base URL; stop it by its pid."""
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.provider_truth", "--serve"],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-        )
-        try:
-            port = _read_port(proc, 20.0)
-            if port is None or not _wait_ready(f"http://127.0.0.1:{port}", proc):
-                _stop(proc)
-                errors.seek(0)
-                text = errors.read().decode(errors="replace").strip()[-2000:]
-                raise RuntimeError(f"the provider server did not start: {text}")
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            _stop(proc)
-            if proc.stdout is not None:
-                proc.stdout.close()
+def truth_server() -> contextlib.AbstractContextManager[str]:
+    """Start this scenario's server (provider.py's launcher, with this module's ``--serve``)."""
+    return provider_server("benchmarks.provider_truth")
 
 
 # -- what every client shares -------------------------------------------------------------------
