@@ -14,12 +14,18 @@ import signal
 import socket
 import subprocess
 import time
-from typing import TYPE_CHECKING
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
+
+    import coredis
+
+    from werkpool.redis import RedisStore
 
 __all__ = ["RedisServer", "need_redis_server"]
 
@@ -141,3 +147,25 @@ class RedisServer:
         """SIGCONT after :meth:`pause`."""
         os.kill(self.pid, signal.SIGCONT)
         self.paused = False
+
+
+@asynccontextmanager
+async def stores(
+    server: RedisServer, prefix: str, count: int = 2, /, **options: Any
+) -> AsyncIterator[tuple[coredis.Redis[bytes], list[RedisStore]]]:
+    """An admin client, and *count* entered stores, each on a client of its own (a process's)."""
+    import coredis
+
+    from werkpool.redis import RedisStore
+
+    async with AsyncExitStack() as stack:
+        admin = await stack.enter_async_context(coredis.Redis(host="127.0.0.1", port=server.port))
+        made: list[RedisStore] = []
+        for _ in range(count):
+            client = await stack.enter_async_context(
+                coredis.Redis(host="127.0.0.1", port=server.port)
+            )
+            made.append(
+                await stack.enter_async_context(RedisStore(client, prefix=prefix, **options))
+            )
+        yield admin, made

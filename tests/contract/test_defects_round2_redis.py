@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import socket
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +20,14 @@ import anyio
 import coredis
 import coredis.exceptions
 import pytest
+from redis_server import stores
 from support import FakeRemoteLimit, add_remote_limit, echo
 
 from werkpool import Concurrency, LimitUnavailableError, Rate, Window, WorkerPool
 from werkpool.redis import RedisStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import Sequence
 
     from anyio.abc import SocketStream
     from redis_server import RedisServer
@@ -72,24 +72,6 @@ class Gauge:
             event = anyio.Event()
             self.waiters.append((n, event))
             await event.wait()
-
-
-@asynccontextmanager
-async def stores(
-    server: RedisServer, prefix: str, count: int = 1, /, **options: Any
-) -> AsyncIterator[tuple[coredis.Redis[bytes], list[RedisStore]]]:
-    """An admin client, and *count* entered stores, each on a client of its own (a process's)."""
-    async with AsyncExitStack() as stack:
-        admin = await stack.enter_async_context(coredis.Redis(host="127.0.0.1", port=server.port))
-        made: list[RedisStore] = []
-        for _ in range(count):
-            client = await stack.enter_async_context(
-                coredis.Redis(host="127.0.0.1", port=server.port)
-            )
-            made.append(
-                await stack.enter_async_context(RedisStore(client, prefix=prefix, **options))
-            )
-        yield admin, made
 
 
 def results(futures: list[Any]) -> list[Any]:

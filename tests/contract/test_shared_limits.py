@@ -13,13 +13,13 @@ measured on the real clock. Every wait is bounded by :func:`anyio.fail_after`.
 from __future__ import annotations
 
 import math
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import coredis
 import pytest
+from redis_server import stores
 from support import echo, rate_violation
 
 import werkpool
@@ -34,7 +34,7 @@ from werkpool import (
 from werkpool.redis import RedisStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Hashable, Sequence
+    from collections.abc import Hashable, Sequence
 
     from redis_server import RedisServer
 
@@ -54,24 +54,6 @@ SLACK = 1e-6
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def stores(
-    server: RedisServer, prefix: str, count: int = 2, /, **options: Any
-) -> AsyncIterator[tuple[coredis.Redis[bytes], list[RedisStore]]]:
-    """An admin client, and *count* entered stores, each on a client of its own (a process's)."""
-    async with AsyncExitStack() as stack:
-        admin = await stack.enter_async_context(coredis.Redis(host="127.0.0.1", port=server.port))
-        made: list[RedisStore] = []
-        for _ in range(count):
-            client = await stack.enter_async_context(
-                coredis.Redis(host="127.0.0.1", port=server.port)
-            )
-            made.append(
-                await stack.enter_async_context(RedisStore(client, prefix=prefix, **options))
-            )
-        yield admin, made
 
 
 def weighted_violation(
