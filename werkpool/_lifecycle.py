@@ -11,7 +11,6 @@ task groups at the end, raising the pool's own failure as it was raised.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import sys
 import weakref
@@ -36,6 +35,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+    from types import TracebackType
 
     from anyio.abc import TaskGroup
 
@@ -119,21 +119,25 @@ def _weakly(method: Callable[[], None]) -> Callable[[], None]:
 def _without_own_frames(error: BaseException) -> BaseException:
     """*error*, caught by the caller, made fit to be kept on the lifecycle until it is raised.
 
-    Its traceback holds this module's frames it went through, which hold the lifecycle: kept
-    as they are, they would make a reference cycle, and a pool dropped before its failure was
-    raised would be left to the cyclic GC (issue #21 item 17). The caller's own frame (still
-    running, the head of the traceback) is dropped from it; the others, finished, lose their
-    variables (their lines stay). The frames of the job that failed are left as they are.
+    Its traceback holds this module's frames it went through, which hold the lifecycle (through
+    their variables, and on Python 3.12+ through ``f_back`` even once cleared): kept as they
+    are, they would make a reference cycle, and a pool dropped before its failure was raised
+    would be left to the cyclic GC (issue #21 item 17). They are unlinked from the traceback
+    (the pool's plumbing, no part of the story of the failure); the frames of the job that
+    failed stay as they are.
     """
+    own = globals()
+    kept: list[TracebackType] = []
     tb = error.__traceback__
-    if tb is not None and tb.tb_frame.f_globals is globals():
-        tb = error.__traceback__ = tb.tb_next  # the caller's frame: it cannot be cleared
     while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_globals is globals():
-            with contextlib.suppress(RuntimeError):  # still running (not expected)
-                frame.clear()
+        if tb.tb_frame.f_globals is not own:
+            kept.append(tb)
         tb = tb.tb_next
+    head: TracebackType | None = None
+    for entry in reversed(kept):
+        entry.tb_next = head
+        head = entry
+    error.__traceback__ = head
     return error
 
 

@@ -11,10 +11,10 @@ attempt in its cancel scope with the job's timeout, and tells the scheduler how 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import sys
 import weakref
 from contextvars import ContextVar
+from inspect import isawaitable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
@@ -214,131 +214,140 @@ class Runner:
         reservation: Reservation | None = None
         job: Job
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
-        while True:
-            # Read the clock only when some limit, pause or backoff depends on it (limits and
-            # pauses may change while the pool runs: sched.timed is read each time).
-            timed = sched.timed
-            now = current_time() if timed or backoffs else 0.0
-            admitted = poll(now)
-            if type(admitted) is float:  # nothing to start: the time to poll again
-                if sched.over:
-                    return True
-                streak = 0
-                if worker.token:
-                    self._return_token(worker)
-                wake_at = _INF
-                if crew.sleeper is None:
-                    wait = admitted - now
-                    if wait <= 2 * spin and now != spun_at:
-                        # The slot is nearer than the loop's timers can aim (they wake up to a
-                        # millisecond late): let the loop run once and look again. If the clock
-                        # did not move meanwhile (a virtual clock), a timer waits.
-                        spun_at = now
-                        crew.waking += 1  # we look again at once: nobody else need
-                        try:
-                            await checkpoint()
-                        finally:
-                            crew.waking -= 1
-                        continue
-                    # Wake SPIN early, so that a late timer still lands near the slot (the
-                    # yields above take over from there); a virtual clock waits exactly.
-                    wake_at = admitted - spin if wait > 2 * spin else admitted
-                elif admitted < crew.sleeper_deadline:
-                    # Something is due before the sleeper wakes (a key whose limits free up
-                    # sooner than the line it watches): it must look again.
-                    crew.wake(crew.sleeper)
-                # An idle worker keeps nothing of its last job alive (R53).
-                result = awaitable = worker.job = None
-                job = None  # type: ignore[assignment]  # nor the job's record itself
-                del admitted
-                if not await crew.park(worker, wake_at):
-                    return True  # idle for long: retired (the crew starts anew when needed)
-                continue
-            if remote and type(admitted) is Reservation:
-                reservation = admitted
-                del admitted
-                assert reservation is not None
-                if not await self._reserve(worker, reservation):
-                    reservation = None
-                    if worker.stopping and scope.cancel_called:
-                        return False
+        try:
+            while True:
+                # Read the clock only when some limit, pause or backoff depends on it (limits and
+                # pauses may change while the pool runs: sched.timed is read each time).
+                timed = sched.timed
+                now = current_time() if timed or backoffs else 0.0
+                admitted = poll(now)
+                if type(admitted) is float:  # nothing to start: the time to poll again
+                    if sched.over:
+                        return True
+                    streak = 0
+                    if worker.token:
+                        self._return_token(worker)
+                    # A waiting worker keeps nothing of its last job alive (R53): a failed job's
+                    # error has this frame in its traceback, and the frame would hold the job that
+                    # holds the error, a reference cycle (issue #21 item 17).
+                    result = awaitable = worker.job = None
+                    job = None  # type: ignore[assignment]  # nor the job's record itself
+                    wake_at = _INF
+                    if crew.sleeper is None:
+                        wait = admitted - now
+                        if wait <= 2 * spin and now != spun_at:
+                            # The slot is nearer than the loop's timers can aim (they wake up to a
+                            # millisecond late): let the loop run once and look again. If the clock
+                            # did not move meanwhile (a virtual clock), a timer waits.
+                            spun_at = now
+                            crew.waking += 1  # we look again at once: nobody else need
+                            try:
+                                await checkpoint()
+                            finally:
+                                crew.waking -= 1
+                            continue
+                        # Wake SPIN early, so that a late timer still lands near the slot (the
+                        # yields above take over from there); a virtual clock waits exactly.
+                        wake_at = admitted - spin if wait > 2 * spin else admitted
+                    elif admitted < crew.sleeper_deadline:
+                        # Something is due before the sleeper wakes (a key whose limits free up
+                        # sooner than the line it watches): it must look again.
+                        crew.wake(crew.sleeper)
+                    del admitted
+                    if not await crew.park(worker, wake_at):
+                        return True  # idle for long: retired (the crew starts anew when needed)
                     continue
-                job = reservation.job
-            else:
-                job = admitted  # type: ignore[assignment]
-            # Hand the line on: if more may start, someone must look at it while we run.
-            # (sched.has_queued() written out: this runs once per job.)
-            if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
-                crew.kick(None)
-            if room is not None and room.waiting:
-                room.give()
-            if worker_token and not worker.token:
-                tokens.acquire_on_behalf_of_nowait(worker)  # type: ignore[union-attr]
-                worker.token = True
+                if remote and type(admitted) is Reservation:
+                    reservation = admitted
+                    del admitted
+                    assert reservation is not None
+                    if not await self._reserve(worker, reservation):
+                        reservation = None
+                        if worker.stopping and scope.cancel_called:
+                            return False
+                        continue
+                    job = reservation.job
+                else:
+                    job = admitted  # type: ignore[assignment]
+                # Hand the line on: if more may start, someone must look at it while we run.
+                # (sched.has_queued() written out: this runs once per job.)
+                if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
+                    crew.kick(None)
+                if room is not None and room.waiting:
+                    room.give()
+                if worker_token and not worker.token:
+                    tokens.acquire_on_behalf_of_nowait(worker)  # type: ignore[union-attr]
+                    worker.token = True
 
-            # -- one attempt of the job --
-            job.worker = worker
-            worker.job = job
-            if sched.sink is not None:
-                # The hooks hear of the start now that this worker owns the attempt: a hook
-                # that resizes the pool or cancels the job finds it here (issue #21 item 9).
-                sched.began(job)
-                if job.done():  # a hook cancelled it (or stopped the pool): it does not run
-                    sched.stopped(job)
+                # -- one attempt of the job --
+                job.worker = worker
+                worker.job = job
+                if sched.sink is not None:
+                    # The hooks hear of the start now that this worker owns the attempt: a hook
+                    # that resizes the pool or cancels the job finds it here (issue #21 item 9).
+                    sched.began(job)
+                    if job.done():  # a hook cancelled it (or stopped the pool): it does not run
+                        sched.stopped(job)
+                        if reservation is not None:
+                            await give_back(reservation)
+                            reservation = None
+                        if worker.stopping and scope.cancel_called:
+                            return False
+                        continue
+                timeout = job.options.timeout
+                deadline = _INF
+                if timeout is not None:
+                    deadline = current_time() + timeout
+                    scope.deadline = deadline
+                try:
+                    awaitable = job.fn(*job.args)
+                    if awaitable.__class__ is not CoroutineType and not isawaitable(awaitable):
+                        raise _NotAwaitable(awaitable)
+                    if timed:
+                        # Date the start when the job's code begins, after all the work since the
+                        # poll (handing the line on can start a worker: tens of µs; making the
+                        # coroutine can run the garbage collector): the limits then count the times
+                        # the job, and a server, see (R49).
+                        sched.restamp(job, current_time())
+                    result = await awaitable
+                except _NotAwaitable as bad:
+                    self._not_awaitable(job, bad.value)
+                except BaseException as exc:
+                    if timeout is not None:
+                        scope.deadline = _INF
+                    self._attempt_failed(job, exc, scope, deadline)
+                    if not isinstance(exc, Exception) and not self._raised_by_the_job(exc, scope):
+                        # cancellation (the scope or the pool's), KeyboardInterrupt, SystemExit
+                        raise
+                else:
+                    if timeout is not None:
+                        scope.deadline = _INF
+                        if current_time() >= deadline:
+                            # It returned at or after its deadline: a timeout, on every backend.
+                            self._attempt_failed(job, None, scope, deadline)
+                        else:
+                            returned(job, result)
+                    else:
+                        returned(job, result)
+                finally:
                     if reservation is not None:
                         await give_back(reservation)
                         reservation = None
-                    if worker.stopping and scope.cancel_called:
-                        return False
-                    continue
-            timeout = job.options.timeout
-            deadline = _INF
-            if timeout is not None:
-                deadline = current_time() + timeout
-                scope.deadline = deadline
-            try:
-                awaitable = job.fn(*job.args)
-                if awaitable.__class__ is not CoroutineType and not inspect.isawaitable(awaitable):
-                    raise _NotAwaitable(awaitable)
-                if timed:
-                    # Date the start when the job's code begins, after all the work since the
-                    # poll (handing the line on can start a worker: tens of µs; making the
-                    # coroutine can run the garbage collector): the limits then count the times
-                    # the job, and a server, see (R49).
-                    sched.restamp(job, current_time())
-                result = await awaitable
-            except _NotAwaitable as bad:
-                self._not_awaitable(job, bad.value)
-            except BaseException as exc:
-                if timeout is not None:
-                    scope.deadline = _INF
-                self._attempt_failed(job, exc, scope, deadline)
-                if not isinstance(exc, Exception) and not self._raised_by_the_job(exc, scope):
-                    raise  # cancellation (the scope or the pool's), KeyboardInterrupt, SystemExit
-            else:
-                if timeout is not None:
-                    scope.deadline = _INF
-                    if current_time() >= deadline:
-                        # It returned at or after its deadline: a timeout, on every backend.
-                        self._attempt_failed(job, None, scope, deadline)
-                    else:
-                        returned(job, result)
-                else:
-                    returned(job, result)
-            finally:
-                if reservation is not None:
-                    await give_back(reservation)
-                    reservation = None
-            if (worker.stopping or timeout is not None) and scope.cancel_called:
-                return False
-            if cancelling is not None and cancelling():
-                await self._absorb_stray_cancellation(scope)
-            streak += 1
-            if streak == _FAIRNESS_BATCH:
-                streak = 0
-                if worker.token:
-                    self._return_token(worker)
-                await checkpoint()
+                if (worker.stopping or timeout is not None) and scope.cancel_called:
+                    return False
+                if cancelling is not None and cancelling():
+                    await self._absorb_stray_cancellation(scope)
+                streak += 1
+                if streak == _FAIRNESS_BATCH:
+                    streak = 0
+                    if worker.token:
+                        self._return_token(worker)
+                    await checkpoint()
+        finally:
+            # However it ends, this frame lets go of its last job: a failed job's error has this
+            # frame in its traceback, and the frame (kept alive by it, with its variables) would
+            # hold the job that holds the error, a reference cycle (issue #21 item 17).
+            job = result = awaitable = reservation = None  # type: ignore[assignment]
 
     async def _reserve(self, worker: Worker, reservation: Reservation) -> bool:
         """Perform *reservation*; return True if the attempt may start (at the granted time)."""
