@@ -43,8 +43,9 @@ PoolTransport and aiometer too (aiolimiter and PyrateLimiter are asyncio-only):
   ``retry_after=`` mapping a 429 to its ``Retry-After``; ``pool.run(send, r, key=, cost=)``.
   Where this werkpool has them (detected, so the scenario runs on older code too) it names the
   limits (``name="rpm"``/``"tpm"``), scopes the pushback by the body's limits
-  (``RetryAfter(s, scope="key"|"rpm"|"tpm"|"pool")``, raised by the job) and, in H, reports
-  each answer's headers to the pool (``pool.observe_headers``);
+  (``RetryAfter(s, scope="key"|"rpm"|"tpm"|"pool")``, raised by the job), takes the keys in
+  submission order (``key_order="submitted"``: a batch) and, in H, reports each answer's
+  headers to the pool (``pool.observe_headers``);
 * **werkpool, PoolTransport**: the same pool under ``httpx.AsyncClient(transport=PoolTransport(
   pool, key=, cost=, retries=49, retry_methods=("POST",)))`` and, where it has them,
   ``classify=`` (the body's limits to a scoped pushback) and ``headers=``;
@@ -606,6 +607,7 @@ def features() -> dict[str, bool]:
         "observe": _observer_name() is not None,
         "classify": transport is not None and _has_param(transport, "classify"),
         "transport_headers": transport is not None and _has_param(transport, "headers"),
+        "key_order": _has_param(werkpool.WorkerPool, "key_order"),
     }
 
 
@@ -676,9 +678,12 @@ def recipe_pool(lim: Limits, *, retry_after: bool = True) -> Any:
     """
     from werkpool import Rate, WorkerPool
 
-    named = _features()["names"]
+    feats = _features()
+    named = feats["names"]
     rpm: dict[str, Any] = {"name": "rpm"} if named else {}
     tpm: dict[str, Any] = {"name": "tpm"} if named else {}
+    # A batch: the oldest request first, whatever its key, keeps every key's own limit busy.
+    order: dict[str, Any] = {"key_order": "submitted"} if feats["key_order"] else {}
     return WorkerPool(
         size=RECIPE_SIZE,
         limits=[
@@ -696,6 +701,7 @@ def recipe_pool(lim: Limits, *, retry_after: bool = True) -> Any:
         ],
         per_key=[Rate(lim.key_rate, burst=lim.key_burst)],
         retry_after=recipe_retry_after if retry_after else None,
+        **order,
     )
 
 

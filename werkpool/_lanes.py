@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import reprlib
 from heapq import heappop, heappush, heapreplace
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 
 from ._job import QUEUED
 
@@ -41,9 +41,14 @@ if TYPE_CHECKING:
     from ._job import Job
     from ._limits import Limit
 
-__all__ = ["Keys", "Lane", "weight_step"]
+__all__ = ["KEY_ORDERS", "KeyOrder", "Keys", "Lane", "weight_step"]
 
 _INF: Final = math.inf
+
+#: How the keys share the pool-wide limits (the pool's ``key_order=``): ``"fair"``, the fair
+#: share below; ``"submitted"``, the oldest waiting job first, whatever its key.
+KeyOrder: TypeAlias = Literal["fair", "submitted"]
+KEY_ORDERS: Final[tuple[KeyOrder, ...]] = ("fair", "submitted")
 
 # Where a lane is in Keys' bookkeeping.
 _IDLE: Final = 0  # no job waits (or not looked at yet)
@@ -197,11 +202,15 @@ class Keys:
     :param tick: a wait shorter than this is no wait (the scheduler's ``TICK``)
     :param key_weight: a key's weight in the fair share of the pool-wide limits (the pool's
         ``key_weight=``; None: all keys weigh 1)
+    :param fair: False for the pool's ``key_order="submitted"``: every step is 0, so every tag
+        stays at 0 and the ready keys go by their heads' submission numbers alone (the oldest
+        waiting job first, whatever its key; a key held by its own limits still holds up none)
     """
 
     __slots__ = (
         "_clock",
         "_main_finish",
+        "_main_step",
         "_peak",
         "_ready",
         "_resting",
@@ -218,10 +227,13 @@ class Keys:
         make_limits: Callable[[], tuple[Limit, ...]],
         tick: float,
         key_weight: Callable[[Hashable], float] | None = None,
+        fair: bool = True,
     ) -> None:
         self.make_limits = make_limits
         self._tick = tick
         self.key_weight = key_weight
+        #: The virtual time one attempt of the jobs without a key costs (0: submission order).
+        self._main_step = 1.0 if fair else 0.0
         self.lanes: dict[Hashable, Lane] = {}
         #: The fair share's virtual time: the start tag of the last attempt admitted.
         self._vtime = 0.0
@@ -240,7 +252,9 @@ class Keys:
         if lane is None:
             lanes = self.lanes
             # The weight first: a key_weight that raises leaves no lane behind.
-            step = 1.0 if self.key_weight is None else weight_step(self.key_weight, key)
+            key_weight = self.key_weight
+            # 1 (or 0 in submission order) unless weighed
+            step = self._main_step if key_weight is None else weight_step(key_weight, key)
             lane = lanes[key] = Lane(key, self.make_limits(), step)
             if len(lanes) > self._peak:
                 self._peak = len(lanes)
@@ -325,7 +339,7 @@ class Keys:
         admitted: virtual time moves to its tag, and its flow's next head comes one step later."""
         if lane is None:
             tag = self.main_tag()
-            self._main_finish = tag + 1.0
+            self._main_finish = tag + self._main_step
         else:
             tag = lane.tag
             lane.finish = lane.tag = tag + lane.step
@@ -336,7 +350,7 @@ class Keys:
         """An admission :meth:`served` counted was taken back (a remote limit refused, the job
         was paused or cancelled before it started): its flow gets that share back."""
         if lane is None:
-            self._main_finish -= 1.0
+            self._main_finish -= self._main_step
         else:
             lane.finish = lane.tag = lane.finish - lane.step
             if lane.where == _READY:

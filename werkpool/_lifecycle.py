@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ._events import Hook
     from ._exceptions import RetryAfter
     from ._job import JobOwner
+    from ._lanes import KeyOrder
     from ._limits import RemoteLimit
     from ._options import JobOptions
     from ._ratelimit_headers import Budget
@@ -180,6 +181,7 @@ class Lifecycle:
     :param retry_after: maps a job's error to a pushback delay (``retry_after=``)
     :param max_retry_after: the longest pause a pushback may cause (``max_retry_after=``)
     :param key_weight: a key's weight in the fair share of the pool-wide limits (``key_weight=``)
+    :param key_order: how the keys share the pool-wide limits (``key_order=``)
     """
 
     __slots__ = (
@@ -202,6 +204,7 @@ class Lifecycle:
         "fatal",
         "hooks",
         "in_background",
+        "key_order",
         "key_weight",
         "limiter",
         "limits",
@@ -240,9 +243,11 @@ class Lifecycle:
         hooks: tuple[Hook, ...] = (),
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         key_weight: Callable[[Hashable], float] | None = None,
+        key_order: KeyOrder = "fair",
     ) -> None:
         self.size_shorthand = size
         self.key_weight = key_weight
+        self.key_order = key_order
         #: The pool's hooks, and what calls them once the pool runs (None without hooks).
         self.hooks = hooks
         self.sink: Hooks | None = None
@@ -332,6 +337,7 @@ class Lifecycle:
             remote,
             per_key=(lambda: tuple(build(spec) for spec in per_key)) if per_key else _no_limits,
             key_weight=self.key_weight,
+            key_order=self.key_order,
             retry_after=self.retry_after,
             max_retry_after=self.max_retry_after,
             on_drained=_weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler

@@ -22,6 +22,7 @@ from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from ._exceptions import FutureCancelled, PoolFullError, RetryAfter
 from ._hooks import check_hook
 from ._job import RAISED, RETURNED, RUNNING, Job
+from ._lanes import KEY_ORDERS, KeyOrder
 from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
 from ._options import JobOptions, default_backoff
@@ -114,6 +115,21 @@ def _check_key_weight(key_weight: object) -> None:
         )
 
 
+def _check_key_order(key_order: object, key_weight: object) -> KeyOrder:
+    if not isinstance(key_order, str):
+        raise TypeError(f"key_order must be 'fair' or 'submitted', not {type(key_order).__name__}")
+    for order in KEY_ORDERS:
+        if key_order == order:
+            break
+    else:
+        raise ValueError(f"key_order must be 'fair' or 'submitted', not {key_order!r}")
+    if order == "submitted" and key_weight is not None:
+        raise ValueError(
+            "key_weight= weighs the keys' fair share: it needs key_order='fair', not 'submitted'"
+        )
+    return order
+
+
 def check_max_retry_after(value: object) -> float:
     """Check ``max_retry_after=`` (the pool's or the httpx transport's): a number of seconds
     >= 0, or ``math.inf`` for no cap."""
@@ -193,6 +209,13 @@ class WorkerPool:
         limits: among the keys whose jobs wait, each gets attempt starts in proportion to its
         weight, however many jobs it queued first. ``None`` (the default): every key weighs 1,
         and so do the jobs without a key, as one more key.
+    :param key_order: how the keys share the pool-wide limits (those of ``limits=``, ``size``
+        and ``rate``). ``"fair"`` (the default): by the fair share of ``key_weight``, so a key
+        that queued many jobs first does not hold back the others. ``"submitted"``: the oldest
+        waiting job goes first, whatever its key (a retried job keeps its place), which keeps
+        every key's own limits busy and finishes a batch soonest when one key holds most of the
+        work (see "Fair share or submission order" in the limits guide). Either way a key held
+        by its own ``per_key=`` limits or pause never holds up another key.
     :param retry_after: ``retry_after(error)`` maps an attempt's error to a pushback delay in
         seconds (an HTTP 429's ``Retry-After``), or to a :exc:`werkpool.RetryAfter` with its
         ``scope``, or None: as if the job raised :exc:`werkpool.RetryAfter` (the job's key, or
@@ -219,7 +242,8 @@ class WorkerPool:
     Every attempt, retries included, takes a rate slot and a size slot; a job sleeping in its
     backoff holds neither. Jobs of one key waiting for the same limits start in submission
     order; the keys share the pool-wide limits fairly (round robin, see ``key_weight``), so a
-    key that queued many jobs first does not hold back the others.
+    key that queued many jobs first does not hold back the others (or in submission order, see
+    ``key_order``).
 
     Use it as an async context manager (``async with WorkerPool(...) as pool:``, or
     :func:`worker_pool`): leaving the block normally waits for every job, leaving it with an
@@ -247,6 +271,7 @@ class WorkerPool:
         hooks: Iterable[Hook] = (),
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         key_weight: Callable[[Hashable], float] | None = None,
+        key_order: KeyOrder = "fair",
     ) -> None:
         size = check_size(size)
         rate = check_rate(rate)
@@ -256,6 +281,7 @@ class WorkerPool:
         key_specs, key_shared = split_shared(check_limits(per_key, "per_key"))
         _check_retry_after(retry_after)
         _check_key_weight(key_weight)
+        key_order = _check_key_order(key_order, key_weight)
         max_retry_after = check_max_retry_after(max_retry_after)
         room = None if max_pending is None else Room(max_pending, EmptyQueue())
         self._life = Lifecycle(
@@ -271,6 +297,7 @@ class WorkerPool:
             _check_hooks(hooks),
             max_retry_after,
             key_weight,
+            key_order,
         )
         self._threads = ThreadLimiter()
 
@@ -1284,6 +1311,7 @@ def worker_pool(
     hooks: Iterable[Hook] = (),
     max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     key_weight: Callable[[Hashable], float] | None = None,
+    key_order: KeyOrder = "fair",
 ) -> WorkerPool:
     """
     Return a :class:`WorkerPool` to use as ``async with worker_pool(size=..., rate=...) as pool:``.
@@ -1306,6 +1334,7 @@ def worker_pool(
         hooks=hooks,
         max_retry_after=max_retry_after,
         key_weight=key_weight,
+        key_order=key_order,
     )
 
 

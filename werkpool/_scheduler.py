@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from ._events import EventKind, Outcome
     from ._job import Job, JobOwner
+    from ._lanes import KeyOrder
     from ._limits import Limit, RemoteLimit
     from ._options import JobOptions
     from ._ratelimit_headers import Budget
@@ -184,6 +185,7 @@ class Scheduler:
         *,
         per_key: Callable[[], tuple[Limit, ...]] = _no_limits,
         key_weight: Callable[[Hashable], float] | None = None,
+        key_order: KeyOrder = "fair",
         retry_after: Callable[[Exception], float | RetryAfter | None] | None = None,
         on_drained: Callable[[], None] = _nothing,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
@@ -194,6 +196,8 @@ class Scheduler:
         self.per_key = per_key
         #: A key's weight in the fair share of the pool-wide limits (None: equal weights).
         self.key_weight = key_weight
+        #: How the keys share the pool-wide limits: "fair" or "submitted" (the pool's option).
+        self.key_order = key_order
         #: Maps a job's error to a pushback delay in seconds, or None (the pool's retry_after=).
         self.retry_after = retry_after
         #: The longest pause a pushback may cause, in seconds (the pool's ``max_retry_after=``).
@@ -243,6 +247,10 @@ class Scheduler:
         self.settled: dict[int, dict[str, float]] = {}
         #: Told of every transition when the pool has hooks; None (the common case): no work.
         self.sink: EventSink | None = None
+
+    def _new_keys(self) -> Keys:
+        """The keys' bookkeeping, made when the first key is used (or the keys were cleared)."""
+        return Keys(self.per_key, TICK, self.key_weight, fair=self.key_order == "fair")
 
     def _configure(self) -> None:
         """Work out the fast paths after a change of limits, keys or pause."""
@@ -295,7 +303,7 @@ class Scheduler:
         """Queue a record the caller made at the back of the line of *key*."""
         keys = self.keys
         if keys is None:
-            keys = self.keys = Keys(self.per_key, TICK, self.key_weight)
+            keys = self.keys = self._new_keys()
             self._configure()
         lane = job.lane = keys.lane(key)  # first: a key_weight that raises changes nothing
         self._seq += 1
@@ -958,7 +966,7 @@ class Scheduler:
                 if not any(type(limit) in _OBSERVING for limit in self.per_key()):
                     return 0  # no limit of a key could take it: no lane made for nothing
                 if keys is None:
-                    keys = self.keys = Keys(self.per_key, TICK, self.key_weight)
+                    keys = self.keys = self._new_keys()
                     self._configure()
                 lane = keys.lane(key)
             limits = lane.limits
@@ -991,7 +999,7 @@ class Scheduler:
     def pause_key(self, key: Hashable, until: float, clamped_from: float | None = None) -> None:
         """Start no job of *key* before *until*; never shortens the key's pause."""
         if self.keys is None:
-            self.keys = Keys(self.per_key, TICK, self.key_weight)
+            self.keys = self._new_keys()
             self._configure()
         keys = self.keys
         lane = keys.lane(key)

@@ -9,6 +9,7 @@ limits never holds back the others. Both backends, virtual time.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from typing import Any, cast
 
@@ -254,3 +255,97 @@ def test_random_submissions_never_starve_a_key(
         if index:
             became_head = max(became_head, slot_of[(key, index - 1)] + 1)
         assert slot - became_head <= bound, ((key, index), slot, became_head, bound)
+
+
+# -- key_order="submitted": the oldest waiting job first, whatever its key -----------------------
+
+
+async def test_in_submission_order_the_hot_keys_200_go_first_without_a_limit_of_their_own() -> None:
+    """``key_order="submitted"``, the same queue as the fair-share test above: the pool-wide
+    slots go by submission, so the hot key's 200 jobs take slots 0 to 199 and the cold keys'
+    follow in their own submission order; the pool's rate holds."""
+    starts = Starts()
+    cold = [f"cold{i}" for i in range(10)]
+    async with WorkerPool(rate=10, key_order="submitted") as pool:
+        for i in range(200):
+            pool.run(starts.job, "hot", i, key="hot")
+        for key in cold:
+            for i in range(5):
+                pool.run(starts.job, key, i, key=key)
+    assert starts.order == [("hot", i) for i in range(200)] + [
+        (key, i) for key in cold for i in range(5)
+    ]
+    assert rate_violation(starts.times, 10, 1) is None
+    assert_idle(pool)
+
+
+@pytest.mark.parametrize("key_order", ["fair", "submitted"])
+async def test_a_key_held_by_its_own_rate_holds_up_no_other_key(key_order: str) -> None:
+    """A hot key limited to 5/s by ``per_key=`` queues 100 jobs first, then 10 cold keys 10
+    each, under a pool-wide ``rate=10``. Either way the cold keys take the slots the hot key's
+    own rate leaves (no head-of-line blocking): all 200 start by 20 s. In submission order the
+    hot key keeps its own pace from the start (its 100 by 19.8 s, the fastest its rate
+    allows); in fair share it gets one slot in 11 while the cold keys wait (its 100th later)."""
+    starts = Starts()
+    cold = [f"cold{i}" for i in range(10)]
+    pool = WorkerPool(rate=10, per_key=[Rate(5)], key_order=key_order)  # type: ignore[arg-type]
+    async with pool:
+        for i in range(100):
+            pool.run(starts.job, "hot", i, key="hot")
+        for key in cold:
+            for i in range(10):
+                pool.run(starts.job, key, i, key=key)
+    hot = [t for (key, _), t in zip(starts.order, starts.times, strict=True) if key == "hot"]
+    assert len(starts.order) == 200
+    assert _fifo_within_each_key(starts)
+    assert rate_violation(starts.times, 10, 1) is None
+    assert rate_violation(hot, 5, 1) is None
+    if key_order == "submitted":
+        assert hot[-1] == pytest.approx(99 / 5)  # its own pace, from the first start
+        assert max(starts.times) == pytest.approx(199 / 10)
+    else:
+        assert hot[-1] > 99 / 5 + 5  # held to a fair share while the cold keys wait
+    assert_idle(pool)
+
+
+async def test_in_submission_order_a_retried_job_keeps_its_place() -> None:
+    """``key_order="submitted"``: a job that fails once is retried before the jobs submitted
+    after it (of any key), as soon as its backoff is over."""
+    starts = Starts()
+    failed: set[int] = set()
+
+    async def flaky(key: str, index: int) -> None:
+        await starts.job(key, index)
+        if index == 0 and key == "a" and index not in failed:
+            failed.add(index)
+            raise OSError("once")
+
+    async with WorkerPool(rate=10, key_order="submitted") as pool:
+        futures = [pool.run(flaky, "a", 0, key="a", retries=1, backoff=lambda n: 0.05)]
+        futures += [pool.run(flaky, "b", i, key="b") for i in range(20)]
+    for future in futures:
+        assert future.done()
+        assert future.exception() is None
+    # Its backoff is over at 0.05 s: the retry takes the next slot (0.1 s), before b's jobs.
+    assert starts.order[:3] == [("a", 0), ("a", 0), ("b", 0)]
+    assert starts.times[:3] == pytest.approx([0.0, 0.1, 0.2])
+    assert_idle(pool)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"key_order": "fifo"}, ValueError, "key_order must be 'fair' or 'submitted', not 'fifo'"),
+        ({"key_order": None}, TypeError, "key_order must be 'fair' or 'submitted', not NoneType"),
+        (
+            {"key_order": "submitted", "key_weight": lambda key: 2},
+            ValueError,
+            "key_weight= weighs the keys' fair share: it needs key_order='fair'",
+        ),
+    ],
+)
+async def test_bad_key_order_raises_at_the_call(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        WorkerPool(**kwargs)
