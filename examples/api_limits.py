@@ -9,7 +9,7 @@ of the same 800 requests:
 - the client's limits match the server's: werkpool spends the server's budget without a
   single pushback, and finishes close to the fastest any client could (the "bound");
 - the server is 20 % stricter than it advertises: the client still sends at the
-  advertised limits, gets pushed back, pauses for the Retry-After and halves its
+  advertised limits, gets pushed back, pauses for the Retry-After and slows its
   adaptive rates, and still finishes every request.
 
 Run: python examples/api_limits.py [--backend asyncio|trio] [--scale 120]

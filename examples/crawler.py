@@ -10,7 +10,7 @@ that comes sooner than its host allows gets ``429 Too Many Requests`` with a
 The crawler sends through ``httpx.AsyncClient(transport=PoolTransport(pool, inner))``:
 each request is a job of ``WorkerPool(size=6, per_key=[Rate(10, adaptive=True),
 Concurrency(2)])``, keyed by its host, so each host gets its own rate and at most two
-requests in flight. A 429 pauses only that host's requests for its Retry-After, halves
+requests in flight. A 429 pauses only that host's requests for its Retry-After, slows
 that host's rate, and the request is retried: the crawl completes, every page with a
 200, and the other hosts never wait for it.
 
@@ -242,7 +242,9 @@ async def demo() -> Report:
     start = anyio.current_time()
     async with WorkerPool(size=SIZE, per_key=PER_HOST) as pool:
         # PoolTransport keys each request by its host (werkpool.httpx.by_host).
-        transport = PoolTransport(pool, httpx.ASGITransport(app=web), retries=RETRIES)
+        inner = httpx.ASGITransport(app=web)
+        # headers="key": a host's rate-limit headers describe that host's own limits.
+        transport = PoolTransport(pool, inner, retries=RETRIES, headers="key")
         async with httpx.AsyncClient(transport=transport) as client:
             await crawl(client, START, statuses)
     return Report(statuses, web, pool.statistics(), start, anyio.current_time() - start)
