@@ -51,6 +51,12 @@ _INF = math.inf
 #: a few refusals).
 _GOOD_SHARE = 0.9
 
+#: Below the rate that was last refused, an adaptive rate probes upward this much slower than
+#: above it: the server said no there not long ago (as TCP CUBIC's plateau near its last
+#: window). Without it, a server stricter than the configured rate is overrun again within a
+#: second of each recovery (benchmarks/control_law.py draws the law).
+_GENTLE = 0.25
+
 
 class Limit(Protocol):
     """What the scheduler asks of every limit."""
@@ -277,6 +283,7 @@ class RateLimit:
     """
 
     __slots__ = (
+        "_ceiling",
         "_changed_at",
         "_decreased_at",
         "_ends",
@@ -337,6 +344,8 @@ class RateLimit:
         #: once, and from when (``inf``: no jump pending).
         self._decreased_at = -_INF
         self._good = rate
+        #: The rate of the last refusal that was news: probed up to gently (inf: none yet).
+        self._ceiling = _INF
         self._recover_at = _INF
         #: Each running attempt by job number: its admission time, the ``tat`` right after its
         #: units, and :attr:`_shift` then; and the record of the attempt released last (its
@@ -513,6 +522,7 @@ class RateLimit:
             self.rate = self.configured * older.rate / older.configured
             self._set_margin()
             self._good = self.configured * older._good / older.configured
+            self._ceiling = self.configured * older._ceiling / older.configured
             self._recover_at = older._recover_at
             self._decreased_at = older._decreased_at
         if self._hold is None:
@@ -558,6 +568,7 @@ class RateLimit:
                     self._regrow(now)
                 floor = self.configured / 64
                 self._good = max(self.rate * _GOOD_SHARE, floor)
+                self._ceiling = self.rate
                 self._set_rate(max(self.rate / 2, floor), now)
                 self._changed_at = now
                 self._decreased_at = now
@@ -607,22 +618,35 @@ class RateLimit:
             self._set_level(now, level)
 
     def _regrow(self, now: float) -> None:
-        """Grow the effective rate since the last change: at once to the last good rate once
-        the quiet after a decrease is over, and linearly, up to the configured rate."""
-        slope = self.configured / (2 * self.per)
+        """Grow the effective rate since the last change: linearly (gently below the rate last
+        refused), at once to the last good rate when the quiet after a decrease is over, up to
+        the configured rate."""
         recover_at = self._recover_at
         if recover_at <= now:
             self._recover_at = _INF
-            grown = self.rate + max(0.0, recover_at - self._changed_at) * slope
+            grown = self._grown(max(0.0, recover_at - self._changed_at))
             if self._good > grown:
                 grown = self._good
             self._set_rate(min(grown, self.configured), now)
             self._changed_at = max(recover_at, self._changed_at)
         elapsed = now - self._changed_at
         if elapsed > 0:
-            grown = self.rate + elapsed * slope
-            self._set_rate(min(grown, self.configured), now)
+            self._set_rate(min(self._grown(elapsed), self.configured), now)
             self._changed_at = now
+
+    def _grown(self, elapsed: float) -> float:
+        """The rate after *elapsed* seconds of linear regrowth from the current one: by
+        ``configured / (2 * per)`` per second, a quarter of that below the last refused rate."""
+        slope = self.configured / (2 * self.per)
+        rate = self.rate
+        ceiling = self._ceiling
+        if rate >= ceiling:
+            return rate + elapsed * slope
+        gentle = slope * _GENTLE
+        reach = (ceiling - rate) / gentle  # the seconds to the ceiling, gently
+        if elapsed <= reach:
+            return rate + elapsed * gentle
+        return ceiling + (elapsed - reach) * slope
 
     # -- introspection ----------------------------------------------------------------------------
 

@@ -287,12 +287,17 @@ def effective(pool: WorkerPool, index: int = 0) -> float | None:
 
 def adaptive_model(pushbacks: list[float], rate: float, per: float) -> list[float]:
     """The effective rate right after each pushback at the times *pushbacks*, by the contract:
-    halved (not below ``rate / 64``), regrowing by ``rate / (2 * per)`` per second between
-    pushbacks, never above ``rate``."""
-    effective, last, after = rate, None, []
+    halved (not below ``rate / 64``), regrowing between pushbacks by ``rate / (2 * per)`` per
+    second, a quarter of that below the rate refused last, never above ``rate``."""
+    effective, last, ceiling, after = rate, None, math.inf, []
+    slope = rate / (2 * per)
     for t in pushbacks:
         if last is not None:
-            effective = min(rate, effective + (t - last) * rate / (2 * per))
+            elapsed = t - last
+            gentle = min(elapsed, max(0.0, ceiling - effective) / (slope / 4))
+            effective += gentle * slope / 4 + (elapsed - gentle) * slope
+            effective = min(rate, effective)
+        ceiling = effective
         effective = max(effective / 2, rate / 64)
         last = t
         after.append(effective)
@@ -322,9 +327,10 @@ async def test_adaptive_rate_halves_at_each_pushback_down_to_a_64th() -> None:
 
 async def test_adaptive_rate_regrows_to_its_last_good_rate_then_linearly() -> None:
     """``Rate(200, per=20, adaptive=True)`` (10/s): one pushback of 1 s halves it to 5/s; it
-    regrows by 10/(2*20) = 0.25/s per second during the pause and the quiet after it (one
-    pause-length), then at 2 s jumps at once to its last good rate (0.9 x 10 = 9/s), then
-    regrows linearly again (9.5 at 4 s), never above 10."""
+    regrows by a quarter of 10/(2*20) = 0.25/s per second (below the 10/s refused) during the
+    pause and the quiet after it (one pause-length), then at 2 s jumps at once to its last good
+    rate (0.9 x 10 = 9/s), then regrows linearly again, as gently up to the 10/s refused (9.125
+    at 4 s, 10 at 18 s), never above 10."""
     jobs = Pushy()
     async with WorkerPool(limits=[Rate(200, per=20, adaptive=True)]) as pool:
         future = pool.run(jobs.job, "x", {1: RetryAfter(1)})
@@ -333,12 +339,13 @@ async def test_adaptive_rate_regrows_to_its_last_good_rate_then_linearly() -> No
         t0 = anyio.current_time()
         assert effective(pool) == approx(5)
         for when, expected in (
-            (0.5, 5.125),
-            (1.5, 5.375),
-            (1.99, 5.4975),
+            (0.5, 5.03125),
+            (1.5, 5.09375),
+            (1.99, 5.124375),
             (2.0, 9.0),
-            (4.0, 9.5),
-            (6.0, 10.0),
+            (4.0, 9.125),
+            (6.0, 9.25),
+            (18.0, 10.0),
             (60.0, 10.0),
         ):
             await at(t0, when)
@@ -590,3 +597,48 @@ async def test_push_back_keeps_a_longer_pause_and_refuses_a_bad_delay() -> None:
                 pool.push_back(bad)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="key"):
             pool.push_back(1, key=[])  # type: ignore[arg-type]
+
+
+class _StricterServer:
+    """A GCRA of 7/s, burst 1: refuses what comes too early with a RetryAfter (the exact wait,
+    or a fixed one)."""
+
+    def __init__(self, fixed: float | None) -> None:
+        self.fixed = fixed
+        self.tat = -1.0
+        self.admitted: list[float] = []
+        self.refused = 0
+
+    async def call(self) -> None:
+        now = anyio.current_time()
+        if now < self.tat - 1e-9:
+            self.refused += 1
+            raise RetryAfter(self.tat - now if self.fixed is None else self.fixed)
+        self.tat = max(self.tat, now) + 1 / 7
+        self.admitted.append(now)
+        await anyio.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("fixed", "min_share", "max_refused"),
+    [(None, 0.9, 0.4), (1.0, 0.4, 0.2)],
+    ids=["exact Retry-After", "Retry-After 1 s"],
+)
+async def test_an_adaptive_rate_settles_near_a_stricter_servers_rate(
+    fixed: float | None, min_share: float, max_refused: float
+) -> None:
+    """``Rate(10, adaptive=True)`` against a server that admits 7/s (benchmarks/control_law.py
+    draws it): 600 jobs, every refusal retried. Below the rate refused last the probe is gentle,
+    so each recovery does not overrun the server at once: after the first 10 s the client gets
+    at least 90 % of the server's rate with under 40 % of the jobs refused once (with the exact
+    wait as Retry-After), or 40 % with under 20 % refused (a fixed 1 s Retry-After). Before the
+    gentle probe it regrew to 10/s within the pause: 412 refusals and 99 %, or 599 and 13 %."""
+    server = _StricterServer(fixed)
+    async with WorkerPool(limits=[Rate(10, adaptive=True)]) as pool:
+        for _ in range(600):
+            pool.run(server.call, retries=100)
+    assert len(server.admitted) == 600
+    end = server.admitted[-1]
+    after = [t for t in server.admitted if t >= 10]
+    assert len(after) / (end - 10) >= min_share * 7
+    assert server.refused <= max_refused * 600
