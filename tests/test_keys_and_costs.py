@@ -119,11 +119,11 @@ class TestAdaptiveRate:
         limit.pushback(0.5, 1.0, True)  # an attempt already in flight: the same news
         assert limit.rate == 5
         limit.pushback(1.0, 2.0, True)  # after the pause: the provider still refuses
-        # It regrew gently (below the 10/s refused: a quarter of 10/(2*1 s), 1.25 per second)
-        # for 1 s to 6.25, then halved; 6.25 is now the rate refused last.
-        assert limit.rate == pytest.approx(3.125)
-        limit.earliest(None, 1.5)  # +1.25 per second since the change at 1.0
-        assert limit.rate == pytest.approx(3.75)
+        assert limit.rate == pytest.approx(2.5 + 2.5)  # regrew by 10/(2*1 s) * 1 s, then halved
+        # A refusal 1 s after the last (within 2 * per): below the 10/s it refused at, the rate
+        # regrows a quarter as fast, +1.25 per second since the change at 1.0.
+        limit.earliest(None, 1.5)
+        assert limit.rate == pytest.approx(5.625)
         limit.earliest(None, 10.0)
         assert limit.rate == 10  # never above the configured rate
 

@@ -51,10 +51,10 @@ _INF = math.inf
 #: a few refusals).
 _GOOD_SHARE = 0.9
 
-#: Below the rate that was last refused, an adaptive rate probes upward this much slower than
-#: above it: the server said no there not long ago (as TCP CUBIC's plateau near its last
-#: window). Without it, a server stricter than the configured rate is overrun again within a
-#: second of each recovery (benchmarks/control_law.py draws the law).
+#: After a refusal that came soon after another, an adaptive rate probes upward this much
+#: slower below the rate refused than above it: the server said no there twice (as TCP CUBIC's
+#: plateau near its last window). Without it, a server stricter than the configured rate is
+#: overrun again within a second of each recovery (benchmarks/control_law.py draws the law).
 _GENTLE = 0.25
 
 
@@ -568,7 +568,11 @@ class RateLimit:
                     self._regrow(now)
                 floor = self.configured / 64
                 self._good = max(self.rate * _GOOD_SHARE, floor)
-                self._ceiling = self.rate
+                # A refusal soon after the last (within two periods, and the pause and quiet
+                # of this one) says the server is stricter than this rate: probe gently below
+                # it from now on. A lone one (a jitter 429) leaves the probe as fast as it was.
+                repeated = now - self._decreased_at <= 2 * (self.per + until - now)
+                self._ceiling = self.rate if repeated else _INF
                 self._set_rate(max(self.rate / 2, floor), now)
                 self._changed_at = now
                 self._decreased_at = now
@@ -636,11 +640,12 @@ class RateLimit:
 
     def _grown(self, elapsed: float) -> float:
         """The rate after *elapsed* seconds of linear regrowth from the current one: by
-        ``configured / (2 * per)`` per second, a quarter of that below the last refused rate."""
+        ``configured / (2 * per)`` per second, a quarter of that below the rate refused last if
+        that refusal followed another soon (see :meth:`pushback`)."""
         slope = self.configured / (2 * self.per)
         rate = self.rate
         ceiling = self._ceiling
-        if rate >= ceiling:
+        if rate >= ceiling or ceiling == _INF:
             return rate + elapsed * slope
         gentle = slope * _GENTLE
         reach = (ceiling - rate) / gentle  # the seconds to the ceiling, gently

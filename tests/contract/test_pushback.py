@@ -288,16 +288,19 @@ def effective(pool: WorkerPool, index: int = 0) -> float | None:
 def adaptive_model(pushbacks: list[float], rate: float, per: float) -> list[float]:
     """The effective rate right after each pushback at the times *pushbacks*, by the contract:
     halved (not below ``rate / 64``), regrowing between pushbacks by ``rate / (2 * per)`` per
-    second, a quarter of that below the rate refused last, never above ``rate``."""
+    second, a quarter of that below the rate refused last when that refusal came within
+    ``2 * (per + pause)`` of the one before (the pauses here are 1 s), never above ``rate``."""
     effective, last, ceiling, after = rate, None, math.inf, []
     slope = rate / (2 * per)
     for t in pushbacks:
         if last is not None:
             elapsed = t - last
-            gentle = min(elapsed, max(0.0, ceiling - effective) / (slope / 4))
+            gentle = 0.0  # the seconds of gentle regrowth (none without a ceiling)
+            if ceiling != math.inf:
+                gentle = min(elapsed, max(0.0, ceiling - effective) / (slope / 4))
             effective += gentle * slope / 4 + (elapsed - gentle) * slope
             effective = min(rate, effective)
-        ceiling = effective
+        ceiling = effective if last is not None and t - last <= 2 * (per + 1) else math.inf
         effective = max(effective / 2, rate / 64)
         last = t
         after.append(effective)
@@ -326,11 +329,11 @@ async def test_adaptive_rate_halves_at_each_pushback_down_to_a_64th() -> None:
 
 
 async def test_adaptive_rate_regrows_to_its_last_good_rate_then_linearly() -> None:
-    """``Rate(200, per=20, adaptive=True)`` (10/s): one pushback of 1 s halves it to 5/s; it
-    regrows by a quarter of 10/(2*20) = 0.25/s per second (below the 10/s refused) during the
-    pause and the quiet after it (one pause-length), then at 2 s jumps at once to its last good
-    rate (0.9 x 10 = 9/s), then regrows linearly again, as gently up to the 10/s refused (9.125
-    at 4 s, 10 at 18 s), never above 10."""
+    """``Rate(200, per=20, adaptive=True)`` (10/s): one lone pushback of 1 s halves it to 5/s;
+    it regrows by 10/(2*20) = 0.25/s per second during the pause and the quiet after it (one
+    pause-length), then at 2 s jumps at once to its last good rate (0.9 x 10 = 9/s), then
+    regrows linearly again (9.5 at 4 s), never above 10: a lone refusal (a jitter 429) leaves
+    the probe at full speed."""
     jobs = Pushy()
     async with WorkerPool(limits=[Rate(200, per=20, adaptive=True)]) as pool:
         future = pool.run(jobs.job, "x", {1: RetryAfter(1)})
@@ -339,13 +342,12 @@ async def test_adaptive_rate_regrows_to_its_last_good_rate_then_linearly() -> No
         t0 = anyio.current_time()
         assert effective(pool) == approx(5)
         for when, expected in (
-            (0.5, 5.03125),
-            (1.5, 5.09375),
-            (1.99, 5.124375),
+            (0.5, 5.125),
+            (1.5, 5.375),
+            (1.99, 5.4975),
             (2.0, 9.0),
-            (4.0, 9.125),
-            (6.0, 9.25),
-            (18.0, 10.0),
+            (4.0, 9.5),
+            (6.0, 10.0),
             (60.0, 10.0),
         ):
             await at(t0, when)
