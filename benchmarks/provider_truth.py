@@ -39,9 +39,10 @@ PoolTransport and aiometer too (aiolimiter and PyrateLimiter are asyncio-only):
 
 * **werkpool, recipe**: :func:`recipe_pool`, the configuration of docs/recipes/llm-api.md (the
   referee's, but for the keys' burst): ``Rate(120, per=W, burst=120, adaptive=True)``,
-  ``Rate(200_000, per=W, burst=200_000, unit="tokens", adaptive=True)``, ``per_key=[Rate(6)]``
-  (burst 1, one less than the server's 2: the referee's ``burst=2`` had each key refused once
-  at the start, its first two requests reaching the server late on their new connections),
+  ``Rate(200_000, per=W, burst=200_000, unit="tokens", adaptive=True)``, ``per_key=[Rate(6,
+  burst=2, initial=1)]`` (the referee's ``burst=2`` had each key refused once at the start: its
+  first two requests reached the server late on their new connections, the third on time;
+  ``initial=1`` starts a fresh key's bucket with one start, and keeps the burst to catch up),
   ``size=32``, ``retry_after=`` mapping a 429 to its ``Retry-After``; ``pool.run(send, r,
   key=, cost=)``.
   Where this werkpool has them (detected, so the scenario runs on older code too) it names the
@@ -611,6 +612,7 @@ def features() -> dict[str, bool]:
         "classify": transport is not None and _has_param(transport, "classify"),
         "transport_headers": transport is not None and _has_param(transport, "headers"),
         "key_order": _has_param(werkpool.WorkerPool, "key_order"),
+        "initial": _has_param(werkpool.Rate, "initial"),
     }
 
 
@@ -687,6 +689,10 @@ def recipe_pool(lim: Limits, *, retry_after: bool = True) -> Any:
     tpm: dict[str, Any] = {"name": "tpm"} if named else {}
     # A batch: the oldest request first, whatever its key, keeps every key's own limit busy.
     order: dict[str, Any] = {"key_order": "submitted"} if feats["key_order"] else {}
+    if feats["initial"]:
+        key_rate = Rate(lim.key_rate, burst=lim.key_burst, initial=1)
+    else:
+        key_rate = Rate(lim.key_rate)
     return WorkerPool(
         size=RECIPE_SIZE,
         limits=[
@@ -702,9 +708,9 @@ def recipe_pool(lim: Limits, *, retry_after: bool = True) -> Any:
                 **tpm,
             ),
         ],
-        # burst=1, one less than the server's 2: requests sent back to back on fresh
-        # connections reach it out of order, and the server's slack absorbs that.
-        per_key=[Rate(lim.key_rate)],
+        # The server's burst, but a fresh key starts one request, not two back to back:
+        # those reach it out of order on fresh connections (burst 1 where initial= is missing).
+        per_key=[key_rate],
         retry_after=recipe_retry_after if retry_after else None,
         **order,
     )

@@ -283,6 +283,7 @@ class RateLimit:
     """
 
     __slots__ = (
+        "_admit_extra",
         "_ceiling",
         "_changed_at",
         "_decreased_at",
@@ -298,6 +299,7 @@ class RateLimit:
         "_slack",
         "_unheld",
         "_units",
+        "_warmup",
         "adaptive",
         "burst",
         "configured",
@@ -319,10 +321,16 @@ class RateLimit:
         adaptive: bool = False,
         per: float = 1.0,
         margin: float = 0.0,
+        initial: float | None = None,
         spec: object = None,
     ) -> None:
         self.rate = rate
         self.configured = rate
+        #: The units a fresh bucket holds already (``burst - initial``): its first start fills
+        #: the bucket that far, then 0 (see :meth:`admit`).
+        self._warmup = 0.0 if initial is None else burst - initial
+        #: What the latest admit() added for the warm-up (restamp() keeps it on a restart).
+        self._admit_extra: float = 0
         self.margin = margin
         #: The margin in units at the current rate: what each start adds beside its cost.
         self._pad = margin * rate
@@ -387,8 +395,13 @@ class RateLimit:
             self._hold.take(cost - self._pad, at)
         if at > self._origin + self._units / self.rate:
             self._origin = at  # the bucket drained before `at`: restart the schedule there
-            self._units = cost
+            extra = self._warmup  # a fresh bucket's first start holds back initial= (0 else)
+            if extra:
+                self._warmup = 0.0
+            self._admit_extra = extra
+            self._units = cost + extra
         else:
+            self._admit_extra = 0
             self._units += cost
         if job is not None:
             self._ends[job.seq] = (at, self._origin + self._units / self.rate, self._shift)
@@ -398,9 +411,10 @@ class RateLimit:
         # tat - cost/rate; if that is before `at`, the bucket had drained by then and restarts.
         unit = self.unit
         cost = (1 if unit is None else _cost(job, unit)) + self._pad
-        if at > self._origin + (self._units - cost) / self.rate:
+        extra = self._admit_extra
+        if at > self._origin + (self._units - cost - extra) / self.rate:
             self._origin = at
-            self._units = cost
+            self._units = cost + extra
         if job is not None:
             self._ends[job.seq] = (at, self._origin + self._units / self.rate, self._shift)
 
@@ -1032,6 +1046,7 @@ def build(spec: LimitSpec) -> Limit:
             adaptive=spec.adaptive,
             per=spec.per,
             margin=spec.margin,
+            initial=spec.initial,
             spec=spec,
         )
     if isinstance(spec, Window):

@@ -152,8 +152,13 @@ class Rate:
         its scope (``RetryAfter(2, scope="tpm")`` holds this limit only); a non-empty str of at
         most 100 characters, not ``"key"`` or ``"pool"``; unique among a pool's ``limits=``
         (and among its ``per_key=``)
-
-    .. versionadded:: 0.3
+    :param initial: the units a fresh bucket lets start at once (default ``None``: ``burst``).
+        ``Rate(6, burst=2, initial=1)``: the first start goes at once, the next one ``1/6`` s
+        later, and the burst only lets a start that came late catch up. Requests sent back to
+        back on new connections reach a server out of order; against a server whose own burst
+        is the same, they then look too close. A number from the largest cost (1 without a
+        unit) to ``burst``; an int without a unit. Applies to a bucket's first start (each key
+        gets a fresh bucket when first seen, and again after it was dropped idle).
     .. versionchanged:: 0.3 ``name``; an adaptive rate decreases once per episode of pushback and
        regrows at once to its last good rate after one pause-length of quiet
     """
@@ -166,6 +171,7 @@ class Rate:
     adaptive: bool = False
     margin: float = 0.0
     name: str | None = None
+    initial: float | None = None
 
     def __post_init__(self) -> None:
         _unit(self.unit, "Rate")
@@ -178,6 +184,13 @@ class Rate:
         if not isinstance(adaptive, bool):
             raise TypeError(f"Rate: adaptive must be a bool, not {type(self.adaptive).__name__}")
         object.__setattr__(self, "margin", _margin(self.margin, self.per))
+        if self.initial is not None:
+            _number(self.initial, "initial", "Rate", integral=integral)
+            if self.initial > self.burst:
+                raise ValueError(
+                    f"Rate: initial must be at most burst ({_show(self.burst)}), "
+                    f"got {show_value(self.initial)}"
+                )
 
     def shared(self, store: Store, name: str) -> Shared:
         """This limit kept in *store* under *name*: every pool, in any process or host, that
@@ -202,6 +215,8 @@ class Rate:
             text += f", margin={_show(self.margin)}"
         if self.name is not None:
             text += f", name={self.name!r}"
+        if self.initial is not None:
+            text += f", initial={_show(self.initial)}"
         return text + ")"
 
 
@@ -352,6 +367,11 @@ class Shared:
             raise ValueError(
                 f"{limit!r} cannot be shared: an adaptive rate halves on its own pushbacks, "
                 "which other processes do not see (share a plain Rate)"
+            )
+        if isinstance(limit, Rate) and limit.initial is not None:
+            raise ValueError(
+                f"{limit!r} cannot be shared: the store's bucket is one for every process, "
+                "fresh only once (give initial= to a local Rate beside it)"
             )
         if isinstance(limit, Rate) and limit.margin:
             raise ValueError(

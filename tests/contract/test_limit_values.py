@@ -236,6 +236,11 @@ BAD_VALUES = [
     ("Rate(1, unit=3)", TypeError, "unit"),
     ("Rate(1, adaptive=1)", TypeError, "adaptive"),
     ('Rate(1, adaptive="yes")', TypeError, "adaptive"),
+    ("Rate(1, burst=2, initial=0)", ValueError, "initial"),
+    ("Rate(1, burst=2, initial=3)", ValueError, "initial"),
+    ("Rate(1, burst=2, initial=1.5)", TypeError, "initial"),  # counting attempts: an int
+    ('Rate(1, burst=2, initial="1")', TypeError, "initial"),
+    ('Rate(1, burst=9, unit="tokens", initial=NAN)', ValueError, "initial"),
     ("Window(0, per=1)", ValueError, "count"),
     ("Window(1.5, per=1)", TypeError, "count"),  # counting attempts: an int
     ('Window("3", per=1)', TypeError, "count"),
