@@ -17,7 +17,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
@@ -29,7 +29,7 @@ import httpx
 from ._exceptions import FutureCancelled, RetryAfter
 from ._options import default_backoff
 from ._pool import WorkerPool, check_max_retry_after
-from ._ratelimit_headers import Budget, HeaderReport, parse_headers
+from ._ratelimit_headers import HeaderReport, less_sent, parse_headers
 from ._scheduler import DEFAULT_MAX_RETRY_AFTER
 from ._validate import check_backoff, check_retries, check_retryable, check_timeout
 
@@ -586,7 +586,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
             return
         later = [cost for sent, cost in self._sent_log if sent > number]
         if later:
-            budgets = tuple(_less(budget, later) for budget in budgets)
+            budgets = tuple(less_sent(budget, later) for budget in budgets)
         self._applied += self.pool._observe(budgets, key if self.headers == "key" else None)
 
     def _pushed_back(self, scope: str | None, key: Hashable) -> None:
@@ -654,30 +654,6 @@ class PoolTransport(httpx.AsyncBaseTransport):
         traceback: TracebackType | None = None,
     ) -> None:
         await self.transport.__aexit__(exc_type, exc_value, traceback)
-
-
-def _unit_name(unit: str) -> str:
-    """A unit's name compared: ``input_tokens`` and ``Input-Tokens`` are ``input-tokens``."""
-    return unit.lower().replace("_", "-")
-
-
-def _less(budget: Budget, later: list[Mapping[str, float] | None]) -> Budget:
-    """*budget* less the units of the attempts sent *later* (each's cost, or 1 request)."""
-    unit = budget.unit
-    if unit is None:
-        used = float(len(later))
-    else:
-        name = _unit_name(unit)
-        used = sum(
-            amount
-            for cost in later
-            if cost is not None
-            for cost_unit, amount in cost.items()
-            if _unit_name(cost_unit) == name
-        )
-    if not used:
-        return budget
-    return replace(budget, remaining=max(budget.remaining - used, 0.0))
 
 
 def _small_body(response: httpx.Response) -> bool:

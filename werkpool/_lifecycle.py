@@ -34,7 +34,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -738,6 +738,34 @@ class Lifecycle:
                 self.pause(until, key if scope != "pool" else None)
         else:
             sched.push_back(key, self.now(), until, clamped_from, scope)
+
+    def sent_after(self, job: Job) -> list[Mapping[str, float] | None]:
+        """The costs of the pool's attempts running now that were admitted after *job*'s (as a
+        rate counting attempts orders them): a server that answered *job* had not counted them
+        yet."""
+        sched, crew = self.sched, self.crew
+        if sched is None or crew is None:
+            return []
+        lane = job.lane
+        limits = sched.limits if lane is None else sched.limits + lane.limits
+        for limit in limits:
+            # A rate counting attempts: each admission moves its schedule on, so the marks
+            # order the attempts even when they were admitted at the same time.
+            if isinstance(limit, RateLimit) and limit.unit is None:
+                mark = limit.admission_mark(job)
+                if mark is not None:
+                    break
+        else:
+            return []  # no rate orders the attempts
+        later: list[Mapping[str, float] | None] = []
+        for worker in crew.workers:
+            other = worker.job
+            if other is None or other is job or other.state != RUNNING:
+                continue
+            other_mark = limit.admission_mark(other)
+            if other_mark is not None and other_mark > mark:
+                later.append(other.cost)
+        return later
 
     def observe(self, budgets: Iterable[Budget], key: Hashable = None) -> int:
         """A server's budgets lower the matching limits (:meth:`Scheduler.observe`); how many

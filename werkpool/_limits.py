@@ -439,6 +439,13 @@ class RateLimit:
 
     # -- settlement -------------------------------------------------------------------------------
 
+    def admission_mark(self, job: Job) -> float | None:
+        """Where *job*'s running attempt stands in this bucket's schedule (None if it runs none
+        here): the ``tat`` right after its units, which grows with each admission of a cost, so
+        a later admission has a later mark even at the same time."""
+        record = self._ends.get(job.seq)
+        return None if record is None else record[1]
+
     def _record(self, job: Job) -> tuple[float, float, float] | None:
         """*job*'s attempt in the schedule: running, or the one released last."""
         seq = job.seq

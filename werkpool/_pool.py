@@ -26,7 +26,7 @@ from ._lanes import KEY_ORDERS, KeyOrder
 from ._lifecycle import NEW, Lifecycle
 from ._map import MapCore, MapIterator, check_window
 from ._options import JobOptions, default_backoff
-from ._ratelimit_headers import Budget, parse_headers
+from ._ratelimit_headers import Budget, less_sent, parse_headers
 from ._room import EmptyQueue, Room
 from ._scheduler import DEFAULT_MAX_RETRY_AFTER
 from ._specs import LimitSpec, Shared, check_limits, split_shared
@@ -534,6 +534,11 @@ class WorkerPool:
         they apply to the pool's limits, unless *key* names the job key whose ``per_key=``
         limits they describe (a pool whose keys are the API keys).
 
+        Called from inside a job (with the response its attempt got), the attempts of the pool
+        admitted after that one and still running are taken off each budget: the server had not
+        counted them when it answered (as :class:`werkpool.httpx.PoolTransport` does it; the
+        order comes from a :class:`Rate` without a unit).
+
         A malformed or hostile header is ignored (never raised); a response without such
         headers costs one scan of its names. Remote (Redis) limits are not lowered.
 
@@ -547,7 +552,17 @@ class WorkerPool:
         check_key(key)
         now = self._life.now()
         report = parse_headers(headers, now, time.time())
-        return self._life.observe(report.budgets, key)
+        budgets = report.budgets
+        worker = running_worker.get()
+        job = None if worker is None else worker.job
+        if budgets and job is not None and running_in.get() is self._life.runner:
+            # Called from a job of this pool with its response: the attempts admitted after it
+            # and still running were sent after its request, and the server had not counted
+            # them when it answered (as the httpx transport does it).
+            later = self._life.sent_after(job)
+            if later:
+                budgets = tuple(less_sent(budget, later) for budget in budgets)
+        return self._life.observe(budgets, key)
 
     def _observe(self, budgets: Iterable[Budget], key: Hashable) -> int:
         """:meth:`observe_headers` with the headers read (the httpx transport reads them once

@@ -36,7 +36,7 @@ import calendar
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import parsedate_tz
 from types import MappingProxyType
@@ -56,6 +56,7 @@ __all__ = [
     "HeaderFields",
     "HeaderParser",
     "HeaderReport",
+    "less_sent",
     "parse_headers",
 ]
 
@@ -921,3 +922,30 @@ class _SFParser:
             else:
                 data.append(ord(char))
         raise _Malformed  # no closing quote
+
+
+def _unit_name(unit: str) -> str:
+    """A unit's name compared: ``input_tokens`` and ``Input-Tokens`` are ``input-tokens``."""
+    return unit.lower().replace("_", "-")
+
+
+def less_sent(budget: Budget, later: Iterable[Mapping[str, float] | None]) -> Budget:
+    """*budget* less the units of the attempts sent *later* than the one whose response stated
+    it (each's cost, or 1 request): the server had not counted them yet, and without this every
+    response in flight would hand out the same units again."""
+    later = list(later)
+    unit = budget.unit
+    if unit is None:
+        used = float(len(later))
+    else:
+        name = _unit_name(unit)
+        used = sum(
+            amount
+            for cost in later
+            if cost is not None
+            for cost_unit, amount in cost.items()
+            if _unit_name(cost_unit) == name
+        )
+    if not used:
+        return budget
+    return replace(budget, remaining=max(budget.remaining - used, 0.0))

@@ -293,3 +293,59 @@ class TestValidation:
         async with WorkerPool() as pool:
             with pytest.raises(TypeError, match="hashable"):
                 pool.observe_headers({}, key=[])  # type: ignore[arg-type]
+
+
+class TestObservedFromInsideAJob:
+    """A job reports its response's headers while later attempts of the pool are in flight:
+    the server had not counted those when it answered, so they are taken off its budget (as
+    the httpx transport does), else each response in flight hands out the same units again."""
+
+    pytestmark = pytest.mark.anyio
+
+    async def test_attempts_admitted_later_and_running_are_taken_off(self) -> None:
+        """``Rate(100, per=10, burst=100)`` requests; job 0 starts, then jobs 1-4 (running, a
+        second each); job 0's response says 6 of 100 are left (refill 9.4/s until 10 s): the 4
+        sent after it leave 2 for the next jobs at once, then the refill (not 6 at once)."""
+        headers = {
+            "x-ratelimit-limit-requests": "100",
+            "x-ratelimit-remaining-requests": "6",
+            "x-ratelimit-reset-requests": "10s",
+        }
+        others_started = anyio.Event()
+        started: list[float] = []
+
+        async def first(pool: WorkerPool) -> int:
+            await others_started.wait()
+            return pool.observe_headers(headers)
+
+        async def other() -> None:
+            started.append(anyio.current_time())
+            if len(started) == 4:
+                others_started.set()
+            await anyio.sleep(1)
+
+        async with WorkerPool(limits=[Rate(100, per=10, burst=100)]) as pool:
+            applied = pool.run(first, pool)
+            for _ in range(4):
+                pool.run(other)
+            assert await applied == 1
+            t0 = anyio.current_time()
+            starts = await start_times(pool, 4)
+        assert started == [0.0] * 4
+        assert t0 == 0.0
+        # 6 left less the 4 in flight: 2 at once, then the server's refill of 9.4/s.
+        assert starts[:2] == [0, 0]
+        assert starts[2] > 0.05
+
+    async def test_outside_a_job_nothing_is_taken_off(self) -> None:
+        """The same budget reported from outside any job: 6 start at once."""
+        headers = {
+            "x-ratelimit-limit-requests": "100",
+            "x-ratelimit-remaining-requests": "6",
+            "x-ratelimit-reset-requests": "10s",
+        }
+        async with WorkerPool(limits=[Rate(100, per=10, burst=100)]) as pool:
+            assert pool.observe_headers(headers) == 1
+            starts = await start_times(pool, 7)
+        assert starts[:6] == [0] * 6
+        assert starts[6] > 0.05
