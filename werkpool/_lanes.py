@@ -210,10 +210,10 @@ class Keys:
     __slots__ = (
         "_clock",
         "_main_finish",
-        "_main_step",
         "_peak",
         "_ready",
         "_resting",
+        "_step",
         "_tick",
         "_tickets",
         "_vtime",
@@ -232,8 +232,9 @@ class Keys:
         self.make_limits = make_limits
         self._tick = tick
         self.key_weight = key_weight
-        #: The virtual time one attempt of the jobs without a key costs (0: submission order).
-        self._main_step = 1.0 if fair else 0.0
+        #: The virtual time one attempt costs a flow of weight 1 (the jobs without a key, and
+        #: every key unless key_weight says otherwise); 0 in submission order.
+        self._step = 1.0 if fair else 0.0
         self.lanes: dict[Hashable, Lane] = {}
         #: The fair share's virtual time: the start tag of the last attempt admitted.
         self._vtime = 0.0
@@ -253,8 +254,7 @@ class Keys:
             lanes = self.lanes
             # The weight first: a key_weight that raises leaves no lane behind.
             key_weight = self.key_weight
-            # 1 (or 0 in submission order) unless weighed
-            step = self._main_step if key_weight is None else weight_step(key_weight, key)
+            step = self._step if key_weight is None else weight_step(key_weight, key)
             lane = lanes[key] = Lane(key, self.make_limits(), step)
             if len(lanes) > self._peak:
                 self._peak = len(lanes)
@@ -339,7 +339,7 @@ class Keys:
         admitted: virtual time moves to its tag, and its flow's next head comes one step later."""
         if lane is None:
             tag = self.main_tag()
-            self._main_finish = tag + self._main_step
+            self._main_finish = tag + self._step
         else:
             tag = lane.tag
             lane.finish = lane.tag = tag + lane.step
@@ -350,7 +350,7 @@ class Keys:
         """An admission :meth:`served` counted was taken back (a remote limit refused, the job
         was paused or cancelled before it started): its flow gets that share back."""
         if lane is None:
-            self._main_finish -= self._main_step
+            self._main_finish -= self._step
         else:
             lane.finish = lane.tag = lane.finish - lane.step
             if lane.where == _READY:

@@ -118,16 +118,13 @@ def _check_key_weight(key_weight: object) -> None:
 def _check_key_order(key_order: object, key_weight: object) -> KeyOrder:
     if not isinstance(key_order, str):
         raise TypeError(f"key_order must be 'fair' or 'submitted', not {type(key_order).__name__}")
-    for order in KEY_ORDERS:
-        if key_order == order:
-            break
-    else:
+    if key_order not in KEY_ORDERS:
         raise ValueError(f"key_order must be 'fair' or 'submitted', not {key_order!r}")
-    if order == "submitted" and key_weight is not None:
+    if key_order == "submitted" and key_weight is not None:
         raise ValueError(
             "key_weight= weighs the keys' fair share: it needs key_order='fair', not 'submitted'"
         )
-    return order
+    return key_order
 
 
 def check_max_retry_after(value: object) -> float:

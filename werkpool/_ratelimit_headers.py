@@ -35,7 +35,7 @@ from __future__ import annotations
 import calendar
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import parsedate_tz
@@ -929,11 +929,10 @@ def _unit_name(unit: str) -> str:
     return unit.lower().replace("_", "-")
 
 
-def less_sent(budget: Budget, later: Iterable[Mapping[str, float] | None]) -> Budget:
+def less_sent(budget: Budget, later: Sequence[Mapping[str, float] | None]) -> Budget:
     """*budget* less the units of the attempts sent *later* than the one whose response stated
     it (each's cost, or 1 request): the server had not counted them yet, and without this every
     response in flight would hand out the same units again."""
-    later = list(later)
     unit = budget.unit
     if unit is None:
         used = float(len(later))

@@ -156,9 +156,11 @@ class Rate:
         ``Rate(6, burst=2, initial=1)``: the first start goes at once, the next one ``1/6`` s
         later, and the burst only lets a start that came late catch up. Requests sent back to
         back on new connections reach a server out of order; against a server whose own burst
-        is the same, they then look too close. A number from the largest cost (1 without a
-        unit) to ``burst``; an int without a unit. Applies to a bucket's first start (each key
-        gets a fresh bucket when first seen, and again after it was dropped idle).
+        is the same, they then look too close. A number > 0, at most ``burst``; an int without
+        a unit. Applies to a bucket's first start (each key gets a fresh bucket when first
+        seen, and again after it was dropped idle).
+
+    .. versionadded:: 0.3
     .. versionchanged:: 0.3 ``name``; an adaptive rate decreases once per episode of pushback and
        regrows at once to its last good rate after one pause-length of quiet
     """

@@ -227,11 +227,6 @@ class Runner:
                     streak = 0
                     if worker.token:
                         self._return_token(worker)
-                    # A waiting worker keeps nothing of its last job alive (R53): a failed job's
-                    # error has this frame in its traceback, and the frame would hold the job that
-                    # holds the error, a reference cycle (issue #21 item 17).
-                    result = awaitable = worker.job = None
-                    job = None  # type: ignore[assignment]  # nor the job's record itself
                     wake_at = _INF
                     if crew.sleeper is None:
                         wait = admitted - now
@@ -253,6 +248,9 @@ class Runner:
                         # Something is due before the sleeper wakes (a key whose limits free up
                         # sooner than the line it watches): it must look again.
                         crew.wake(crew.sleeper)
+                    # An idle worker keeps nothing of its last job alive (R53).
+                    result = awaitable = worker.job = None
+                    job = None  # type: ignore[assignment]  # nor the job's record itself
                     del admitted
                     if not await crew.park(worker, wake_at):
                         return True  # idle for long: retired (the crew starts anew when needed)
