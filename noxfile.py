@@ -60,20 +60,37 @@ def dependency_group(*groups: str) -> tuple[str, ...]:
     return tuple(req for group in groups for req in resolve(group))
 
 
+def _newest_python() -> str | None:
+    """The newest of :data:`PYTHONS` on this machine: the one that also runs the tests whose
+    outcome does not depend on the interpreter's version (see :func:`tests`)."""
+    return next((v for v in reversed(PYTHONS) if shutil.which(f"python{v}")), None)
+
+
+#: Runs the real-clock, real-process and million-job tests (see :func:`tests`).
+MAIN_PYTHON = _newest_python()
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite; pass pytest options after ``--``, e.g. ``-- -m 'not slow'``.
 
-    Without options it runs in two passes: the virtual-time tests on two processes
-    (pytest-xdist: they only compute), then the real-clock and timing-sensitive ones
-    (``realclock``, ``serial``) alone, so that nothing competes with their timing.
+    Without options, on every interpreter: the virtual-time tests on two processes
+    (pytest-xdist: they only compute), the million-job scale tests (``slow``) left out. On the
+    newest interpreter found (:data:`MAIN_PYTHON`) also the ``slow`` tests, and then the
+    real-clock and timing-sensitive ones (``realclock``, ``serial``: real servers, subprocesses,
+    a terminal) alone, so that nothing competes with their timing. Those measure the clock, the
+    servers and the memory, not the interpreter's version, and running them once keeps CI
+    within its time (four interpreters on two cores).
     """
     session.install(".", *dependency_group("test"))
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
-    session.run("pytest", "-n", "2", "-m", "not realclock and not serial")
-    session.run("pytest", "-m", "realclock or serial")
+    main = session.python == MAIN_PYTHON
+    first = "not realclock and not serial" + ("" if main else " and not slow")
+    session.run("pytest", "-n", "2", "-m", first)
+    if main:
+        session.run("pytest", "-m", "realclock or serial")
 
 
 @nox.session

@@ -1,106 +1,158 @@
-"""The layering of werkpool's modules: no import cycles, and every import goes one way, down.
+"""The layering of werkpool: packages in ranks, modules in layers, no import cycles.
 
-The rule: a module imports only from modules in a lower layer of :data:`LAYERS`. Where a lower
-module must call upward (a future asking its pool to cancel a job, a map asking the pool to enqueue
-a batch), it declares a ``Protocol`` of what it needs and the upper module passes itself, or a part
-of itself, in. It never imports the upper module, not under ``if TYPE_CHECKING:`` either: an
-annotation-only import is still a dependency that a reader follows and a type checker sees. A new
-module must be given a layer in :data:`LAYERS` before it can land.
+Two rules, both read from the source:
 
-The import graph is read from the source with :mod:`ast`: every ``import werkpool...`` and every
-``from ... import`` of a werkpool module, relative or absolute, at any depth (inside functions and
-``if TYPE_CHECKING:`` blocks too). No event loop, no import of the package.
+- **Packages.** werkpool is a sans-I/O core (``_core``), an I/O runtime that drives it
+  (``_runtime``), the hooks it ships (``_observe``), the public facade (``_pool``, ``__init__``) and
+  one package per optional integration (``redis``, ``httpx``, ``otel``, ``prometheus``). A module
+  imports from its own package or from a package of a strictly lower rank in :data:`PACKAGES`:
+  the core imports nothing from the runtime, the runtime nothing from ``_observe`` or an
+  integration, and no integration from another.
+- **Modules.** A module imports only from modules of a strictly lower layer of :data:`LAYERS`.
+  Where a lower module must call upward (a future asking its pool to cancel a job, a map asking
+  the pool to enqueue a batch), it declares a ``Protocol`` of what it needs and the upper module
+  passes itself, or a part of itself, in. It never imports the upper module, not under
+  ``if TYPE_CHECKING:`` either: an annotation-only import is still a dependency that a reader
+  follows and a type checker sees. A new module must be given a layer before it can land.
+
+The README's architecture table is checked against :data:`LAYERS`: every module in it, in its
+layer. The import graph is read with :mod:`ast`: every ``import werkpool...`` and every
+``from ... import`` of a werkpool module, relative or absolute, at any depth (inside functions
+and ``if TYPE_CHECKING:`` blocks too). No event loop, no import of the package.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import re
 from collections import deque
 from itertools import pairwise
 from pathlib import Path
 
 PACKAGE = "werkpool"
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / PACKAGE
+README = Path(__file__).resolve().parents[1] / "README.md"
 
-#: Each module of werkpool/ and its layer. A module may import only modules of a strictly lower
-#: layer. Modules listed here but absent from disk are skipped; a module on disk must be listed.
+#: The rank of each part of werkpool (a subpackage, or a module at the top). A module may import
+#: from its own part or from a part of strictly lower rank.
+PACKAGES: dict[str, int] = {
+    "_core": 0,  # sans-I/O: job records, limits, lanes, the scheduler; no event loop
+    "_extras": 0,  # the error of an integration whose extra is not installed
+    "_runtime": 1,  # I/O: the loop binding, workers, futures, threads, the lifecycle, map
+    "_observe": 1,  # the hooks werkpool ships: logging, progress, shared metric rules
+    "_pool": 2,  # WorkerPool, the public face
+    "__init__": 3,  # the package's public names
+    "redis": 4,  # werkpool.redis: limits shared through Redis (werkpool[redis])
+    "httpx": 4,  # werkpool.httpx: an httpx transport through a pool (werkpool[httpx])
+    "otel": 4,  # werkpool.otel: OpenTelemetry spans and metrics (werkpool[otel])
+    "prometheus": 4,  # werkpool.prometheus: Prometheus metrics (werkpool[prometheus])
+}
+
+#: Each module of werkpool/ (dotted, below ``werkpool``; a package by its own name) and its
+#: layer. A module may import only modules of a strictly lower layer. A module on disk must be
+#: listed; one listed but absent from disk fails as well.
 LAYERS: dict[str, int] = {
-    # 0: leaves, importing nothing of werkpool
-    "_exceptions": 0,
-    "_validate": 0,
-    "_statistics": 0,
-    "_events": 0,  # the Event record and the Hook protocol
-    "_extras": 0,  # the error of an extra's module when the extra is not installed
-    "_ratelimit_headers": 0,  # servers' rate-limit headers read as budgets (pure functions)
-    # 1: per-job options (timeout, retry policy, default backoff); limits as values
-    "_options": 1,
-    "_specs": 1,
-    "_logging": 1,  # LoggingHook: a pool's events as stdlib log records
-    "_progress": 1,  # werkpool.progress: a live progress bar fed by a pool's events (rich optional)
-    "_metrics": 1,  # the metric rules (counts, gauge deltas, paused time) of otel/prometheus
-    # 2: the job record, its states and outcomes
-    "_job": 2,
-    "_otel": 2,  # OpenTelemetryHook: a span per attempt and metrics (the optional werkpool[otel])
-    "_prometheus": 2,  # PrometheusHook: prometheus_client metrics (werkpool[prometheus])
-    # 3: admission limits (local and remote)
-    "_limits": 3,
-    # 4: the lines of jobs per key, with their own limits
-    "_lanes": 4,
-    # 5: the sans-I/O core, where a job's state changes
-    "_scheduler": 5,
-    # 6: the parts a running pool composes
-    "_futures": 6,
-    "_room": 6,  # the max_pending line
-    "_binding": 6,  # which event loop a pool belongs to
-    "_remote": 6,  # the I/O half of remote limits
-    "_redis": 6,  # shared limits kept in Redis (the optional werkpool[redis])
-    "_threads": 6,  # blocking functions as jobs, run in the pool's worker threads
-    "_hooks": 6,  # the pool's hooks: events built and handed out, a failing hook isolated
-    # 7: the crew of worker tasks (start, park, wake, retire)
-    "_crew": 7,
-    # 8: the worker task: run an attempt, report its outcome
-    "_workers": 8,
-    # 9: one pool's lifecycle: loop binding, submission gate, task groups, stopping
-    "_lifecycle": 9,
-    # 10: map's bounded stream of results
-    "_map": 10,
+    # _core 0: leaves, importing nothing of werkpool
+    "_core": 0,
+    "_core._exceptions": 0,
+    "_core._validate": 0,
+    "_core._statistics": 0,
+    "_core._events": 0,  # the Event record and the Hook protocol
+    "_core._ratelimit_headers": 0,  # servers' rate-limit headers read as budgets
+    "_extras": 0,
+    # _core 1: per-job options (timeout, retry policy, default backoff); limits as values
+    "_core._options": 1,
+    "_core._specs": 1,
+    # _core 2: the job record, its states and outcomes
+    "_core._job": 2,
+    # _core 3: admission limits (local and remote)
+    "_core._limits": 3,
+    # _core 4: the lines of jobs per key, with their own limits
+    "_core._lanes": 4,
+    # _core 5: the sans-I/O state machine, where a job's state changes
+    "_core._scheduler": 5,
+    # _observe 6: hooks fed by events
+    "_observe": 6,
+    "_observe._logging": 6,  # LoggingHook: events as stdlib log records
+    "_observe._progress": 6,  # werkpool.progress: a live progress bar (rich optional)
+    "_observe._metrics": 6,  # the metric rules (counts, gauge deltas, paused time)
+    # _runtime 6: the parts a running pool composes
+    "_runtime": 6,
+    "_runtime._futures": 6,
+    "_runtime._room": 6,  # the max_pending line
+    "_runtime._binding": 6,  # which event loop a pool belongs to
+    "_runtime._remote": 6,  # the I/O half of remote limits
+    "_runtime._threads": 6,  # blocking functions as jobs, run in the pool's worker threads
+    "_runtime._hooks": 6,  # events built and handed out, a failing hook isolated
+    # _runtime 7: the crew of worker tasks (start, park, wake, retire)
+    "_runtime._crew": 7,
+    # _runtime 8: the worker task: run an attempt, report its outcome
+    "_runtime._workers": 8,
+    # _runtime 9: one pool's lifecycle: loop binding, submission gate, task groups, stopping
+    "_runtime._lifecycle": 9,
+    # _runtime 10: map's bounded stream of results
+    "_runtime._map": 10,
     # 11: WorkerPool, the public face
     "_pool": 11,
-    # 12: the package, which may import any module
+    # 12: the package's public names
     "__init__": 12,
-    "redis": 12,  # the public face of the optional Redis store
-    "otel": 12,  # the public face of the OpenTelemetry hook
-    "prometheus": 12,  # the public face of the Prometheus hook
-    "_httpx": 12,  # an httpx transport whose requests go through a pool (werkpool[httpx])
-    # 13: the public face of the httpx transport
-    "httpx": 13,
+    # 13: the integrations' implementations
+    "redis._redis": 13,
+    "httpx._transport": 13,
+    "otel._hook": 13,
+    "prometheus._hook": 13,
+    # 14: the integrations' public faces
+    "redis": 14,
+    "httpx": 14,
+    "otel": 14,
+    "prometheus": 14,
 }
+
+
+def _name_of(path: Path, package_dir: Path) -> str:
+    """``__init__.py`` -> ``__init__``; ``_core/__init__.py`` -> ``_core``; ``_core/_job.py`` ->
+    ``_core._job``."""
+    parts = list(path.relative_to(package_dir).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def part_of(module: str) -> str:
+    """The part of werkpool a module belongs to: its top-level package or module."""
+    return module.split(".")[0]
 
 
 @functools.cache
 def import_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, dict[str, str]]:
     """Map each module of the package to the werkpool modules it imports, and where it does so.
 
-    The result is ``{module: {imported module: "file.py:line"}}`` for every ``*.py`` of
-    *package_dir* (``__init__`` for the package itself).
+    The result is ``{module: {imported module: "path:line"}}`` for every ``*.py`` below
+    *package_dir*, named as in :data:`LAYERS`. Importing ``werkpool._core._job`` counts as
+    importing ``_core._job`` only (the package ``__init__`` on the way holds a docstring, checked
+    by :func:`test_private_packages_import_nothing`).
     """
-    modules = {path.stem: path for path in sorted(package_dir.glob("*.py"))}
+    paths = {_name_of(path, package_dir): path for path in sorted(package_dir.rglob("*.py"))}
     graph: dict[str, dict[str, str]] = {}
-    for name, path in modules.items():
+    for name, path in paths.items():
+        is_package = path.name == "__init__.py"
         lines: dict[str, int] = {}
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for target in _imported_modules(node, modules):
+                for target in _imported_modules(node, name, is_package, paths):
                     if target != name:
                         lines[target] = min(node.lineno, lines.get(target, node.lineno))
-        graph[name] = {target: f"{path.name}:{line}" for target, line in sorted(lines.items())}
+        where = path.relative_to(package_dir).as_posix()
+        graph[name] = {target: f"{where}:{line}" for target, line in sorted(lines.items())}
     return graph
 
 
-def _imported_modules(node: ast.Import | ast.ImportFrom, modules: dict[str, Path]) -> list[str]:
-    """The werkpool modules that *node* imports (``__init__`` for the package itself)."""
+def _imported_modules(
+    node: ast.Import | ast.ImportFrom, name: str, is_package: bool, modules: dict[str, Path]
+) -> list[str]:
+    """The werkpool modules that *node*, in module *name*, imports."""
     if isinstance(node, ast.Import):
         return [
             _module_of(alias.name, modules)
@@ -109,27 +161,38 @@ def _imported_modules(node: ast.Import | ast.ImportFrom, modules: dict[str, Path
         ]
     if node.level == 0:
         absolute = node.module or ""
-    elif node.level == 1:  # werkpool is flat: one dot is the package itself
-        absolute = PACKAGE + (f".{node.module}" if node.module else "")
     else:
-        raise AssertionError(
-            f"line {node.lineno}: an import above the package (level {node.level})"
-        )
-    if absolute == PACKAGE:
-        # `from . import _job` imports a module; `from . import WorkerPool` a name of __init__.
-        return [alias.name if alias.name in modules else "__init__" for alias in node.names]
-    if absolute.startswith(PACKAGE + "."):
-        return [_module_of(absolute, modules)]
-    return []
+        # The package the module sits in, then one level up per extra dot.
+        here = [PACKAGE, *([] if name == "__init__" else name.split("."))]
+        if not is_package:
+            here.pop()
+        if node.level - 1 >= len(here):
+            raise AssertionError(f"line {node.lineno}: an import above the package")
+        base = here[: len(here) - (node.level - 1)]
+        absolute = ".".join(base + ([node.module] if node.module else []))
+    if not (absolute == PACKAGE or absolute.startswith(PACKAGE + ".")):
+        return []
+    # `from . import _job` imports a module; `from . import WorkerPool` a name of the package.
+    found = []
+    for alias in node.names:
+        dotted = f"{absolute}.{alias.name}"
+        found.append(_module_of(dotted if _known(dotted, modules) else absolute, modules))
+    return found
+
+
+def _known(dotted: str, modules: dict[str, Path]) -> bool:
+    return dotted.split(".", 1)[1] in modules if "." in dotted else False
 
 
 def _module_of(dotted: str, modules: dict[str, Path]) -> str:
-    """``werkpool`` -> ``__init__``; ``werkpool._job`` (or ``werkpool._job.x``) -> ``_job``."""
-    parts = dotted.split(".")
-    if len(parts) == 1:
+    """``werkpool`` -> ``__init__``; ``werkpool._core._job`` (or a name in it) -> ``_core._job``."""
+    parts = dotted.split(".")[1:]
+    if not parts:
         return "__init__"
-    assert parts[1] in modules, f"{dotted} is not a module of werkpool/"
-    return parts[1]
+    while parts and ".".join(parts) not in modules:
+        parts.pop()  # `werkpool._core._job.Job`: a name inside a module
+    assert parts, f"{dotted} is not a module of werkpool/"
+    return ".".join(parts)
 
 
 def _cycles(graph: dict[str, dict[str, str]]) -> list[list[str]]:
@@ -174,16 +237,23 @@ def _shortest_path(graph: dict[str, dict[str, str]], start: str, goal: str) -> l
 
 
 def test_the_import_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
-    """TYPE_CHECKING, function-level, relative, ``from . import`` and absolute imports all count."""
+    """TYPE_CHECKING, function-level, relative (one dot or two), ``from . import`` and absolute
+    imports all count, in modules and in subpackages."""
     sources = {
-        "__init__": "from ._a import A\n",
-        "_a": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ._b import B\n",
-        "_b": "def later():\n    from . import _c\n",
-        "_c": "import werkpool._d\nfrom werkpool import WorkerPool\nimport anyio\n",
-        "_d": "from . import _c as again, WorkerPool\n",
+        "__init__.py": "from ._a import A\n",
+        "_a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ._b import B\n",
+        "_b.py": "def later():\n    from . import _c\n",
+        "_c.py": "import werkpool._d\nfrom werkpool import WorkerPool\nimport anyio\n",
+        "_d.py": "from . import _c as again, WorkerPool\n",
+        "_sub/__init__.py": '"""A docstring."""\n',
+        "_sub/_e.py": "from ._f import F\nfrom .._a import A\nfrom werkpool._sub._f import G\n",
+        "_sub/_f.py": "from .. import _d\nfrom . import _e\n",
+        "ext/__init__.py": "from ._g import G\n",
+        "ext/_g.py": "from .._sub import _f\nimport werkpool.ext\n",
     }
     for name, source in sources.items():
-        (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(source, encoding="utf-8")
     graph = import_graph(tmp_path)
     assert graph == {
         "__init__": {"_a": "__init__.py:1"},
@@ -191,11 +261,18 @@ def test_the_import_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
         "_b": {"_c": "_b.py:2"},
         "_c": {"__init__": "_c.py:2", "_d": "_c.py:1"},
         "_d": {"__init__": "_d.py:1", "_c": "_d.py:1"},
+        "_sub": {},
+        "_sub._e": {"_a": "_sub/_e.py:2", "_sub._f": "_sub/_e.py:1"},
+        "_sub._f": {"_d": "_sub/_f.py:1", "_sub._e": "_sub/_f.py:2"},
+        "ext": {"ext._g": "ext/__init__.py:1"},
+        "ext._g": {"_sub._f": "ext/_g.py:1", "ext": "ext/_g.py:2"},
     }
     assert _cycles(graph) == [
         ["__init__", "_a", "_b", "_c", "__init__"],
         ["__init__", "_a", "_b", "_c", "_d", "__init__"],
         ["_c", "_d", "_c"],
+        ["_sub._e", "_sub._f", "_sub._e"],
+        ["ext", "ext._g", "ext"],
     ]
 
 
@@ -210,10 +287,63 @@ def test_werkpool_modules_import_each_other_without_cycles() -> None:
     assert not report, "import cycles in werkpool/:\n" + "\n".join(report)
 
 
-def test_every_werkpool_module_has_a_layer() -> None:
-    """A module on disk that LAYERS does not place fails here: give it a layer first."""
-    unplaced = sorted(set(import_graph()) - set(LAYERS))
-    assert not unplaced, f"werkpool modules missing from LAYERS in {__file__}: {unplaced}"
+def test_every_werkpool_module_has_a_layer_and_a_part() -> None:
+    """A module on disk that LAYERS does not place fails here: give it a layer first. A module
+    LAYERS names that is not on disk fails too (the table is the map of the package)."""
+    on_disk = set(import_graph())
+    assert not on_disk - set(LAYERS), (
+        f"modules missing from LAYERS: {sorted(on_disk - set(LAYERS))}"
+    )
+    assert not set(LAYERS) - on_disk, f"LAYERS names no module: {sorted(set(LAYERS) - on_disk)}"
+    unranked = sorted({part_of(module) for module in LAYERS} - set(PACKAGES))
+    assert not unranked, f"parts of werkpool missing from PACKAGES: {unranked}"
+
+
+def test_werkpool_parts_import_only_their_own_or_lower_ranked_parts() -> None:
+    """The core imports nothing from the runtime, the runtime nothing from ``_observe`` or an
+    integration, and an integration nothing from another."""
+    graph = import_graph()
+    crossing = [
+        f"  {module} ({part_of(module)}, rank {PACKAGES[part_of(module)]}) imports {imported} "
+        f"({part_of(imported)}, rank {PACKAGES[part_of(imported)]}) at {where}"
+        for module, imports in sorted(graph.items())
+        for imported, where in sorted(imports.items())
+        if part_of(imported) != part_of(module)
+        and PACKAGES[part_of(imported)] >= PACKAGES[part_of(module)]
+    ]
+    assert not crossing, "imports that do not go down a rank:\n" + "\n".join(crossing)
+
+
+def test_private_packages_import_nothing() -> None:
+    """``_core``, ``_runtime`` and ``_observe`` are namespaces with a docstring: importing one of
+    their modules runs nothing else of werkpool (the graph relies on it)."""
+    graph = import_graph()
+    for package in ("_core", "_runtime", "_observe"):
+        assert graph[package] == {}, f"werkpool/{package}/__init__.py imports {graph[package]}"
+
+
+def readme_layers(text: str) -> dict[str, int]:
+    """The modules of the README's architecture table and their layers: each row reads
+    ``| part | layer | `module`, `module` | ... |``."""
+    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    found: dict[str, int] = {}
+    for row in re.findall(r"^\|([^\n]*)\|$", section, flags=re.MULTILINE):
+        cells = [cell.strip() for cell in row.split("|")]
+        if len(cells) < 3 or not cells[1].isdigit():
+            continue
+        for module in re.findall(r"`([^`]+)`", cells[2]):
+            found[module] = int(cells[1])
+    return found
+
+
+def test_the_readme_table_is_the_layer_table() -> None:
+    """README.md's architecture table lists every module of :data:`LAYERS`, in its layer."""
+    table = readme_layers(README.read_text(encoding="utf-8"))
+    assert table == LAYERS, (
+        f"README.md's architecture table differs from {__file__}'s LAYERS: "
+        f"missing {sorted(set(LAYERS) - set(table))}, extra {sorted(set(table) - set(LAYERS))}, "
+        f"other layer {sorted(m for m in set(table) & set(LAYERS) if table[m] != LAYERS[m])}"
+    )
 
 
 def test_werkpool_modules_import_only_lower_layers() -> None:

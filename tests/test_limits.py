@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import max_starts_in, rate_violation
 
-from werkpool._limits import ConcurrencyLimit, RateLimit, WindowLimit
-from werkpool._options import JobOptions, default_backoff
-from werkpool._scheduler import TICK, Scheduler
+from werkpool._core._limits import ConcurrencyLimit, RateLimit, WindowLimit
+from werkpool._core._options import JobOptions, default_backoff
+from werkpool._core._scheduler import TICK, Scheduler
 
 
 def drive(limit: RateLimit | WindowLimit, requests: list[float]) -> list[float]:

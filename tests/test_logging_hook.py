@@ -16,9 +16,9 @@ import pytest
 from anyio.lowlevel import checkpoint
 from support import Boom, approx
 
-import werkpool._logging
+import werkpool._observe._logging
 from werkpool import Event, RetryAfter, WorkerPool
-from werkpool._logging import LoggingHook
+from werkpool._observe._logging import LoggingHook
 
 pytestmark = pytest.mark.anyio
 
@@ -170,7 +170,9 @@ class TestLevels:
         made: list[Any] = []
         monkeypatch.setattr(logger, "_log", lambda *args, **kwargs: made.append(args))
         # Not even the message is built.
-        monkeypatch.setattr(werkpool._logging, "_message", lambda event: made.append(event))
+        monkeypatch.setattr(
+            werkpool._observe._logging, "_message", lambda event: made.append(event)
+        )
         script = Script(a=1, b=9)
         async with WorkerPool(hooks=[LoggingHook(logger)]) as pool:
             pool.run(script.job, "a", retries=1, backoff=two_seconds)

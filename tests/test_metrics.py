@@ -1,5 +1,5 @@
-"""werkpool._metrics.MetricsFeed: the metric rules shared by the OpenTelemetry and Prometheus
-hooks, fed hand-made events (no event loop): counts, gauge deltas, and paused time.
+"""werkpool._observe._metrics.MetricsFeed: the metric rules shared by the OpenTelemetry and
+Prometheus hooks, fed hand-made events (no event loop): counts, gauge deltas, and paused time.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from werkpool import Event
-from werkpool._metrics import LATENCY_BUCKETS, MetricsFeed, Scope
+from werkpool._observe._metrics import LATENCY_BUCKETS, MetricsFeed, Scope
 
 if TYPE_CHECKING:
     from collections.abc import Hashable

@@ -24,7 +24,7 @@ from support import Boom, approx
 
 import werkpool.otel
 from werkpool import RetryAfter, WorkerPool
-from werkpool._metrics import LATENCY_BUCKETS
+from werkpool._observe._metrics import LATENCY_BUCKETS
 from werkpool.otel import SPAN_NAME, OpenTelemetryHook
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from support import Boom, fail_after_sleep
 
 import werkpool
 from werkpool import WorkerPool
-from werkpool._progress import _SLOTS, WINDOW, _PlainRenderer, _Recent, _Snapshot
+from werkpool._observe._progress import _SLOTS, WINDOW, _PlainRenderer, _Recent, _Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

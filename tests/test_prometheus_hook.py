@@ -18,7 +18,7 @@ from support import Boom, approx
 
 import werkpool.prometheus
 from werkpool import RetryAfter, WorkerPool
-from werkpool._metrics import LATENCY_BUCKETS
+from werkpool._observe._metrics import LATENCY_BUCKETS
 from werkpool.prometheus import PrometheusHook
 
 pytestmark = pytest.mark.anyio

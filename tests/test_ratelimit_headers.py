@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from werkpool._ratelimit_headers import (
+from werkpool._core._ratelimit_headers import (
     ANTHROPIC,
     DEFAULT_PARSERS,
     GITHUB,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from werkpool import Concurrency, Rate, Window
-from werkpool._redis import _args, _scaled
+from werkpool.redis._redis import _args, _scaled
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable

@@ -1,4 +1,6 @@
-"""The ``max_pending`` line (werkpool._room.Room), on asyncio and trio, against a fake queue."""
+"""The ``max_pending`` line (werkpool._runtime._room.Room), on asyncio and trio, against a fake
+queue.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from werkpool._room import EmptyQueue, Room
+from werkpool._runtime._room import EmptyQueue, Room
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup

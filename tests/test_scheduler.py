@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from support import rate_violation
 from test_limits import _Tokens
 
-from werkpool._job import (
+from werkpool._core._job import (
     BACKOFF,
     CANCELLED,
     DONE,
@@ -30,9 +30,9 @@ from werkpool._job import (
     Job,
     PlainJob,
 )
-from werkpool._limits import ConcurrencyLimit, RateLimit
-from werkpool._options import JobOptions, default_backoff
-from werkpool._scheduler import TICK, Reservation, Scheduler
+from werkpool._core._limits import ConcurrencyLimit, RateLimit
+from werkpool._core._options import JobOptions, default_backoff
+from werkpool._core._scheduler import TICK, Reservation, Scheduler
 
 OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)
 

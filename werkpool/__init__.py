@@ -5,32 +5,32 @@ Works on asyncio and trio through AnyIO. See :class:`WorkerPool`.
 
 from __future__ import annotations
 
-from ._events import Event as Event
-from ._events import Hook as Hook
-from ._exceptions import FutureCancelled as FutureCancelled
-from ._exceptions import FutureNotFinished as FutureNotFinished
-from ._exceptions import LimitUnavailableError as LimitUnavailableError
-from ._exceptions import PoolClosedError as PoolClosedError
-from ._exceptions import PoolFullError as PoolFullError
-from ._exceptions import RetryAfter as RetryAfter
-from ._exceptions import SharedLimitError as SharedLimitError
-from ._futures import Future as Future
-from ._futures import JobFuture as JobFuture
-from ._logging import LoggingHook as LoggingHook
-from ._map import MapIterator as MapIterator
-from ._options import BACKOFF_CAP as BACKOFF_CAP
-from ._options import default_backoff as default_backoff
+from ._core._events import Event as Event
+from ._core._events import Hook as Hook
+from ._core._exceptions import FutureCancelled as FutureCancelled
+from ._core._exceptions import FutureNotFinished as FutureNotFinished
+from ._core._exceptions import LimitUnavailableError as LimitUnavailableError
+from ._core._exceptions import PoolClosedError as PoolClosedError
+from ._core._exceptions import PoolFullError as PoolFullError
+from ._core._exceptions import RetryAfter as RetryAfter
+from ._core._exceptions import SharedLimitError as SharedLimitError
+from ._core._options import BACKOFF_CAP as BACKOFF_CAP
+from ._core._options import default_backoff as default_backoff
+from ._core._specs import Concurrency as Concurrency
+from ._core._specs import Rate as Rate
+from ._core._specs import Shared as Shared
+from ._core._specs import Window as Window
+from ._core._statistics import LimitStatistics as LimitStatistics
+from ._core._statistics import PoolStatistics as PoolStatistics
+from ._observe._logging import LoggingHook as LoggingHook
+from ._observe._progress import ProgressBar as ProgressBar
+from ._observe._progress import progress as progress
 from ._pool import WorkerPool as WorkerPool
 from ._pool import settle as settle
 from ._pool import worker_pool as worker_pool
-from ._progress import ProgressBar as ProgressBar
-from ._progress import progress as progress
-from ._specs import Concurrency as Concurrency
-from ._specs import Rate as Rate
-from ._specs import Shared as Shared
-from ._specs import Window as Window
-from ._statistics import LimitStatistics as LimitStatistics
-from ._statistics import PoolStatistics as PoolStatistics
+from ._runtime._futures import Future as Future
+from ._runtime._futures import JobFuture as JobFuture
+from ._runtime._map import MapIterator as MapIterator
 
 __all__ = [
     "BACKOFF_CAP",

@@ -1,10 +1,11 @@
 """WorkerPool: the public face of the pool (its constructor, submission API, ``async with``).
 
 Everything underneath is composed, layer by layer (see the README's "Architecture"): the pool's
-:class:`~werkpool._lifecycle.Lifecycle` owns its phases and its parts, the sans-I/O
-:class:`~werkpool._scheduler.Scheduler` (every change of a job's state), the
-:class:`~werkpool._crew.Crew` of worker tasks run by a :class:`~werkpool._workers.Runner`, and
-the ``max_pending`` :class:`~werkpool._room.Room`.
+:class:`~werkpool._runtime._lifecycle.Lifecycle` owns its phases and its parts, the sans-I/O
+:class:`~werkpool._core._scheduler.Scheduler` (every change of a job's state), the
+:class:`~werkpool._runtime._crew.Crew` of worker tasks run by a
+:class:`~werkpool._runtime._workers.Runner`, and the ``max_pending``
+:class:`~werkpool._runtime._room.Room`.
 """
 
 from __future__ import annotations
@@ -19,20 +20,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final, ove
 import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from ._exceptions import FutureCancelled, PoolFullError, RetryAfter
-from ._hooks import check_hook
-from ._job import RAISED, RETURNED, RUNNING, Job
-from ._lanes import KEY_ORDERS, KeyOrder
-from ._lifecycle import NEW, Lifecycle
-from ._map import MapCore, MapIterator, check_window
-from ._options import JobOptions, default_backoff
-from ._ratelimit_headers import Budget, less_sent, parse_headers
-from ._room import EmptyQueue, Room
-from ._scheduler import DEFAULT_MAX_RETRY_AFTER
-from ._specs import LimitSpec, Shared, check_limits, split_shared
-from ._statistics import PoolStatistics
-from ._threads import InThread, ThreadLimiter, check_blocking
-from ._validate import (
+from ._core._exceptions import FutureCancelled, PoolFullError, RetryAfter
+from ._core._job import RAISED, RETURNED, RUNNING, Job
+from ._core._lanes import KEY_ORDERS, KeyOrder
+from ._core._options import JobOptions, default_backoff
+from ._core._ratelimit_headers import Budget, less_sent, parse_headers
+from ._core._scheduler import DEFAULT_MAX_RETRY_AFTER
+from ._core._specs import LimitSpec, Shared, check_limits, split_shared
+from ._core._statistics import PoolStatistics
+from ._core._validate import (
     check_backoff,
     check_burst,
     check_key,
@@ -46,7 +42,12 @@ from ._validate import (
     check_timeout,
     show_value,
 )
-from ._workers import running_in, running_worker
+from ._runtime._hooks import check_hook
+from ._runtime._lifecycle import NEW, Lifecycle
+from ._runtime._map import MapCore, MapIterator, check_window
+from ._runtime._room import EmptyQueue, Room
+from ._runtime._threads import InThread, ThreadLimiter, check_blocking
+from ._runtime._workers import running_in, running_worker
 
 if sys.version_info >= (3, 11):
     from typing import Self, TypeVarTuple, Unpack
@@ -57,9 +58,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Mapping
     from types import TracebackType
 
-    from ._events import Hook
-    from ._futures import JobFuture
-    from ._scheduler import Scheduler
+    from ._core._events import Hook
+    from ._core._scheduler import Scheduler
+    from ._runtime._futures import JobFuture
 
 __all__ = ["WorkerPool", "settle", "worker_pool"]
 

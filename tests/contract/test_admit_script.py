@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from werkpool import Concurrency, Rate, Window
-from werkpool._redis import RedisStore, _args
+from werkpool.redis._redis import RedisStore, _args
 
 if TYPE_CHECKING:
     from redis_server import RedisServer

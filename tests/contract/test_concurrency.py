@@ -21,7 +21,7 @@ from support import (
 )
 
 from werkpool import WorkerPool
-from werkpool._crew import Worker
+from werkpool._runtime._crew import Worker
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

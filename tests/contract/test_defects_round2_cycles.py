@@ -351,7 +351,7 @@ def test_item17_a_hooks_base_exception_leaves_no_cycle_through_emit() -> None:
     """A hook's SystemExit raised out of ``Hooks.emit`` (no pool to hand it to) leaves no
     reference cycle: emit's frame drops its variable holding the error, whose traceback holds
     that frame."""
-    from werkpool._hooks import Hooks
+    from werkpool._runtime._hooks import Hooks
 
     def stop(event: Event) -> None:
         raise SystemExit(3)

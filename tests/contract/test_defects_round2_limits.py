@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from support import Probe, approx, rate_violation
 
 from werkpool import Concurrency, Rate, RetryAfter, Window, WorkerPool
-from werkpool._limits import CountLimit, RateLimit, WindowLimit, build
+from werkpool._core._limits import CountLimit, RateLimit, WindowLimit, build
 
 COSTS = (0.2, 0.4, 0.3)  # their float sum, taken back one by one, is 1.7e-16, not 0
 

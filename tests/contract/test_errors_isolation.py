@@ -29,9 +29,9 @@ from support import (
     stats_add_up,
 )
 
-import werkpool._crew
-import werkpool._limits
-import werkpool._scheduler
+import werkpool._core._limits
+import werkpool._core._scheduler
+import werkpool._runtime._crew
 from werkpool import PoolClosedError, WorkerPool
 
 if sys.version_info < (3, 11):
@@ -381,9 +381,9 @@ def test_r27_base_exception_in_the_body_cancels_all_and_propagates(
 def _inject(monkeypatch: pytest.MonkeyPatch, where: str, crash: Crash) -> None:
     """Make one of werkpool's internal parts raise *crash*, while jobs still wait to start."""
     target: Any = {
-        "scheduler": werkpool._scheduler.Scheduler,
-        "rate-limit": werkpool._limits.RateLimit,
-        "worker-parking": werkpool._crew.Crew,
+        "scheduler": werkpool._core._scheduler.Scheduler,
+        "rate-limit": werkpool._core._limits.RateLimit,
+        "worker-parking": werkpool._runtime._crew.Crew,
     }[where]
     name = {"scheduler": "poll", "rate-limit": "earliest", "worker-parking": "park"}[where]
     after = {"scheduler": 4, "rate-limit": 4, "worker-parking": 1}[where]

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from support import Boom
 
 import werkpool
-import werkpool._hooks
+import werkpool._runtime._hooks
 from werkpool import Event, LoggingHook, WorkerPool
 from werkpool.httpx import PoolTransport
 from werkpool.otel import SPAN_NAME, OpenTelemetryHook
@@ -178,7 +178,7 @@ class TestDefaultLabel:
             made.append(args)
             return "counted"
 
-        monkeypatch.setattr(werkpool._hooks, "default_label", counting)
+        monkeypatch.setattr(werkpool._runtime._hooks, "default_label", counting)
         async with WorkerPool(size=2) as pool:
             await pool.call(fetch, "a")
             results = [r async for r in pool.map(fetch, ["b", "c"])]

@@ -20,7 +20,7 @@ import pytest
 from support import approx
 
 from werkpool import Rate, WorkerPool
-from werkpool._limits import RateLimit, WindowLimit
+from werkpool._core._limits import RateLimit, WindowLimit
 
 
 def rfc3339(seconds_from_now: float) -> str:

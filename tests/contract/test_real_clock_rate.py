@@ -32,7 +32,7 @@ import pytest
 from support import BACKENDS
 
 from werkpool import Rate, WorkerPool
-from werkpool._scheduler import Scheduler
+from werkpool._core._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

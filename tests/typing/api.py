@@ -9,6 +9,7 @@ from typing_extensions import assert_type
 
 import werkpool
 from werkpool import JobFuture, WorkerPool, worker_pool
+from werkpool._core._events import EventKind
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -179,7 +180,7 @@ def hooks_api(event: werkpool.Event) -> None:
     seen: list[werkpool.Event] = []
     pool = WorkerPool(hooks=[seen.append, werkpool.LoggingHook()])
     pool.add_hook(seen.append)
-    assert_type(event.kind, werkpool._events.EventKind)
+    assert_type(event.kind, EventKind)
     assert_type(event.job, int | None)
 
 

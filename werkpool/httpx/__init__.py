@@ -20,16 +20,16 @@ It works on asyncio and trio alike (httpx runs on both through anyio).
 
 from __future__ import annotations
 
-from ._extras import needs_extra
+from .._extras import needs_extra
 
 with needs_extra(__name__, "httpx", "httpx"):
-    from ._httpx import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
-    from ._httpx import PoolTransport as PoolTransport
-    from ._httpx import RequestStatistics as RequestStatistics
-    from ._httpx import TransportStatistics as TransportStatistics
-    from ._httpx import by_host as by_host
-    from ._httpx import default_classify as default_classify
-    from ._httpx import retry_after_seconds as retry_after_seconds
+    from ._transport import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+    from ._transport import PoolTransport as PoolTransport
+    from ._transport import RequestStatistics as RequestStatistics
+    from ._transport import TransportStatistics as TransportStatistics
+    from ._transport import by_host as by_host
+    from ._transport import default_classify as default_classify
+    from ._transport import retry_after_seconds as retry_after_seconds
 
 __all__ = [
     "IDEMPOTENT_METHODS",

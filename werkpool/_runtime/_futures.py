@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 import anyio
 
-from ._exceptions import FutureCancelled, FutureNotFinished
-from ._job import JOB_SLOTS, Job
+from .._core._exceptions import FutureCancelled, FutureNotFinished
+from .._core._job import JOB_SLOTS, Job
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator

@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Final, Literal, cast, final
 import anyio
 import httpx
 
-from ._exceptions import FutureCancelled, RetryAfter
-from ._options import default_backoff
-from ._pool import WorkerPool, check_max_retry_after
-from ._ratelimit_headers import HeaderReport, less_sent, parse_headers
-from ._scheduler import DEFAULT_MAX_RETRY_AFTER
-from ._validate import check_backoff, check_retries, check_retryable, check_timeout
+from .._core._exceptions import FutureCancelled, RetryAfter
+from .._core._options import default_backoff
+from .._core._ratelimit_headers import HeaderReport, less_sent, parse_headers
+from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER
+from .._core._validate import check_backoff, check_retries, check_retryable, check_timeout
+from .._pool import WorkerPool, check_max_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from types import TracebackType
 
-    from ._futures import JobFuture
+    from .._runtime._futures import JobFuture
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -19,7 +19,7 @@ It needs `coredis <https://coredis.readthedocs.io>`_, which runs on asyncio and 
 
 from __future__ import annotations
 
-from ._extras import needs_extra
+from .._extras import needs_extra
 
 with needs_extra(__name__, "redis", "coredis"):
     from ._redis import RedisStore as RedisStore

@@ -5,7 +5,7 @@ Redis' own clock (``TIME``): client clocks never enter, so clock skew between ho
 a limit. It takes credit in all of them or in none, and a refusal says exactly how long to wait
 (a rate's or window's next credit) or that a concurrency limit is full (then a release, announced
 by pub/sub, or the first lease's expiry ends the wait). The pool performs the I/O through the
-remote-limit protocol of :mod:`werkpool._limits`: this module knows Redis, not the scheduler.
+remote-limit protocol of :mod:`werkpool._core._limits`: this module knows Redis, not the scheduler.
 
 Keys, all under the store's prefix (``{prefix}:{name}:{kind}``, then ``:{key}`` for a per-key
 limit), expire once at rest, so idle keys vanish:
@@ -36,9 +36,9 @@ import anyio
 import coredis
 import coredis.exceptions
 
-from ._exceptions import LimitUnavailableError, SharedLimitError
-from ._limits import Limit, Refusal, _cost, build
-from ._specs import Concurrency, LimitSpec, Rate, Shared, Window
+from .._core._exceptions import LimitUnavailableError, SharedLimitError
+from .._core._limits import Limit, Refusal, _cost, build
+from .._core._specs import Concurrency, LimitSpec, Rate, Shared, Window
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ._job import Job
+    from .._core._job import Job
 
 __all__ = ["RedisStore", "StoreStatistics"]
 

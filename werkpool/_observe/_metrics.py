@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, Literal, Protocol, final
 
-from ._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
+from .._core._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-    from ._events import Event, Outcome
+    from .._core._events import Event, Outcome
 
 __all__ = ["LATENCY_BUCKETS", "MetricSink", "MetricsFeed", "Scope"]
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Final, TypeVar, cast, final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from ._metrics import LATENCY_BUCKETS, MetricsFeed
+from .._observe._metrics import LATENCY_BUCKETS, MetricsFeed
 
 if TYPE_CHECKING:
-    from ._events import Event, Outcome
-    from ._metrics import Scope
+    from .._core._events import Event, Outcome
+    from .._observe._metrics import Scope
 
 __all__ = ["PrometheusHook"]
 

@@ -1,4 +1,4 @@
-"""The I/O half of remote limits: performing a :class:`~werkpool._scheduler.Reservation`.
+"""The I/O half of remote limits: performing a :class:`~werkpool._core._scheduler.Reservation`.
 
 The scheduler decides *when* a job asks its remote limits and what the answer does to the job;
 this module only performs the asking (one await per remote limit) and the giving back, shielded
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._limits import Refusal
+from .._core._limits import Refusal
 
 if TYPE_CHECKING:
-    from ._limits import RemoteLimit
-    from ._scheduler import Reservation
+    from .._core._limits import RemoteLimit
+    from .._core._scheduler import Reservation
 
 __all__ = ["give_back", "perform"]
 

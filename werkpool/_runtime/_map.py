@@ -46,10 +46,10 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, final
 
 import anyio
 
-from ._exceptions import PoolClosedError
-from ._job import CANCELLED, QUEUED, RETURNED, PlainJob, protocol_safe
-from ._options import JobOptions
-from ._validate import check_key
+from .._core._exceptions import PoolClosedError
+from .._core._job import CANCELLED, QUEUED, RETURNED, PlainJob, protocol_safe
+from .._core._options import JobOptions
+from .._core._validate import check_key
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -58,8 +58,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from typing_extensions import Self
 
-    from ._job import Job
-    from ._scheduler import Scheduler
+    from .._core._job import Job
+    from .._core._scheduler import Scheduler
 
 __all__ = ["DEFAULT_WINDOW", "MapCore", "MapHost", "MapIterator", "check_window"]
 

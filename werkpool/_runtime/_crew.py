@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ._job import Job
+    from .._core._job import Job
 
 __all__ = ["IDLE_RETIRE", "Crew", "Line", "Worker"]
 

@@ -1,7 +1,7 @@
 """A hook that writes a pool's events to a stdlib :mod:`logging` logger (``werkpool`` by default).
 
 Retries are warnings, jobs that failed for good are errors with their traceback, the rest is
-debug. Each record carries the :class:`~werkpool._events.Event` and its fields in ``extra``
+debug. Each record carries the :class:`~werkpool._core._events.Event` and its fields in ``extra``
 (``record.werkpool_event``, ``record.werkpool_kind``, ...), for structured handlers.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final, final
 
-from ._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
+from .._core._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
 
 if TYPE_CHECKING:
-    from ._events import Event
+    from .._core._events import Event
 
 __all__ = ["LoggingHook"]
 

@@ -1,9 +1,9 @@
 """The lifecycle of a pool: binding to a loop, the submission gate, its task groups, stopping.
 
 :class:`Lifecycle` owns the parts of one running pool (the scheduler, the crew of workers and their
-:class:`~werkpool._workers.Runner`, the ``max_pending`` room) and its phases: new, open, closing
-(``shutdown()``: draining), killed (``kill()`` or a failure: cancelling) and closed. It decides
-whether a caller may submit (binding the pool to the caller's loop, and starting it in the
+:class:`~werkpool._runtime._workers.Runner`, the ``max_pending`` room) and its phases: new, open,
+closing (``shutdown()``: draining), killed (``kill()`` or a failure: cancelling) and closed. It
+decides whether a caller may submit (binding the pool to the caller's loop, and starting it in the
 background, on first use), runs the supervisor that holds the workers' task group, and leaves the
 task groups at the end, raising the pool's own failure as it was raised.
 """
@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, cast, final
 
 import anyio
 
+from .._core._exceptions import FutureCancelled, PoolClosedError
+from .._core._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
+from .._core._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit, WindowLimit, build
+from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER, Scheduler
+from .._core._specs import Concurrency, Rate, Window, check_cost
+from .._core._statistics import LimitStatistics
 from ._binding import LoopBinding
 from ._crew import IDLE_RETIRE, Crew
-from ._exceptions import FutureCancelled, PoolClosedError
 from ._futures import AsyncioFuture, Future
 from ._hooks import Hooks
-from ._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
-from ._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit, WindowLimit, build
-from ._scheduler import DEFAULT_MAX_RETRY_AFTER, Scheduler
-from ._specs import Concurrency, Rate, Window, check_cost
-from ._statistics import LimitStatistics
 from ._workers import Runner
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -39,15 +39,15 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ._events import Hook
-    from ._exceptions import RetryAfter
-    from ._job import JobOwner
-    from ._lanes import KeyOrder
-    from ._limits import RemoteLimit
-    from ._options import JobOptions
-    from ._ratelimit_headers import Budget
+    from .._core._events import Hook
+    from .._core._exceptions import RetryAfter
+    from .._core._job import JobOwner
+    from .._core._lanes import KeyOrder
+    from .._core._limits import RemoteLimit
+    from .._core._options import JobOptions
+    from .._core._ratelimit_headers import Budget
+    from .._core._specs import LimitSpec, Shared, Store
     from ._room import Room
-    from ._specs import LimitSpec, Shared, Store
 
 __all__ = ["CLOSED", "CLOSING", "KILLED", "NEW", "OPEN", "Lifecycle", "MapCloser"]
 

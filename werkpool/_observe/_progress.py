@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, cast, final
 
 import anyio
 
-from ._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
+from .._core._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from ._events import Event, Hook
-    from ._statistics import PoolStatistics
+    from .._core._events import Event, Hook
+    from .._core._statistics import PoolStatistics
 
 __all__ = ["WINDOW", "ObservablePool", "ProgressBar", "progress"]
 

@@ -16,10 +16,10 @@ registry (``prometheus_client.start_http_server``, an ASGI app)::
 
 from __future__ import annotations
 
-from ._extras import needs_extra
+from .._extras import needs_extra
 
 with needs_extra(__name__, "prometheus", "prometheus_client"):
-    from ._prometheus import PrometheusHook as PrometheusHook
+    from ._hook import PrometheusHook as PrometheusHook
 
 __all__ = ["PrometheusHook"]
 

@@ -5,7 +5,7 @@ or for the clock) when there is none, performs a remote reservation when handed 
 attempt in its cancel scope with the job's timeout, and tells the scheduler how the attempt ended
 (:meth:`~Scheduler.returned`, :meth:`~Scheduler.raised`, :meth:`~Scheduler.aborted`,
 :meth:`~Scheduler.stopped`), which settles the job. :class:`Runner` is also every job's
-:class:`~werkpool._job.JobHost`: a cancelled future stops the attempt through it.
+:class:`~werkpool._core._job.JobHost`: a cancelled future stops the attempt through it.
 """
 
 from __future__ import annotations
@@ -21,21 +21,21 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import anyio
 from anyio.lowlevel import checkpoint
 
+from .._core._job import RESERVING, RUNNING, Job, PlainJob
+from .._core._limits import Refusal
+from .._core._scheduler import Reservation
 from ._binding import SPIN
 from ._crew import Worker
-from ._job import RESERVING, RUNNING, Job, PlainJob
-from ._limits import Refusal
 from ._remote import give_back, perform
-from ._scheduler import Reservation
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .._core._limits import TokenSource
+    from .._core._scheduler import Scheduler
     from ._binding import LoopBinding
     from ._crew import Crew
-    from ._limits import TokenSource
     from ._room import Room
-    from ._scheduler import Scheduler
 
 __all__ = ["SPIN", "Runner", "Supervisor", "running_in", "running_worker"]
 

@@ -19,11 +19,11 @@ follows the global ones, so an SDK configured later gets its spans and metrics.
 
 from __future__ import annotations
 
-from ._extras import needs_extra
+from .._extras import needs_extra
 
 with needs_extra(__name__, "otel", "opentelemetry"):
-    from ._otel import SPAN_NAME as SPAN_NAME
-    from ._otel import OpenTelemetryHook as OpenTelemetryHook
+    from ._hook import SPAN_NAME as SPAN_NAME
+    from ._hook import OpenTelemetryHook as OpenTelemetryHook
 
 __all__ = ["SPAN_NAME", "OpenTelemetryHook"]
 

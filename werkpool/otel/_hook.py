@@ -15,8 +15,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._events import FINISHED, RETRYING, STARTED
-from ._metrics import LATENCY_BUCKETS, MetricsFeed
+from .._core._events import FINISHED, RETRYING, STARTED
+from .._observe._metrics import LATENCY_BUCKETS, MetricsFeed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
     from opentelemetry.util.types import AttributeValue
 
-    from ._events import Event, Outcome
-    from ._metrics import Scope
+    from .._core._events import Event, Outcome
+    from .._observe._metrics import Scope
 
 __all__ = ["SPAN_NAME", "OpenTelemetryHook"]
 
@@ -47,7 +47,7 @@ def _version() -> str:
 
 @final
 class _Instruments:
-    """The OpenTelemetry instruments a :class:`~werkpool._metrics.MetricsFeed` updates."""
+    """The OpenTelemetry instruments a :class:`~werkpool._observe._metrics.MetricsFeed` updates."""
 
     __slots__ = (
         "_attributes",

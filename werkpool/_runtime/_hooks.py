@@ -1,12 +1,12 @@
-"""A pool's hooks: the scheduler's :class:`~werkpool._scheduler.EventSink` when it has any.
+"""A pool's hooks: the scheduler's :class:`~werkpool._core._scheduler.EventSink` when it has any.
 
 :class:`Hooks` turns each transition the scheduler reports into a frozen
-:class:`~werkpool._events.Event` (times, durations, the admission latency) and hands it to every
-hook in turn. A hook that raises an :exc:`Exception` is logged once, with its traceback, on the
-``werkpool`` logger, and is called again at the next event (it is the hook's to fix, not the
-pool's to drop). One that raises a KeyboardInterrupt, a SystemExit or another BaseException
-stops the pool as a job raising it would (:class:`Stopper`); it never escapes into the
-transition that called the hook, which is complete by then anyway.
+:class:`~werkpool._core._events.Event` (times, durations, the admission latency) and hands it to
+every hook in turn. A hook that raises an :exc:`Exception` is logged once, with its traceback, on
+the ``werkpool`` logger, and is called again at the next event (it is the hook's to fix, not the
+pool's to drop). One that raises a KeyboardInterrupt, a SystemExit or another BaseException stops
+the pool as a job raising it would (:class:`Stopper`); it never escapes into the transition that
+called the hook, which is complete by then anyway.
 
 A pool without hooks has no :class:`Hooks` at all: the scheduler's sink is None and each
 transition costs one attribute test.
@@ -18,16 +18,16 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Final, Protocol, final
 
-from ._events import FINISHED, RETRYING, STARTED, SUBMITTED, Event
-from ._job import spent
-from ._options import default_label
+from .._core._events import FINISHED, RETRYING, STARTED, SUBMITTED, Event
+from .._core._job import spent
+from .._core._options import default_label
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-    from ._events import EventKind, Hook, Outcome
-    from ._job import Job
-    from ._scheduler import Scheduler
+    from .._core._events import EventKind, Hook, Outcome
+    from .._core._job import Job
+    from .._core._scheduler import Scheduler
 
 __all__ = ["Hooks", "Stopper", "check_hook"]
 

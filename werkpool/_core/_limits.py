@@ -8,10 +8,10 @@ job by its cost or key (weighted and per-key limits are more classes of this sha
 
 A *remote* limit (:class:`RemoteLimit`) is kept elsewhere, say in Redis: asking it takes I/O and it
 may refuse. The scheduler never awaits it. Once the local limits admit the head job, the scheduler
-hands a worker a :class:`~werkpool._scheduler.Reservation` to perform (httpcore's shape: the state
-change is synchronous and returns the I/O to do); the worker awaits :meth:`RemoteLimit.acquire`
-and reports the answer back, and gives the credit back (:meth:`RemoteLimit.release`, shielded)
-when the attempt ends or the request is cancelled.
+hands a worker a :class:`~werkpool._core._scheduler.Reservation` to perform (httpcore's shape: the
+state change is synchronous and returns the I/O to do); the worker awaits
+:meth:`RemoteLimit.acquire` and reports the answer back, and gives the credit back
+(:meth:`RemoteLimit.release`, shielded) when the attempt ends or the request is cancelled.
 """
 
 from __future__ import annotations
