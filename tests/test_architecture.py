@@ -75,8 +75,14 @@ LAYERS: dict[str, int] = {
     # _observe 6: hooks fed by events
     "_observe": 6,
     "_observe._logging": 6,  # LoggingHook: events as stdlib log records
-    "_observe._progress": 6,  # werkpool.progress: a live progress bar (rich optional)
     "_observe._metrics": 6,  # the metric rules (counts, gauge deltas, paused time)
+    "_observe._rates": 6,  # the progress bar's start and finish rates
+    "_observe._display": 6,  # what one draw of the bar shows; the Renderer protocol
+    # _observe 7: the progress bar's renderers
+    "_observe._plain_renderer": 7,  # one plain line rewritten with "\r"
+    "_observe._rich_renderer": 7,  # rich's progress display (rich optional)
+    # _observe 8: the progress bar: a hook, its drawing task, the time to go
+    "_observe._progress": 8,  # werkpool.progress
     # _runtime 6: the parts a running pool composes
     "_runtime": 6,
     "_runtime._futures": 6,

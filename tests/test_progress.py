@@ -22,7 +22,9 @@ from support import Boom, fail_after_sleep
 
 import werkpool
 from werkpool import WorkerPool
-from werkpool._observe._progress import _SLOTS, WINDOW, _PlainRenderer, _Recent, _Snapshot
+from werkpool._observe._display import Snapshot
+from werkpool._observe._plain_renderer import PlainRenderer
+from werkpool._observe._rates import SLOTS, WINDOW, Recent
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -513,12 +515,12 @@ class TestValidation:
 class TestRecent:
     def test_counts_only_the_last_window(self) -> None:
         """Events older than the window drop out of the rate."""
-        recent = _Recent()
+        recent = Recent()
         for i in range(100):  # 10 per second for 10 s
             recent.add(i / 10)
         assert recent.rate(10.0, since=0.0) == pytest.approx(10.0, rel=0.06)
         assert recent.rate(20.0, since=0.0) == 0.0
-        young = _Recent()
+        young = Recent()
         for i in range(6):
             young.add(i / 10)
         assert young.rate(0.55, since=0.0) == pytest.approx(6.0)  # over one second at least
@@ -526,10 +528,10 @@ class TestRecent:
 
     def test_memory_bounded(self) -> None:
         """However long the run, only the buckets of the last window are kept."""
-        recent = _Recent()
+        recent = Recent()
         for i in range(10_000):  # 100 per second for 100 s
             recent.add(i / 100)
-        assert len(recent._buckets) <= _SLOTS
+        assert len(recent._buckets) <= SLOTS
 
 
 class TestDetails:
@@ -630,8 +632,8 @@ class TestDetails:
         self, done: int, total: int, shown: str
     ) -> None:
         """98 % or 99.5 % done: one '-' left, and no "100%"."""
-        renderer = _PlainRenderer(FakeTTY(), None, live=True)
-        snap = _Snapshot(
+        renderer = PlainRenderer(FakeTTY(), None, live=True)
+        snap = Snapshot(
             done=done,
             total=total,
             failed=0,

@@ -5,30 +5,32 @@
 attribute updates per job. A task of its own, in the pool's event loop, draws the bar every
 ``refresh`` seconds from those counters and the clock: the start rate comes from the last 5
 seconds, so it keeps moving while nothing happens (a pause counts down, a stalled rate falls to
-0); the time to go from an exponentially weighted finish rate, so that it counts down smoothly
-rather than jumping with each job. While the bar is off (not a terminal) it still counts.
+0); the time to go from an exponentially weighted finish rate (``_rates``), so that it
+counts down smoothly rather than jumping with each job. While the bar is off (not a terminal)
+it still counts.
 
-Two renderers: rich's (``pip install "werkpool[progress]"``) when it can be imported, and a
-plain one that rewrites a single line with ``"\\r"``. Both draw from the loop, with no thread: a
-render is one short write to the terminal, and the same code runs on asyncio, on trio and on
-the virtual clocks of the tests.
+This module is the bar itself: the hook, the drawing task, the time to go, and the choice of a
+renderer. Two renderers draw the ``Snapshot`` (``_display``) it hands them: rich's
+(``_rich_renderer``, ``pip install "werkpool[progress]"``) when it can be imported, and a
+plain one that rewrites a single line with ``"\\r"`` (``_plain_renderer``). Both draw from
+the loop, with no thread: a render is one short write to the terminal, and the same code runs
+on asyncio, on trio and on the virtual clocks of the tests.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
-import os
-import shutil
 import sys
-from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, cast, final
 
 import anyio
 
 from .._core._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
+from ._display import Snapshot
+from ._plain_renderer import PlainRenderer
+from ._rates import WINDOW, Pace, Recent
+from ._rich_renderer import rich_console_type, rich_log_renderer, rich_renderer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,22 +38,15 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
     from rich.console import Console
-    from rich.text import Text
 
     from .._core._events import Event, Hook
     from .._core._statistics import PoolStatistics
+    from ._display import Renderer
 
-__all__ = ["WINDOW", "ObservablePool", "ProgressBar", "progress"]
+__all__ = ["ObservablePool", "ProgressBar", "progress"]
 
 logger: Final = logging.getLogger("werkpool")
 
-#: The seconds of recent history behind the start rate and the time to go.
-WINDOW: Final = 5.0
-#: Buckets per :data:`WINDOW`: the recent counts cost O(1) per event and bounded memory.
-_SLOTS: Final = 20
-#: Characters of the plain renderer's bar, and of rich's.
-_BAR_WIDTH: Final = 20
-_RICH_BAR_WIDTH: Final = 24
 #: The time to go shown counts down with the clock and eases toward the estimate over
 #: _ETA_EASE seconds; it rises only for an estimate above it by more than the lag, the larger of
 #: _ETA_LAG seconds and _ETA_LAG_FRACTION of the time shown (less is the noise of single jobs).
@@ -59,8 +54,6 @@ _RICH_BAR_WIDTH: Final = 24
 _ETA_EASE: Final = 1.0
 _ETA_LAG: Final = WINDOW
 _ETA_LAG_FRACTION: Final = 0.2
-#: The finish rate behind the time to go averages over at least this many jobs.
-_PACE_EVENTS: Final = 20
 
 
 class ObservablePool(Protocol):
@@ -75,359 +68,6 @@ class ObservablePool(Protocol):
     def remove_hook(self, hook: Hook, /) -> None: ...
 
     def statistics(self) -> PoolStatistics: ...
-
-
-# -- counting --------------------------------------------------------------------------------------
-
-
-@final
-class _Recent:
-    """How many events happened in the last :data:`WINDOW` seconds, in fixed time buckets."""
-
-    __slots__ = ("_buckets", "_width")
-
-    def __init__(self) -> None:
-        self._width = WINDOW / _SLOTS
-        #: [bucket number, events in it], oldest first; only the last _SLOTS buckets are kept.
-        self._buckets: deque[list[int]] = deque()
-
-    def add(self, time: float) -> None:
-        number = math.floor(time / self._width)
-        buckets = self._buckets
-        if buckets and buckets[-1][0] == number:
-            buckets[-1][1] += 1
-            return
-        buckets.append([number, 1])
-        while buckets[0][0] <= number - _SLOTS:
-            buckets.popleft()
-
-    def rate(self, now: float, since: float) -> float:
-        """Events per second over the buckets of the last :data:`WINDOW` (not before *since*).
-
-        Over one second at least: the first few starts of a run would otherwise read as a
-        spike (two starts in the first 0.1 s are not 20 per second).
-        """
-        first = math.floor(now / self._width) - _SLOTS + 1
-        count = sum(n for number, n in self._buckets if number >= first)
-        return count / max(1.0, now - max(since, first * self._width))
-
-
-@final
-class _Pace:
-    """The rate of events, exponentially weighted over the last :data:`WINDOW` seconds or the
-    last :data:`_PACE_EVENTS` events, whichever is longer, as of the last event.
-
-    A ratio of two decayed sums, the events and the time they took: exact for a steady pace from
-    the first event on (one event at 2 s is 0.5 per second, ten at once at 1 s are 10 per
-    second), and the noise of single jobs averaged over many, even when jobs are slow.
-
-    Between events the rate is held, not decayed (a rate that fell after each event and rose at
-    the next would make the time to go jump), until the next event is overdue: from then on it
-    is the rate as if the event came now, which falls smoothly while nothing happens (to 0 in a
-    stall) and is the very rate the event brings when it comes.
-    """
-
-    __slots__ = ("_count", "_last", "_time")
-
-    def __init__(self, began: float) -> None:
-        self._last = began
-        self._count = 0.0  # events, each weighted by the decay since
-        self._time = 0.0  # the seconds between them (from the beginning), weighted alike
-
-    @property
-    def last(self) -> float:
-        """The time of the last event (the beginning before any)."""
-        return self._last
-
-    @staticmethod
-    def _keep(gap: float) -> float:
-        """How much of the past an event *gap* seconds after the last keeps: the slower decay
-        of the two, a memory of WINDOW seconds and one of _PACE_EVENTS events."""
-        return max(math.exp(-gap / WINDOW), 1.0 - 1.0 / _PACE_EVENTS)
-
-    def add(self, time: float) -> None:
-        gap = max(0.0, time - self._last)
-        keep = self._keep(gap)
-        self._count = self._count * keep + 1.0
-        self._time = self._time * keep + gap
-        self._last = max(self._last, time)
-
-    def rate(self, now: float) -> float:
-        """Events per second (0.0 before the first event)."""
-        if self._count == 0.0:
-            return 0.0
-        # Over one second at least, as _Recent: two jobs done in the first 0.1 s are not 20
-        # per second.
-        rate = self._count / max(1.0, self._time)
-        gap = now - self._last
-        if gap * rate > 1.0:  # the next event is overdue
-            keep = self._keep(gap)
-            rate = (self._count * keep + 1.0) / max(1.0, self._time * keep + gap)
-        return rate
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    """What one render shows."""
-
-    done: int
-    total: int  # 0 when no job is known yet
-    failed: int
-    cancelled: int
-    retries: int
-    pauses: int
-    paused_for: float  # seconds left of the pool's pause (0: not paused; inf: until resume())
-    start_rate: float  # recent starts per second; the average over the run when final
-    eta: float | None  # seconds to go (None: unknown, or no total given)
-    elapsed: float
-    final: bool
-    last_failed: str | None = None  # the label of the last job that failed
-
-
-def _clock(seconds: float) -> str:
-    """``0:07``, ``12:30``, ``1:02:03``."""
-    whole = max(0, round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-#: The most characters of a failed job's label the summary shows.
-_LABEL_SHOWN: Final = 40
-
-
-def _parts(snap: _Snapshot) -> list[tuple[str, str]]:
-    """The bar's text after the bar, as (text, rich style) pieces in display order."""
-
-    def plural(n: int, word: str) -> str:
-        return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-    parts = [(f"{snap.done}/{snap.total}", "bold")]
-    failed = f"{snap.failed} failed"
-    if snap.final and snap.failed and snap.last_failed is not None:
-        # In the summary only: the live bar keeps its width, the last line says where to look.
-        label = snap.last_failed
-        if len(label) > _LABEL_SHOWN:
-            label = label[: _LABEL_SHOWN - 3] + "..."
-        failed += f" (last: {label})"
-    parts.append((failed, "red" if snap.failed else ""))
-    if snap.cancelled:
-        parts.append((f"{snap.cancelled} cancelled", "yellow"))
-    parts.append((f"{snap.retries} retries" if snap.retries != 1 else "1 retry", ""))
-    if snap.pauses:
-        parts.append((plural(snap.pauses, "pause"), ""))
-    if snap.paused_for > 0 and not snap.final:
-        left = snap.paused_for
-        if math.isinf(left):
-            parts.append(("paused until resumed", "yellow"))
-        else:
-            parts.append(
-                (f"paused {left:.1f} s" if left < 60 else f"paused {_clock(left)}", "yellow")
-            )
-    if snap.final:
-        parts.append((f"{snap.start_rate:.1f} starts/s avg", "cyan"))
-        parts.append((f"took {_clock(snap.elapsed)}", ""))
-    else:
-        parts.append((f"{snap.start_rate:.1f} starts/s", "cyan"))
-        if snap.eta is not None:
-            parts.append((f"ETA {_clock(snap.eta)}", "green"))
-        else:
-            parts.append((f"{_clock(snap.elapsed)} elapsed", ""))
-    return parts
-
-
-# -- renderers -------------------------------------------------------------------------------------
-
-
-class _Renderer(Protocol):
-    def show(self, snap: _Snapshot) -> None: ...
-
-    def close(self, snap: _Snapshot) -> None:
-        """Draw the final state and stop; whatever fails, undo what the renderer changed."""
-
-    def abandon(self) -> None:
-        """Stop at once after a failed draw, undoing what the renderer changed (rich's
-        redirection of sys.stdout and sys.stderr); never raises an Exception."""
-
-
-@final
-class _PlainRenderer:
-    """One line, rewritten in place with ``"\\r"`` on a terminal; only the last one elsewhere."""
-
-    def __init__(self, stream: TextIO, description: str | None, live: bool) -> None:
-        self.stream = stream
-        self.prefix = f"{description} " if description else ""
-        self.live = live
-        self.last = ""
-
-    def line(self, snap: _Snapshot) -> str:
-        if snap.total > 0:
-            done = min(snap.done, snap.total)
-            # Rounded down, in integers: full, and "100%", only when every job is done.
-            filled = done * _BAR_WIDTH // snap.total
-            percent = done * 100 // snap.total
-            bar = f"[{'#' * filled}{'-' * (_BAR_WIDTH - filled)}] {percent:3d}% "
-        else:
-            bar = ""
-        text = self.prefix + bar + ", ".join(text for text, _ in _parts(snap))
-        if not self.live:
-            return text  # a line in a log or a file: never cut
-        # A line that wraps could not be rewritten by "\r": keep it within the terminal.
-        return text[: max(1, _columns(self.stream) - 1)]
-
-    def _write(self, line: str, end: str) -> None:
-        pad = " " * max(0, len(self.last) - len(line))  # erase what the last line had more
-        self.stream.write(f"\r{line}{pad}{end}")
-        self.stream.flush()
-        self.last = line
-
-    def show(self, snap: _Snapshot) -> None:
-        if self.live:
-            line = self.line(snap)
-            if line != self.last:
-                self._write(line, "")
-
-    def close(self, snap: _Snapshot) -> None:
-        if self.live:
-            self._write(self.line(snap), "\n")
-        else:
-            self.stream.write(self.line(snap) + "\n")
-            self.stream.flush()
-
-    def abandon(self) -> None:
-        pass  # it changed nothing but its own line
-
-
-def _rich_renderer(console: Console, description: str | None, snap: _Snapshot) -> _Renderer:
-    """A rich.progress display with the bar and the counts; drawn only when asked (no thread)."""
-    from rich.file_proxy import FileProxy
-    from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
-
-    class StatsColumn(ProgressColumn):
-        """The counts, the rate and the time to go, each in its colour."""
-
-        def render(self, task: Task) -> Text:
-            return _rich_parts(task.fields["snapshot"])
-
-    columns: list[ProgressColumn] = []
-    if description:
-        columns.append(TextColumn("{task.description}", markup=False))
-    columns += [BarColumn(bar_width=_RICH_BAR_WIDTH), StatsColumn()]
-    # auto_refresh=False: no refresh thread; the ProgressBar's task draws, from the loop.
-    display = Progress(*columns, console=console, auto_refresh=False, transient=False)
-
-    @final
-    class RichRenderer:
-        def __init__(self) -> None:
-            self.task = display.add_task(
-                description or "", total=snap.total or None, completed=snap.done, snapshot=snap
-            )
-            # On a terminal, rich's Live replaces sys.stdout and sys.stderr with proxies that
-            # print above the bar, until it stops: they are put back here whatever happens.
-            self.streams = (sys.stdout, sys.stderr)
-            try:
-                display.start()
-            except BaseException:
-                self.abandon()
-                raise
-
-        def show(self, snap: _Snapshot) -> None:
-            # total None (no job known yet) draws rich's pulsing bar rather than a full one.
-            display.update(self.task, total=snap.total or None, completed=snap.done, snapshot=snap)
-            display.refresh()
-
-        def close(self, snap: _Snapshot) -> None:
-            try:
-                display.update(
-                    self.task, total=snap.total or None, completed=snap.done, snapshot=snap
-                )
-            finally:
-                try:
-                    display.stop()  # draws the final bar, leaves it on screen, ends its line
-                finally:
-                    self.restore()
-
-        def abandon(self) -> None:
-            try:
-                display.stop()  # its final draw fails too on a broken terminal
-            except Exception:  # the failure that brought us here is logged
-                pass
-            finally:
-                self.restore()
-
-        def restore(self) -> None:
-            """Put back sys.stdout and sys.stderr if rich's proxies are still in their place
-            (Live.stop restores them only if it gets that far); a stream the program set
-            itself since is left alone."""
-            stdout, stderr = self.streams
-            if sys.stdout is not stdout and isinstance(sys.stdout, FileProxy):
-                sys.stdout = stdout
-            if sys.stderr is not stderr and isinstance(sys.stderr, FileProxy):
-                sys.stderr = stderr
-
-    return RichRenderer()
-
-
-def _rich_parts(snap: _Snapshot) -> Text:
-    """The text after rich's bar: the counts, the rate and the time to go, each in its colour."""
-    from rich.text import Text
-
-    text = Text()
-    for i, (piece, style) in enumerate(_parts(snap)):
-        if i:
-            text.append(" · ", style="dim")
-        text.append(piece, style=style)
-    return text
-
-
-def _rich_log_renderer(console: Console, description: str | None) -> _Renderer:
-    """The final state as one line of a console that is no terminal (a log, a file): rich's
-    bar and the counts, never wrapped or cut to the console's width (rich's Live would)."""
-    from rich.progress_bar import ProgressBar as RichBar
-    from rich.text import Text
-
-    @final
-    class RichLogRenderer:
-        def show(self, snap: _Snapshot) -> None:
-            pass  # no one watches a log: only the final state is written
-
-        def close(self, snap: _Snapshot) -> None:
-            line = Text(f"{description} " if description else "")
-            bar = RichBar(total=snap.total or None, completed=snap.done, width=_RICH_BAR_WIDTH)
-            options = console.options.update(width=_RICH_BAR_WIDTH)
-            for segment in console.render_lines(bar, options, pad=False)[0]:
-                line.append(segment.text, segment.style)
-            line.append(" ")
-            line.append_text(_rich_parts(snap))
-            console.print(line, soft_wrap=True)  # soft_wrap: neither wrapped nor cropped
-
-        def abandon(self) -> None:
-            pass  # it changed nothing
-
-    return RichLogRenderer()
-
-
-def _rich_console_type() -> type[Console] | None:
-    """rich's Console class, or None when rich cannot be imported (the plain renderer then)."""
-    try:
-        from rich.console import Console
-
-        importlib.import_module("rich.progress")  # the renderer's module must be there too
-    except ImportError:
-        return None
-    return Console
-
-
-def _columns(stream: TextIO) -> int:
-    """The width of the terminal *stream* writes to (``COLUMNS`` first, as :mod:`shutil` reads
-    it; then the stream's own terminal, which may not be stdout's; else stdout's, or 80)."""
-    if "COLUMNS" not in os.environ:
-        try:
-            return os.get_terminal_size(stream.fileno()).columns
-        except (AttributeError, OSError, ValueError):  # no file descriptor, or no terminal
-            pass
-    return shutil.get_terminal_size().columns
 
 
 def _isatty(stream: object) -> bool:
@@ -494,11 +134,11 @@ class ProgressBar:
         self.pauses = 0
         self._in_flight_at_start = 0
         self._paused_until = -math.inf
-        self._starts = _Recent()
-        self._finishes = _Pace(0.0)
+        self._starts = Recent()
+        self._finishes = Pace(0.0)
         self._eta: tuple[float | None, float] = (None, 0.0)  # the time to go shown last, when
         self._began = 0.0
-        self._renderer: _Renderer | None = None
+        self._renderer: Renderer | None = None
         self._group: TaskGroup | None = None
         self._entered = False
         self._hooked = False  # the hook was added (removed again by _close)
@@ -546,7 +186,7 @@ class ProgressBar:
 
     # -- drawing --------------------------------------------------------------------------------
 
-    def _snapshot(self, final: bool) -> _Snapshot:
+    def _snapshot(self, final: bool) -> Snapshot:
         now = anyio.current_time()
         elapsed = now - self._began
         total = self.total
@@ -556,7 +196,7 @@ class ProgressBar:
         else:
             start_rate = self._starts.rate(now, self._began)
             eta = self._time_to_go(now, total) if self._given_total is not None else None
-        return _Snapshot(
+        return Snapshot(
             done=self.done,
             total=total,
             failed=self.failed,
@@ -574,7 +214,7 @@ class ProgressBar:
     def _time_to_go(self, now: float, total: int) -> float | None:
         """The seconds to go shown now: None until a job finishes, 0.0 once all are done.
 
-        The estimate is what is left over the finish rate (:class:`_Pace`), counted down since
+        The estimate is what is left over the finish rate (``_rates.Pace``), counted down since
         the last finish. What is shown follows it smoothly. Within the lag of it (the noise of
         single jobs), it counts down with the clock and eases toward the estimate over
         :data:`_ETA_EASE` seconds, without ever rising for it. Further below (a faster pace, or
@@ -624,27 +264,27 @@ class ProgressBar:
             await anyio.sleep(self._refresh)
             self._draw(final=False)
 
-    def _choose(self) -> Callable[[_Snapshot], _Renderer] | None:
+    def _choose(self) -> Callable[[Snapshot], Renderer] | None:
         """How to draw on the console (rich or plain), or None when the bar is off."""
         console = self._console
         description = self._description
-        console_type = _rich_console_type()
+        console_type = rich_console_type()
         if console_type is not None and isinstance(console, console_type):
             rich_console: Console = console
             if not (console.is_terminal if self._force is None else self._force):
                 return None
             if not console.is_terminal:  # forced: the final state, as one line of a log
-                return lambda first: _rich_log_renderer(rich_console, description)
-            return lambda first: _rich_renderer(rich_console, description, first)
+                return lambda first: rich_log_renderer(rich_console, description)
+            return lambda first: rich_renderer(rich_console, description, first)
         stream = cast("TextIO", sys.stderr if console is None else console)
         terminal = _isatty(stream)
         if not (terminal if self._force is None else self._force):
             return None
         if console_type is not None:
             if not terminal:
-                return lambda first: _rich_log_renderer(console_type(file=stream), description)
-            return lambda first: _rich_renderer(console_type(file=stream), description, first)
-        return lambda first: _PlainRenderer(stream, description, live=terminal)
+                return lambda first: rich_log_renderer(console_type(file=stream), description)
+            return lambda first: rich_renderer(console_type(file=stream), description, first)
+        return lambda first: PlainRenderer(stream, description, live=terminal)
 
     async def __aenter__(self) -> ProgressBar:
         if self._entered:
@@ -656,7 +296,7 @@ class ProgressBar:
             statistics.submitted - statistics.completed - statistics.failed - statistics.cancelled
         )
         self._began = anyio.current_time()
-        self._finishes = _Pace(self._began)
+        self._finishes = Pace(self._began)
         # The hook even when the bar is off: its counters are useful without a display.
         self._pool.add_hook(self._hook)
         self._hooked = True
