@@ -59,15 +59,20 @@ LAYERS: dict[str, int] = {
     "_core._validate": 0,
     "_core._statistics": 0,
     "_core._events": 0,  # the Event record and the Hook protocol
-    "_core._ratelimit_headers": 0,  # servers' rate-limit headers read as budgets
+    "_core._budgets": 0,  # a server's budgets as records (Budget, HeaderReport), less_sent
+    "_core._header_values": 0,  # header values: decimals, Go durations, RFC 3339 and HTTP dates
+    "_core._structured_fields": 0,  # RFC 9651 structured fields (the IETF RateLimit fields)
     "_extras": 0,
     # _core 1: per-job options (timeout, retry policy, default backoff); limits as values
     "_core._options": 1,
     "_core._specs": 1,
+    "_core._header_fields": 1,  # what a header parser sees: checked fields, HeaderParser
     # _core 2: the job record, its states and outcomes
     "_core._job": 2,
+    "_core._header_dialects": 2,  # the header dialects (OpenAI, Anthropic, GitHub, IETF)
     # _core 3: admission limits (local and remote)
     "_core._limits": 3,
+    "_core._ratelimit_headers": 3,  # parse_headers: a response's headers read as budgets
     # _core 4: the lines of jobs per key, with their own limits
     "_core._lanes": 4,
     # _core 5: the sans-I/O state machine, where a job's state changes

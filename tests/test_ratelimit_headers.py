@@ -15,21 +15,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from werkpool._core._ratelimit_headers import (
+from werkpool._core._budgets import Budget, HeaderReport
+from werkpool._core._header_dialects import (
     ANTHROPIC,
     DEFAULT_PARSERS,
     GITHUB,
     IETF,
     IETF_DRAFT_OLD,
-    MAX_VALUE_LENGTH,
     OPENAI,
     PARSERS,
-    Budget,
-    HeaderFields,
-    HeaderParser,
-    HeaderReport,
-    parse_headers,
 )
+from werkpool._core._header_fields import MAX_VALUE_LENGTH, HeaderFields, HeaderParser
+from werkpool._core._ratelimit_headers import parse_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
