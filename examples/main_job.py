@@ -126,7 +126,7 @@ class Watch:
     paused: float = 0.0  # seconds paused, overlaps counted once
     paused_until: float = -math.inf
 
-    def __call__(self, event: werkpool.Event) -> None:
+    def __call__(self, event: werkpool.JobEvent) -> None:
         if event.kind == "retrying":
             cause = "429" if isinstance(event.error, TooManyRequests) else "500"
             self.retries[cause] = self.retries.get(cause, 0) + 1

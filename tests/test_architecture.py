@@ -58,7 +58,7 @@ LAYERS: dict[str, int] = {
     "_core._exceptions": 0,
     "_core._validate": 0,
     "_core._statistics": 0,
-    "_core._events": 0,  # the Event record and the Hook protocol
+    "_core._events": 0,  # the JobEvent record and the Hook protocol
     "_core._budgets": 0,  # a server's budgets as records (Budget, HeaderReport), less_sent
     "_core._header_values": 0,  # header values: decimals, Go durations, RFC 3339 and HTTP dates
     "_core._structured_fields": 0,  # RFC 9651 structured fields (the IETF RateLimit fields)

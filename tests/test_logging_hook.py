@@ -17,12 +17,12 @@ from anyio.lowlevel import checkpoint
 from support import Boom, approx
 
 import werkpool._observe._logging
-from werkpool import Event, RetryAfter, WorkerPool
+from werkpool import JobEvent, RetryAfter, WorkerPool
 from werkpool._observe._logging import LoggingHook
 
 pytestmark = pytest.mark.anyio
 
-#: Every flat field a record carries, with the Event attribute it copies.
+#: Every flat field a record carries, with the JobEvent attribute it copies.
 FIELDS = {
     "werkpool_kind": "kind",
     "werkpool_time": "time",
@@ -216,7 +216,7 @@ class TestExtra:
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         """``werkpool_event`` is the event; the flat fields are its attributes."""
-        seen: list[Event] = []
+        seen: list[JobEvent] = []
         script = Script(a=1, b=9)
         caplog.set_level(logging.DEBUG, logger="werkpool")
         async with WorkerPool(size=1, hooks=[seen.append, LoggingHook()]) as pool:
@@ -229,7 +229,7 @@ class TestExtra:
         assert {e.kind for e in seen} == {"submitted", "started", "retrying", "finished", "paused"}
         for record in logged:
             event = record.werkpool_event
-            assert isinstance(event, Event)
+            assert isinstance(event, JobEvent)
             for name, attribute in FIELDS.items():
                 assert getattr(record, name) == getattr(event, attribute), name
         retry = next(r for r in logged if r.werkpool_kind == "retrying")

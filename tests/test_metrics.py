@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from werkpool import Event
+from werkpool import JobEvent
 from werkpool._observe._metrics import LATENCY_BUCKETS, MetricsFeed, Scope
 
 if TYPE_CHECKING:
@@ -50,28 +50,28 @@ def feed() -> tuple[MetricsFeed, Sink]:
     return MetricsFeed(sink), sink
 
 
-def paused(time: float, until: float, key: Hashable = None) -> Event:
-    return Event("paused", time, None, key, until=until)
+def paused(time: float, until: float, key: Hashable = None) -> JobEvent:
+    return JobEvent("paused", time, None, key, until=until)
 
 
-def resumed(time: float, key: Hashable = None) -> Event:
-    return Event("resumed", time, None, key)
+def resumed(time: float, key: Hashable = None) -> JobEvent:
+    return JobEvent("resumed", time, None, key)
 
 
-def tick(time: float) -> Event:
+def tick(time: float) -> JobEvent:
     """Any job event at *time* (a submission with nothing queued)."""
-    return Event("submitted", time, 1, None)
+    return JobEvent("submitted", time, 1, None)
 
 
 class TestCounts:
     def test_each_kind_is_its_update(self) -> None:
         """submitted, started (with its wait), retried, finished (with its outcome)."""
         hook, sink = feed()
-        hook(Event("submitted", 0.0, 1, None, queued=1))
-        hook(Event("started", 0.5, 1, None, 1, waited=0.5, running=1))
-        hook(Event("retrying", 1.5, 1, None, 1, error=ValueError(), delay=2.0))
-        hook(Event("started", 3.5, 1, None, 2, waited=0.0, running=1))
-        hook(Event("finished", 4.0, 1, None, 2, "completed"))
+        hook(JobEvent("submitted", 0.0, 1, None, queued=1))
+        hook(JobEvent("started", 0.5, 1, None, 1, waited=0.5, running=1))
+        hook(JobEvent("retrying", 1.5, 1, None, 1, error=ValueError(), delay=2.0))
+        hook(JobEvent("started", 3.5, 1, None, 2, waited=0.0, running=1))
+        hook(JobEvent("finished", 4.0, 1, None, 2, "completed"))
         assert sink.updates == [
             ("submitted",),
             ("counts", 1, 0),
@@ -88,8 +88,8 @@ class TestCounts:
     def test_the_gauges_start_from_the_first_events_counts(self) -> None:
         """A feed added to a busy pool moves its gauges to the pool's counts at once."""
         hook, sink = feed()
-        hook(Event("finished", 9.0, 7, None, 1, "failed", queued=40, running=9))
-        hook(Event("paused", 9.0, None, None, until=INF, queued=40, running=9))
+        hook(JobEvent("finished", 9.0, 7, None, 1, "failed", queued=40, running=9))
+        hook(JobEvent("paused", 9.0, None, None, until=INF, queued=40, running=9))
         assert sink.updates == [("finished", "failed"), ("counts", 40, 9)]
 
     def test_latency_buckets_grow(self) -> None:

@@ -333,8 +333,8 @@ class TestSetup:
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(spans))
         hook = OpenTelemetryHook(tracer_provider=provider, name="mine")
-        hook(werkpool.Event("started", 0.0, 1, None, 1, waited=0.0))
-        hook(werkpool.Event("finished", 1.0, 1, None, 1, "completed"))
+        hook(werkpool.JobEvent("started", 0.0, 1, None, 1, waited=0.0))
+        hook(werkpool.JobEvent("finished", 1.0, 1, None, 1, "completed"))
         (span,) = spans.get_finished_spans()
         assert span.instrumentation_scope is not None
         assert span.instrumentation_scope.name == "mine"

@@ -250,7 +250,7 @@ class TestRich:
         """Only the bar's hook goes at exit."""
         seen: list[str] = []
 
-        def other(event: werkpool.Event) -> None:
+        def other(event: werkpool.JobEvent) -> None:
             seen.append(event.kind)
 
         async with WorkerPool(hooks=[other]) as pool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 
+import pytest
+
 import werkpool
 
 
@@ -41,3 +43,19 @@ def test_every_public_name_has_a_docstring() -> None:
             for attr, member in vars(value).items():
                 if not attr.startswith("_") and callable(member):
                     assert inspect.getdoc(member), f"{name}.{attr}"
+
+
+def test_event_is_a_deprecated_alias_of_job_event() -> None:
+    """``werkpool.Event`` (0.3) is ``werkpool.JobEvent``, with a DeprecationWarning at each
+    access (an attribute or ``from werkpool import Event``), and not in ``__all__``."""
+    with pytest.warns(DeprecationWarning, match=r"werkpool\.Event is deprecated.*JobEvent"):
+        alias = werkpool.Event
+    assert alias is werkpool.JobEvent
+    with pytest.warns(DeprecationWarning, match=r"werkpool\.JobEvent"):
+        from werkpool import Event
+    assert Event is werkpool.JobEvent
+    assert "JobEvent" in werkpool.__all__
+    assert "Event" not in werkpool.__all__
+    assert "Event" not in vars(werkpool)  # so that every access goes through the warning
+    assert werkpool.JobEvent.__name__ == "JobEvent"
+    assert werkpool.JobEvent.__module__ == "werkpool"

@@ -5,8 +5,10 @@ Works on asyncio and trio through AnyIO. See :class:`WorkerPool`.
 
 from __future__ import annotations
 
-from ._core._events import Event as Event
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from ._core._events import Hook as Hook
+from ._core._events import JobEvent as JobEvent
 from ._core._exceptions import FutureCancelled as FutureCancelled
 from ._core._exceptions import FutureNotFinished as FutureNotFinished
 from ._core._exceptions import LimitUnavailableError as LimitUnavailableError
@@ -35,11 +37,11 @@ from ._runtime._map import MapIterator as MapIterator
 __all__ = [
     "BACKOFF_CAP",
     "Concurrency",
-    "Event",
     "Future",
     "FutureCancelled",
     "FutureNotFinished",
     "Hook",
+    "JobEvent",
     "JobFuture",
     "LimitStatistics",
     "LimitUnavailableError",
@@ -75,9 +77,27 @@ _fix_module_names()
 del _fix_module_names
 
 
-def __getattr__(name: str) -> str:
+if _TYPE_CHECKING:
+    # What __getattr__ gives, for type checkers. ``werkpool.Event``, the deprecated alias, still
+    # checks in an annotation; at run time it is not in the namespace, so that each access warns.
+    __version__: str
+    Event = JobEvent
+
+
+def __getattr__(name: str) -> object:
     if name == "__version__":
         from importlib.metadata import version
 
         return version("werkpool")
+    if name == "Event":
+        # Renamed in 0.4: "Event" collided with anyio.Event, asyncio.Event and trio.Event in
+        # code that uses both. The alias goes in the release after.
+        import warnings
+
+        warnings.warn(
+            "werkpool.Event is deprecated; use werkpool.JobEvent (the same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return JobEvent
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

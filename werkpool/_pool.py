@@ -91,7 +91,7 @@ class _CallOwner:
 def _check_hooks(hooks: object) -> tuple[Hook, ...]:
     if callable(hooks) or isinstance(hooks, (str, bytes)) or not isinstance(hooks, Iterable):
         raise TypeError(
-            "hooks must be an iterable of callables taking a werkpool.Event (hooks=[hook]), "
+            "hooks must be an iterable of callables taking a werkpool.JobEvent (hooks=[hook]), "
             f"not {type(hooks).__name__}"
         )
     checked = tuple(cast("Iterable[Hook]", hooks))
@@ -218,13 +218,13 @@ class WorkerPool:
         seconds (an HTTP 429's ``Retry-After``), or to a :exc:`werkpool.RetryAfter` with its
         ``scope``, or None: as if the job raised :exc:`werkpool.RetryAfter` (the job's key, or
         the pool, or what the scope names, pauses)
-    :param hooks: callables that each get a :class:`werkpool.Event` at every transition of a job
+    :param hooks: callables that each get a :class:`werkpool.JobEvent` at every transition of a job
         (submitted, started, retrying, finished) or of a pause: for logging, metrics, progress
         (see :meth:`add_hook`)
     :param max_retry_after: the longest pause a pushback may cause, in seconds (default 900,
         15 minutes; ``math.inf``: no cap). A :exc:`werkpool.RetryAfter`, a ``retry_after=``
         delay or a :meth:`push_back` asking for more pauses this long only, and its
-        ``"paused"`` event says what was asked (:attr:`werkpool.Event.clamped_from`): a
+        ``"paused"`` event says what was asked (:attr:`werkpool.JobEvent.clamped_from`): a
         ``Retry-After`` of 1e308 s or a date in year 9999 never stops the pool for good.
 
     **Rate contract.** In any half-open window of length ``W`` seconds, at most
@@ -405,7 +405,7 @@ class WorkerPool:
         return self._life.hooks
 
     def add_hook(self, hook: Hook) -> None:
-        """Call *hook* with a :class:`werkpool.Event` at each transition from now on.
+        """Call *hook* with a :class:`werkpool.JobEvent` at each transition from now on.
 
         A hook is called synchronously in the pool's event loop, after the pool's own counters
         changed: keep it quick and non-blocking. An :class:`Exception` it raises is logged once
@@ -646,7 +646,7 @@ class WorkerPool:
             the pool's limits only.
         :param cost: what each attempt costs, per unit (``{"tokens": 1200}``), for the limits
             that count a unit; a limit without a unit counts 1 per attempt
-        :param name: the job's label in its events (:attr:`werkpool.Event.name`), log lines,
+        :param name: the job's label in its events (:attr:`werkpool.JobEvent.name`), log lines,
             spans and the progress bar. ``None``: a short repr of the first argument (at most
             40 characters), or the function's ``__qualname__`` if there is none; made only by
             a pool with hooks, so an unnamed job costs nothing without them.

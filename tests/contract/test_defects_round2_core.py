@@ -35,7 +35,7 @@ from support import (
     stats_add_up,
 )
 
-from werkpool import Concurrency, Event, RetryAfter, WorkerPool
+from werkpool import Concurrency, JobEvent, RetryAfter, WorkerPool
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,7 +91,7 @@ def test_item4_a_hook_raising_a_base_exception_stops_the_pool_like_a_job(
     futures: list[Any] = []
     options: dict[str, Any] = {"retries": 1, "backoff": lambda n: 1.0}
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         if event.kind == kind and "raised" not in record:
             record["raised"] = anyio.current_time()
             raise raised
@@ -150,7 +150,7 @@ def test_item4_a_hooks_base_exception_is_not_lost_to_a_cancellation_from_outside
     record: dict[str, Any] = {}
     futures: list[Any] = []
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         if event.kind == "finished":
             raise raised
 
@@ -180,7 +180,7 @@ async def test_item4_a_hook_raising_after_the_pool_exited_raises_in_the_caller(
     action is complete (here a pause)."""
     raised = error("late")
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         if event.kind == "paused":
             raise raised
 
@@ -265,7 +265,7 @@ async def test_item9_resizing_from_a_started_hook_holds_the_new_size() -> None:
     the new size, so the others run one at a time (and none is lost from the count)."""
     probe = Probe()
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         if event.kind == "started" and event.job == 1:
             pool.size = 1
 
@@ -288,7 +288,7 @@ async def test_item9_cancelling_from_a_started_hook_stops_the_job() -> None:
     probe = Probe()
     kinds: list[tuple[str, int | None, str | None]] = []
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         kinds.append((event.kind, event.job, event.outcome))
         if event.kind == "started" and event.job == 1:
             futures[0].cancel()
@@ -311,7 +311,7 @@ async def test_item9_set_limits_and_pause_from_a_started_hook() -> None:
     pause from the second holds the rest until ``resume()``."""
     probe = Probe()
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         if event.kind == "started" and event.job == 1:
             pool.set_limits([Concurrency(1)])
         if event.kind == "started" and event.job == 2:
@@ -335,7 +335,7 @@ async def test_item9_resizing_from_a_pushbacks_paused_hook_leaks_no_slot() -> No
     retry: resizing from it does not count that job as running for good."""
     flaky = _Flaky("push back")
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         if event.kind == "paused":
             pool.size = 1
 
@@ -355,7 +355,7 @@ async def test_item9_cancelling_from_a_pushbacks_paused_hook_drops_the_retry() -
     future from there drops it, and its code does not run again."""
     flaky = _Flaky("push back")
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         if event.kind == "paused":
             future.cancel()
 
@@ -372,7 +372,7 @@ async def test_item9_the_events_of_a_kill_come_once_every_job_is_settled() -> No
     it carries are the final ones, and ``statistics()`` says the same."""
     seen: list[tuple[int, int, int]] = []
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         if event.kind == "finished":
             stats = pool.statistics()
             seen.append((event.queued, stats.queued, stats.cancelled))
@@ -397,7 +397,7 @@ class _SlotsHook:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: JobEvent) -> None:
         raise RuntimeError(f"slots hook {self.n}")
 
 
@@ -419,13 +419,13 @@ async def test_item13_each_new_failing_hook_is_logged_even_at_a_reused_address(m
     """20 failing hooks, added and dropped one after the other (a new one often lands at the
     address of the last), beside a hook that stays: each is logged, once."""
 
-    def closure(n: int) -> Callable[[Event], None]:
-        def hook(event: Event) -> None:
+    def closure(n: int) -> Callable[[JobEvent], None]:
+        def hook(event: JobEvent) -> None:
             raise RuntimeError(f"closure hook {n}")
 
         return hook
 
-    events: list[Event] = []
+    events: list[JobEvent] = []
     handler = _Messages()
     logger = logging.getLogger("werkpool")
     logger.addHandler(handler)

@@ -25,7 +25,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 from support import Boom, echo
 
-from werkpool import Concurrency, Event, Rate, WorkerPool
+from werkpool import Concurrency, JobEvent, Rate, WorkerPool
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -46,11 +46,11 @@ async def _fail(value: object) -> object:
     raise Boom(value)
 
 
-def _hook(event: Event) -> None:
+def _hook(event: JobEvent) -> None:
     pass
 
 
-def _other_hook(event: Event) -> None:
+def _other_hook(event: JobEvent) -> None:
     pass
 
 
@@ -353,11 +353,11 @@ def test_item17_a_hooks_base_exception_leaves_no_cycle_through_emit() -> None:
     that frame."""
     from werkpool._runtime._hooks import Hooks
 
-    def stop(event: Event) -> None:
+    def stop(event: JobEvent) -> None:
         raise SystemExit(3)
 
     hooks = Hooks((stop,), lambda: 0.0)
-    event = Event(kind="submitted", time=0.0, job=1, key=None)
+    event = JobEvent(kind="submitted", time=0.0, job=1, key=None)
     gc.collect()
     gc.disable()
     try:

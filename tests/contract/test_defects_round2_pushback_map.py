@@ -22,7 +22,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 from support import approx, echo, rate_violation
 
-from werkpool import Concurrency, Event, Rate, RetryAfter, WorkerPool
+from werkpool import Concurrency, JobEvent, Rate, RetryAfter, WorkerPool
 from werkpool.httpx import PoolTransport
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ async def at(t0: float, when: float) -> None:
     await anyio.sleep_until(t0 + when)
 
 
-def paused_events(events: list[Event]) -> list[Event]:
+def paused_events(events: list[JobEvent]) -> list[JobEvent]:
     return [event for event in events if event.kind == "paused"]
 
 
@@ -190,7 +190,7 @@ async def test_a_pushback_longer_than_max_retry_after_is_clamped_and_reported(
     ``"paused"`` event carries the clamped ``until`` and ``clamped_from`` = what was asked;
     the retry comes at the cap."""
     jobs = Pushy()
-    events: list[Event] = []
+    events: list[JobEvent] = []
     t0 = anyio.current_time()
     options: dict[str, Any] = {} if cap is None else {"max_retry_after": cap}
     async with WorkerPool(rate=10, hooks=[events.append], **options) as pool:
@@ -207,7 +207,7 @@ async def test_a_pushback_longer_than_max_retry_after_is_clamped_and_reported(
 
 
 async def test_a_pushback_within_max_retry_after_is_not_reported_as_clamped() -> None:
-    events: list[Event] = []
+    events: list[JobEvent] = []
     t0 = anyio.current_time()
     async with WorkerPool(max_retry_after=5, hooks=[events.append]) as pool:
         pool.push_back(5)
@@ -221,7 +221,7 @@ async def test_a_pushback_within_max_retry_after_is_not_reported_as_clamped() ->
 @pytest.mark.parametrize("key", [None, "a"], ids=["pool", "key"])
 async def test_push_back_and_retry_after_callables_are_clamped_too(key: str | None) -> None:
     """``pool.push_back(1e308)`` and a ``retry_after=`` callable's 1e9 are clamped to the cap."""
-    events: list[Event] = []
+    events: list[JobEvent] = []
     jobs = Pushy()
     t0 = anyio.current_time()
 
@@ -311,7 +311,7 @@ async def test_the_transport_clamps_a_huge_retry_after(
     host pauses for the smaller cap only (the pool's, the transport's, 900 s by default), the
     retry comes then, and the paused event says what the server asked."""
     server = Server(header)
-    events: list[Event] = []
+    events: list[JobEvent] = []
     t0 = anyio.current_time()
     pool_options: dict[str, Any] = {} if pool_cap is None else {"max_retry_after": pool_cap}
     transport_options: dict[str, Any] = (
@@ -338,7 +338,7 @@ async def test_the_transport_clamps_a_huge_retry_after(
 async def test_a_returned_429_with_a_huge_retry_after_is_clamped() -> None:
     """The last attempt's 429 is handed to the caller; its pushback is clamped all the same."""
     server = Server("1e308")
-    events: list[Event] = []
+    events: list[JobEvent] = []
     t0 = anyio.current_time()
     async with (
         WorkerPool(hooks=[events.append]) as pool,

@@ -1,6 +1,6 @@
 """Contract #15, part 1: the events a pool hands its hooks, and the hooks themselves.
 
-Every transition of a job is one frozen :class:`werkpool.Event`: ``submitted``, ``started`` (an
+Every transition of a job is one frozen :class:`werkpool.JobEvent`: ``submitted``, ``started`` (an
 attempt, with ``waited``: the seconds since it was submitted or since its backoff ended),
 ``retrying`` (the attempt's error, ``delay`` until the next attempt may start, the attempt's
 ``duration``), ``finished`` (``outcome``, the job's error if it failed, the last attempt's
@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from support import BACKENDS, Boom, approx, echo, run_virtual, submit_by
 
 import werkpool
-from werkpool import Event, RetryAfter, WorkerPool, worker_pool
+from werkpool import JobEvent, RetryAfter, WorkerPool, worker_pool
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterator
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 INF = math.inf
-FIELDS = tuple(field.name for field in dataclasses.fields(Event))
+FIELDS = tuple(field.name for field in dataclasses.fields(JobEvent))
 #: Fields that hold seconds or a time: compared with 1 µs of slack (trio's clock adds floats).
 TIMES = ("time", "delay", "waited", "duration", "elapsed", "until")
 #: One letter per job event kind, and the words a job's events may form.
@@ -134,7 +134,7 @@ def expect(
     return expected
 
 
-def as_dict(event: Event) -> dict[str, Any]:
+def as_dict(event: JobEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in FIELDS}
 
 
@@ -142,17 +142,17 @@ class Recorder:
     """A hook that keeps every event, and checks each against the pool as it arrives."""
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        self.events: list[JobEvent] = []
         self.pool: WorkerPool | None = None
         self.thread = threading.get_ident()
         self.problems: list[str] = []
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: JobEvent) -> None:
         self.events.append(event)
         if threading.get_ident() != self.thread:
             self.problems.append(f"{event} delivered in another thread")
-        if not isinstance(event, Event) or hash(event) != hash(dataclasses.replace(event)):
-            self.problems.append(f"{event!r} is not a hashable werkpool.Event")
+        if not isinstance(event, JobEvent) or hash(event) != hash(dataclasses.replace(event)):
+            self.problems.append(f"{event!r} is not a hashable werkpool.JobEvent")
         pool = self.pool
         if pool is not None:
             stats = pool.statistics()
@@ -183,7 +183,7 @@ class Recorder:
         assert self.problems == [], "\n".join(self.problems)
         times = [e.time for e in self.events]
         assert times == sorted(times), "events out of time order"
-        jobs: dict[int, list[Event]] = {}
+        jobs: dict[int, list[JobEvent]] = {}
         for event in self.events:
             if event.job is None:
                 assert event.kind in ("paused", "resumed"), event
@@ -215,7 +215,7 @@ class Recorder:
             assert sum(e.attempt > 1 for e in started) == stats.retries, stats
 
 
-def check_numbers(history: list[Event]) -> None:
+def check_numbers(history: list[JobEvent]) -> None:
     """The attempts, durations, waits and elapsed times of one job's events agree."""
     submitted = history[0]
     assert submitted.attempt == 0, submitted
@@ -1022,8 +1022,8 @@ async def test_counts_in_events_are_the_statistics_at_that_moment() -> None:
 async def test_hooks_are_called_in_order_for_every_event() -> None:
     calls: list[tuple[str, str]] = []
 
-    def hook(name: str) -> Callable[[Event], None]:
-        def record(event: Event) -> None:
+    def hook(name: str) -> Callable[[JobEvent], None]:
+        def record(event: JobEvent) -> None:
             calls.append((name, event.kind))
 
         return record
@@ -1140,10 +1140,10 @@ class HookObject:
     def __init__(self) -> None:
         self.kinds: list[str] = []
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: JobEvent) -> None:
         self.kinds.append(event.kind)
 
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: JobEvent) -> None:
         self.kinds.append("method:" + event.kind)
 
 
@@ -1170,7 +1170,7 @@ async def test_callable_objects_and_bound_methods_are_hooks() -> None:
         (print, r"^hooks must be an iterable of callables .*\(hooks=\[hook\]\).*"),
         ("print", r"^hooks must be an iterable of callables .*not str$"),
         (None, r"^hooks must be an iterable of callables .*not NoneType$"),
-        ([5], r"^hooks: a hook must be a callable taking a werkpool.Event, not int$"),
+        ([5], r"^hooks: a hook must be a callable taking a werkpool.JobEvent, not int$"),
         ([print, "x"], r"^hooks: a hook must be a callable .*not str$"),
     ],
     ids=["int", "bare-callable", "str", "None", "list-of-int", "list-with-str"],
@@ -1186,12 +1186,12 @@ class IterableHook:
     """A hook that can also be iterated (over what it saw): still one hook, not a list."""
 
     def __init__(self) -> None:
-        self.seen: list[Event] = []
+        self.seen: list[JobEvent] = []
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: JobEvent) -> None:
         self.seen.append(event)
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[JobEvent]:
         return iter(self.seen)
 
 
@@ -1224,8 +1224,8 @@ async def test_a_hook_that_raises_is_logged_once_and_changes_nothing(
     caplog.set_level(logging.DEBUG, logger="werkpool")
     raised: dict[str, list[BaseException]] = {"first": [], "second": []}
 
-    def raising(name: str) -> Callable[[Event], None]:
-        def hook(event: Event) -> None:
+    def raising(name: str) -> Callable[[JobEvent], None]:
+        def hook(event: JobEvent) -> None:
             error = RuntimeError(f"{name} hook broken at {event.kind}")
             raised[name].append(error)
             raise error
@@ -1282,18 +1282,18 @@ async def test_events_are_frozen_hashable_and_equal_by_value() -> None:
     assert hash(copy) == hash(event)
     assert len(set(rec.events) | {copy}) == 3
     assert dataclasses.replace(event, time=event.time + 1) != event
-    assert isinstance(event, werkpool.Event)
-    assert werkpool.Event.__module__ == "werkpool"
+    assert isinstance(event, werkpool.JobEvent)
+    assert werkpool.JobEvent.__module__ == "werkpool"
     assert event.kind == "started"
     assert "started" in repr(event)
 
 
 async def test_a_plain_function_is_a_hook() -> None:
-    """Anything that takes an Event is a :class:`werkpool.Hook` (a Protocol): statically and
+    """Anything that takes a JobEvent is a :class:`werkpool.Hook` (a Protocol): statically and
     at run time a function passes."""
     seen: list[str] = []
 
-    def hook(event: Event) -> None:
+    def hook(event: JobEvent) -> None:
         seen.append(event.kind)
 
     typed: werkpool.Hook = hook

@@ -22,7 +22,7 @@ from support import Boom
 
 import werkpool
 import werkpool._runtime._hooks
-from werkpool import Event, LoggingHook, WorkerPool
+from werkpool import JobEvent, LoggingHook, WorkerPool
 from werkpool.httpx import PoolTransport
 from werkpool.otel import SPAN_NAME, OpenTelemetryHook
 
@@ -57,7 +57,7 @@ class Service:
         return "pong"
 
 
-def labels(events: list[Event]) -> dict[int, set[str | None]]:
+def labels(events: list[JobEvent]) -> dict[int, set[str | None]]:
     """The labels each job's events carried, by job number (a job's events agree on one)."""
     found: dict[int, set[str | None]] = {}
     for event in events:
@@ -66,7 +66,7 @@ def labels(events: list[Event]) -> dict[int, set[str | None]]:
     return found
 
 
-def by_job(events: list[Event]) -> list[str | None]:
+def by_job(events: list[JobEvent]) -> list[str | None]:
     """The one label of each job, in job order."""
     found = labels(events)
     assert all(len(names) == 1 for names in found.values()), found
@@ -92,7 +92,7 @@ async def submit_one(pool: WorkerPool, method: str, fn: Any, *args: Any, **optio
 class TestName:
     @pytest.mark.parametrize("method", ASYNC_METHODS + SYNC_METHODS)
     async def test_every_event_of_the_job_carries_its_name(self, method: str) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         fn = blocking if method.endswith("_sync") else fetch
         async with WorkerPool(size=1, hooks=[events.append]) as pool:
             await submit_one(pool, method, fn, "https://example.com/a", name="page a")
@@ -101,7 +101,7 @@ class TestName:
 
     @pytest.mark.parametrize("method", ASYNC_METHODS + SYNC_METHODS)
     async def test_without_a_name_the_label_is_the_first_arguments_repr(self, method: str) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         fn = blocking if method.endswith("_sync") else fetch
         async with WorkerPool(size=1, hooks=[events.append]) as pool:
             await submit_one(pool, method, fn, "https://example.com/a")
@@ -109,7 +109,7 @@ class TestName:
         assert by_job(events) == ["'https://example.com/a'", "42"]
 
     async def test_a_retried_and_failed_job_keeps_its_label(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         async with WorkerPool(hooks=[events.append]) as pool:
             with pytest.raises(Boom):
                 await pool.call(fail, "x", retries=1, backoff=lambda retry: 1.0)
@@ -123,7 +123,7 @@ class TestName:
         assert {e.name for e in events} == {"'x'"}
 
     async def test_a_pause_event_has_no_label(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         async with WorkerPool(hooks=[events.append]) as pool:
             pool.pause_for(1)
             pool.push_back(1, key="api")
@@ -132,7 +132,7 @@ class TestName:
 
 class TestDefaultLabel:
     async def test_a_long_argument_is_cut_to_40_characters(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         url = "https://example.com/" + "a" * 100
         async with WorkerPool(hooks=[events.append]) as pool:
             await pool.call(fetch, url)
@@ -150,7 +150,7 @@ class TestDefaultLabel:
         assert long_dict.startswith("{'page': 2")
 
     async def test_a_job_without_arguments_is_labelled_by_its_function(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         async with WorkerPool(hooks=[events.append]) as pool:
             await pool.call(nothing)
             await pool.call(Service().ping)
@@ -162,7 +162,7 @@ class TestDefaultLabel:
             def __repr__(self) -> str:
                 raise RuntimeError("no repr")
 
-        events: list[Event] = []
+        events: list[JobEvent] = []
         item = Broken()
         async with WorkerPool(hooks=[events.append]) as pool:
             assert await pool.call(fetch, item) is item
@@ -184,7 +184,7 @@ class TestDefaultLabel:
             results = [r async for r in pool.map(fetch, ["b", "c"])]
         assert results == ["b", "c"]
         assert made == []
-        events: list[Event] = []
+        events: list[JobEvent] = []
         async with WorkerPool(size=2, hooks=[events.append]) as pool:
             await pool.call(fetch, "a", retries=1)
             await pool.call(fetch, "b", name="given")
@@ -192,7 +192,7 @@ class TestDefaultLabel:
         assert by_job(events) == ["counted", "given"]
 
     async def test_a_hook_added_while_the_job_waits_sees_its_label(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         async with WorkerPool(size=1) as pool:
             first = pool.run(fetch, "first")
             second = pool.run(fetch, "second")
@@ -204,14 +204,14 @@ class TestDefaultLabel:
 
 class TestMap:
     async def test_a_str_name_is_a_prefix_numbered_in_input_order(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         async with WorkerPool(size=2, hooks=[events.append]) as pool:
             results = [r async for r in pool.map(fetch, ["a", "b", "c"], name="fetch")]
         assert results == ["a", "b", "c"]
         assert by_job(events) == ["fetch[0]", "fetch[1]", "fetch[2]"]
 
     async def test_a_label_function_gets_each_item(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
 
         async def items() -> Any:
             for item in ["a", "b"]:
@@ -225,7 +225,7 @@ class TestMap:
         assert by_job(events) == ["item x", "item y", "A", "B"]
 
     async def test_without_a_name_each_item_is_its_label(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         async with WorkerPool(size=2, hooks=[events.append]) as pool:
             _ = [r async for r in pool.map(fetch, ["a", 2])]
             _ = [r async for r in pool.map_sync(blocking, [3])]
@@ -348,7 +348,7 @@ class TestProgressBar:
 
 class TestHttpx:
     async def test_a_request_is_labelled_by_its_method_and_url(self) -> None:
-        events: list[Event] = []
+        events: list[JobEvent] = []
         inner = httpx.MockTransport(lambda request: httpx.Response(200))
         async with (
             WorkerPool(hooks=[events.append]) as pool,

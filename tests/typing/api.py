@@ -176,15 +176,15 @@ async def progress_api(pool: werkpool.WorkerPool) -> None:
         assert_type(bar.enabled, bool)
 
 
-def hooks_api(event: werkpool.Event) -> None:
-    seen: list[werkpool.Event] = []
+def hooks_api(event: werkpool.JobEvent) -> None:
+    seen: list[werkpool.JobEvent] = []
     pool = WorkerPool(hooks=[seen.append, werkpool.LoggingHook()])
     pool.add_hook(seen.append)
     assert_type(event.kind, EventKind)
     assert_type(event.job, int | None)
 
 
-async def job_labels(pool: WorkerPool, event: werkpool.Event) -> None:
+async def job_labels(pool: WorkerPool, event: werkpool.JobEvent) -> None:
     assert_type(event.name, str | None)
     assert_type(pool.run(fetch, "https://example.com", name="home"), JobFuture[bytes])
     assert_type(await pool.call(fetch, "x", name="x"), bytes)

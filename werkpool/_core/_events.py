@@ -1,6 +1,6 @@
-"""What the pool tells its hooks: one frozen :class:`Event` per transition of a job or a pause.
+"""What the pool tells its hooks: one frozen :class:`JobEvent` per transition of a job or a pause.
 
-A hook is any callable that takes an :class:`Event` (:class:`Hook`). The pool calls its hooks
+A hook is any callable that takes a :class:`JobEvent` (:class:`Hook`). The pool calls its hooks
 synchronously, in its event loop, once the transition is complete: a hook must be quick and
 must not block (hand the event to a queue if it has I/O to do). A hook that raises an
 :class:`Exception` is logged once (logger ``werkpool``) and never breaks the pool; one that
@@ -22,9 +22,9 @@ __all__ = [
     "RETRYING",
     "STARTED",
     "SUBMITTED",
-    "Event",
     "EventKind",
     "Hook",
+    "JobEvent",
     "Outcome",
 ]
 
@@ -47,13 +47,16 @@ Outcome = Literal["completed", "failed", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class JobEvent:
     """
     One transition of a job, or of a pause, as a pool's hooks see it.
 
     Times are on the pool's clock (:func:`anyio.current_time`); durations are in seconds.
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4 Renamed from ``Event``, which user code that also uses
+       ``anyio.Event``, ``asyncio.Event`` or ``trio.Event`` had to import under another name.
+       ``werkpool.Event`` still works for one release, with a :exc:`DeprecationWarning`.
     """
 
     #: What happened: ``"submitted"``, ``"started"``, ``"retrying"``, ``"finished"``,
@@ -100,7 +103,7 @@ class Event:
 
 
 class Hook(Protocol):
-    """What a hook is: a callable that takes an :class:`Event` and returns nothing.
+    """What a hook is: a callable that takes a :class:`JobEvent` and returns nothing.
 
     Called synchronously in the pool's event loop at each transition: keep it quick and
     non-blocking. An :class:`Exception` it raises is logged once per hook (logger
@@ -110,4 +113,4 @@ class Hook(Protocol):
     .. versionadded:: 0.3
     """
 
-    def __call__(self, event: Event, /) -> None: ...
+    def __call__(self, event: JobEvent, /) -> None: ...

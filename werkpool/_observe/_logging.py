@@ -1,7 +1,7 @@
 """A hook that writes a pool's events to a stdlib :mod:`logging` logger (``werkpool`` by default).
 
 Retries are warnings, jobs that failed for good are errors with their traceback, the rest is
-debug. Each record carries the :class:`~werkpool._core._events.Event` and its fields in ``extra``
+debug. Each record carries the :class:`~werkpool._core._events.JobEvent` and its fields in ``extra``
 (``record.werkpool_event``, ``record.werkpool_kind``, ...), for structured handlers.
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final, final
 from .._core._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
 
 if TYPE_CHECKING:
-    from .._core._events import Event
+    from .._core._events import JobEvent
 
 __all__ = ["LoggingHook"]
 
@@ -95,7 +95,7 @@ class LoggingHook:
             f"failed_level={names[1]}, level={names[2]})"
         )
 
-    def __call__(self, event: Event, /) -> None:
+    def __call__(self, event: JobEvent, /) -> None:
         """Log *event* at its level, if the logger enables that level."""
         kind = event.kind
         if kind == RETRYING:
@@ -135,7 +135,7 @@ class LoggingHook:
         )
 
 
-def _message(event: Event) -> tuple[str, tuple[object, ...]]:
+def _message(event: JobEvent) -> tuple[str, tuple[object, ...]]:
     """A %-style template and its arguments (a template per kind, so log tools can group)."""
     kind = event.kind
     if kind in (PAUSED, RESUMED):

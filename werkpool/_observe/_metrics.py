@@ -22,7 +22,7 @@ from .._core._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMIT
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-    from .._core._events import Event, Outcome
+    from .._core._events import JobEvent, Outcome
 
 __all__ = ["LATENCY_BUCKETS", "MetricSink", "MetricsFeed", "Scope"]
 
@@ -101,7 +101,7 @@ class MetricsFeed:
         #: The earliest end among them (a lower bound: an extension only moves an end later).
         self._next_end = _INF
 
-    def __call__(self, event: Event, /) -> None:
+    def __call__(self, event: JobEvent, /) -> None:
         """Update the sink for *event*."""
         kind = event.kind
         sink = self.sink
@@ -122,7 +122,7 @@ class MetricsFeed:
         if kind in (PAUSED, RESUMED) or event.time >= self._next_end:
             self._pause_time(event)
 
-    def _pause_time(self, event: Event) -> None:
+    def _pause_time(self, event: JobEvent) -> None:
         """Count the pauses over by *event*'s time; open, extend or end (resume) a pause."""
         now = event.time
         pauses = self._pauses

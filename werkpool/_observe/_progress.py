@@ -1,6 +1,6 @@
 """A live progress bar for a pool's work in a terminal: ``async with werkpool.progress(pool):``.
 
-:class:`ProgressBar` is a hook on the pool: each :class:`~werkpool.Event` only moves a counter
+:class:`ProgressBar` is a hook on the pool: each :class:`~werkpool.JobEvent` only moves a counter
 (jobs done, failed, retried, attempts started, pauses), so a pool with 100,000 jobs pays a few
 attribute updates per job. A task of its own, in the pool's event loop, draws the bar every
 ``refresh`` seconds from those counters and the clock: the start rate comes from the last 5
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from rich.console import Console
 
-    from .._core._events import Event, Hook
+    from .._core._events import Hook, JobEvent
     from .._core._statistics import PoolStatistics
     from ._display import Renderer
 
@@ -159,7 +159,7 @@ class ProgressBar:
 
     # -- the hook -------------------------------------------------------------------------------
 
-    def _on_event(self, event: Event, /) -> None:
+    def _on_event(self, event: JobEvent, /) -> None:
         kind = event.kind
         if kind == FINISHED:
             self.done += 1

@@ -1,8 +1,8 @@
 """A pool's hooks: the scheduler's :class:`~werkpool._core._scheduler.EventSink` when it has any.
 
 :class:`Hooks` turns each transition the scheduler reports into a frozen
-:class:`~werkpool._core._events.Event` (times, durations, the admission latency) and hands it to
-every hook in turn. A hook that raises an :exc:`Exception` is logged once, with its traceback, on
+:class:`~werkpool._core._events.JobEvent` (times, durations, the admission latency) and hands it
+to every hook in turn. A hook that raises an :exc:`Exception` is logged once, with its traceback, on
 the ``werkpool`` logger, and is called again at the next event (it is the hook's to fix, not the
 pool's to drop). One that raises a KeyboardInterrupt, a SystemExit or another BaseException stops
 the pool as a job raising it would (:class:`Stopper`); it never escapes into the transition that
@@ -18,7 +18,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Final, Protocol, final
 
-from .._core._events import FINISHED, RETRYING, STARTED, SUBMITTED, Event
+from .._core._events import FINISHED, RETRYING, STARTED, SUBMITTED, JobEvent
 from .._core._job import spent
 from .._core._options import default_label
 
@@ -40,7 +40,8 @@ def check_hook(hook: object, where: str) -> None:
     """Reject what cannot be a hook, at the call that passed it."""
     if not callable(hook):
         raise TypeError(
-            f"{where}: a hook must be a callable taking a werkpool.Event, not {type(hook).__name__}"
+            f"{where}: a hook must be a callable taking a werkpool.JobEvent, "
+            f"not {type(hook).__name__}"
         )
 
 
@@ -96,7 +97,7 @@ class Hooks:
         #: id cannot be reused) while they are hooks of the pool.
         self._unweakrefable: dict[int, Hook] = {}
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: JobEvent) -> None:
         """Hand *event* to every hook; a hook's exception is logged once and goes no further.
 
         A hook's KeyboardInterrupt, SystemExit or other BaseException is handed to the stopper
@@ -192,7 +193,7 @@ class Hooks:
         lane = job.lane
         sched = self.sched
         self.emit(
-            Event(
+            JobEvent(
                 kind,
                 now,
                 seq,
@@ -221,7 +222,7 @@ class Hooks:
     ) -> None:
         sched = self.sched
         self.emit(
-            Event(
+            JobEvent(
                 kind,
                 self.clock(),
                 None,

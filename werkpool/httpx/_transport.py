@@ -393,14 +393,14 @@ class PoolTransport(httpx.AsyncBaseTransport):
     pushbacks, pauses and statistics see it. The pool must be running (``async with`` it around
     the client's use). Each request's job is labelled ``"METHOD url"`` (``"GET
     https://example.com/a"``, without user info or query string) for the pool's hooks: its log
-    lines, spans and events (:attr:`werkpool.Event.name`) say which request they are about.
+    lines, spans and events (:attr:`werkpool.JobEvent.name`) say which request they are about.
 
     - **Pushback.** A 429 or 503 with ``Retry-After`` (seconds or an HTTP date) pauses the pool,
       or the request's key, for that long, and slows its adaptive rates down; a 429 without it
       pauses as long as the backoff says. The request is retried after the pause if it may be
       (or at once, after :meth:`WorkerPool.resume`). A delay beyond *max_retry_after* (or the
       pool's own) is clamped to it, and the pool's ``"paused"`` event says what the server
-      asked (:attr:`werkpool.Event.clamped_from`).
+      asked (:attr:`werkpool.JobEvent.clamped_from`).
     - **Retries** (``retries=``, off by default) are for the methods in *retry_methods* (the
       idempotent ones) with a body that can be sent again: a connection error or timeout
       (*retry_exceptions*) or a status in *retry_statuses*. Other requests are sent once. Once

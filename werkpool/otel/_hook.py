@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
     from opentelemetry.util.types import AttributeValue
 
-    from .._core._events import Event, Outcome
+    from .._core._events import JobEvent, Outcome
     from .._observe._metrics import Scope
 
 __all__ = ["SPAN_NAME", "OpenTelemetryHook"]
@@ -140,7 +140,7 @@ class OpenTelemetryHook:
 
     **Spans.** Each attempt is a root span named ``"werkpool attempt"`` (kind INTERNAL), from
     its ``"started"`` event to its ``"retrying"`` or ``"finished"`` event, with the attributes
-    ``werkpool.job``, ``werkpool.job.name`` (the job's label, :attr:`werkpool.Event.name`),
+    ``werkpool.job``, ``werkpool.job.name`` (the job's label, :attr:`werkpool.JobEvent.name`),
     ``werkpool.key`` (its ``str``, if the job has a key), ``werkpool.attempt`` and
     ``werkpool.waited`` (the admission latency, seconds). A failed attempt records its
     exception and has status ERROR; one that will be retried also gets a ``"retry"`` event
@@ -194,7 +194,7 @@ class OpenTelemetryHook:
     def __repr__(self) -> str:
         return f"OpenTelemetryHook({len(self._spans)} spans open)"
 
-    def __call__(self, event: Event, /) -> None:
+    def __call__(self, event: JobEvent, /) -> None:
         """Update the metrics for *event*; start or end an attempt's span."""
         self._feed(event)
         kind = event.kind
@@ -208,7 +208,7 @@ class OpenTelemetryHook:
             if opened is not None:
                 self._end(event, *opened)
 
-    def _start(self, event: Event, job: int) -> None:
+    def _start(self, event: JobEvent, job: int) -> None:
         attributes: dict[str, AttributeValue] = {
             **self._attributes,
             "werkpool.job": job,
@@ -229,7 +229,7 @@ class OpenTelemetryHook:
             stale[0].end()
         self._spans[job] = (span, start, event.time)
 
-    def _end(self, event: Event, span: Span, start: int, started: float) -> None:
+    def _end(self, event: JobEvent, span: Span, start: int, started: float) -> None:
         end = start + max(0, round((event.time - started) * 1e9))
         error = event.error
         if event.kind == RETRYING:

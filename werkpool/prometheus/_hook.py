@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from .._observe._metrics import LATENCY_BUCKETS, MetricsFeed
 
 if TYPE_CHECKING:
-    from .._core._events import Event, Outcome
+    from .._core._events import JobEvent, Outcome
     from .._observe._metrics import Scope
 
 __all__ = ["PrometheusHook"]
@@ -315,6 +315,6 @@ class PrometheusHook:
     def __repr__(self) -> str:
         return f"PrometheusHook(namespace={self.namespace!r}, labels={self.labels!r})"
 
-    def __call__(self, event: Event, /) -> None:
+    def __call__(self, event: JobEvent, /) -> None:
         """Update the metrics for *event*."""
         self._feed(event)
