@@ -121,6 +121,56 @@ class TestReading:
         assert not issubclass(FutureCancelled, asyncio.CancelledError)
 
 
+class TestAnyioExceptions:
+    def test_subclasses_of_anyios_classes_of_the_same_names(self) -> None:
+        """``except anyio.FutureCancelled`` / ``anyio.FutureNotFinished`` catch werkpool's (and
+        werkpool's keep their Exception base, and their own names)."""
+        assert issubclass(FutureCancelled, anyio.FutureCancelled)
+        assert issubclass(FutureNotFinished, anyio.FutureNotFinished)
+        assert FutureCancelled is not anyio.FutureCancelled
+        assert FutureNotFinished is not anyio.FutureNotFinished
+        assert issubclass(FutureCancelled, Exception)
+        assert issubclass(FutureNotFinished, Exception)
+        assert not issubclass(FutureCancelled, FutureNotFinished)
+        assert not issubclass(FutureNotFinished, FutureCancelled)
+        assert (FutureCancelled.__module__, FutureNotFinished.__module__) == ("werkpool",) * 2
+
+    def test_except_anyio_catches_a_standalone_futures_errors(self) -> None:
+        """A werkpool.Future's result(), pending or cancelled, is caught by anyio's classes."""
+        with pytest.raises(anyio.FutureNotFinished, match=NOT_FINISHED) as pending:
+            Future().result()
+        assert type(pending.value) is FutureNotFinished
+        future: Future[int] = Future()
+        future.cancel()
+        with pytest.raises(anyio.FutureCancelled, match=CANCELLED) as cancelled:
+            future.exception()
+        assert type(cancelled.value) is FutureCancelled
+
+    @pytest.mark.parametrize(
+        "catch", [anyio.FutureCancelled, FutureCancelled], ids=["anyio", "werkpool"]
+    )
+    async def test_call_of_a_killed_pool_is_caught_by_anyio_and_werkpool(
+        self, catch: type[Exception]
+    ) -> None:
+        """``await pool.call(...)`` whose job the pool cancelled (kill()) raises werkpool's
+        FutureCancelled, which ``except anyio.FutureCancelled`` catches too (both backends)."""
+        caught: list[BaseException] = []
+
+        async def caller(pool: WorkerPool) -> None:
+            try:
+                await pool.call(double, 1, 100)
+            except catch as exc:
+                caught.append(exc)
+
+        async with WorkerPool(size=1) as pool, anyio.create_task_group() as tg:
+            tg.start_soon(caller, pool)
+            await anyio.sleep(1)
+            await pool.kill()
+        assert len(caught) == 1
+        assert type(caught[0]) is FutureCancelled
+        assert str(caught[0]) == "the job was cancelled"
+
+
 class TestResolvingTwice:
     def test_cancel_returns_true_once_then_false(self) -> None:
         """The first cancel() returns True, later ones False."""
@@ -519,6 +569,23 @@ class TestTrioFacade:
             assert re.fullmatch(r"<werkpool\.Future pending>", repr(future))
             await future
             assert repr(future) == "<werkpool.Future finished>"
+
+    async def test_pool_futures_errors_are_caught_by_anyios_classes(self) -> None:
+        """On trio a pool future's result(), pending or cancelled, raises werkpool's classes,
+        which ``except anyio.FutureNotFinished`` / ``anyio.FutureCancelled`` catch."""
+        async with WorkerPool(size=1) as pool:
+            blocker = pool.run(double, 0, 5)
+            future = pool.run(double, 1)
+            with pytest.raises(anyio.FutureNotFinished, match=NOT_FINISHED) as pending:
+                future.result()
+            assert isinstance(pending.value, FutureNotFinished)
+            assert future.cancel() is True
+            with pytest.raises(anyio.FutureCancelled, match=CANCELLED) as cancelled:
+                future.result()
+            assert isinstance(cancelled.value, FutureCancelled)
+            with pytest.raises(anyio.FutureCancelled, match=CANCELLED):
+                await future
+            assert await blocker == 0
 
     async def test_done_callback_runs_on_resolution(self) -> None:
         """On trio a pool future's callback has already run, synchronously, when awaiters resume."""

@@ -1,9 +1,16 @@
-"""Every public exception werkpool raises."""
+"""Every public exception werkpool raises.
+
+The futures' two errors subclass anyio's classes of the same names, so that ``except
+anyio.FutureCancelled`` catches werkpool's too; anyio is imported for those two base classes
+only (the core runs no event loop).
+"""
 
 from __future__ import annotations
 
 import math
 from typing import cast
+
+import anyio
 
 __all__ = [
     "FutureCancelled",
@@ -35,17 +42,30 @@ class PoolFullError(Exception):
     """
 
 
-class FutureCancelled(Exception):
+class FutureCancelled(anyio.FutureCancelled):
     """
     Raised when reading the result of a :class:`werkpool.Future` that was cancelled.
 
     Only the trio-side :class:`werkpool.Future` raises it; an :class:`asyncio.Future` raises
-    :class:`asyncio.CancelledError` as usual.
+    :class:`asyncio.CancelledError` as usual. :meth:`~werkpool.WorkerPool.call` raises it, on both
+    backends, when the pool cancelled the job.
+
+    A subclass of :class:`anyio.FutureCancelled` (an :class:`Exception`): ``except
+    anyio.FutureCancelled`` catches it too.
+
+    .. versionchanged:: 0.4 A subclass of :class:`anyio.FutureCancelled`.
     """
 
 
-class FutureNotFinished(Exception):
-    """Raised when reading the result of a :class:`werkpool.Future` that is still pending."""
+class FutureNotFinished(anyio.FutureNotFinished):
+    """
+    Raised when reading the result of a :class:`werkpool.Future` that is still pending.
+
+    A subclass of :class:`anyio.FutureNotFinished` (an :class:`Exception`): ``except
+    anyio.FutureNotFinished`` catches it too.
+
+    .. versionchanged:: 0.4 A subclass of :class:`anyio.FutureNotFinished`.
+    """
 
 
 class RetryAfter(Exception):
