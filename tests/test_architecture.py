@@ -110,14 +110,19 @@ LAYERS: dict[str, int] = {
     "__init__": 12,
     # 13: the integrations' implementations
     "redis._redis": 13,
-    "httpx._transport": 13,
+    "httpx._messages": 13,  # what the transport reads from a request and its response
+    "httpx._statistics": 13,  # RequestStatistics, TransportStatistics
     "otel._hook": 13,
     "prometheus._hook": 13,
-    # 14: the integrations' public faces
-    "redis": 14,
-    "httpx": 14,
-    "otel": 14,
-    "prometheus": 14,
+    # 14: one request through a PoolTransport
+    "httpx._exchange": 14,  # one request's attempts and hand-over, through ExchangeHost
+    # 15: the transport
+    "httpx._transport": 15,  # PoolTransport: settings, counts, one job per request
+    # 16: the integrations' public faces
+    "redis": 16,
+    "httpx": 16,
+    "otel": 16,
+    "prometheus": 16,
 }
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 from .._extras import needs_extra
 
 with needs_extra(__name__, "httpx", "httpx"):
-    from ._transport import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+    from ._messages import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS
+    from ._messages import by_host as by_host
+    from ._messages import default_classify as default_classify
+    from ._messages import retry_after_seconds as retry_after_seconds
+    from ._statistics import RequestStatistics as RequestStatistics
+    from ._statistics import TransportStatistics as TransportStatistics
     from ._transport import PoolTransport as PoolTransport
-    from ._transport import RequestStatistics as RequestStatistics
-    from ._transport import TransportStatistics as TransportStatistics
-    from ._transport import by_host as by_host
-    from ._transport import default_classify as default_classify
-    from ._transport import retry_after_seconds as retry_after_seconds
 
 __all__ = [
     "IDEMPOTENT_METHODS",

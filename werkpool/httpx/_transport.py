@@ -1,385 +1,45 @@
-"""An httpx transport that sends every request of a client through a :class:`WorkerPool`.
+"""An httpx transport that sends every request of a client through a :class:`WorkerPool`:
+:class:`PoolTransport`, its settings and counts, and the submission of each request as one job.
 
 Each request is one job of the pool: its attempts take the pool's size, rate and key slots, are
 retried by the pool's policy, and a 429 or 503 with ``Retry-After`` is the pool's pushback. The
 attempt ends only when the response is closed, so that ``size`` counts a streaming response
-while its body is read, as the server sees it.
+while its body is read, as the server sees it. The job's attempts and the hand-over of the
+response are :mod:`._exchange`'s; what is read from a request and a response is
+:mod:`._messages`'.
 
-The hand-over: the caller submits the job and waits until the attempt has a final response (or
-the job is over); the attempt hands that response over with its stream wrapped, and waits until
-the stream is closed. The caller never waits for the job itself.
+The transport also keeps the log of the attempts sent and still awaiting their response's
+headers: the units sent after the attempt a response answers are taken off the budgets it states.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-import time
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import timezone
-from email.utils import parsedate_to_datetime
+from collections.abc import Iterable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, Literal, cast, final
+from typing import TYPE_CHECKING, Literal, cast, final
 
-import anyio
 import httpx
 
-from .._core._exceptions import FutureCancelled, RetryAfter
+from .._core._exceptions import FutureCancelled
 from .._core._options import default_backoff
-from .._core._ratelimit_headers import HeaderReport, less_sent, parse_headers
+from .._core._ratelimit_headers import less_sent
 from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER
 from .._core._validate import check_backoff, check_retries, check_retryable, check_timeout
 from .._pool import WorkerPool, check_max_retry_after
+from ._exchange import _Exchange, _StatusRetry
+from ._messages import IDEMPOTENT_METHODS, _label, by_host
+from ._statistics import TransportStatistics
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Hashable, Mapping
     from types import TracebackType
 
+    from .._core._exceptions import RetryAfter
+    from .._core._ratelimit_headers import HeaderReport
     from .._runtime._futures import JobFuture
 
-__all__ = [
-    "IDEMPOTENT_METHODS",
-    "PoolTransport",
-    "RequestStatistics",
-    "TransportStatistics",
-    "by_host",
-    "default_classify",
-    "retry_after_seconds",
-]
-
-#: The methods that are safe to send twice (RFC 9110, 9.2.2): the only ones retried by default.
-IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-#: The statuses that push back (the server asks for a pause): 429 Too Many Requests and
-#: 503 Service Unavailable.
-_PUSHBACK: Final = frozenset({429, 503})
-
-#: The largest body (its ``Content-Length``, in bytes) read for ``classify=`` before a retry:
-#: a refusal's body is small (``{"limits": ["tpm"]}``); a bigger or unsized one is not read.
-CLASSIFY_BODY_LIMIT: Final = 64 * 1024
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class RequestStatistics:
-    """What one request went through in the pool: ``response.extensions["werkpool"]`` of each
-    response a :class:`PoolTransport` returns.
-
-    .. versionadded:: 0.3
-    """
-
-    #: The attempts sent (1 without retries).
-    attempts: int
-    #: The attempts the server pushed back (a 429 or 503 with ``Retry-After``, or what
-    #: ``classify=`` called a pushback), the returned one included.
-    pushbacks: int
-    #: The seconds the request waited for the pool, before its attempts: in the queue, for
-    #: its limits, its backoffs and pauses (not the attempts' own time).
-    waited: float
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class TransportStatistics:
-    """A :class:`PoolTransport`'s counts since it was made (:meth:`PoolTransport.statistics`).
-
-    .. versionadded:: 0.3
-    """
-
-    #: The requests sent through the transport.
-    requests: int = 0
-    #: Their attempts (more than *requests* with retries).
-    attempts: int = 0
-    #: The pushbacks heard (see :attr:`RequestStatistics.pushbacks`).
-    pushbacks: int = 0
-    #: The pushbacks by scope: ``"key"``, ``"pool"``, or a limit's name (a scope of None is
-    #: counted as what it means: ``"key"`` for a request with a key, else ``"pool"``).
-    pushbacks_by_scope: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
-    #: The servers' budgets (rate-limit headers) that lowered a limit of the pool.
-    budgets_applied: int = 0
-    #: The rate-limit header fields ignored as malformed or hostile.
-    headers_ignored: int = 0
-
-
-def default_classify(response: httpx.Response) -> RetryAfter | None:
-    """The pushback a response asks for, as :class:`PoolTransport` reads it by default.
-
-    - A 429 or 503 with a readable ``Retry-After`` (seconds or an HTTP date): a pushback of
-      that delay;
-    - a 429 without one, whose rate-limit headers show a budget exhausted (``remaining`` 0)
-      with a reset: a pushback until the latest such reset;
-    - else None (the transport still pushes back on a 429, for as long as the backoff says).
-
-    Its scope is None: the request's key if it has one, else the pool. Only the headers are
-    read, never the body. Wrap it to scope a refusal by what the server said::
-
-        def classify(response):
-            pushback = default_classify(response)
-            if pushback is not None and response.json().get("limits") == ["tpm"]:
-                return RetryAfter(pushback.seconds, scope="tpm")
-            return pushback
-
-    .. versionadded:: 0.3
-    """
-    status = response.status_code
-    if status not in _PUSHBACK:
-        return None
-    delay = retry_after_seconds(response)
-    if delay is None and status == 429:
-        # On a clock of 0: each reset_at is then the delay to it.
-        report = parse_headers(response.headers, 0.0, time.time())
-        resets = [
-            budget.reset_at
-            for budget in report.budgets
-            if budget.remaining < 1 and budget.reset_at is not None
-        ]
-        if resets:
-            delay = max(resets)
-    return None if delay is None else RetryAfter(delay)
-
-
-def by_host(request: httpx.Request) -> str:
-    """The default key of a request: its host, with the port when it is not the scheme's
-    default (``"api.example.com"``, ``"127.0.0.1:8000"``)."""
-    url = request.url
-    port = url.port
-    return url.host if port is None else f"{url.host}:{port}"
-
-
-def retry_after_seconds(response: httpx.Response, now: float | None = None) -> float | None:
-    """The delay a response's ``Retry-After`` asks for, in seconds (>= 0), or None.
-
-    Both forms of RFC 9110 (10.2.3) are read: a number of seconds (decimals are accepted), or an
-    HTTP date, counted from *now* (default: :func:`time.time`). A date in the past gives 0; a
-    missing or unreadable header gives None.
-    """
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # "-0000": UTC by RFC 5322
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-        return max(seconds, 0.0)
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
-
-
-class _ClampedRetryAfter(RetryAfter):
-    """The server's pushback, clamped to the transport's ``max_retry_after``: the pool pauses
-    that long, and its paused event reports what the server asked (``clamped_from``)."""
-
-    def __init__(self, seconds: float, asked: float, scope: str | None = None) -> None:
-        super().__init__(
-            seconds,
-            f"the server asked to retry after {asked:g} s; clamped to {seconds:g} s",
-            scope=scope,
-        )
-        #: The delay the server asked for (the scheduler reads it for the paused event).
-        self.clamped_from = asked
-
-
-class _StatusRetry(Exception):
-    """An attempt answered with a status that is retried (and has retries left)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"the server answered {status}: retried")
-        self.status = status
-
-
-@final
-class _HeldStream(httpx.AsyncByteStream):
-    """A response's body stream that frees its request's slot when closed."""
-
-    __slots__ = ("_closed", "_stream")
-
-    def __init__(self, stream: httpx.AsyncByteStream, closed: anyio.Event) -> None:
-        self._stream = stream
-        self._closed = closed
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            self._closed.set()
-
-
-@final
-class _Exchange:
-    """One request through the pool: its attempts, and the hand-over of its response."""
-
-    __slots__ = (
-        "attempts",
-        "cost",
-        "key",
-        "mark",
-        "pushbacks",
-        "ready",
-        "request",
-        "response",
-        "retries",
-        "transport",
-        "waited",
-    )
-
-    def __init__(
-        self,
-        transport: PoolTransport,
-        request: httpx.Request,
-        key: Hashable,
-        retries: int,
-        cost: Mapping[str, float] | None = None,
-    ) -> None:
-        self.transport = transport
-        self.request = request
-        self.key = key
-        self.cost = cost
-        self.retries = retries
-        self.attempts = 0
-        self.pushbacks = 0
-        #: The seconds spent waiting for the pool so far, and since when it waits again.
-        self.waited = 0.0
-        self.mark = anyio.current_time()
-        #: Set when the caller may go on: a response was handed over, or the job is over.
-        self.ready = anyio.Event()
-        #: The response handed over (its slot held until it is closed).
-        self.response: httpx.Response | None = None
-
-    def job_done(self, future: object) -> None:
-        self.ready.set()
-
-    async def attempt(self) -> None:
-        """One attempt: send the request, decide on its status, hand the response over."""
-        transport = self.transport
-        self.waited += anyio.current_time() - self.mark
-        self.attempts += 1
-        transport._attempts += 1
-        last = self.attempts > self.retries
-        sent = transport._sending(self.cost)
-        try:
-            response = await self._send()
-            if transport.headers:
-                # The server's budgets, from every response (a 200's too): what other clients
-                # of the same budget took is in them.
-                now = anyio.current_time()
-                report = parse_headers(response.headers, now, time.time())
-                transport._observe(report, self.key, sent)
-        finally:
-            transport._sent(sent)
-            self.mark = anyio.current_time()  # waiting for the pool again, if it retries
-        status = response.status_code
-        retried_status = not last and status in transport.retry_statuses
-        try:
-            pushback = await self._classify(response, retried_status)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()  # classify failed: nobody gets this response
-            raise
-        delay = scope = asked = None
-        if pushback is not None:
-            delay, scope = pushback.seconds, pushback.scope
-            if delay > transport.max_retry_after:
-                # A Retry-After of 1e308 s or a date in year 9999 must not stop the host for
-                # good.
-                asked, delay = delay, transport.max_retry_after
-            self.pushbacks += 1
-            transport._pushed_back(scope, self.key)
-        if retried_status:
-            await response.aclose()  # the connection is freed (the body read, if classify's)
-            if pushback is not None and delay is not None:
-                # The pool pauses (no longer than its own max_retry_after either), then retries.
-                if asked is not None:
-                    raise _ClampedRetryAfter(delay, asked, scope)
-                raise pushback
-            raise _StatusRetry(status)
-        if pushback is not None and delay is not None:
-            # Not retried (the last attempt, or a status not retried): the pool still hears the
-            # pushback (it pauses, its adaptive rates slow down), and the caller gets this
-            # response as the server sent it, holding its slot like any other.
-            _push_back(transport.pool, delay, self.key, scope, asked)
-        response.extensions["werkpool"] = RequestStatistics(
-            self.attempts, self.pushbacks, self.waited
-        )
-        if response.is_closed:
-            # Read and closed already (a response built with its content, as MockTransport's
-            # are): no connection is held, so neither is the slot.
-            self.response = response
-            self.ready.set()
-            return
-        closed = anyio.Event()
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        response.stream = _HeldStream(stream, closed)
-        self.response = response
-        self.ready.set()
-        try:
-            await closed.wait()  # the slot is held while the caller reads the body
-        except BaseException:
-            # The pool stops the job (kill, or the caller was cancelled before it took the
-            # response): close the connection so no body is left half read.
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
-            raise
-
-    async def _classify(self, response: httpx.Response, retried: bool) -> RetryAfter | None:
-        """The pushback *response* asks for, by the transport's ``classify=`` (or the default:
-        a 429 without a delay still pushes back, as long as the job's backoff)."""
-        transport = self.transport
-        classify = transport.classify
-        if classify is None:
-            pushback = default_classify(response)
-            if pushback is None and response.status_code == 429:
-                pushback = RetryAfter(transport.backoff(self.attempts))
-            return pushback
-        if retried and _small_body(response):
-            # A refusal that is retried is never handed back: its body may be read, so that
-            # classify can see what the server named ({"limits": ["tpm"]}).
-            await response.aread()
-        result: object = classify(response)
-        if inspect.isawaitable(result):
-            result = await result
-        if result is not None and not isinstance(result, RetryAfter):
-            raise TypeError(
-                f"classify must return None or a werkpool.RetryAfter, not {type(result).__name__}"
-            )
-        return result
-
-    async def _send(self) -> httpx.Response:
-        transport = self.transport
-        timeout = transport.timeout
-        if timeout is None:
-            return await transport.transport.handle_async_request(self.request)
-        with anyio.move_on_after(timeout) as scope:
-            return await transport.transport.handle_async_request(self.request)
-        assert scope.cancelled_caught
-        raise httpx.TimeoutException(
-            f"no response within {timeout:g} s (the transport's per-attempt timeout)",
-            request=self.request,
-        )
-
-
-def _label(request: httpx.Request) -> str:
-    """The job label of *request*: ``"GET https://example.com/a"``, without the URL's user
-    info or query (a label goes to logs and spans, and API keys often travel in a query
-    string: ``?key=...``)."""
-    url = request.url
-    if url.userinfo or url.query:
-        url = url.copy_with(username=None, password=None, query=None)
-    return f"{request.method} {url}"
+__all__ = ["PoolTransport"]
 
 
 @final
@@ -393,14 +53,14 @@ class PoolTransport(httpx.AsyncBaseTransport):
     pushbacks, pauses and statistics see it. The pool must be running (``async with`` it around
     the client's use). Each request's job is labelled ``"METHOD url"`` (``"GET
     https://example.com/a"``, without user info or query string) for the pool's hooks: its log
-    lines, spans and events (:attr:`werkpool.JobEvent.name`) say which request they are about.
+    lines, spans and events (:attr:`werkpool.Event.name`) say which request they are about.
 
     - **Pushback.** A 429 or 503 with ``Retry-After`` (seconds or an HTTP date) pauses the pool,
       or the request's key, for that long, and slows its adaptive rates down; a 429 without it
       pauses as long as the backoff says. The request is retried after the pause if it may be
       (or at once, after :meth:`WorkerPool.resume`). A delay beyond *max_retry_after* (or the
       pool's own) is clamped to it, and the pool's ``"paused"`` event says what the server
-      asked (:attr:`werkpool.JobEvent.clamped_from`).
+      asked (:attr:`werkpool.Event.clamped_from`).
     - **Retries** (``retries=``, off by default) are for the methods in *retry_methods* (the
       idempotent ones) with a body that can be sent again: a connection error or timeout
       (*retry_exceptions*) or a status in *retry_statuses*. Other requests are sent once. Once
@@ -654,23 +314,6 @@ class PoolTransport(httpx.AsyncBaseTransport):
         traceback: TracebackType | None = None,
     ) -> None:
         await self.transport.__aexit__(exc_type, exc_value, traceback)
-
-
-def _small_body(response: httpx.Response) -> bool:
-    """True if *response* states a body of at most :data:`CLASSIFY_BODY_LIMIT` bytes."""
-    length = response.headers.get("content-length", "")
-    return length.isdigit() and int(length) <= CLASSIFY_BODY_LIMIT
-
-
-def _push_back(
-    pool: WorkerPool, delay: float, key: Hashable, scope: str | None, asked: float | None
-) -> None:
-    """The pool hears a pushback of *scope* that fails no job (the last response, handed back):
-    ``"pool"`` pauses the pool, ``"key"`` or None the request's key (the pool without one), a
-    limit's name that limit."""
-    if scope == "key" and key is None:
-        scope = None  # a request without a key: its key is the pool
-    pool._push_back(delay, key, asked, scope)
 
 
 def _methods(methods: object) -> frozenset[str]:
