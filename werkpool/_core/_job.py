@@ -6,6 +6,8 @@ job's *owner* (a map, a ``call()``, start_soon's failure check) hears when it is
 *host* (the pool's workers) hears when its future is cancelled.
 """
 
+# R50 here is a reliability requirement: docs/reliability.md lists them.
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, final

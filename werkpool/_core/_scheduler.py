@@ -9,6 +9,8 @@ model). Each state change is thus atomic on the event loop, and ``tests/test_sch
 the whole core with no event loop at all.
 """
 
+# R27, R49 here are reliability requirements: docs/reliability.md lists them.
+
 from __future__ import annotations
 
 import math

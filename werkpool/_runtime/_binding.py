@@ -1,5 +1,7 @@
 """Which event loop a pool belongs to: found on first use, checked on every later call."""
 
+# R49 here is a reliability requirement: docs/reliability.md lists them.
+
 from __future__ import annotations
 
 import asyncio

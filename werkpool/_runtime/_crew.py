@@ -7,6 +7,8 @@ yet); only if it is zero does it :meth:`~Crew.kick` one: the worker waiting for 
 worker, up to ``max_workers``. A worker that takes a job hands the line on the same way.
 """
 
+# R53 here is a reliability requirement: docs/reliability.md lists them.
+
 from __future__ import annotations
 
 import math

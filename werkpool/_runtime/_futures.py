@@ -1,6 +1,8 @@
 """The futures that :meth:`WorkerPool.run` returns: a real :class:`asyncio.Future` on asyncio, and
 :class:`Future`, with the same surface, on trio."""
 
+# R54 here is a reliability requirement: docs/reliability.md lists them.
+
 from __future__ import annotations
 
 import asyncio

@@ -8,6 +8,8 @@ background, on first use), runs the supervisor that holds the workers' task grou
 task groups at the end, raising the pool's own failure as it was raised.
 """
 
+# R52, R53 here are reliability requirements: docs/reliability.md lists them.
+
 from __future__ import annotations
 
 import asyncio

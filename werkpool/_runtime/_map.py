@@ -25,6 +25,8 @@ pool's limits, so that a map never runs fewer jobs than the pool allows (issue 9
   map's items in flight (otherwise an endless input would be read without end).
 """
 
+# R53 here is a reliability requirement: docs/reliability.md lists them.
+
 from __future__ import annotations
 
 import asyncio

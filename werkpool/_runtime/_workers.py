@@ -8,6 +8,8 @@ attempt in its cancel scope with the job's timeout, and tells the scheduler how 
 :class:`~werkpool._core._job.JobHost`: a cancelled future stops the attempt through it.
 """
 
+# R49, R51, R53, R54 here are reliability requirements: docs/reliability.md lists them.
+
 from __future__ import annotations
 
 import asyncio
