@@ -23,6 +23,7 @@ from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from ._core._exceptions import FutureCancelled, PoolFullError, RetryAfter
 from ._core._job import RAISED, RETURNED, RUNNING, Job
 from ._core._lanes import KEY_ORDERS, KeyOrder
+from ._core._limitset import LimitSet
 from ._core._options import JobOptions, default_backoff
 from ._core._ratelimit_headers import Budget, less_sent, parse_headers
 from ._core._scheduler import DEFAULT_MAX_RETRY_AFTER
@@ -282,16 +283,11 @@ class WorkerPool:
         key_order = _check_key_order(key_order, key_weight)
         max_retry_after = check_max_retry_after(max_retry_after)
         room = None if max_pending is None else Room(max_pending, EmptyQueue())
+        limitset = LimitSet(size, rate, burst, specs, key_specs, shared, key_shared)
         self._life = Lifecycle(
-            size,
-            rate,
-            burst,
+            limitset,
             room,
-            specs,
-            key_specs,
             retry_after,
-            shared,
-            key_shared,
             _check_hooks(hooks),
             max_retry_after,
             key_weight,

@@ -22,10 +22,8 @@ import anyio
 
 from .._core._exceptions import FutureCancelled, PoolClosedError
 from .._core._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
-from .._core._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit, WindowLimit, build
+from .._core._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit
 from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER, Scheduler
-from .._core._specs import Concurrency, Rate, Window, check_cost
-from .._core._statistics import LimitStatistics
 from ._binding import LoopBinding
 from ._crew import IDLE_RETIRE, Crew
 from ._futures import AsyncioFuture, Future
@@ -36,7 +34,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -46,9 +44,11 @@ if TYPE_CHECKING:
     from .._core._job import JobOwner
     from .._core._lanes import KeyOrder
     from .._core._limits import RemoteLimit
+    from .._core._limitset import LimitSet
     from .._core._options import JobOptions
     from .._core._ratelimit_headers import Budget
     from .._core._specs import LimitSpec, Shared, Store
+    from .._core._statistics import LimitStatistics
     from ._room import Room
 
 __all__ = ["CLOSED", "CLOSING", "KILLED", "NEW", "OPEN", "Lifecycle", "MapCloser"]
@@ -67,18 +67,6 @@ class MapCloser(Protocol):
     """What the lifecycle closes when the pool stops: an open map."""
 
     def close_by_pool(self) -> None: ...
-
-
-def _no_limits() -> tuple[Limit, ...]:
-    return ()
-
-
-def _fold_size(size: int | None, specs: Sequence[LimitSpec]) -> int | None:
-    """The smallest of ``size=`` and the unit-less Concurrency values: the pool's workers."""
-    sizes = [int(spec.n) for spec in specs if isinstance(spec, Concurrency) and spec.unit is None]
-    if size is not None:
-        sizes.append(size)
-    return min(sizes) if sizes else None
 
 
 def _as_group(error: BaseException) -> BaseExceptionGroup[BaseException] | None:
@@ -173,17 +161,14 @@ class _StartSoonOwner:
 class Lifecycle:
     """The parts and phases of one pool; see the module docstring.
 
-    :param size: the ``size=`` shorthand, or None
-    :param rate: the ``rate=`` shorthand, or None
-    :param burst: the rate shorthand's burst
+    :param limitset: the pool's limits as configured (``size=``, ``rate=``, ``limits=``,
+        ``per_key=`` and the shared ones)
     :param room: the ``max_pending`` line, or None
-    :param limits: the ``limits=`` values (unit-less :class:`Concurrency` among them count
-        toward :attr:`size`)
-    :param per_key: the ``per_key=`` values: each key gets its own instances
     :param retry_after: maps a job's error to a pushback delay (``retry_after=``)
     :param max_retry_after: the longest pause a pushback may cause (``max_retry_after=``)
     :param key_weight: a key's weight in the fair share of the pool-wide limits (``key_weight=``)
     :param key_order: how the keys share the pool-wide limits (``key_order=``)
+    :param hooks: the pool's hooks (``hooks=``)
     """
 
     __slots__ = (
@@ -192,15 +177,13 @@ class Lifecycle:
         "_bg_error",
         "_bg_stop",
         "_bg_task",
-        "_caps",
-        "_caps_of",
         "_kill_scope",
         "_may_stop",
         "_started",
         "_stopped",
         "_supervisor_tg",
         "binding",
-        "burst",
+        "check_cost",
         "crew",
         "errors",
         "fatal",
@@ -209,23 +192,17 @@ class Lifecycle:
         "key_order",
         "key_weight",
         "limiter",
-        "limits",
+        "limitset",
         "loop",
         "maps",
         "max_retry_after",
-        "per_key",
-        "rate",
         "remote",
         "retry_after",
         "room",
         "runner",
         "sched",
-        "shared",
-        "shared_per_key",
         "sink",
-        "size",
         "size_gate",
-        "size_shorthand",
         "start_paused",
         "start_soon_owner",
         "state",
@@ -233,46 +210,28 @@ class Lifecycle:
 
     def __init__(
         self,
-        size: int | None,
-        rate: float | None,
-        burst: int,
+        limitset: LimitSet,
         room: Room | None,
-        limits: tuple[LimitSpec, ...] = (),
-        per_key: tuple[LimitSpec, ...] = (),
         retry_after: Callable[[Exception], float | RetryAfter | None] | None = None,
-        shared: tuple[Shared, ...] = (),
-        shared_per_key: tuple[Shared, ...] = (),
         hooks: tuple[Hook, ...] = (),
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         key_weight: Callable[[Hashable], float] | None = None,
         key_order: KeyOrder = "fair",
     ) -> None:
-        self.size_shorthand = size
+        self.limitset = limitset
+        #: Checks a job's ``cost=`` (:meth:`LimitSet.check_cost`), once per job.
+        self.check_cost = limitset.check_cost
         self.key_weight = key_weight
         self.key_order = key_order
         #: The pool's hooks, and what calls them once the pool runs (None without hooks).
         self.hooks = hooks
         self.sink: Hooks | None = None
-        self.limits = limits
-        self.per_key = per_key
-        #: The shared limits (kept in a store, fixed for the pool's life), the pool's and the
-        #: per-key ones: bound to their stores as remote limits when the pool binds.
-        self.shared = shared
-        self.shared_per_key = shared_per_key
         self.retry_after = retry_after
         self.max_retry_after = max_retry_after
-        #: The pool's concurrency bound: the smallest of ``size=`` and the unit-less
-        #: Concurrency values of ``limits=`` (its workers never exceed it).
-        self.size = _fold_size(size, limits)
         #: Counts the attempts against ``size`` once a size-only pool shrank (see _apply_size).
         self.size_gate: CountLimit | None = None
-        #: Each unit's largest admissible cost, for the limits in _caps_of (see check_cost).
-        self._caps: dict[str, float] = {}
-        self._caps_of: tuple[LimitSpec, ...] | None = None
         #: Until when the pool is paused before it runs (pause() or pause_for() before binding).
         self.start_paused = -_INF
-        self.rate = rate
-        self.burst = burst
         self.room = room
         #: Remote limits every attempt must also get (set before the pool binds).
         self.remote: tuple[RemoteLimit, ...] = ()
@@ -304,6 +263,36 @@ class Lifecycle:
         self._bg_error: BaseException | None = None
         self._bg_task: Any = None
 
+    # The limit values, as the pool's properties and statistics read them.
+
+    @property
+    def size(self) -> int | None:
+        return self.limitset.size
+
+    @property
+    def rate(self) -> float | None:
+        return self.limitset.rate
+
+    @property
+    def burst(self) -> int:
+        return self.limitset.burst
+
+    @property
+    def limits(self) -> tuple[LimitSpec, ...]:
+        return self.limitset.specs
+
+    @property
+    def per_key(self) -> tuple[LimitSpec, ...]:
+        return self.limitset.per_key
+
+    @property
+    def shared(self) -> tuple[Shared, ...]:
+        return self.limitset.shared
+
+    @property
+    def shared_per_key(self) -> tuple[Shared, ...]:
+        return self.limitset.shared_per_key
+
     # -- binding ----------------------------------------------------------------------------------
 
     def now(self) -> float:
@@ -319,10 +308,11 @@ class Lifecycle:
         self.loop = binding.loop
         limits: list[Limit] = []
         tokens = None
-        others = self._build_limits()
+        config = self.limitset
+        others = config.build()
         remote = self.remote + self._bind_shared()
-        if self.size is not None:
-            self.limiter = anyio.CapacityLimiter(self.size)
+        if config.size is not None:
+            self.limiter = anyio.CapacityLimiter(config.size)
             if remote:
                 # A job asking the remote limits holds a token meanwhile: the scheduler counts.
                 limits.append(ConcurrencyLimit(self.limiter))
@@ -333,28 +323,23 @@ class Lifecycle:
                 # one per job.
                 tokens = self.limiter
         limits += others
-        per_key = self.per_key
         sched = self.sched = Scheduler(
             limits,
             remote,
-            per_key=(lambda: tuple(build(spec) for spec in per_key)) if per_key else _no_limits,
+            per_key=config.per_key_factory(),
             key_weight=self.key_weight,
             key_order=self.key_order,
             retry_after=self.retry_after,
             max_retry_after=self.max_retry_after,
             on_drained=_weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler
         )
-        if (
-            remote
-            and not any(limit.timed for limit in others)
-            and not any(isinstance(spec, (Rate, Window)) for spec in self.per_key)
-        ):
+        if remote and not any(limit.timed for limit in others) and not config.dates_per_key():
             # Pipelined requests need local limits that do not date their latest admission.
             sched.depth = min(limit.pipeline for limit in remote)
         self._attach_hooks(sched)
         if self.start_paused != -_INF:
             sched.pause(self.start_paused)
-        crew = self.crew = Crew(sched, _INF if self.size is None else self.size)
+        crew = self.crew = Crew(sched, _INF if config.size is None else config.size)
         runner = self.runner = Runner(sched, crew, binding, self.room, tokens, self)
         crew.set_body(runner.worker_main)
         if self.room is not None:
@@ -411,12 +396,13 @@ class Lifecycle:
         """One remote limit per store named by the shared limits: it decides all of them (the
         pool's and the per-key ones) in one request per attempt."""
         stores: dict[int, Store] = {}
-        for spec in self.shared + self.shared_per_key:
+        shared, shared_per_key = self.limitset.shared, self.limitset.shared_per_key
+        for spec in shared + shared_per_key:
             stores.setdefault(id(spec.store), spec.store)
         bound: list[RemoteLimit] = []
         for store in stores.values():
-            mine = tuple(spec for spec in self.shared if spec.store is store)
-            per_key = tuple(spec for spec in self.shared_per_key if spec.store is store)
+            mine = tuple(spec for spec in shared if spec.store is store)
+            per_key = tuple(spec for spec in shared_per_key if spec.store is store)
             bound.append(store.bind(mine, per_key, self._remote_freed))
         return tuple(bound)
 
@@ -431,19 +417,6 @@ class Lifecycle:
                 crew.wake(crew.sleeper)
             elif not crew.waking:
                 crew.kick(None)
-
-    def _build_limits(self) -> list[Limit]:
-        """Live limits for the rate shorthand and the ``limits=`` values (but the unit-less
-        Concurrency values: the workers and the capacity limiter keep :attr:`size`)."""
-        limits: list[Limit] = []
-        if self.rate is not None:
-            limits.append(RateLimit(self.rate, self.burst, spec=Rate(self.rate, burst=self.burst)))
-        limits += [
-            build(spec)
-            for spec in self.limits
-            if not (isinstance(spec, Concurrency) and spec.unit is None)
-        ]
-        return limits
 
     # -- the submission gate ----------------------------------------------------------------------
 
@@ -556,63 +529,19 @@ class Lifecycle:
 
     # -- limits and runtime control ---------------------------------------------------------------
 
-    def all_specs(self) -> tuple[LimitSpec, ...]:
-        """Every limit value a job's cost is checked against (the shorthands included)."""
-        specs: tuple[LimitSpec, ...] = self.limits + self.per_key
-        specs += tuple(shared.limit for shared in self.shared + self.shared_per_key)
-        if self.rate is not None:
-            specs += (Rate(self.rate, burst=self.burst),)
-        return specs
-
-    def check_cost(self, cost: object, *, again: bool = False) -> dict[str, float] | None:
-        """Check a job's ``cost=`` against the pool's limits (see :func:`_specs.check_cost`);
-        *again* after an await, when the limits may have changed: units no longer counted pass.
-
-        A dict whose amounts all fit takes a fast path (this runs once per job); anything else
-        goes through the full check, which raises with a clear message.
-        """
-        if type(cost) is dict:
-            if self._caps_of is not self.limits:
-                self._unit_caps()
-            caps = self._caps
-            checked: dict[str, float] = {}
-            # Keys and amounts are checked below; anything unexpected takes the full check.
-            for unit, amount in cast("dict[str, float]", cost).items():
-                cap = caps.get(unit)
-                if cap is None or (amount.__class__ is not int and amount.__class__ is not float):
-                    break
-                if not 0 <= amount <= cap:  # NaN fails both
-                    break
-                checked[unit] = amount
-            else:
-                return checked or None
-        return check_cost(cost, self.all_specs(), known_units=not again)  # pyright: ignore[reportUnknownArgumentType]
-
-    def _unit_caps(self) -> None:
-        """The largest cost of each unit that every limit counting it can admit."""
-        caps: dict[str, float] = {}
-        for spec in self.all_specs():
-            if spec.unit is not None:
-                caps[spec.unit] = min(caps.get(spec.unit, _INF), spec.capacity)
-        self._caps = caps
-        self._caps_of = self.limits
-
     def set_size(self, size: int | None) -> None:
         """Change the concurrency bound; running attempts above it finish first."""
-        self.size_shorthand = size
-        self.limits = tuple(
-            spec
-            for spec in self.limits
-            if not (isinstance(spec, Concurrency) and spec.unit is None)
-        )
-        self._apply_size(size)
+        old = self.limitset.size
+        self.limitset.set_size(size)
+        self._apply_size(old)
 
-    def _apply_size(self, size: int | None) -> None:
-        growing = (size or _INF) > (self.size or _INF)
-        self.size = size
+    def _apply_size(self, old: int | None) -> None:
+        """The limit set's size changed from *old*: the running parts follow."""
+        size = self.limitset.size
         crew = self.crew
         if crew is None:
             return  # not bound yet: bind() reads it
+        growing = (size or _INF) > (old or _INF)
         crew.max_workers = _INF if size is None else size
         if self.limiter is not None:
             self.limiter.total_tokens = _INF if size is None else size
@@ -627,7 +556,7 @@ class Lifecycle:
             self.size_gate = CountLimit(size)
             running = self._running_jobs()
             sched.replace_limits([*sched.limits, self.size_gate], running)
-        if growing and not crew.waking and self.sched is not None and self.sched.has_queued():
+        if growing and not crew.waking and sched.has_queued():
             crew.kick(None)  # more may start: the workers hand the line on from there
 
     def set_limits(self, rate: float | None, burst: int, specs: tuple[LimitSpec, ...]) -> None:
@@ -638,63 +567,30 @@ class Lifecycle:
 
         :raises ValueError: if a job that waits has a cost that the new limits can never admit
         """
-        sched = self.sched
-        if sched is not None:
-            new_specs = specs + ((Rate(rate, burst=burst),) if rate is not None else ())
-            running = self._running_jobs()
-            for job in [*sched.pending_jobs(), *running]:  # a running job may be retried
-                if job.cost:
-                    for unit, amount in job.cost.items():
-                        for spec in new_specs:
-                            if spec.unit == unit and amount > spec.capacity:
-                                raise ValueError(
-                                    f"the limit {spec!r} could never admit a pending job of "
-                                    f"cost[{unit!r}]={amount:g}: cancel it first"
-                                )
-        old_size = self.size
-        self.rate, self.burst, self.limits = rate, burst, specs
-        size = _fold_size(self.size_shorthand, specs)
+        config, sched = self.limitset, self.sched
+        old_size = config.size
         if sched is None:
-            self.size = size
+            config.replace(rate, burst, specs, (), 0.0)
             return
-        old = sched.limits
-        new: list[Limit] = [
-            limit for limit in old if isinstance(limit, ConcurrencyLimit) or limit is self.size_gate
-        ]
-        new += self._build_limits()
-        # No credit may appear: each new rate takes over the fullest bucket of the old rates of
-        # its unit (capped at its burst; an adaptive one keeps the slow-down of the same period).
-        now = self.now()
-        # Every pool window of a unit counts the same starts, so each new one copies them from
-        # the old window of its unit with the longest period (it remembers the most of them).
-        old_windows = [o for o in old if isinstance(o, WindowLimit)]
-        for limit in new:
-            if isinstance(limit, WindowLimit):
-                windows = [o for o in old_windows if o.unit == limit.unit]
-                if windows:
-                    limit.carry_on_from(max(windows, key=lambda o: o.per), now)
-        old_rates = [o for o in old if isinstance(o, RateLimit)]
-        for limit in new:
-            if isinstance(limit, RateLimit):
-                alike = [o for o in old_rates if o.unit == limit.unit]
-                per = limit.per
-                alike.sort(key=lambda o: o.per == per)  # the same period last: it wins
-                for old_rate in alike:
-                    limit.carry_on_from(old_rate, now)
-        assert self.crew is not None
         running = self._running_jobs()
+        config.check_waiting(rate, burst, specs, [*sched.pending_jobs(), *running])
+        now = self.now()
+        new: list[Limit] = [
+            limit
+            for limit in sched.limits
+            if isinstance(limit, ConcurrencyLimit) or limit is self.size_gate
+        ]
+        new += config.replace(rate, burst, specs, sched.limits, now)
         sched.replace_limits(new, running, now)
         if sched.remote:
             # As in bind(): pipelined requests need local limits that do not date their latest
             # admission. A rate or window given now takes the pool back to one request at a time
             # (the ones in flight ask again under it: Scheduler.granted); without one, it may
             # pipeline again (#21 item 10).
-            dated = any(limit.timed for limit in new) or any(
-                isinstance(spec, (Rate, Window)) for spec in self.per_key
-            )
+            dated = any(limit.timed for limit in new) or config.dates_per_key()
             sched.depth = 1 if dated else min(limit.pipeline for limit in sched.remote)
-        if size != old_size:
-            self._apply_size(size)
+        if config.size != old_size:
+            self._apply_size(old_size)
         self._look_again()
 
     def _running_jobs(self) -> list[Job]:
@@ -786,35 +682,17 @@ class Lifecycle:
 
     def limit_statistics(self, now: float) -> tuple[LimitStatistics, ...]:
         """A snapshot of each of the pool's limits: the size first."""
-        sched = self.sched
-        snaps: list[LimitStatistics] = []
-        size = self.size
-        if size is not None:
-            # The size, whichever part keeps it (the workers, the capacity limiter, a gate).
-            limiter = self.limiter
-            if limiter is not None:
-                in_use = float(limiter.borrowed_tokens)
-            else:
-                in_use = 0.0 if sched is None else float(sched.running)
-            snaps.append(
-                LimitStatistics(
-                    kind="concurrency",
-                    count=size,
-                    per=None,
-                    burst=None,
-                    unit=None,
-                    in_use=in_use,
-                    next_free=-_INF if in_use < size else _INF,
-                    effective_rate=None,
-                )
-            )
-        limits = self._build_limits() if sched is None else sched.limits
-        snaps += [
-            limit.snapshot(now)
-            for limit in limits
+        sched, limiter = self.sched, self.limiter
+        if sched is None:
+            return self.limitset.snapshots(self.limitset.build(), 0.0, now)
+        # The size, whichever part keeps it (the workers, the capacity limiter, a gate).
+        in_use = float(sched.running if limiter is None else limiter.borrowed_tokens)
+        live = [
+            limit
+            for limit in sched.limits
             if not isinstance(limit, ConcurrencyLimit) and limit is not self.size_gate
         ]
-        return tuple(snaps)
+        return self.limitset.snapshots(live, in_use, now)
 
     # -- running ----------------------------------------------------------------------------------
 

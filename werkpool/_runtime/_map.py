@@ -87,8 +87,11 @@ class MapHost(Protocol):
     """What a map needs of its pool (the pool's lifecycle implements it)."""
 
     #: The pool's limits, which decide how far ahead the map reads its input.
-    size: int | None
-    rate: float | None
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def rate(self) -> float | None: ...
+
     #: The open maps, closed by the pool when it stops.
     maps: set[Any]
 
