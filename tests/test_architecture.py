@@ -75,6 +75,7 @@ LAYERS: dict[str, int] = {
     "_core._ratelimit_headers": 3,  # parse_headers: a response's headers read as budgets
     # _core 4: the lines of jobs per key, with their own limits
     "_core._lanes": 4,
+    "_core._limitset": 4,  # the limits as configured: fold, build, check costs, replace
     # _core 5: the sans-I/O state machine, where a job's state changes
     "_core._scheduler": 5,
     # _observe 6: hooks fed by events
