@@ -110,14 +110,17 @@ LAYERS: dict[str, int] = {
     # 12: the package's public names
     "__init__": 12,
     # 13: the integrations' implementations
-    "redis._redis": 13,
+    "redis._scripts": 13,  # the Lua scripts (lua/*.lua) and their calling convention
+    "redis._degraded": 13,  # degraded mode: local shares while the store is unavailable
     "httpx._messages": 13,  # what the transport reads from a request and its response
     "httpx._statistics": 13,  # RequestStatistics, TransportStatistics
     "otel._hook": 13,
     "prometheus._hook": 13,
-    # 14: one request through a PoolTransport
+    # 14: one pool's Redis-shared limits (its RemoteLimit); one request through a PoolTransport
+    "redis._shared": 14,
     "httpx._exchange": 14,  # one request's attempts and hand-over, through ExchangeHost
-    # 15: the transport
+    # 15: the Redis store (script calls, restart recovery, leases, pub/sub); the transport
+    "redis._store": 15,
     "httpx._transport": 15,  # PoolTransport: settings, counts, one job per request
     # 16: the integrations' public faces
     "redis": 16,

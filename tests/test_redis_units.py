@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from werkpool import Concurrency, Rate, Window
-from werkpool.redis._redis import _args, _scaled
+from werkpool.redis._degraded import scaled as _scaled
+from werkpool.redis._scripts import script_args as _args
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from werkpool import Concurrency, Rate, Window
-from werkpool.redis._redis import RedisStore, _args
+from werkpool.redis import RedisStore
+from werkpool.redis._scripts import script_args as _args
 
 if TYPE_CHECKING:
     from redis_server import RedisServer

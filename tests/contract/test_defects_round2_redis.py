@@ -250,7 +250,7 @@ async def test_item16_keys_seen_during_an_outage_cost_nothing_once_idle(
         private_redis.stop()
         with anyio.fail_after(30):
             async with WorkerPool(size=8, per_key=[Concurrency(2).shared(store, "host")]) as pool:
-                (binding,) = list(store._bindings)  # the pool's shared limits in the store
+                (binding,) = list(store._shared)  # the pool's shared limits in the store
                 futures = [pool.run(echo, i, key=f"k{i}") for i in range(200)]
                 for future in futures:
                     await future

@@ -22,8 +22,8 @@ from __future__ import annotations
 from .._extras import needs_extra
 
 with needs_extra(__name__, "redis", "coredis"):
-    from ._redis import RedisStore as RedisStore
-    from ._redis import StoreStatistics as StoreStatistics
+    from ._store import RedisStore as RedisStore
+    from ._store import StoreStatistics as StoreStatistics
 
 __all__ = ["RedisStore", "StoreStatistics"]
 
