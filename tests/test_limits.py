@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import max_starts_in, rate_violation
 
+from werkpool._core._job import PlainJob
 from werkpool._core._limits import ConcurrencyLimit, RateLimit, WindowLimit
 from werkpool._core._options import JobOptions, default_backoff
 from werkpool._core._scheduler import TICK, Scheduler
@@ -22,6 +23,13 @@ def drive(limit: RateLimit | WindowLimit, requests: list[float]) -> list[float]:
         limit.admit(None, at)
         admitted.append(at)
     return admitted
+
+
+def _job(seq: int) -> PlainJob:
+    """A job record numbered *seq*, as the scheduler would admit it."""
+    job = PlainJob(print, (), JobOptions(None, 0, (Exception,), default_backoff))
+    job.seq = seq
+    return job
 
 
 class TestRateLimit:
@@ -55,6 +63,41 @@ class TestRateLimit:
         limit = RateLimit(1e12)
         admitted = drive(limit, [1.0] * 1000)
         assert admitted[-1] - admitted[0] < 1e-6
+
+    @pytest.mark.parametrize("adaptive", [False, True])
+    @pytest.mark.parametrize("released", [False, True])
+    def test_a_start_is_settled_by_its_own_place_in_the_schedule(
+        self, adaptive: bool, released: bool
+    ) -> None:
+        """Each attempt's record is the tat right after its units, re-dated by restamp(): a
+        take-back gives back only what has not drained of it, whether the attempt runs or
+        ended last, and whether its record was written or is still the bucket's tail (#24: the
+        record of the start admitted last is written only when the schedule changes)."""
+        limit = RateLimit(10, adaptive=adaptive)
+        a, b = _job(1), _job(2)
+        limit.admit(a, 0.0)
+        limit.restamp(a, 0.05)  # the bucket restarts at 0.05: a's units end at 0.15
+        limit.admit(b, 0.15)  # b's end at 0.25
+        assert limit.admission_mark(b) > limit.admission_mark(a)  # type: ignore[operator]
+        limit.take_back(a, 1, 0.1)  # 0.5 unit of a's has not drained yet
+        assert limit.tat == pytest.approx(0.2)
+        if released:
+            limit.release(b)
+        limit.take_back(b, 1, 0.1)  # b's end moved to 0.2 by a's give-back: one unit is left
+        assert limit.tat == pytest.approx(0.1)
+        limit.take_back(b, 1, 0.1)  # given back already
+        assert limit.tat == pytest.approx(0.1)
+
+    def test_a_refunded_start_leaves_no_record(self) -> None:
+        """A start taken back before its record was written has none: nothing to settle."""
+        limit = RateLimit(10)
+        a = _job(1)
+        limit.admit(a, 0.0)
+        limit.refund(a)
+        assert limit.admission_mark(a) is None
+        limit.release(a)
+        limit.charge(a, 1, 0.0)  # charged from now, as an attempt it does not know
+        assert limit.tat == pytest.approx(0.1)
 
     @given(
         rate=st.floats(0.01, 1e4),

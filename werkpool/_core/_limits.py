@@ -283,9 +283,9 @@ class RateLimit:
     """
 
     __slots__ = (
-        "_admit_extra",
         "_ceiling",
         "_changed_at",
+        "_dated",
         "_decreased_at",
         "_ends",
         "_good",
@@ -293,12 +293,18 @@ class RateLimit:
         "_origin",
         "_pad",
         "_pause_end",
+        "_pending",
         "_recover_at",
-        "_released",
+        "_released_end",
+        "_released_seq",
+        "_room",
         "_shift",
         "_slack",
+        "_step",
         "_unheld",
         "_units",
+        "_warm_extra",
+        "_warm_job",
         "_warmup",
         "adaptive",
         "burst",
@@ -329,15 +335,14 @@ class RateLimit:
         #: The units a fresh bucket holds already (``burst - initial``): its first start fills
         #: the bucket that far, then 0 (see :meth:`admit`).
         self._warmup = 0.0 if initial is None else burst - initial
-        #: What the latest admit() added for the warm-up (restamp() keeps it on a restart).
-        self._admit_extra: float = 0
+        #: The job whose admission took the warm-up, and how much (restamp() keeps it on a
+        #: restart); None once restamped, refunded or released: the hot path reads one slot.
+        self._warm_job: Job | None = None
+        self._warm_extra = 0.0
         self.margin = margin
-        #: The margin in units at the current rate: what each start adds beside its cost.
-        self._pad = margin * rate
-        #: The tolerance the margins of a burst add (attempts only: see the class docstring).
-        self._slack = (burst - 1) * self._pad if unit is None else 0.0
         self.burst = burst
         self.unit = unit
+        self._set_margin()
         self.adaptive = adaptive
         self.per = per
         self.spec = spec
@@ -355,11 +360,22 @@ class RateLimit:
         #: The rate of the last refusal that was news: probed up to gently (inf: none yet).
         self._ceiling = _INF
         self._recover_at = _INF
-        #: Each running attempt by job number: its admission time, the ``tat`` right after its
-        #: units, and :attr:`_shift` then; and the record of the attempt released last (its
-        #: pushback or settlement comes right after the release).
-        self._ends: dict[int, tuple[float, float, float]] = {}
-        self._released: tuple[int, tuple[float, float, float]] | None = None
+        #: Each running attempt's place in the schedule, by job number: the ``tat`` right after
+        #: its units, plus :attr:`_shift` then in seconds (``end + shift / rate``: one float, so
+        #: that the record costs one dict entry per admission; a later give-back then reads as
+        #: ``record - _shift / rate``). An adaptive rate changes its rate, so it keeps the
+        #: parts apart, with the admission time its pushback needs, in :attr:`_dated` instead.
+        self._ends: dict[int, float] = {}
+        self._dated: dict[int, tuple[float, float, float]] = {}
+        #: The job admitted last (not adaptive), whose record is not written yet: the schedule
+        #: still ends with its units, so its record is the current ``tat`` until the schedule
+        #: changes otherwise. Written down (:meth:`_flush`) before any other change, so that a
+        #: start costs one record (not one at admit() and another at restamp()).
+        self._pending: Job | None = None
+        #: The record of the attempt released last, and its job number (its pushback or
+        #: settlement comes right after the release); two slots, no tuple per release.
+        self._released_seq = 0
+        self._released_end: float | tuple[float, float, float] | None = None
         #: The units given back so far: a record's ``tat`` moved earlier by what was given back
         #: after it (an estimate that never gives back too much).
         self._shift = 0.0
@@ -376,10 +392,13 @@ class RateLimit:
         if self.adaptive and self.rate < self.configured:
             self._regrow(now)
         unit = self.unit
-        cost = 1 if unit is None else _cost(job, unit)
-        if not cost and not self._pad:
-            return -_INF  # it adds nothing to the bucket: not even a held one holds it
-        at = self._origin + (self._units - self.burst - self._slack + cost) / self.rate
+        if unit is None:
+            cost: float = 1
+        else:
+            cost = _cost(job, unit)
+            if not cost and not self._pad:
+                return -_INF  # it adds nothing to the bucket: not even a held one holds it
+        at = self._origin + (self._units - self._room + cost) / self.rate
         hold = self._hold
         if hold is not None:
             if now < hold.until:
@@ -389,53 +408,98 @@ class RateLimit:
 
     def admit(self, job: Job | None, at: float) -> None:
         """Count a start at *at*: ``tat = max(tat, at) + cost * T + margin``."""
+        pending = self._pending
+        if pending is not None:  # _flush(), written out: this runs once per start
+            self._ends[pending.seq] = self._origin + (self._units + self._shift) / self.rate
         unit = self.unit
-        cost = (1 if unit is None else _cost(job, unit)) + self._pad
+        cost = self._step if unit is None else _cost(job, unit) + self._pad
         if self._hold is not None:
             self._hold.take(cost - self._pad, at)
         if at > self._origin + self._units / self.rate:
             self._origin = at  # the bucket drained before `at`: restart the schedule there
-            extra = self._warmup  # a fresh bucket's first start holds back initial= (0 else)
-            if extra:
-                self._warmup = 0.0
-            self._admit_extra = extra
-            self._units = cost + extra
+            self._units = cost
+            if self._warmup:
+                self._warm(job)  # a fresh bucket's first start holds back initial=
         else:
-            self._admit_extra = 0
             self._units += cost
+        if not self.adaptive:
+            self._pending = job  # its record is the current tat, written down when it changes
+        elif job is not None:
+            self._note(job, at)
+
+    def _warm(self, job: Job | None) -> None:
+        """The first start of a fresh bucket also fills it by ``burst - initial`` (once)."""
+        extra = self._warmup
+        self._warmup = 0.0
+        self._units += extra
+        self._warm_job = job
+        self._warm_extra = extra
+
+    def _note(self, job: Job, at: float) -> None:
+        """Keep the place of *job*'s attempt, admitted or re-dated last, at *at* (see _ends)."""
+        if self.adaptive:
+            self._dated[job.seq] = (at, self._origin + self._units / self.rate, self._shift)
+        else:
+            self._ends[job.seq] = self._origin + (self._units + self._shift) / self.rate
+
+    def _flush(self) -> None:
+        """Write down the pending admission's record: the schedule is about to change."""
+        job = self._pending
         if job is not None:
-            self._ends[job.seq] = (at, self._origin + self._units / self.rate, self._shift)
+            self._pending = None
+            self._note(job, -_INF)
 
     def restamp(self, job: Job | None, at: float) -> None:
         # As if the latest admit() had been at `at`: the schedule before it ended at
         # tat - cost/rate; if that is before `at`, the bucket had drained by then and restarts.
         unit = self.unit
-        cost = (1 if unit is None else _cost(job, unit)) + self._pad
-        extra = self._admit_extra
-        if at > self._origin + (self._units - cost - extra) / self.rate:
+        cost = self._step if unit is None else _cost(job, unit) + self._pad
+        if self._warm_job is not None and self._warm_job is job:
+            cost += self._warm_extra  # the warm-up the admission added
+            self._warm_job = None
+        if at > self._origin + (self._units - cost) / self.rate:
             self._origin = at
-            self._units = cost + extra
-        if job is not None:
-            self._ends[job.seq] = (at, self._origin + self._units / self.rate, self._shift)
+            self._units = cost
+        if job is not None and self._pending is not job:
+            self._note(job, at)  # adaptive (it keeps the time), or not admitted last
 
     def refund(self, job: Job | None) -> None:
         # One start fewer in the schedule. If admit() had restarted it (the bucket was empty),
         # the schedule now ends at that admission's time instead of before it: stricter than
         # before the admit by less than a slot, never looser.
+        if self._pending is not None:
+            if self._pending is job:
+                self._pending = None  # taken back before its record was written
+            else:
+                self._flush()
         unit = self.unit
         cost = 1 if unit is None else _cost(job, unit)
         self._units -= cost + self._pad
         if self._hold is not None:
             self._hold.give_back(cost)
+        if self._warm_job is job:
+            self._warm_job = None
         if job is not None:
-            self._ends.pop(job.seq, None)
+            if self.adaptive:
+                self._dated.pop(job.seq, None)
+            else:
+                self._ends.pop(job.seq, None)
 
     def release(self, job: Job | None) -> None:
-        if job is not None:
-            seq = job.seq
-            record = self._ends.pop(seq, None)
-            if record is not None:
-                self._released = (seq, record)
+        if job is None:
+            return
+        seq = job.seq
+        self._released_seq = seq
+        if self.adaptive:
+            self._released_end = self._dated.pop(seq, None)
+        elif self._pending is job:
+            # Admitted last: its record is the current tat, never written to _ends.
+            self._pending = None
+            self._released_end = self._origin + (self._units + self._shift) / self.rate
+        else:
+            self._released_end = self._ends.pop(seq, None)
+        if self._warm_job is job:
+            self._warm_job = None
 
     # -- settlement -------------------------------------------------------------------------------
 
@@ -443,23 +507,41 @@ class RateLimit:
         """Where *job*'s running attempt stands in this bucket's schedule (None if it runs none
         here): the ``tat`` right after its units, which grows with each admission of a cost, so
         a later admission has a later mark even at the same time."""
-        record = self._ends.get(job.seq)
-        return None if record is None else record[1]
+        if self.adaptive:
+            dated = self._dated.get(job.seq)
+            return None if dated is None else dated[1]
+        if self._pending is job:
+            self._flush()
+        # Plus the shift then: later admissions still have later marks (the shift only grows).
+        return self._ends.get(job.seq)
 
     def _record(self, job: Job) -> tuple[float, float, float] | None:
-        """*job*'s attempt in the schedule: running, or the one released last."""
+        """*job*'s attempt in the schedule, running or the one released last: its admission
+        time (``-inf`` if not kept), the ``tat`` right after its units and :attr:`_shift` then."""
+        if self._pending is not None:
+            self._flush()
         seq = job.seq
-        record = self._ends.get(seq)
-        if record is None and self._released is not None and self._released[0] == seq:
-            record = self._released[1]
-        return record
+        found: float | tuple[float, float, float] | None
+        found = self._dated.get(seq) if self.adaptive else self._ends.get(seq)
+        if found is None and self._released_seq == seq:
+            found = self._released_end
+        if found is None or isinstance(found, tuple):
+            return found
+        return (-_INF, found - self._shift / self.rate, self._shift)
 
     def _store(self, job: Job, record: tuple[float, float, float]) -> None:
         seq = job.seq
+        if self.adaptive:
+            if seq in self._dated:
+                self._dated[seq] = record
+            else:
+                self._released_end = record
+            return
+        end = record[1] + record[2] / self.rate
         if seq in self._ends:
-            self._ends[seq] = record
+            self._ends[seq] = end
         else:
-            self._released = (seq, record)
+            self._released_end = end
 
     def take_back(self, job: Job, amount: float, now: float) -> None:
         """Give back what is left in the bucket of the last *amount* units of *job*'s attempt."""
@@ -500,6 +582,8 @@ class RateLimit:
 
     def _set_level(self, now: float, level: float) -> None:
         """Put *level* units in the bucket at *now* (a bucket drained before stays as it was)."""
+        if self._pending is not None:
+            self._flush()
         if level > 0:
             self._origin = now
             self._units = level
@@ -510,6 +594,8 @@ class RateLimit:
         (Keeping ``tat``, the time, would not: at half the rate the same time holds half the
         units, so a slow-down would hand out half a bucket at once.)
         """
+        if self._pending is not None:
+            self._flush()
         if self._origin > now:
             # A pushback's hold fills the bucket from its end on: it keeps its end, and the
             # units left then drain at the new rate.
@@ -529,10 +615,16 @@ class RateLimit:
         """Express the margin in units at the current rate (an adaptive rate changes)."""
         self._pad = self.margin * self.rate
         self._slack = (self.burst - 1) * self._pad if self.unit is None else 0.0
+        #: What one attempt adds (counting attempts), and the room a start may fill: kept
+        #: with the margin, so the hot path adds no margin terms of its own.
+        self._step = 1 + self._pad
+        self._room = self.burst + self._slack
 
     def carry_on_from(self, older: RateLimit, now: float) -> None:
         """Take over *older*'s units and pushback state (a new rate of the same unit replaces
         it): no banked credit appears, and an adaptive rate keeps its slow-down."""
+        if self._pending is not None:
+            self._flush()
         # At most a full bucket: a longer backlog of another period is not this limit's debt.
         level = min(older._level(now), self.burst)
         if level > self._level(now):
@@ -581,6 +673,8 @@ class RateLimit:
         decrease is over; the refusals of attempts already in flight are the same news. See the
         class docstring for the recovery.
         """
+        if self._pending is not None:
+            self._flush()
         if self.adaptive:
             record = None if job is None else self._record(job)
             admitted = now if record is None else record[0]
@@ -624,6 +718,8 @@ class RateLimit:
         An adaptive rate keeps its slow-down, but a refusal after *now* is news again (it halves
         the rate once more).
         """
+        if self._pending is not None:
+            self._flush()
         if self._pause_end > now:
             self._pause_end = now
         unheld = self._unheld
