@@ -97,8 +97,10 @@ LAYERS: dict[str, int] = {
     "_runtime._remote": 6,  # the I/O half of remote limits
     "_runtime._threads": 6,  # blocking functions as jobs, run in the pool's worker threads
     "_runtime._hooks": 6,  # events built and handed out, a failing hook isolated
+    "_runtime._exits": 6,  # what leaves a stopping pool: its failure, raised as it was
     # _runtime 7: the crew of worker tasks (start, park, wake, retire)
     "_runtime._crew": 7,
+    "_runtime._background": 7,  # runs a pool used without `async with` in a task
     # _runtime 8: the worker task: run an attempt, report its outcome
     "_runtime._workers": 8,
     # _runtime 9: one pool's lifecycle: loop binding, submission gate, task groups, stopping

@@ -16,16 +16,19 @@ import asyncio
 import math
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, cast, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
 
 import anyio
 
-from .._core._exceptions import FutureCancelled, PoolClosedError
+from .._core._exceptions import PoolClosedError
 from .._core._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
 from .._core._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit
 from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER, Scheduler
+from . import _exits
+from ._background import BackgroundHost
 from ._binding import LoopBinding
 from ._crew import IDLE_RETIRE, Crew
+from ._exits import failure_to_raise, reraise_unchanged
 from ._futures import AsyncioFuture, Future
 from ._hooks import Hooks
 from ._workers import Runner
@@ -35,7 +38,6 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-    from types import TracebackType
 
     from anyio.abc import TaskGroup
 
@@ -69,27 +71,6 @@ class MapCloser(Protocol):
     def close_by_pool(self) -> None: ...
 
 
-def _as_group(error: BaseException) -> BaseExceptionGroup[BaseException] | None:
-    """*error* as an exception group (with its member type spelled out), or None."""
-    if isinstance(error, BaseExceptionGroup):
-        return cast("BaseExceptionGroup[BaseException]", error)
-    return None
-
-
-def _reraise_unchanged(error: BaseException) -> NoReturn:
-    """Raise *error* keeping its __cause__ and __context__ (a plain raise in an except block
-    would overwrite __context__ with the exception being handled)."""
-    cause, context, suppress = error.__cause__, error.__context__, error.__suppress_context__
-    try:
-        raise error
-    finally:
-        error.__cause__, error.__context__ = cause, context
-        error.__suppress_context__ = suppress
-        # This frame joins the error's traceback: holding the error (or its cause or context,
-        # which may lead back to it) would make a reference cycle (issue #21 item 17).
-        del error, cause, context
-
-
 def _weakly(method: Callable[[], None]) -> Callable[[], None]:
     """Call the bound *method* through a weak reference to its object (nothing once it is gone).
 
@@ -105,31 +86,6 @@ def _weakly(method: Callable[[], None]) -> Callable[[], None]:
             bound()
 
     return call
-
-
-def _without_own_frames(error: BaseException) -> BaseException:
-    """*error*, caught by the caller, made fit to be kept on the lifecycle until it is raised.
-
-    Its traceback holds this module's frames it went through, which hold the lifecycle (through
-    their variables, and on Python 3.12+ through ``f_back`` even once cleared): kept as they
-    are, they would make a reference cycle, and a pool dropped before its failure was raised
-    would be left to the cyclic GC (issue #21 item 17). They are unlinked from the traceback
-    (the pool's plumbing, no part of the story of the failure); the frames of the job that
-    failed stay as they are.
-    """
-    own = globals()
-    kept: list[TracebackType] = []
-    tb = error.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_globals is not own:
-            kept.append(tb)
-        tb = tb.tb_next
-    head: TracebackType | None = None
-    for entry in reversed(kept):
-        entry.tb_next = head
-        head = entry
-    error.__traceback__ = head
-    return error
 
 
 @final
@@ -173,15 +129,12 @@ class Lifecycle:
 
     __slots__ = (
         "__weakref__",
-        "_bg_done",
-        "_bg_error",
-        "_bg_stop",
-        "_bg_task",
         "_kill_scope",
         "_may_stop",
         "_started",
         "_stopped",
         "_supervisor_tg",
+        "background",
         "binding",
         "check_cost",
         "crew",
@@ -257,11 +210,9 @@ class Lifecycle:
         self._stopped: anyio.Event | None = None  # the supervisor has stopped
         self._supervisor_tg: TaskGroup | None = None  # holds the supervisor (crew.tg: workers)
         self._kill_scope: anyio.CancelScope | None = None
-        self.in_background = False  # used without `async with`: run by a background task
-        self._bg_stop: anyio.Event | None = None
-        self._bg_done: anyio.Event | None = None
-        self._bg_error: BaseException | None = None
-        self._bg_task: Any = None
+        #: Runs the pool when it is used without `async with` (made on first use).
+        self.background: BackgroundHost | None = None
+        self.in_background = False
 
     # The limit values, as the pool's properties and statistics read them.
 
@@ -439,7 +390,10 @@ class Lifecycle:
         state = self.state
         if state == NEW:
             sched = self.bind()
-            self._start_in_background()
+            assert self.binding is not None
+            self.background = BackgroundHost(self, self.binding, _OWN_MODULES)
+            self.in_background = True
+            self.background.start()
             return sched
         if self.binding is not None:
             self.binding.check()
@@ -764,7 +718,7 @@ class Lifecycle:
             # outside, nor to a crash at the same moment.
             try:
                 if cancelled:
-                    _reraise_unchanged(fatal)
+                    reraise_unchanged(fatal)
                 raise BaseExceptionGroup(
                     "the pool failed and a hook raised", [exc, fatal]
                 ) from None
@@ -920,7 +874,8 @@ class Lifecycle:
         """Exit the supervisor's task group; raise the pool's own failure, if any, as it was.
 
         Return if nothing failed, or if what should leave ``async with`` is *body_error*, what
-        the body raised (None if nothing): the caller lets it go on (see :meth:`_failure`).
+        the body raised (None if nothing): the caller lets it go on (see
+        :func:`~werkpool._runtime._exits.failure_to_raise`).
         """
         tg = self._supervisor_tg
         assert tg is not None
@@ -929,7 +884,8 @@ class Lifecycle:
             await tg.__aexit__(None, None, None)
         except BaseExceptionGroup as group:
             self.state = CLOSED
-            failure = self._failure(group, body_error)
+            assert self.binding is not None
+            failure = failure_to_raise(group, body_error, self.binding.cancelled_exc)
         else:
             return
         finally:
@@ -940,110 +896,16 @@ class Lifecycle:
         del body_error
         if failure is not None:
             try:
-                _reraise_unchanged(failure)
+                reraise_unchanged(failure)
             finally:
                 del failure
 
-    def _failure(
-        self, group: BaseExceptionGroup[BaseException], body_error: BaseException | None
-    ) -> BaseException | None:
-        """What leaves ``async with`` once the supervisor's task group raised *group*: the pool's
-        own failure, as it was raised; or None for *body_error* itself.
-
-        *body_error* is what the ``async with`` body raised (None if nothing): a genuine error
-        of the body and a failure of the pool are raised together, in an ExceptionGroup. The
-        pool's error alone is raised if the body's is that very error (a ``call()`` whose job
-        raised a SystemExit), or only says that the pool's stop cancelled what the body waited
-        for while the pool stopped on a KeyboardInterrupt, a SystemExit or the like: as on
-        asyncio, where the event loop delivers such an error to the body itself.
-        """
-        # The pool's own two task groups nest a lone error twice: unwrap it.
-        error: BaseException = group
-        nested = _as_group(error)
-        while nested is not None and len(nested.exceptions) == 1:
-            error = nested.exceptions[0]
-            nested = _as_group(error)
-        assert self.binding is not None
-        cancelled = self.binding.cancelled_exc
-        only_cancelled = isinstance(error, cancelled) or (
-            nested is not None and nested.split(cancelled)[1] is None  # only cancellations
-        )
-        if only_cancelled:
-            # An enclosing scope was cancelled and reached the pool's tasks too: that is not
-            # a failure of the pool. Raise the body's own exception if it has one (the
-            # cancellation is delivered again at the next checkpoint), else the cancellation.
-            return None if body_error is not None else error
-        if body_error is error:
-            return None
-        if (
-            body_error is not None
-            and not isinstance(body_error, cancelled)
-            and not (
-                not isinstance(error, Exception)
-                and nested is None
-                and isinstance(body_error, (FutureCancelled, PoolClosedError))
-            )
-        ):
-            both = BaseExceptionGroup(
-                "the body of 'async with WorkerPool' and the pool both failed",
-                [body_error, error],
-            )
-            both.__suppress_context__ = True  # raised "from None"
-            return both
-        return error
-
-    # -- use without `async with` -----------------------------------------------------------------
-
-    def _start_in_background(self) -> None:
-        """Run the pool in a background task, for use without ``async with``."""
-        self.in_background = True
-        self._bg_stop = anyio.Event()
-        self._bg_done = anyio.Event()
-        binding = self.binding
-        assert binding is not None
-        if binding.loop is not None:
-            # Keep a reference: the event loop holds only weak references to tasks.
-            self._bg_task = binding.loop.create_task(
-                self._run_in_background(), name="werkpool host"
-            )
-        else:
-            import trio
-
-            trio.lowlevel.spawn_system_task(self._run_in_background, name="werkpool host")
-
-    async def _run_in_background(self) -> None:
-        """The background task: run the pool until shutdown() or kill() asks it to finish."""
-        assert self._bg_stop is not None
-        assert self._bg_done is not None
-        try:
-            await self.start()
-            try:
-                await self._bg_stop.wait()
-            except BaseException as exc:
-                await self.finish(exc)
-                raise
-            await self.finish(None)
-        except BaseException as exc:  # a system task must not raise; shutdown() re-raises it
-            assert self.binding is not None
-            if not isinstance(exc, self.binding.cancelled_exc):
-                self._bg_error = _without_own_frames(exc)
-        finally:
-            self._bg_done.set()
-
     async def stop_background(self, *, reraise: bool = True) -> None:
-        """Tell the background task to finish, and wait for it; re-raise the pool's failure.
+        """Stop the background host of a pool used without ``async with``; re-raise the pool's
+        failure (see :meth:`BackgroundHost.stop`)."""
+        assert self.background is not None
+        await self.background.stop(reraise=reraise)
 
-        The failure is raised once, as ``async with`` raises it once: it is then forgotten, for
-        its traceback holds the frames that raise it, the caller's among them, which hold the
-        pool (kept, it would make a reference cycle: issue #21 item 17).
-        """
-        assert self._bg_stop is not None
-        assert self._bg_done is not None
-        self._bg_stop.set()
-        await self._bg_done.wait()
-        if reraise and self._bg_error is not None:
-            error, self._bg_error = self._bg_error, None
-            try:
-                raise error
-            finally:
-                del error
+
+#: The modules whose frames a kept failure's traceback leaves out (see without_frames_of).
+_OWN_MODULES = (globals(), vars(_exits))
