@@ -184,6 +184,13 @@ def hooks_api(event: werkpool.JobEvent) -> None:
     assert_type(event.job, int | None)
 
 
+def deprecated_event_alias(event: werkpool.Event) -> werkpool.JobEvent:
+    # werkpool.Event warns at run time, but still checks as JobEvent in annotations; the module
+    # __getattr__ behind it leaves __version__ a str.
+    assert_type(werkpool.__version__, str)
+    return event
+
+
 async def job_labels(pool: WorkerPool, event: werkpool.JobEvent) -> None:
     assert_type(event.name, str | None)
     assert_type(pool.run(fetch, "https://example.com", name="home"), JobFuture[bytes])
