@@ -29,35 +29,40 @@ local function cost_of(member)
   return tonumber(string.match(member, '|([^|]*)$'))
 end
 local n = #KEYS - 2
-local recovering = tonumber(redis.call('GET', KEYS[#KEYS - 1]) or '0') or 0
-if now < recovering then
-  -- After a restart, leases may still be put back: no new lease until then (rates and
-  -- windows hold no lease, so they go on).
-  for i = 1, n do
-    local j = 3 + (i - 1) * 5
-    if ARGV[j + 1] == 'c' and tonumber(ARGV[j + 4]) > 0 then
+-- A key of another type: the error names it (looked up only then, not per admission).
+local function wrong(key, want)
+  return redis.error_reply('WERKPOOL the key ' .. key .. ' holds a ' ..
+    redis.call('TYPE', key)['ok'] .. ', not the ' .. want .. ' of a werkpool shared limit')
+end
+for i = 1, n do
+  local j = 3 + (i - 1) * 5
+  if ARGV[j + 1] == 'c' and tonumber(ARGV[j + 4]) > 0 then
+    -- After a restart, leases may still be put back: no new lease until then (rates and
+    -- windows hold no lease, so they go on; read only for an admission that takes a lease).
+    local recovering = tonumber(redis.call('GET', KEYS[#KEYS - 1]) or '0') or 0
+    if now < recovering then
       return {0, '0', 1, 1, string.format('%.6f', recovering - now)}
     end
+    break
   end
 end
+-- Each rate's tat, read once (the second pass takes the slot from it).
+local tats = {}
 for i = 1, n do
   local key = KEYS[i]
   local j = 3 + (i - 1) * 5
   local kind = ARGV[j + 1]
   local a, b, cost = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
-  local want = 'zset'
-  if kind == 'r' then want = 'string' end
-  local found = redis.call('TYPE', key)['ok']
-  if found ~= 'none' and found ~= want then
-    return redis.error_reply('WERKPOOL the key ' .. key .. ' holds a ' .. found ..
-      ', not the ' .. want .. ' of a werkpool shared limit')
-  end
   local w = 0
   if kind == 'r' then
-    local tat = tonumber(redis.call('GET', key) or '0') or 0
+    local got = redis.pcall('GET', key)
+    if type(got) == 'table' and got.err then return wrong(key, 'string') end
+    local tat = tonumber(got or '0') or 0
+    tats[key] = tat
     w = (tat - (b - cost) * a * 1000000 - now_us) / 1000000
   elseif kind == 'w' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - a)
+    local got = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now - a)
+    if type(got) == 'table' and got.err then return wrong(key, 'zset') end
     local starts = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
     local total = 0
     for k = 1, #starts, 2 do total = total + cost_of(starts[k]) end
@@ -73,7 +78,8 @@ for i = 1, n do
       end
     end
   else
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local got = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now)
+    if type(got) == 'table' and got.err then return wrong(key, 'zset') end
     local leases = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
     local total = 0
     for k = 1, #leases, 2 do
@@ -114,9 +120,10 @@ for i = 1, n do
     if kind == 'r' then
       -- tat: when the bucket is empty again, in whole microseconds, each start's share rounded
       -- up (a rate may fall short of its count by under a microsecond per start, never over).
-      local tat = tonumber(redis.call('GET', key) or '0') or 0
+      local tat = tats[key]
       if tat < start_us then tat = start_us end
       tat = tat + math.ceil(cost * a * 1000000 - 1e-6)
+      tats[key] = tat  -- (a key named twice takes both slots)
       redis.call('SET', key, string.format('%d', tat),
         'PX', math.ceil((tat - now_us) / 1000) + 1000)
     elseif kind == 'w' then
