@@ -22,7 +22,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 import werkpool
-from werkpool._core._limits import Refusal
+from werkpool._core._remote_limit import Refusal
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence

@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "_core._budgets": 0,  # a server's budgets as records (Budget, HeaderReport), less_sent
     "_core._header_values": 0,  # header values: decimals, Go durations, RFC 3339 and HTTP dates
     "_core._structured_fields": 0,  # RFC 9651 structured fields (the IETF RateLimit fields)
+    "_core._budget_hold": 0,  # a server's budget held by a rate or window until it resets
     "_extras": 0,
     # _core 1: per-job options (timeout, retry policy, default backoff); limits as values
     "_core._options": 1,
@@ -70,14 +71,20 @@ LAYERS: dict[str, int] = {
     # _core 2: the job record, its states and outcomes
     "_core._job": 2,
     "_core._header_dialects": 2,  # the header dialects (OpenAI, Anthropic, GitHub, IETF)
-    # _core 3: admission limits (local and remote)
-    "_core._limits": 3,
+    # _core 3: admission limits: the local limit's base and defaults, the remote-limit protocol
+    "_core._limit": 3,
+    "_core._remote_limit": 3,
     "_core._ratelimit_headers": 3,  # parse_headers: a response's headers read as budgets
-    # _core 4: the lines of jobs per key, with their own limits
+    # _core 4: the live limits (GCRA rate, sliding window, counts); the lines of jobs per key
+    "_core._rate_limit": 4,
+    "_core._window_limit": 4,
+    "_core._count_limit": 4,
     "_core._lanes": 4,
-    "_core._limitset": 4,  # the limits as configured: fold, build, check costs, replace
-    # _core 5: the sans-I/O state machine, where a job's state changes
+    # _core 5: the sans-I/O state machine, where a job's state changes; a limit value made live
     "_core._scheduler": 5,
+    "_core._limits": 5,  # build: the live limit of each limit value
+    # _core 6: the limits as configured: fold, build, check costs, replace
+    "_core._limitset": 6,
     # _observe 6: hooks fed by events
     "_observe": 6,
     "_observe._logging": 6,  # LoggingHook: events as stdlib log records

@@ -16,11 +16,14 @@ from hypothesis import strategies as st
 from support import max_starts_in
 
 from werkpool import RetryAfter
+from werkpool._core._count_limit import CountLimit
 from werkpool._core._job import BACKOFF, DONE, RUNNING, Job, PlainJob
-from werkpool._core._limits import CountLimit, RateLimit, WindowLimit, build
+from werkpool._core._limits import build
 from werkpool._core._options import JobOptions, default_backoff
+from werkpool._core._rate_limit import RateLimit
 from werkpool._core._scheduler import Scheduler
 from werkpool._core._specs import Concurrency, Rate, Window
+from werkpool._core._window_limit import WindowLimit
 
 OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)
 RETRY = JobOptions(None, 3, (Exception,), lambda n: 100.0)

@@ -9,10 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import max_starts_in, rate_violation
 
+from werkpool._core._count_limit import ConcurrencyLimit
 from werkpool._core._job import PlainJob
-from werkpool._core._limits import ConcurrencyLimit, RateLimit, WindowLimit
 from werkpool._core._options import JobOptions, default_backoff
+from werkpool._core._rate_limit import RateLimit
 from werkpool._core._scheduler import TICK, Scheduler
+from werkpool._core._window_limit import WindowLimit
 
 
 def drive(limit: RateLimit | WindowLimit, requests: list[float]) -> list[float]:

@@ -10,8 +10,9 @@ from typing import Any, cast
 import pytest
 
 from werkpool import Concurrency, Rate, Window
-from werkpool._core._limits import RateLimit, WindowLimit
 from werkpool._core._limitset import LimitSet
+from werkpool._core._rate_limit import RateLimit
+from werkpool._core._window_limit import WindowLimit
 
 
 def test_size_is_the_smallest_of_size_and_the_unitless_concurrency_values() -> None:

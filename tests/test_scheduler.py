@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from support import rate_violation
 from test_limits import _Tokens
 
+from werkpool._core._count_limit import ConcurrencyLimit
 from werkpool._core._job import (
     BACKOFF,
     CANCELLED,
@@ -30,8 +31,8 @@ from werkpool._core._job import (
     Job,
     PlainJob,
 )
-from werkpool._core._limits import ConcurrencyLimit, RateLimit
 from werkpool._core._options import JobOptions, default_backoff
+from werkpool._core._rate_limit import RateLimit
 from werkpool._core._scheduler import TICK, Reservation, Scheduler
 
 OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)

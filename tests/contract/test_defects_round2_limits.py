@@ -24,7 +24,10 @@ from hypothesis import strategies as st
 from support import Probe, approx, rate_violation
 
 from werkpool import Concurrency, Rate, RetryAfter, Window, WorkerPool
-from werkpool._core._limits import CountLimit, RateLimit, WindowLimit, build
+from werkpool._core._count_limit import CountLimit
+from werkpool._core._limits import build
+from werkpool._core._rate_limit import RateLimit
+from werkpool._core._window_limit import WindowLimit
 
 COSTS = (0.2, 0.4, 0.3)  # their float sum, taken back one by one, is 1.7e-16, not 0
 

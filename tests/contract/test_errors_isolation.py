@@ -29,7 +29,7 @@ from support import (
     stats_add_up,
 )
 
-import werkpool._core._limits
+import werkpool._core._rate_limit
 import werkpool._core._scheduler
 import werkpool._runtime._crew
 from werkpool import PoolClosedError, WorkerPool
@@ -382,7 +382,7 @@ def _inject(monkeypatch: pytest.MonkeyPatch, where: str, crash: Crash) -> None:
     """Make one of werkpool's internal parts raise *crash*, while jobs still wait to start."""
     target: Any = {
         "scheduler": werkpool._core._scheduler.Scheduler,
-        "rate-limit": werkpool._core._limits.RateLimit,
+        "rate-limit": werkpool._core._rate_limit.RateLimit,
         "worker-parking": werkpool._runtime._crew.Crew,
     }[where]
     name = {"scheduler": "poll", "rate-limit": "earliest", "worker-parking": "park"}[where]

@@ -20,7 +20,8 @@ import pytest
 from support import approx
 
 from werkpool import Rate, WorkerPool
-from werkpool._core._limits import RateLimit, WindowLimit
+from werkpool._core._rate_limit import RateLimit
+from werkpool._core._window_limit import WindowLimit
 
 
 def rfc3339(seconds_from_now: float) -> str:

@@ -25,8 +25,8 @@ from support import (
 
 from werkpool import WorkerPool
 from werkpool._core._job import Job
-from werkpool._core._limits import RateLimit
 from werkpool._core._options import JobOptions, default_backoff
+from werkpool._core._rate_limit import RateLimit
 from werkpool._core._scheduler import Scheduler
 
 WIDTHS = (0.01, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.3, 5.0, 10.0)

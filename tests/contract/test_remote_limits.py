@@ -18,7 +18,7 @@ import pytest
 from support import FakeRemoteLimit, Probe, add_remote_limit, rate_violation
 
 from werkpool import WorkerPool
-from werkpool._core._limits import Refusal
+from werkpool._core._remote_limit import Refusal
 
 
 async def test_every_job_runs_once_under_the_remote_capacity_and_size() -> None:

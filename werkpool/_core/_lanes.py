@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterator
 
     from ._job import Job
-    from ._limits import Limit
+    from ._limit import Limit
 
 __all__ = ["KEY_ORDERS", "KeyOrder", "Keys", "Lane", "weight_step"]
 

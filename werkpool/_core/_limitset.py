@@ -17,15 +17,17 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, cast, final
 
-from ._limits import RateLimit, WindowLimit, build
+from ._limits import build
+from ._rate_limit import RateLimit
 from ._specs import Concurrency, Rate, Window, check_cost
 from ._statistics import LimitStatistics
+from ._window_limit import WindowLimit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from ._job import Job
-    from ._limits import Limit
+    from ._limit import Limit
     from ._specs import LimitSpec, Shared
 
 __all__ = ["LimitSet"]

@@ -33,8 +33,9 @@ from ._job import (
     spent,
 )
 from ._lanes import Keys, Lane
-from ._limits import RateLimit, WindowLimit
 from ._options import next_delay
+from ._rate_limit import RateLimit
+from ._window_limit import WindowLimit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -43,9 +44,10 @@ if TYPE_CHECKING:
     from ._events import EventKind, Outcome
     from ._job import Job, JobOwner
     from ._lanes import KeyOrder
-    from ._limits import Limit, RemoteLimit
+    from ._limit import Limit
     from ._options import JobOptions
     from ._ratelimit_headers import Budget
+    from ._remote_limit import RemoteLimit
 
 __all__ = ["DEFAULT_MAX_RETRY_AFTER", "TICK", "Reservation", "Scheduler"]
 

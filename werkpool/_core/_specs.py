@@ -331,7 +331,7 @@ class Store(Protocol):
         limits: tuple[Shared, ...],
         per_key: tuple[Shared, ...],
         wake: Callable[[Hashable | None], None],
-    ) -> Any:  # a werkpool._core._limits.RemoteLimit (a layer above this module)
+    ) -> Any:  # a werkpool._core._remote_limit.RemoteLimit (a layer above this module)
         """Make the remote limit that decides one pool's shared *limits* and *per_key* limits
         in one request per attempt; *wake* (a key, or None for the pool's limits) is called
         when another holder released credit that a refused request waits for."""

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
 
 import anyio
 
+from .._core._count_limit import ConcurrencyLimit, CountLimit
 from .._core._exceptions import PoolClosedError
 from .._core._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
-from .._core._limits import ConcurrencyLimit, CountLimit, Limit, RateLimit
+from .._core._rate_limit import RateLimit
 from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER, Scheduler
 from . import _exits
 from ._background import BackgroundHost
@@ -45,10 +46,11 @@ if TYPE_CHECKING:
     from .._core._exceptions import RetryAfter
     from .._core._job import JobOwner
     from .._core._lanes import KeyOrder
-    from .._core._limits import RemoteLimit
+    from .._core._limit import Limit
     from .._core._limitset import LimitSet
     from .._core._options import JobOptions
     from .._core._ratelimit_headers import Budget
+    from .._core._remote_limit import RemoteLimit
     from .._core._specs import LimitSpec, Shared, Store
     from .._core._statistics import LimitStatistics
     from ._room import Room

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .._core._limits import Refusal
+from .._core._remote_limit import Refusal
 
 if TYPE_CHECKING:
-    from .._core._limits import RemoteLimit
+    from .._core._remote_limit import RemoteLimit
     from .._core._scheduler import Reservation
 
 __all__ = ["give_back", "perform"]

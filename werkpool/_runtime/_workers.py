@@ -24,7 +24,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from .._core._job import RESERVING, RUNNING, Job, PlainJob
-from .._core._limits import Refusal
+from .._core._remote_limit import Refusal
 from .._core._scheduler import Reservation
 from ._binding import SPIN
 from ._crew import Worker
@@ -33,7 +33,7 @@ from ._remote import give_back, perform
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._core._limits import TokenSource
+    from .._core._count_limit import TokenSource
     from .._core._scheduler import Scheduler
     from ._binding import LoopBinding
     from ._crew import Crew

@@ -14,7 +14,10 @@ import math
 from typing import TYPE_CHECKING, final
 
 from .._core._exceptions import LimitUnavailableError
-from .._core._limits import Limit, Refusal, _cost, build
+from .._core._limit import Limit
+from .._core._limit import cost_of as _cost
+from .._core._limits import build
+from .._core._remote_limit import Refusal
 from .._core._specs import Concurrency, LimitSpec, Rate, Shared, Window
 
 if TYPE_CHECKING:

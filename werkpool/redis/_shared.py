@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Protocol, final
 import anyio
 
 from .._core._exceptions import LimitUnavailableError
-from .._core._limits import Limit, Refusal, _cost
+from .._core._limit import Limit
+from .._core._limit import cost_of as _cost
+from .._core._remote_limit import Refusal
 from ._degraded import LocalShares
 from ._scripts import AHEAD, Unavailable, script_args
 
