@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -18,6 +19,7 @@ from support import (
     sleep_echo,
 )
 
+import werkpool
 from werkpool import PoolClosedError, PoolFullError, PoolStatistics, WorkerPool
 
 if TYPE_CHECKING:
@@ -351,6 +353,110 @@ class TestAllEntryPoints:
             await results.aclose()
         assert probe.order == ["run", "submit", "start_soon", "map", "call"]
         assert probe.peak == 1
+
+
+def blocking_echo(value: object) -> object:
+    return value
+
+
+#: Every submission method and whether it is awaited; the last five run a blocking function.
+SUBMITTERS = [
+    ("run", False),
+    ("start_soon", False),
+    ("call", True),
+    ("submit", True),
+    ("map", False),
+    ("run_sync", False),
+    ("start_soon_sync", False),
+    ("call_sync", True),
+    ("submit_sync", True),
+    ("map_sync", False),
+]
+
+
+async def submit_by_name(pool: WorkerPool, method: str, fn: Any = None, **options: Any) -> Any:
+    """Submit ``fn(1)`` by *method* (for a map, over ``[1]``); return what the call gives, awaited
+    if the method is async."""
+    if fn is None:
+        fn = blocking_echo if method.endswith("_sync") else echo
+    outcome = getattr(pool, method)(fn, [1] if method.startswith("map") else 1, **options)
+    return await outcome if method in ("call", "submit", "call_sync", "submit_sync") else outcome
+
+
+async def result_of(pool: WorkerPool, method: str, **options: Any) -> object:
+    """Submit ``fn(1)`` by *method* and return its result."""
+    outcome = await submit_by_name(pool, method, **options)
+    if method.startswith("map"):
+        async with outcome:
+            return await outcome.__anext__()
+    return outcome if method.startswith("call") else await outcome
+
+
+class TestOptionsOfEveryMethod:
+    """The job options are declared once (SubmitOptions, MapOptions) for all ten methods: each
+    still takes every option by its name, with its default, and rejects a wrong keyword as
+    Python rejects one for a named parameter."""
+
+    @pytest.mark.parametrize(("method", "awaited"), SUBMITTERS)
+    async def test_unknown_keyword_names_method_and_keyword(
+        self, method: str, awaited: bool
+    ) -> None:
+        async with WorkerPool() as pool:
+            pattern = rf"{method}\(\) got an unexpected keyword argument 'tiemout'"
+            with pytest.raises(TypeError, match=pattern):
+                await submit_by_name(pool, method, tiemout=5)
+            # A keyword is checked before the callable, as Python checks its parameters.
+            with pytest.raises(TypeError, match=pattern):
+                await submit_by_name(pool, method, "not callable", tiemout=5)
+            if not method.endswith("_sync"):
+                pattern = rf"{method}\(\) got an unexpected keyword argument 'abandon_on_cancel'"
+                with pytest.raises(TypeError, match=pattern):
+                    await submit_by_name(pool, method, abandon_on_cancel=True)
+            assert pool.statistics().submitted == 0
+
+    @pytest.mark.parametrize(("method", "awaited"), SUBMITTERS)
+    async def test_every_option_by_name_with_its_default(self, method: str, awaited: bool) -> None:
+        per_item = method.startswith("map")
+        defaults: dict[str, Any] = {
+            "timeout": None,
+            "retries": 0,
+            "retryable_exceptions": (Exception,),
+            "backoff": werkpool.default_backoff,
+            "key": None,
+            "cost": None,
+            "name": None,
+        }
+        if method.endswith("_sync"):
+            defaults["abandon_on_cancel"] = False
+        if per_item:
+            defaults.update(ordered=True, return_exceptions=False, window=None)
+        async with WorkerPool() as pool:
+            assert await result_of(pool, method, **defaults) == 1
+            given: dict[str, Any] = {
+                "retries": 2,
+                "name": "one",
+                "key": str if per_item else "host",
+            }
+            if not method.endswith("_sync"):  # virtual time could jump past it while fn runs
+                given["timeout"] = 5
+            assert await result_of(pool, method, **given) == 1
+        assert pool.statistics().completed == 2
+
+    @pytest.mark.parametrize(("method", "awaited"), SUBMITTERS)
+    async def test_a_bad_option_raises_as_before(self, method: str, awaited: bool) -> None:
+        async with WorkerPool() as pool:
+            with pytest.raises(ValueError, match=r"retries must be an int >= 0, got -1"):
+                await submit_by_name(pool, method, retries=-1)
+            with pytest.raises(TypeError, match=r"^key must be (hashable|None or a callable)"):
+                await submit_by_name(pool, method, key=[])
+            assert pool.statistics().submitted == 0
+
+    def test_sync_twins_keep_their_kind_and_docstrings(self) -> None:
+        for method, awaited in SUBMITTERS[5:]:
+            twin = getattr(WorkerPool, method)
+            assert twin.__name__ == method
+            assert inspect.iscoroutinefunction(twin) is awaited
+            assert "for a blocking function" in twin.__doc__
 
 
 # -- statistics ----------------------------------------------------------------------------------

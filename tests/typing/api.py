@@ -205,3 +205,31 @@ async def job_labels(pool: WorkerPool, event: werkpool.JobEvent) -> None:
 
 async def progress_last_failed(bar: werkpool.ProgressBar) -> None:
     assert_type(bar.last_failed, str | None)
+
+
+async def each_option_is_typed(pool: WorkerPool) -> None:
+    # The options are declared once (SubmitOptions, MapOptions): a wrong type or name for any of
+    # them is still caught, on every submission method.
+    pool.run(no_args, timeout="5")  # type: ignore[arg-type]
+    pool.run(no_args, retries=1.5)  # type: ignore[arg-type]
+    pool.run(no_args, retryable_exceptions=ValueError())  # type: ignore[arg-type]
+    pool.run(no_args, backoff=blocking_text)  # type: ignore[arg-type]
+    pool.run(no_args, key=["not hashable"])  # type: ignore[arg-type]
+    pool.run(no_args, cost={"tokens": "many"})  # type: ignore[dict-item]
+    pool.run(no_args, name=b"label")  # type: ignore[arg-type]
+    pool.run(no_args, tiemout=5)  # type: ignore[call-arg]
+    pool.run(no_args, abandon_on_cancel=True)  # type: ignore[call-arg]
+    pool.start_soon(no_args, retries="3")  # type: ignore[arg-type]
+    await pool.call(no_args, timeout="5")  # type: ignore[arg-type]
+    await pool.submit(no_args, key=["not hashable"])  # type: ignore[arg-type]
+    pool.map(double, [1], key="not a function")  # type: ignore[call-overload]
+    pool.map(double, [1], cost=lambda n: n)  # type: ignore[arg-type,return-value]
+    pool.map(double, [1], retries=None)  # type: ignore[call-overload]
+    pool.map(double, [1], ordered=True, tiemout=5)  # type: ignore[call-overload]
+    pool.run_sync(blocking_square, 3, timeout="5")  # type: ignore[arg-type]
+    pool.run_sync(blocking_square, 3, abandon_on_cancel="yes")  # type: ignore[arg-type]
+    pool.start_soon_sync(blocking_square, 3, cost=3)  # type: ignore[arg-type]
+    await pool.call_sync(blocking_square, 3, name=3)  # type: ignore[arg-type]
+    await pool.submit_sync(blocking_square, 3, backoff=3)  # type: ignore[arg-type]
+    pool.map_sync(blocking_square, [1], key=3)  # type: ignore[call-overload]
+    pool.map_sync(blocking_square, [1], tiemout=5)  # type: ignore[call-overload]

@@ -16,6 +16,7 @@ import anyio
 from .._core._remote_limit import Refusal
 
 if TYPE_CHECKING:
+    from .._core._job import Job
     from .._core._remote_limit import RemoteLimit
     from .._core._scheduler import Reservation
 
@@ -58,9 +59,26 @@ async def give_back(reservation: Reservation, limits: list[RemoteLimit] | None =
     backstop.
     """
     job = reservation.job
+    # Only the limits that may hold credit for the job: a limit that says it holds none (an
+    # optional ``holds(job)``, as werkpool.redis's rate-only attempts) costs no shielded scope
+    # and no await (#24: the give-back of every attempt was part of each admission's cost).
+    held = [
+        limit
+        for limit in reversed(limits if limits is not None else reservation.limits)
+        if _holds(limit, job)
+    ]
+    if not held:
+        return
     with anyio.CancelScope(shield=True):
-        for limit in reversed(limits if limits is not None else reservation.limits):
+        for limit in held:
             try:
                 await limit.release(job)
             except Exception:
                 _logger.exception("werkpool: releasing %r for %r failed", limit, job)
+
+
+def _holds(limit: RemoteLimit, job: Job) -> bool:
+    """True unless *limit* says (with an optional ``holds(job)`` method) that *job* holds no
+    credit in it, nothing :meth:`RemoteLimit.release` would give back."""
+    holds = getattr(limit, "holds", None)
+    return True if holds is None else bool(holds(job))

@@ -104,12 +104,43 @@ class _Grant:
         self.locals_: tuple[Limit, ...] = ()
 
 
+#: A shared limit as one admission asks it: its Redis key, value, script arguments, per-key.
+_Entry = tuple[str, "Shared", tuple[str, float, float], bool]
+
+#: How many keys' admission arguments are kept at most (then the cache starts again empty).
+_ASKS_KEPT = 4096
+
+
+@final
+class _Asks:
+    """What every admission of one key sends, worked out once per key (#24): the Redis keys,
+    and the script's arguments after the holder, lease and horizon when no limit counts a unit
+    (then every attempt costs 1 in each)."""
+
+    __slots__ = ("entries", "fixed", "keys", "leased", "watched")
+
+    def __init__(self, entries: list[_Entry], restart_key: str) -> None:
+        self.entries = entries
+        self.keys = [name for name, _, _, _ in entries]
+        self.keys.append(restart_key)
+        fixed: list[str | float] = []
+        for _, _spec, (code, a, b), keyed in entries:
+            fixed += [code, a, b, "1.0", "1" if keyed else "0"]
+        unitless = all(spec.unit is None for _, spec, _, _ in entries)
+        self.fixed = fixed if unitless else None
+        #: The concurrency limits (name, per-key), whose releases end a refusal's wait.
+        self.watched = [(name, keyed) for name, _, (code, _, _), keyed in entries if code == "c"]
+        #: The concurrency limits' names when every attempt takes a lease in each (no units).
+        self.leased = [name for name, _ in self.watched] if unitless else None
+
+
 @final
 class SharedLimit:
     """One pool's shared limits in one store: the pool's :class:`RemoteLimit`."""
 
     __slots__ = (
         "__weakref__",
+        "_asks",
         "_grants",
         "_keyed_args",
         "_local",
@@ -150,13 +181,13 @@ class SharedLimit:
         ]
         #: The per-key limits' script arguments, worked out once (not per job).
         self._keyed_args = [(spec, script_args(spec)) for spec in per_key]
+        #: Each key's admission arguments (None: the pool's own), made on first use.
+        self._asks: dict[Hashable | None, _Asks] = {}
 
     def __repr__(self) -> str:
         return f"<shared limits {[*self.limits, *self.keyed]!r} in {self.store!r}>"
 
-    def _entries(
-        self, key: Hashable | None
-    ) -> list[tuple[str, Shared, tuple[str, float, float], bool]]:
+    def _entries(self, key: Hashable | None) -> list[_Entry]:
         entries = [(name, spec, args, False) for name, spec, args in self._specs]
         if key is not None and self.keyed:
             suffix = key if isinstance(key, str) else repr(key)
@@ -167,36 +198,63 @@ class SharedLimit:
             ]
         return entries
 
+    def _asks_of(self, key: Hashable | None) -> _Asks:
+        """*key*'s admission arguments, made on first use."""
+        asks = self._asks
+        if len(asks) >= _ASKS_KEPT:
+            asks.clear()  # many keys: keep the memory bounded (a key's are remade in µs)
+        made = asks[key] = _Asks(self._entries(key), self.store.restart_key)
+        return made
+
+    def holds(self, job: Job) -> bool:
+        """True if *job*'s attempt may hold credit that :meth:`release` gives back (a lease, a
+        local share); False lets the pool skip the shielded give-back (#24)."""
+        return job in self._grants
+
     async def acquire(self, job: Job) -> float | Refusal:
         """Take credit in every shared limit of *job*'s attempt at once, or in none."""
         store = self.store
         lane = job.lane
         key: Hashable | None = None if lane is None else lane.key
-        entries = self._entries(key)
+        asks = self._asks.get(key)
+        if asks is None:
+            asks = self._asks_of(key)
+        entries = asks.entries
         if not entries:
             return -_INF
         holder = store.holder()
         asked = anyio.current_time()
-        keys: list[str] = []
         # The horizon within which a grant may be for later: a round trip and a timer's
         # lateness, so that a request sent early by that much is granted, not refused.
         ahead = store.rtt + AHEAD
         args: list[str | float] = [holder, store.lease, ahead]
         grant = _Grant(holder, key)
-        for name, spec, (code, a, b), keyed in entries:
-            cost = _cost(job, spec.unit)
-            keys.append(name)
-            args += [code, a, b, repr(float(cost)), "1" if keyed else "0"]
-            if code == "c" and cost > 0:
-                grant.leases.append((name, f"{holder}|{float(cost)!r}"))
-                # A release of this limit ends the hold of a refusal: the key's, or the pool's.
-                # (Kept until a release comes, or sweep(): a wake with no hold costs nothing.)
-                self._watch[name] = (key if keyed else None, asked)
-        keys.append(store.restart_key)
+        fixed = asks.fixed
+        if fixed is not None:  # every attempt costs 1 in each limit: the arguments are known
+            args += fixed
+            if asks.leased:
+                member = f"{holder}|1.0"
+                grant.leases = [(name, member) for name in asks.leased]
+                for name, keyed in asks.watched:
+                    # A release of this limit ends the hold of a refusal: the key's, or the
+                    # pool's. (Kept until a release comes, or sweep(): a wake with no hold costs
+                    # nothing.)
+                    self._watch[name] = (key if keyed else None, asked)
+        else:
+            for name, spec, (code, a, b), keyed in entries:
+                cost = _cost(job, spec.unit)
+                args += [code, a, b, repr(float(cost)), "1" if keyed else "0"]
+                if code == "c" and cost > 0:
+                    grant.leases.append((name, f"{holder}|{float(cost)!r}"))
+                    self._watch[name] = (key if keyed else None, asked)
+        keys = asks.keys
         releases = self._releases  # a release seen while the request is in flight counts
         # Registered before the request: if it is cancelled or its answer lost, release() still
-        # removes whatever it may have taken (a lease of this holder).
-        self._grants[job] = grant
+        # removes whatever it may have taken (a lease of this holder). An attempt that takes no
+        # lease holds nothing to give back (a rate's or window's credit stays spent): then it
+        # is registered only if the local share admits it.
+        if grant.leases:
+            self._grants[job] = grant
         delay = 0.05
         while True:
             if (
@@ -234,7 +292,7 @@ class SharedLimit:
             # The slot is `wait` after the server read its clock, which was about half a round
             # trip before this answer arrived.
             return now + wait - store.rtt / 2 if wait > 0 else now
-        del self._grants[job]
+        self._grants.pop(job, None)
         store.refused()
         # Ask again early enough to land inside the next request's horizon: then that one is
         # granted for the credit's time, and the start is on time.
@@ -246,9 +304,8 @@ class SharedLimit:
                 wait = max(wait, 0.0)
             else:
                 wait = max(wait, min(store.recheck, max(float(reply[4]), 0.0)))
-            for name, _spec, (code, _, _), keyed in entries:
-                if code == "c":  # wait for the next release of any of them
-                    self._watch[name] = (key if keyed else None, now)
+            for name, keyed in asks.watched:  # wait for the next release of any of them
+                self._watch[name] = (key if keyed else None, now)
         return Refusal(now + wait, key=not int(reply[3]))
 
     def _acquire_locally(self, job: Job, key: Hashable | None, grant: _Grant) -> float | Refusal:
@@ -257,11 +314,12 @@ class SharedLimit:
         try:
             answer = self._local.admit(job, key, anyio.current_time(), store.recheck)
         except BaseException:
-            del self._grants[job]
+            self._grants.pop(job, None)
             raise
         if isinstance(answer, Refusal):
-            del self._grants[job]
+            self._grants.pop(job, None)
             return answer
+        self._grants[job] = grant  # its local shares are given back, leases or not
         grant.local = True
         grant.locals_ = self._local.limits_of(key)
         # The server does not know of this attempt: its leases are put in at the next contact,

@@ -390,7 +390,9 @@ class RedisStore:
         client = self.client
         began = anyio.current_time()
         try:
-            with anyio.fail_after(self.call_timeout):
+            # A bare cancel scope with a deadline, not anyio.fail_after: the same timeout without
+            # fail_after's generator-based context manager, a few µs per request (#24).
+            with anyio.CancelScope(deadline=began + self.call_timeout) as scope:
                 for _ in range(3):
                     while self._unchecked and not recovering:  # bounded: call_timeout
                         await self._check_restart()  # (again, if another's check failed)
@@ -398,10 +400,11 @@ class RedisStore:
                     if sha is None:
                         loaded = await client.script_load(SCRIPTS[script])
                         sha = self._shas[script] = text(loaded)
-                    sent_keys, sent_args = list(keys), list(args)
                     if script in EPOCHED:
-                        sent_keys.append(self.epoch_key)
-                        sent_args.append(self._epoch or "")
+                        sent_keys = [*keys, self.epoch_key]
+                        sent_args = [*args, self._epoch or ""]
+                    else:
+                        sent_keys, sent_args = list(keys), list(args)
                     # By hand rather than through coredis's register_script (which reloads a
                     # missing script and retries by itself): a NOSCRIPT is this store's signal
                     # that the server restarted, and the restart must be checked (leases put
@@ -423,6 +426,8 @@ class RedisStore:
                     break
                 else:  # pragma: no cover - the server lost its state again and again
                     raise Unavailable(f"the server lost its state again and again ({script})")
+            if scope.cancelled_caught:  # only its deadline cancels it
+                raise TimeoutError(f"no answer within call_timeout ({self.call_timeout:g} s)")
         except UNAVAILABLE as exc:
             self._unavailable += 1
             if self.down_since is None:
