@@ -65,9 +65,46 @@ def _rewrite_package(pkg: griffe.Module, parser: Any) -> None:
         done.add(id(obj))
         if obj.docstring is None and obj.is_attribute:
             _docstring_from_comments(obj, parser)
+        if obj.is_function:
+            for signature in (obj, *(obj.overloads or ())):
+                _expand_options(signature, overload=signature is not obj)
         if obj.docstring is not None:
             scopes = [*_scopes(obj), *module_paths]
             obj.docstring.value = rewrite(obj.docstring.value, scopes, public)
+
+
+def _expand_options(func: Any, *, overload: bool = False) -> None:
+    """``**options: Unpack[SubmitOptions]``: list the TypedDict's keys as keyword-only parameters,
+    with their annotations and their defaults (``OPTION_DEFAULTS`` of the TypedDict's module),
+    so that the signature shows them and each ``:param:`` finds its parameter (an *overload*
+    shows ``...`` as its other defaults)."""
+    params = func.parameters
+    last = params[-1] if len(params) else None
+    if last is None or last.kind is not griffe.ParameterKind.var_keyword:
+        return
+    unpack = last.annotation
+    if not isinstance(unpack, griffe.ExprSubscript) or str(unpack.left) != "Unpack":
+        return
+    target = unpack.slice.left if isinstance(unpack.slice, griffe.ExprSubscript) else unpack.slice
+    path = getattr(target, "canonical_path", None)
+    try:
+        typed_dict = func.modules_collection[path]
+        defaults = typed_dict.module.members["OPTION_DEFAULTS"].value
+    except (KeyError, TypeError, AttributeError):
+        return
+    values = {
+        str(key).strip("'\""): value
+        for key, value in zip(defaults.keys, defaults.values, strict=True)
+    }
+    del params[last.name]
+    for cls in reversed([typed_dict, *typed_dict.mro()]):  # the bases' keys first
+        for name, member in cls.members.items():
+            if member.is_attribute and name not in params:
+                kind = griffe.ParameterKind.keyword_only
+                option = griffe.Parameter(name, annotation=member.annotation, kind=kind)
+                option.default = "..." if overload else values.get(name)
+                option.function = func
+                params.add(option)
 
 
 def _walk(obj: griffe.Object) -> Any:

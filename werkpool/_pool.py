@@ -10,6 +10,8 @@ Everything underneath is composed, layer by layer (see the README's "Architectur
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import sys
 import threading
@@ -24,23 +26,27 @@ from ._core._exceptions import FutureCancelled, PoolFullError, RetryAfter
 from ._core._job import RAISED, RETURNED, RUNNING, Job
 from ._core._lanes import KEY_ORDERS, KeyOrder
 from ._core._limitset import LimitSet
-from ._core._options import JobOptions, default_backoff
+from ._core._options import (
+    DEFAULT_OPTIONS,
+    MAP_OPTIONS,
+    SUBMIT_OPTIONS,
+    JobOptions,
+    check_names,
+    read_item_options,
+    read_options,
+)
 from ._core._ratelimit_headers import Budget, less_sent, parse_headers
 from ._core._scheduler import DEFAULT_MAX_RETRY_AFTER
 from ._core._specs import LimitSpec, Shared, check_limits, split_shared
 from ._core._statistics import PoolStatistics
 from ._core._validate import (
-    check_backoff,
     check_burst,
     check_key,
     check_max_pending,
     check_rate,
-    check_retries,
-    check_retryable,
     check_seconds,
     check_size,
     check_task,
-    check_timeout,
     show_value,
 )
 from ._runtime._hooks import check_hook
@@ -60,6 +66,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._core._events import Hook
+    from ._core._options import MapOptions, SubmitOptions
     from ._core._scheduler import Scheduler
     from ._runtime._futures import JobFuture
 
@@ -70,8 +77,6 @@ U = TypeVar("U")
 Ts = TypeVarTuple("Ts")
 
 _INF: Final = float("inf")
-_DEFAULT_RETRYABLE: Final[tuple[type[Exception], ...]] = (Exception,)
-_DEFAULT_OPTIONS: Final = JobOptions(None, 0, _DEFAULT_RETRYABLE, default_backoff)
 
 
 @final
@@ -146,44 +151,51 @@ def check_max_retry_after(value: object) -> float:
     return seconds + 0.0  # -0.0 reads as 0
 
 
-def _check_name(name: object) -> str | None:
-    if name is None or isinstance(name, str):
-        return name
-    raise TypeError(f"name must be None or a str (the job's label), not {type(name).__name__}")
+def _read_job(
+    life: Lifecycle, method: str, task: object, options: Mapping[str, Any]
+) -> tuple[JobOptions, Hashable, dict[str, float] | None]:
+    """:func:`read_options` for :meth:`WorkerPool.run` and :meth:`WorkerPool.start_soon`, which
+    cannot wait: the key and cost are checked once, against the limits in force."""
+    checked = read_options(method, task, options)
+    key = options.get("key")
+    cost = options.get("cost")
+    if key is None and cost is None:
+        return checked, None, None
+    check_key(key)
+    return checked, key, life.check_cost(cost)
 
 
-def _check_map_name(name: object) -> None:
-    if name is not None and not isinstance(name, str) and not callable(name):
-        raise TypeError(
-            "name must be None, a str (a prefix: 'fetch' labels the items 'fetch[0]', "
-            f"'fetch[1]', ...) or a callable taking an item, not {type(name).__name__}"
-        )
+_Method = TypeVar("_Method", bound="Callable[..., Any]")
 
 
-def _options(
-    timeout: float | None,
-    retries: int,
-    retryable_exceptions: type[Exception] | Iterable[type[Exception]],
-    backoff: Callable[[int], float],
-    name: str | None = None,
-) -> JobOptions:
-    """Validate per-job options; the defaults share one instance (no work, no memory per job)."""
-    if (
-        timeout is None
-        and retries.__class__ is int
-        and retries == 0
-        and retryable_exceptions is _DEFAULT_RETRYABLE
-        and backoff is default_backoff
-        and name is None
-    ):
-        return _DEFAULT_OPTIONS
-    return JobOptions(
-        check_timeout(timeout),
-        check_retries(retries),
-        check_retryable(retryable_exceptions),
-        check_backoff(backoff),
-        _check_name(name),
-    )
+def _blocking_twin(
+    method: Callable[..., Any], names: frozenset[str]
+) -> Callable[[_Method], _Method]:
+    """Make the decorated method the twin of *method* for a blocking function.
+
+    The decorated ``def`` gives the twin its signature (for type checkers and the docs) and its
+    docstring; its body never runs. The twin wraps ``fn`` to run in a worker thread (see
+    :meth:`WorkerPool._in_thread`) and passes it and everything else to *method* unchanged.
+    *names*: the keywords *method* takes, so a wrong one is reported under the twin's name.
+    """
+
+    def make(declared: _Method) -> _Method:
+        twin_name = declared.__name__
+
+        def twin(self: WorkerPool, fn: Any, /, *args: Any, **options: Any) -> Any:
+            abandon = options.pop("abandon_on_cancel", False)
+            check_names(twin_name, options, names)
+            return method(self, self._in_thread(fn, twin_name, abandon), *args, **options)
+
+        if inspect.iscoroutinefunction(declared):  # awaited: checks and all run at the await
+
+            async def async_twin(*args: Any, **options: Any) -> Any:
+                return await twin(*args, **options)
+
+            return cast("_Method", functools.wraps(declared)(async_twin))
+        return cast("_Method", functools.wraps(declared)(twin))
+
+    return make
 
 
 @final
@@ -612,13 +624,7 @@ class WorkerPool:
         task: Callable[[Unpack[Ts]], Awaitable[T]],
         /,
         *args: Unpack[Ts],
-        timeout: float | None = None,
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Hashable = None,
-        cost: Mapping[str, float] | None = None,
-        name: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> JobFuture[T]:
         """
         Schedule ``task(*args)`` under the pool's limits and return its future at once.
@@ -626,11 +632,13 @@ class WorkerPool:
         *task* is a callable that returns an awaitable, called once per attempt: ``pool.run(fetch,
         url)`` binds ``url`` now (prefer it to ``lambda: fetch(url)`` in a loop, which binds late).
 
+        The keyword options (all optional) are those of every submission method:
+
         :param timeout: seconds each attempt may take, counted from its start; an attempt over it
-            fails with :exc:`TimeoutError`. ``None``: no limit. An attempt still running at its
-            deadline times out, even if it would have returned then.
+            fails with :exc:`TimeoutError`. ``None`` (the default): no limit. An attempt still
+            running at its deadline times out, even if it would have returned then.
         :param retries: how many times to retry after the first attempt fails (up to
-            ``retries + 1`` attempts in all)
+            ``retries + 1`` attempts in all; default 0)
         :param retryable_exceptions: the :exc:`Exception` subclass(es) that may be retried
             (default: :exc:`Exception`); cancellation and other ``BaseException`` are never
             retried
@@ -638,28 +646,30 @@ class WorkerPool:
             it must return a finite number >= 0, or the job fails with that error. The default,
             :func:`werkpool.default_backoff`, is exponential with jitter, capped at 60 s.
         :param key: the job's key (any hashable, such as a host name): the pool's ``per_key=``
-            limits apply to each key separately, and a pushback pauses only that key. ``None``:
-            the pool's limits only.
+            limits apply to each key separately, and a pushback pauses only that key. ``None``
+            (the default): the pool's limits only.
         :param cost: what each attempt costs, per unit (``{"tokens": 1200}``), for the limits
-            that count a unit; a limit without a unit counts 1 per attempt
+            that count a unit; a limit without a unit counts 1 per attempt (``None``, the
+            default: no units)
         :param name: the job's label in its events (:attr:`werkpool.JobEvent.name`), log lines,
-            spans and the progress bar. ``None``: a short repr of the first argument (at most
-            40 characters), or the function's ``__qualname__`` if there is none; made only by
-            a pool with hooks, so an unnamed job costs nothing without them.
+            spans and the progress bar. ``None`` (the default): a short repr of the first
+            argument (at most 40 characters), or the function's ``__qualname__`` if there is
+            none; made only by a pool with hooks, so an unnamed job costs nothing without them.
         :return: an :class:`asyncio.Future` on asyncio, a :class:`werkpool.Future` on trio;
             cancelling it cancels the job
         :raises TypeError: if *task* is not callable (a coroutine object is closed first), *key*
-            is not hashable, *cost* not a mapping of str to numbers or *name* not a str
+            is not hashable, *cost* not a mapping of str to numbers, *name* not a str, or a
+            keyword is not one of these options
         :raises ValueError: if *cost* names a unit no limit counts, or could never fit a limit
         :raises werkpool.PoolClosedError: if the pool no longer accepts work
         """
-        if not callable(task):  # checked at run time too: untyped callers pass anything
-            check_task(task)  # type: ignore[unreachable]
-        options = _options(timeout, retries, retryable_exceptions, backoff, name)
         life = self._life
-        if key is not None or cost is not None:
-            check_key(key)
-            cost = life.check_cost(cost)
+        if options:
+            checked, key, cost = _read_job(life, "run", task, options)
+        else:
+            if not callable(task):  # checked at run time too: untyped callers pass anything
+                check_task(task)  # type: ignore[unreachable]
+            checked, key, cost = DEFAULT_OPTIONS, None, None
         sched = life.scheduler_for_submit()
         room = life.room
         if room is not None and room.full():
@@ -668,8 +678,8 @@ class WorkerPool:
                 "start: use 'await pool.submit(...)' to wait for room instead"
             )
         if key is None and cost is None:
-            return life.enqueue_future(sched, task, args, options, None)  # type: ignore[no-any-return]
-        return life.enqueue_future(sched, task, args, options, None, key, cost)  # type: ignore[no-any-return]
+            return life.enqueue_future(sched, task, args, checked, None)  # type: ignore[no-any-return]
+        return life.enqueue_future(sched, task, args, checked, None, key, cost)  # type: ignore[no-any-return]
 
     # -- the structured API -----------------------------------------------------------------------
 
@@ -678,80 +688,60 @@ class WorkerPool:
         func: Callable[[Unpack[Ts]], Awaitable[T]],
         /,
         *args: Unpack[Ts],
-        timeout: float | None = None,
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Hashable = None,
-        cost: Mapping[str, float] | None = None,
-        name: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> JobFuture[T]:
         """
         Schedule ``func(*args)`` like a task group's ``start_soon``: its failure fails the pool.
 
         Returns at once with a handle (the same kind of future as :meth:`run`) that you may keep
-        or drop. If the job fails after its retries, the pool cancels all its remaining work and
-        the error propagates out of ``async with`` (a lone error as it was, several together in
-        an :exc:`ExceptionGroup`), as a task group does. The options are those of :meth:`run`;
-        ``max_pending`` does not apply (the call cannot wait), like :meth:`run` with room.
+        or drop.
+
+        If the job fails after its retries, the pool cancels all its remaining work and the error
+        propagates out of ``async with`` (a lone error as it was, several together in an
+        :exc:`ExceptionGroup`), as a task group does.
+
+        The options are those of :meth:`run`. ``max_pending`` does not apply (the call cannot
+        wait), like :meth:`run` with room.
 
         .. versionadded:: 0.3
         """
-        if not callable(func):  # checked at run time too: untyped callers pass anything
-            check_task(func)  # type: ignore[unreachable]
-        options = _options(timeout, retries, retryable_exceptions, backoff, name)
         life = self._life
-        if key is not None or cost is not None:
-            check_key(key)
-            cost = life.check_cost(cost)
+        if options:
+            checked, key, cost = _read_job(life, "start_soon", func, options)
+        else:
+            if not callable(func):  # checked at run time too: untyped callers pass anything
+                check_task(func)  # type: ignore[unreachable]
+            checked, key, cost = DEFAULT_OPTIONS, None, None
         sched = life.scheduler_for_submit()
+        owner = life.start_soon_owner
         if key is None and cost is None:
-            return life.enqueue_future(sched, func, args, options, life.start_soon_owner)  # type: ignore[no-any-return]
-        return life.enqueue_future(  # type: ignore[no-any-return]
-            sched,
-            func,
-            args,
-            options,
-            life.start_soon_owner,
-            key,
-            cost,
-        )
+            return life.enqueue_future(sched, func, args, checked, owner)  # type: ignore[no-any-return]
+        return life.enqueue_future(sched, func, args, checked, owner, key, cost)  # type: ignore[no-any-return]
 
     async def call(
         self,
         func: Callable[[Unpack[Ts]], Awaitable[T]],
         /,
         *args: Unpack[Ts],
-        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Hashable = None,
-        cost: Mapping[str, float] | None = None,
-        name: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> T:
         """
         Run ``func(*args)`` under the pool's limits and return its result here.
 
         The job's error is raised to the caller, not to the pool. Cancelling the caller cancels
         the job, and ``call`` returns (re-raising the cancellation) only once the job's code has
-        stopped and its slot is free. Always a checkpoint. Waits for room if ``max_pending`` jobs
-        are already waiting to start.
+        stopped and its slot is free.
+
+        Always a checkpoint. Waits for room if ``max_pending`` jobs are already waiting to start.
+        The options are those of :meth:`run`.
 
         :raises werkpool.FutureCancelled: if the pool cancelled the job (by :meth:`kill`)
 
         .. versionadded:: 0.3
         """
-        check_task(func)
-        options = _options(timeout, retries, retryable_exceptions, backoff, name)
-        check_key(key)
-        checked = self._life.check_cost(cost)
-        await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
-        sched = await self._wait_for_room(cost if checked is not None else None)
-        if checked is not None:
-            checked = self._life.check_cost(cost, again=True)  # the limits may have changed
+        sched, checked, key, cost = await self._admit("call", func, options)
         owner = _CallOwner()
-        job = sched.submit(func, args, options, owner, key, checked)
+        job = sched.submit(func, args, checked, owner, key, cost)
         life = self._life
         life.kick_for(job)
         try:
@@ -780,13 +770,7 @@ class WorkerPool:
         func: Callable[[Unpack[Ts]], Awaitable[T]],
         /,
         *args: Unpack[Ts],
-        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Hashable = None,
-        cost: Mapping[str, float] | None = None,
-        name: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> JobFuture[T]:
         """
         Like :meth:`run`, but wait while ``max_pending`` jobs already wait to start.
@@ -797,17 +781,28 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        check_task(func)
-        options = _options(timeout, retries, retryable_exceptions, backoff, name)
+        sched, checked, key, cost = await self._admit("submit", func, options)
+        return self._life.enqueue_future(sched, func, args, checked, None, key, cost)  # type: ignore[no-any-return]
+
+    async def _admit(
+        self, method: str, func: object, options: Mapping[str, Any]
+    ) -> tuple[Scheduler, JobOptions, Hashable, dict[str, float] | None]:
+        """The prologue of :meth:`call` and :meth:`submit`: check the job, wait for room.
+
+        Returns the scheduler, the checked options, the key and the cost, checked again after
+        the wait against the limits then in force (with no await before the job is queued).
+        """
+        checked = read_options(method, func, options)
+        key = options.get("key")
         check_key(key)
-        checked = self._life.check_cost(cost)
+        cost = options.get("cost")
+        life = self._life
+        checked_cost = life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
-        sched = await self._wait_for_room(cost if checked is not None else None)
-        if checked is not None:
-            checked = self._life.check_cost(cost, again=True)  # the limits may have changed
-        return self._life.enqueue_future(  # type: ignore[no-any-return]
-            sched, func, args, options, None, key, checked
-        )
+        sched = await self._wait_for_room(cost if checked_cost is not None else None)
+        if checked_cost is not None:
+            checked_cost = life.check_cost(cost, again=True)  # the limits may have changed
+        return sched, checked, key, checked_cost
 
     async def _wait_for_room(self, cost: object = None) -> Scheduler:
         """Wait (FIFO) for room under ``max_pending``, then pass the submission gate.
@@ -841,13 +836,7 @@ class WorkerPool:
         ordered: bool = ...,
         return_exceptions: Literal[False] = ...,
         window: int | None = ...,
-        timeout: float | None = ...,
-        retries: int = ...,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
-        backoff: Callable[[int], float] = ...,
-        key: Callable[[U], Hashable] | None = ...,
-        cost: Callable[[U], Mapping[str, float] | None] | None = ...,
-        name: str | Callable[[U], str] | None = ...,
+        **options: Unpack[MapOptions[U]],
     ) -> MapIterator[T]: ...
 
     @overload
@@ -860,13 +849,7 @@ class WorkerPool:
         ordered: bool = ...,
         return_exceptions: bool,
         window: int | None = ...,
-        timeout: float | None = ...,
-        retries: int = ...,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
-        backoff: Callable[[int], float] = ...,
-        key: Callable[[U], Hashable] | None = ...,
-        cost: Callable[[U], Mapping[str, float] | None] | None = ...,
-        name: str | Callable[[U], str] | None = ...,
+        **options: Unpack[MapOptions[U]],
     ) -> MapIterator[T | BaseException]: ...
 
     def map(
@@ -878,34 +861,37 @@ class WorkerPool:
         ordered: bool = True,
         return_exceptions: bool = False,
         window: int | None = None,
-        timeout: float | None = None,
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Callable[[Any], Hashable] | None = None,
-        cost: Callable[[Any], Mapping[str, float] | None] | None = None,
-        name: str | Callable[[Any], str] | None = None,
+        **options: Unpack[MapOptions[Any]],
     ) -> MapIterator[Any]:
         """
         Run ``func(item)`` for each item under the pool's limits; iterate over the results.
 
         *iterable* may be a list, a generator or an async iterable. It is read lazily, as the pool
         can start more jobs, never faster than the pool's own limits allow and never slower:
-        with ``size``, at most ``size + window`` items are in flight (queued, running, or
-        finished and not yet yielded); with a rate and no size, the rate decides how many start
-        and at most ``window`` items wait to start or to be yielded; with neither limit, at most
-        ``window`` items are in flight. So memory stays bounded however long or endless the
-        input, and ``window`` bounds the results held for ordered output behind a slow item.
+
+        - with ``size``, at most ``size + window`` items are in flight (queued, running, or
+          finished and not yet yielded);
+        - with a rate and no size, the rate decides how many start, and at most ``window`` items
+          wait to start or to be yielded;
+        - with neither limit, at most ``window`` items are in flight.
+
+        So memory stays bounded however long or endless the input, and ``window`` bounds the
+        results held for ordered output behind a slow item.
+
         With ``ordered=True`` results come in input order, otherwise in completion order. A
         failed item raises its error from the iteration, after cancelling the map's other jobs;
         with ``return_exceptions=True`` it yields the exception instead and the map goes on. An
         error that would read as the end of the loop (``StopAsyncIteration``, ``StopIteration``)
         is raised as a :exc:`RuntimeError` whose ``__cause__`` it is, as :pep:`479` does.
+
         Leaving the loop early by an error or a cancellation cancels the map's jobs; after a
         ``break``, close it with ``async with pool.map(...) as results:`` or ``aclose()``. A map
-        dropped without closing is closed when it is freed; one still open when the pool exits
+        dropped without closing is closed when it is freed. One still open when the pool exits
         is closed then: its jobs are cancelled and iterating it again raises
         :exc:`werkpool.PoolClosedError`.
+
+        The options ``timeout``, ``retries``, ``retryable_exceptions`` and ``backoff`` are those
+        of :meth:`run`; *key*, *cost* and *name* are given per item:
 
         :param window: how many of the map's items may wait beyond those the pool runs (see
             above): an int >= 1, or None for the default, the pool's ``size``, or 256 without
@@ -925,18 +911,12 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        check_task(func)
-        options = _options(timeout, retries, retryable_exceptions, backoff)
+        checked = read_options("map", func, options, per_item=True)
         check_window(window)
-        for argument, fn in (("key", key), ("cost", cost)):
-            if fn is not None and not callable(fn):
-                raise TypeError(
-                    f"{argument} must be None or a callable taking an item, not {type(fn).__name__}"
-                )
-        _check_map_name(name)
+        key, cost, name = read_item_options(options)
         life = self._life
         sched = life.scheduler_for_submit()
-        core = MapCore(life, sched, func, iterable, options, ordered, return_exceptions, window)
+        core = MapCore(life, sched, func, iterable, checked, ordered, return_exceptions, window)
         if key is not None or cost is not None:
             core.set_key_and_cost(key, cost)
         if name is not None:
@@ -961,27 +941,24 @@ class WorkerPool:
             InThread(fn, self._threads, lambda: life.size, abandon),
         )
 
+    @_blocking_twin(run, SUBMIT_OPTIONS)
     def run_sync(
         self,
         fn: Callable[[Unpack[Ts]], T],
         /,
         *args: Unpack[Ts],
-        timeout: float | None = None,
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Hashable = None,
-        cost: Mapping[str, float] | None = None,
-        name: str | None = None,
         abandon_on_cancel: bool = False,
+        **options: Unpack[SubmitOptions],
     ) -> JobFuture[T]:
         """
         Like :meth:`run`, for a blocking function: each attempt runs ``fn(*args)`` in a thread.
 
         The job is counted by the same ``size``, rates and keys as any other, and retried and
         timed out by the same options; its start is dated when the attempt hands *fn* to its
-        thread. The threads come from the pool's own limiter, as many as ``size`` (unlimited
-        without one): anyio's default limit of 40 threads never caps the pool.
+        thread.
+
+        The threads come from the pool's own limiter, as many as ``size`` (unlimited without
+        one): anyio's default limit of 40 threads never caps the pool.
 
         A running thread cannot be interrupted. What a timeout or a cancellation (a cancelled
         future or caller, :meth:`kill`, the exit of ``async with`` with an error) does to it:
@@ -1002,32 +979,16 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        job = self._in_thread(fn, "run_sync", abandon_on_cancel)
-        return self.run(
-            job,
-            *args,
-            timeout=timeout,
-            retries=retries,
-            retryable_exceptions=retryable_exceptions,
-            backoff=backoff,
-            key=key,
-            cost=cost,
-            name=name,
-        )
+        raise NotImplementedError  # pragma: no cover - replaced by the twin
 
+    @_blocking_twin(start_soon, SUBMIT_OPTIONS)
     def start_soon_sync(
         self,
         fn: Callable[[Unpack[Ts]], T],
         /,
         *args: Unpack[Ts],
-        timeout: float | None = None,
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Hashable = None,
-        cost: Mapping[str, float] | None = None,
-        name: str | None = None,
         abandon_on_cancel: bool = False,
+        **options: Unpack[SubmitOptions],
     ) -> JobFuture[T]:
         """
         Like :meth:`start_soon` (its failure fails the pool), for a blocking function run in a
@@ -1035,32 +996,16 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        job = self._in_thread(fn, "start_soon_sync", abandon_on_cancel)
-        return self.start_soon(
-            job,
-            *args,
-            timeout=timeout,
-            retries=retries,
-            retryable_exceptions=retryable_exceptions,
-            backoff=backoff,
-            key=key,
-            cost=cost,
-            name=name,
-        )
+        raise NotImplementedError  # pragma: no cover - replaced by the twin
 
+    @_blocking_twin(call, SUBMIT_OPTIONS)
     async def call_sync(
         self,
         fn: Callable[[Unpack[Ts]], T],
         /,
         *args: Unpack[Ts],
-        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Hashable = None,
-        cost: Mapping[str, float] | None = None,
-        name: str | None = None,
         abandon_on_cancel: bool = False,
+        **options: Unpack[SubmitOptions],
     ) -> T:
         """
         Like :meth:`call` (the result, or the error, here), for a blocking function run in a
@@ -1071,32 +1016,16 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        job = self._in_thread(fn, "call_sync", abandon_on_cancel)
-        return await self.call(
-            job,
-            *args,
-            timeout=timeout,
-            retries=retries,
-            retryable_exceptions=retryable_exceptions,
-            backoff=backoff,
-            key=key,
-            cost=cost,
-            name=name,
-        )
+        raise NotImplementedError  # pragma: no cover - replaced by the twin
 
+    @_blocking_twin(submit, SUBMIT_OPTIONS)
     async def submit_sync(
         self,
         fn: Callable[[Unpack[Ts]], T],
         /,
         *args: Unpack[Ts],
-        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not for this call
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Hashable = None,
-        cost: Mapping[str, float] | None = None,
-        name: str | None = None,
         abandon_on_cancel: bool = False,
+        **options: Unpack[SubmitOptions],
     ) -> JobFuture[T]:
         """
         Like :meth:`submit` (waits for room under ``max_pending``), for a blocking function run
@@ -1104,18 +1033,7 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        job = self._in_thread(fn, "submit_sync", abandon_on_cancel)
-        return await self.submit(
-            job,
-            *args,
-            timeout=timeout,
-            retries=retries,
-            retryable_exceptions=retryable_exceptions,
-            backoff=backoff,
-            key=key,
-            cost=cost,
-            name=name,
-        )
+        raise NotImplementedError  # pragma: no cover - replaced by the twin
 
     @overload
     def map_sync(
@@ -1127,14 +1045,8 @@ class WorkerPool:
         ordered: bool = ...,
         return_exceptions: Literal[False] = ...,
         window: int | None = ...,
-        timeout: float | None = ...,
-        retries: int = ...,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
-        backoff: Callable[[int], float] = ...,
-        key: Callable[[U], Hashable] | None = ...,
-        cost: Callable[[U], Mapping[str, float] | None] | None = ...,
-        name: str | Callable[[U], str] | None = ...,
         abandon_on_cancel: bool = ...,
+        **options: Unpack[MapOptions[U]],
     ) -> MapIterator[T]: ...
 
     @overload
@@ -1147,16 +1059,11 @@ class WorkerPool:
         ordered: bool = ...,
         return_exceptions: bool,
         window: int | None = ...,
-        timeout: float | None = ...,
-        retries: int = ...,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = ...,
-        backoff: Callable[[int], float] = ...,
-        key: Callable[[U], Hashable] | None = ...,
-        cost: Callable[[U], Mapping[str, float] | None] | None = ...,
-        name: str | Callable[[U], str] | None = ...,
         abandon_on_cancel: bool = ...,
+        **options: Unpack[MapOptions[U]],
     ) -> MapIterator[T | BaseException]: ...
 
+    @_blocking_twin(map, MAP_OPTIONS | {"ordered", "return_exceptions", "window"})
     def map_sync(
         self,
         fn: Callable[[Any], Any],
@@ -1166,14 +1073,8 @@ class WorkerPool:
         ordered: bool = True,
         return_exceptions: bool = False,
         window: int | None = None,
-        timeout: float | None = None,
-        retries: int = 0,
-        retryable_exceptions: type[Exception] | Iterable[type[Exception]] = (_DEFAULT_RETRYABLE),
-        backoff: Callable[[int], float] = default_backoff,
-        key: Callable[[Any], Hashable] | None = None,
-        cost: Callable[[Any], Mapping[str, float] | None] | None = None,
-        name: str | Callable[[Any], str] | None = None,
         abandon_on_cancel: bool = False,
+        **options: Unpack[MapOptions[Any]],
     ) -> MapIterator[Any]:
         """
         Like :meth:`map`, for a blocking function: each ``fn(item)`` runs in a thread, as
@@ -1181,21 +1082,7 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        job = self._in_thread(fn, "map_sync", abandon_on_cancel)
-        return self.map(
-            job,
-            iterable,
-            ordered=ordered,
-            return_exceptions=return_exceptions,
-            window=window,
-            timeout=timeout,
-            retries=retries,
-            retryable_exceptions=retryable_exceptions,
-            backoff=backoff,
-            key=key,
-            cost=cost,
-            name=name,
-        )
+        raise NotImplementedError  # pragma: no cover - replaced by the twin
 
     def statistics(self) -> PoolStatistics:
         """

@@ -1,27 +1,92 @@
-"""Per-job options (timeout, retry policy, label) and the default backoff; pure, no I/O."""
+"""Per-job options: the keywords that declare them, their validated form, the default backoff.
+
+The options a submission method takes are declared once, as the TypedDicts below, and the
+methods take them as ``**options`` (:pep:`692`): type checkers check each keyword against them,
+and the pool checks the names at run time against the same declaration. Pure, no I/O.
+"""
 
 from __future__ import annotations
 
 import math
 import random
 import reprlib
+import sys
 from dataclasses import dataclass
 from numbers import Real
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
-from ._validate import show_value
+from ._validate import (
+    check_backoff,
+    check_retries,
+    check_retryable,
+    check_task,
+    check_timeout,
+    show_value,
+)
+
+if sys.version_info >= (3, 11):
+    from typing import TypedDict
+else:  # pragma: no cover - a generic TypedDict needs typing_extensions before 3.11
+    from typing_extensions import TypedDict
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Hashable, Iterable, Mapping
 
 __all__ = [
     "BACKOFF_CAP",
+    "DEFAULT_OPTIONS",
+    "DEFAULT_RETRYABLE",
     "LABEL_WIDTH",
+    "MAP_OPTIONS",
+    "OPTION_DEFAULTS",
+    "SUBMIT_OPTIONS",
     "JobOptions",
+    "MapOptions",
+    "SubmitOptions",
+    "check_names",
     "default_backoff",
     "default_label",
+    "job_options",
     "next_delay",
+    "read_item_options",
+    "read_options",
 ]
+
+U = TypeVar("U")
+
+
+class RetryOptions(TypedDict, total=False):
+    """The options of every job: its timeout and retry policy (their werkpool 0.2 names)."""
+
+    timeout: float | None
+    retries: int
+    retryable_exceptions: type[Exception] | Iterable[type[Exception]]
+    backoff: Callable[[int], float]
+
+
+class SubmitOptions(RetryOptions, total=False):
+    """The keyword options of one job (``run``, ``start_soon``, ``call``, ``submit`` and their
+    ``_sync`` twins); the methods' docstrings say what each does."""
+
+    key: Hashable
+    cost: Mapping[str, float] | None
+    name: str | None
+
+
+class MapOptions(RetryOptions, Generic[U], total=False):
+    """The keyword options of ``map`` and ``map_sync``: those of :class:`SubmitOptions`, with the
+    key, cost and label given per item by a function of the item."""
+
+    key: Callable[[U], Hashable] | None
+    cost: Callable[[U], Mapping[str, float] | None] | None
+    name: str | Callable[[U], str] | None
+
+
+#: The keywords :class:`SubmitOptions` declares, checked at run time (untyped callers).
+SUBMIT_OPTIONS: Final[frozenset[str]] = SubmitOptions.__optional_keys__
+
+#: The keywords :class:`MapOptions` declares.
+MAP_OPTIONS: Final[frozenset[str]] = MapOptions.__optional_keys__
 
 #: Upper bound, in seconds, of :func:`default_backoff`.
 BACKOFF_CAP: Final = 60.0
@@ -65,6 +130,101 @@ class JobOptions:
     #: The job's label (``name=``), or None: the hooks make the default one, only if a pool has
     #: hooks (see ``_hooks.default_label``), so an unnamed job pays nothing for it.
     name: str | None = None
+
+
+#: The exceptions a job retries by default (``retryable_exceptions=``).
+DEFAULT_RETRYABLE: Final[tuple[type[Exception], ...]] = (Exception,)
+
+#: The options of a job given none: one instance for all of them.
+DEFAULT_OPTIONS: Final = JobOptions(None, 0, DEFAULT_RETRYABLE, default_backoff)
+
+#: Each option's default, as a job given none of them gets it (the API reference shows them in
+#: the signatures, docs/griffe_rest.py; :func:`read_options` gives these values).
+OPTION_DEFAULTS: Final[Mapping[str, object]] = {
+    "timeout": None,
+    "retries": 0,
+    "retryable_exceptions": DEFAULT_RETRYABLE,
+    "backoff": default_backoff,
+    "key": None,
+    "cost": None,
+    "name": None,
+}
+
+
+def check_names(method: str, options: Mapping[str, object], names: frozenset[str]) -> None:
+    """Reject a keyword *method* does not take, as Python does for a named parameter."""
+    for name in options:
+        if name not in names:
+            raise TypeError(f"WorkerPool.{method}() got an unexpected keyword argument {name!r}")
+
+
+def read_options(
+    method: str, task: object, options: Mapping[str, Any], *, per_item: bool = False
+) -> JobOptions:
+    """Check a submission's keywords (:class:`SubmitOptions`, or :class:`MapOptions` for
+    *per_item*), then its callable, then the options' values, in the order of the days they
+    were named parameters; return them validated, but the key and cost (the pool checks those
+    against its limits)."""
+    check_names(method, options, MAP_OPTIONS if per_item else SUBMIT_OPTIONS)
+    check_task(task)
+    get = options.get
+    return job_options(
+        get("timeout"),
+        get("retries", 0),
+        get("retryable_exceptions", DEFAULT_RETRYABLE),
+        get("backoff", default_backoff),
+        None if per_item else get("name"),  # map's name= labels each item (read_item_options)
+    )
+
+
+def job_options(
+    timeout: float | None,
+    retries: int,
+    retryable_exceptions: type[Exception] | Iterable[type[Exception]],
+    backoff: Callable[[int], float],
+    name: str | None = None,
+) -> JobOptions:
+    """Validate per-job options; the defaults share one instance (no work, no memory per job)."""
+    if (
+        timeout is None
+        and retries.__class__ is int
+        and retries == 0
+        and retryable_exceptions is DEFAULT_RETRYABLE
+        and backoff is default_backoff
+        and name is None
+    ):
+        return DEFAULT_OPTIONS
+    return JobOptions(
+        check_timeout(timeout),
+        check_retries(retries),
+        check_retryable(retryable_exceptions),
+        check_backoff(backoff),
+        _check_name(name),
+    )
+
+
+def read_item_options(options: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """Check ``map``'s per-item *key*, *cost* and *name* (functions of the item); return them."""
+    key = options.get("key")
+    cost = options.get("cost")
+    for argument, fn in (("key", key), ("cost", cost)):
+        if fn is not None and not callable(fn):
+            raise TypeError(
+                f"{argument} must be None or a callable taking an item, not {type(fn).__name__}"
+            )
+    name = options.get("name")
+    if name is not None and not isinstance(name, str) and not callable(name):
+        raise TypeError(
+            "name must be None, a str (a prefix: 'fetch' labels the items 'fetch[0]', "
+            f"'fetch[1]', ...) or a callable taking an item, not {type(name).__name__}"
+        )
+    return key, cost, name
+
+
+def _check_name(name: object) -> str | None:
+    if name is None or isinstance(name, str):
+        return name
+    raise TypeError(f"name must be None or a str (the job's label), not {type(name).__name__}")
 
 
 def default_label(fn: Callable[..., object], args: tuple[object, ...]) -> str:
