@@ -53,10 +53,11 @@ class JobEvent:
 
     Times are on the pool's clock (:func:`anyio.current_time`); durations are in seconds.
 
+    Renamed from ``Event`` after 0.3.0 (see the changelog): user code that also uses
+    ``anyio.Event``, ``asyncio.Event`` or ``trio.Event`` had to import it under another name.
+    ``werkpool.Event`` still works for one release, with a :exc:`DeprecationWarning`.
+
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4 Renamed from ``Event``, which user code that also uses
-       ``anyio.Event``, ``asyncio.Event`` or ``trio.Event`` had to import under another name.
-       ``werkpool.Event`` still works for one release, with a :exc:`DeprecationWarning`.
     """
 
     #: What happened: ``"submitted"``, ``"started"``, ``"retrying"``, ``"finished"``,

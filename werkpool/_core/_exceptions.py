@@ -51,9 +51,8 @@ class FutureCancelled(anyio.FutureCancelled):
     backends, when the pool cancelled the job.
 
     A subclass of :class:`anyio.FutureCancelled` (an :class:`Exception`): ``except
-    anyio.FutureCancelled`` catches it too.
-
-    .. versionchanged:: 0.4 A subclass of :class:`anyio.FutureCancelled`.
+    anyio.FutureCancelled`` catches it too (since
+    the release after 0.3.0: see the changelog).
     """
 
 
@@ -62,9 +61,8 @@ class FutureNotFinished(anyio.FutureNotFinished):
     Raised when reading the result of a :class:`werkpool.Future` that is still pending.
 
     A subclass of :class:`anyio.FutureNotFinished` (an :class:`Exception`): ``except
-    anyio.FutureNotFinished`` catches it too.
-
-    .. versionchanged:: 0.4 A subclass of :class:`anyio.FutureNotFinished`.
+    anyio.FutureNotFinished`` catches it too (since
+    the release after 0.3.0: see the changelog).
     """
 
 
