@@ -8,6 +8,7 @@ call left nothing behind: no phantom job, and the pool still runs a good job.
 from __future__ import annotations
 
 import gc
+import math
 import re
 import threading
 import warnings
@@ -22,7 +23,8 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 import werkpool
-from werkpool import PoolClosedError, WorkerPool, worker_pool
+from werkpool import Concurrency, PoolClosedError, Rate, Window, WorkerPool, worker_pool
+from werkpool._core._validate import check_count, check_number
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -92,6 +94,58 @@ def real_time_guard(seconds: float) -> Iterator[anyio.CancelScope]:
 
 
 # -- the constructor -------------------------------------------------------------------------------
+
+
+class TestNumberChecks:
+    """The one "finite number" check and the one "int >= n" check (#23: they replace about ten
+    hand-written copies; the messages stay as the arguments' own checks wrote them)."""
+
+    @pytest.mark.parametrize(
+        ("kwargs", "value", "error", "message"),
+        [
+            ({}, "1", TypeError, "x must be a finite number > 0, not str"),
+            ({}, True, TypeError, "x must be a finite number > 0, not bool"),
+            ({}, 0, ValueError, "x must be a finite number > 0, got 0"),
+            ({}, float("nan"), ValueError, "x must be a finite number > 0, got nan"),
+            ({}, 10**400, ValueError, f"x must be a finite number > 0, got {10**400}"),
+            ({"strict": False}, -1e-9, ValueError, "x must be a finite number >= 0, got -1e-09"),
+            ({"seconds": True}, math.inf, ValueError, "finite number of seconds > 0, got inf"),
+            ({"or_none": True}, "a", TypeError, "x must be None or a finite number > 0, not str"),
+            ({"kinds": (int, float)}, Fraction(1, 2), TypeError, "not Fraction"),
+        ],
+    )
+    def test_refusals_name_the_argument_and_the_rule(
+        self, kwargs: dict[str, Any], value: object, error: type[Exception], message: str
+    ) -> None:
+        with pytest.raises(error, match=re.escape(message)):
+            check_number(value, "x", **kwargs)
+
+    @pytest.mark.parametrize(("value", "expected"), [(1, 1.0), (0.5, 0.5), (Fraction(1, 4), 0.25)])
+    def test_accepted_numbers_come_back_as_floats(self, value: object, expected: float) -> None:
+        result = check_number(value, "x")
+        assert result == expected
+        assert type(result) is float
+
+    def test_counts_take_any_int_and_none(self) -> None:
+        assert check_count(None, "size") is None
+        assert check_count(10**400, "size") == 10**400  # no float is made of it
+        assert check_count(0, "retries", low=0, or_none=False) == 0
+        with pytest.raises(ValueError, match=re.escape("size must be None or an int >= 1, got 0")):
+            check_count(0, "size")
+        with pytest.raises(TypeError, match=re.escape("retries must be an int >= 0, not float")):
+            check_count(1.0, "retries", low=0, or_none=False)
+
+    @pytest.mark.parametrize("value", [Rate(5, burst=3), Window(7, 1), Concurrency(2)])
+    def test_every_limit_value_has_one_capacity_and_shared(self, value: Any) -> None:
+        """shared() and capacity are written once, for the three values (duplicate D2)."""
+        assert value.capacity == {Rate: 3.0, Window: 7.0, Concurrency: 2.0}[type(value)]
+
+        class Store:
+            def bind(self, *args: object) -> None: ...
+
+        shared = value.shared(Store(), "name")
+        assert shared.limit is value
+        assert shared.capacity == value.capacity
 
 
 class TestSize:

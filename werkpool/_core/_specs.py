@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast, final
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast, final
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Mapping
 
-from ._validate import MAX_BURST, show_value
+from ._validate import MAX_BURST, check_number, show_value
 
 __all__ = [
     "Concurrency",
@@ -33,58 +33,34 @@ __all__ = [
 def _number(value: object, name: str, owner: str, *, integral: bool) -> float:
     """Check a count: an int >= 1 if *integral* (a limit that counts attempts), else a finite
     number > 0 (a limit that counts a unit, such as tokens)."""
-    rule = "an int >= 1" if integral else "a finite number > 0"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}: {name} must be {rule}, not {type(value).__name__}")
-    if integral and not isinstance(value, int):
-        raise TypeError(
-            f"{owner}: {name} must be {rule} when the limit counts attempts (unit=None), "
-            f"not {type(value).__name__}"
-        )
-    try:
-        number = float(value)
-    except OverflowError:
-        raise ValueError(f"{owner}: {name} must be {rule}, got {show_value(value)}") from None
-    if not math.isfinite(number) or number <= 0 or (integral and number < 1):
-        raise ValueError(f"{owner}: {name} must be {rule}, got {show_value(value)}")
+    if integral:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{owner}: {name} must be an int >= 1, not {type(value).__name__}")
+        if not isinstance(value, int):
+            raise TypeError(
+                f"{owner}: {name} must be an int >= 1 when the limit counts attempts "
+                f"(unit=None), not {type(value).__name__}"
+            )
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not number >= 1 or number == math.inf:
+            raise ValueError(f"{owner}: {name} must be an int >= 1, got {show_value(value)}")
+    else:
+        number = check_number(value, f"{owner}: {name}", kinds=(int, float))
     if number > MAX_BURST:
         # Float arithmetic in the limits is exact up to 2**53 units; beyond, starts are lost.
         raise ValueError(f"{owner}: {name} must be <= 2**53, got {show_value(value)}")
     return number
 
 
-def _as_float(value: int | float) -> float:
-    """*value* as a float; inf for an int beyond the floats (10**400), which the callers then
-    refuse with a ValueError naming their argument instead of an OverflowError."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf
-
-
 def _per(value: object, owner: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{owner}: per must be a finite number of seconds > 0, not {type(value).__name__}"
-        )
-    number = _as_float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(
-            f"{owner}: per must be a finite number of seconds > 0, got {show_value(value)}"
-        )
-    return number
+    return check_number(value, f"{owner}: per", seconds=True, kinds=(int, float))
 
 
 def _margin(value: object, per: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"Rate: margin must be a finite number of seconds >= 0, not {type(value).__name__}"
-        )
-    number = _as_float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(
-            f"Rate: margin must be a finite number of seconds >= 0, got {show_value(value)}"
-        )
+    number = check_number(value, "Rate: margin", strict=False, seconds=True, kinds=(int, float))
     if number > per:
         # A cushion against jitter is a fraction of the interval; more than a whole period
         # per start is a misplaced unit (ms for s), not a margin.
@@ -125,9 +101,32 @@ def _show(number: float) -> str:
     return f"{number:g}" if isinstance(number, float) else str(number)
 
 
+class _LimitValue:
+    """What every limit value has: :meth:`shared` and :attr:`capacity`."""
+
+    __slots__ = ()
+
+    #: The field that bounds one start's cost (``burst``, ``count``, ``n``).
+    _capacity_field: ClassVar[str]
+
+    def shared(self, store: Store, name: str) -> Shared:
+        """This limit kept in *store* under *name*: every pool, in any process or host, that
+        names it shares one budget (see :class:`werkpool.redis.RedisStore`).
+
+        .. versionadded:: 0.3
+        """
+        return Shared(cast("LimitSpec", self), store, name)
+
+    @property
+    def capacity(self) -> float:
+        """The largest cost one attempt may have: a :class:`Rate`'s ``burst``, a
+        :class:`Window`'s ``count``, a :class:`Concurrency`'s ``n``."""
+        return float(getattr(self, self._capacity_field))
+
+
 @final
 @dataclass(frozen=True, slots=True, repr=False)
-class Rate:
+class Rate(_LimitValue):
     """
     A rate limit: at most ``count`` units per ``per`` seconds, ``burst`` of them back to back.
 
@@ -175,6 +174,8 @@ class Rate:
     name: str | None = None
     initial: float | None = None
 
+    _capacity_field: ClassVar[str] = "burst"
+
     def __post_init__(self) -> None:
         _unit(self.unit, "Rate")
         check_name(self.name, "Rate")
@@ -194,19 +195,6 @@ class Rate:
                     f"got {show_value(self.initial)}"
                 )
 
-    def shared(self, store: Store, name: str) -> Shared:
-        """This limit kept in *store* under *name*: every pool, in any process or host, that
-        names it shares one budget (see :class:`werkpool.redis.RedisStore`).
-
-        .. versionadded:: 0.3
-        """
-        return Shared(self, store, name)
-
-    @property
-    def capacity(self) -> float:
-        """The largest cost one start may have: ``burst``."""
-        return float(self.burst)
-
     def __repr__(self) -> str:
         text = f"Rate({_show(self.count)}, per={_show(self.per)}, burst={_show(self.burst)}"
         if self.unit is not None:
@@ -224,7 +212,7 @@ class Rate:
 
 @final
 @dataclass(frozen=True, slots=True, repr=False)
-class Window:
+class Window(_LimitValue):
     """
     A strict sliding window: at most ``count`` units in any window of ``per`` seconds.
 
@@ -246,24 +234,13 @@ class Window:
     unit: str | None = None
     name: str | None = None
 
+    _capacity_field: ClassVar[str] = "count"
+
     def __post_init__(self) -> None:
         _unit(self.unit, "Window")
         check_name(self.name, "Window")
         _number(self.count, "count", "Window", integral=self.unit is None)
         object.__setattr__(self, "per", _per(self.per, "Window"))
-
-    def shared(self, store: Store, name: str) -> Shared:
-        """This limit kept in *store* under *name*: every pool, in any process or host, that
-        names it shares one budget (see :class:`werkpool.redis.RedisStore`).
-
-        .. versionadded:: 0.3
-        """
-        return Shared(self, store, name)
-
-    @property
-    def capacity(self) -> float:
-        """The largest cost one start may have: ``count``."""
-        return float(self.count)
 
     def __repr__(self) -> str:
         unit = "" if self.unit is None else f", unit={self.unit!r}"
@@ -274,7 +251,7 @@ class Window:
 
 @final
 @dataclass(frozen=True, slots=True, repr=False)
-class Concurrency:
+class Concurrency(_LimitValue):
     """
     A concurrency limit: the summed cost of the attempts running at once is at most ``n``.
 
@@ -291,23 +268,12 @@ class Concurrency:
     unit: str | None = None
     name: str | None = None
 
+    _capacity_field: ClassVar[str] = "n"
+
     def __post_init__(self) -> None:
         _unit(self.unit, "Concurrency")
         check_name(self.name, "Concurrency")
         _number(self.n, "n", "Concurrency", integral=self.unit is None)
-
-    def shared(self, store: Store, name: str) -> Shared:
-        """This limit kept in *store* under *name*: every pool, in any process or host, that
-        names it shares one budget (see :class:`werkpool.redis.RedisStore`).
-
-        .. versionadded:: 0.3
-        """
-        return Shared(self, store, name)
-
-    @property
-    def capacity(self) -> float:
-        """The largest cost one attempt may have: ``n``."""
-        return float(self.n)
 
     def __repr__(self) -> str:
         unit = "" if self.unit is None else f", unit={self.unit!r}"
@@ -483,15 +449,13 @@ def check_cost(
     for unit, amount in items:
         if not isinstance(unit, str):
             raise TypeError(f"cost: unit names must be str, not {type(unit).__name__} ({unit!r})")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-            raise TypeError(
-                f"cost[{unit!r}] must be a finite number >= 0, not {type(amount).__name__}"
-            )
-        value = _as_float(amount)
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(
-                f"cost[{unit!r}] must be a finite number >= 0, got {show_value(amount)}"
-            )
+        # The usual amounts pass without a call (this runs for every job with a cost=).
+        if type(amount) is float and 0 <= amount < math.inf:
+            value = amount
+        elif type(amount) is int and 0 <= amount <= MAX_BURST:
+            value = float(amount)
+        else:
+            value = check_number(amount, f"cost[{unit!r}]", strict=False, kinds=(int, float))
         counting = [spec for spec in specs if spec.unit == unit]
         if not counting and known_units:
             units = sorted({spec.unit for spec in specs if spec.unit is not None})

@@ -17,8 +17,10 @@ __all__ = [
     "MAX_BURST",
     "check_backoff",
     "check_burst",
+    "check_count",
     "check_key",
     "check_max_pending",
+    "check_number",
     "check_rate",
     "check_retries",
     "check_retryable",
@@ -48,37 +50,78 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_real(value: object) -> bool:
-    # bool is a Real at run time (pyright's number stubs think otherwise).
-    return isinstance(value, Real) and not isinstance(value, bool)  # pyright: ignore[reportUnnecessaryIsInstance]
+def check_number(
+    value: object,
+    name: str,
+    *,
+    low: float = 0,
+    strict: bool = True,
+    seconds: bool = False,
+    or_none: bool = False,
+    kinds: type | tuple[type, ...] = Real,
+) -> float:
+    """Check a finite number above *low* (``> low`` if *strict*, else ``>= low``) and return it
+    as a float. The one check of every "finite number" argument.
 
-
-def _to_float(value: object, name: str, rule: str) -> float:
+    :param name: the argument as the messages name it (``"rate"``, ``"Rate: per"``)
+    :param seconds: the rule says "a finite number of seconds"
+    :param or_none: the rule says "None or ..." (the caller took None already)
+    :param kinds: the types accepted (default :class:`numbers.Real`; bool never)
+    :raises TypeError: for a value of another type, naming *name* and the rule
+    :raises ValueError: for a value out of range, infinite, NaN or too large for a float
+    """
+    # bool is an int, and a Real at run time (pyright's number stubs think otherwise): refused.
+    if isinstance(value, bool) or not isinstance(value, kinds):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(
+            f"{name} must be {_rule(low, strict, seconds, or_none)}, not {_type_name(value)}"
+        )
     try:
-        return float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except OverflowError:  # an int too large for a float: a bad value, not a crash
-        raise ValueError(f"{name} must be {rule}, got {show_value(value)}") from None
+        number = math.inf
+    if not math.isfinite(number) or number < low or (strict and number == low):
+        raise ValueError(
+            f"{name} must be {_rule(low, strict, seconds, or_none)}, got {show_value(value)}"
+        )
+    return number
+
+
+def _rule(low: float, strict: bool, seconds: bool, or_none: bool) -> str:
+    """What :func:`check_number` asks for, in words (made only for a message)."""
+    return (
+        f"{'None or ' if or_none else ''}a finite number{' of seconds' if seconds else ''} "
+        f"{'>' if strict else '>='} {low:g}"
+    )
+
+
+def check_count(value: object, name: str, *, low: int = 1, or_none: bool = True) -> int | None:
+    """Check an int >= *low* (None passes if *or_none*): ``size=``, ``max_pending=``, ``burst``,
+    ``retries``. Any int, however large: no float is made of it.
+
+    :raises TypeError: for a value that is not an int (a bool neither)
+    :raises ValueError: for an int below *low*
+    """
+    if value is None and or_none:
+        return None
+    rule = f"{'None or ' if or_none else ''}an int >= {low}"
+    if not _is_int(value):
+        raise TypeError(f"{name} must be {rule}, not {_type_name(value)}")
+    assert isinstance(value, int)
+    if value < low:
+        raise ValueError(f"{name} must be {rule}, got {show_value(value)}")
+    return value
 
 
 def check_size(size: object) -> int | None:
-    if size is None:
-        return None
-    if not _is_int(size):
-        raise TypeError(f"size must be None or an int >= 1, not {_type_name(size)}")
-    assert isinstance(size, int)
-    if size < 1:
-        raise ValueError(f"size must be None or an int >= 1, got {show_value(size)}")
-    return size
+    """Check ``size=``: None or an int >= 1."""
+    return check_count(size, "size")
 
 
 def check_rate(rate: object) -> float | None:
+    """Check ``rate=``: None or a finite number > 0, at most 2**53."""
     if rate is None:
         return None
-    if not _is_real(rate):
-        raise TypeError(f"rate must be None or a finite number > 0, not {_type_name(rate)}")
-    value = _to_float(rate, "rate", "None or a finite number > 0")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"rate must be None or a finite number > 0, got {show_value(rate)}")
+    value = check_number(rate, "rate", or_none=True)
     if value > MAX_BURST:
         # The limit counts starts in float arithmetic, exact up to 2**53 (see MAX_BURST): say
         # so here, at the call, not at the first `async with`.
@@ -96,14 +139,8 @@ def check_key(key: object) -> None:
 
 
 def check_max_pending(max_pending: object) -> int | None:
-    if max_pending is None:
-        return None
-    if not _is_int(max_pending):
-        raise TypeError(f"max_pending must be None or an int >= 1, not {_type_name(max_pending)}")
-    assert isinstance(max_pending, int)
-    if max_pending < 1:
-        raise ValueError(f"max_pending must be None or an int >= 1, got {show_value(max_pending)}")
-    return max_pending
+    """Check ``max_pending=``: None or an int >= 1."""
+    return check_count(max_pending, "max_pending")
 
 
 #: The largest ``burst`` accepted. The rate limit computes ``(starts - burst + 1) / rate`` in float
@@ -114,11 +151,8 @@ MAX_BURST = 2**53
 
 def check_burst(burst: object) -> int:
     """Check ``burst``: an int from 1 to :data:`MAX_BURST` (2**53)."""
-    if not _is_int(burst):
-        raise TypeError(f"burst must be an int >= 1, not {_type_name(burst)}")
-    assert isinstance(burst, int)
-    if burst < 1:
-        raise ValueError(f"burst must be an int >= 1, got {show_value(burst)}")
+    burst = check_count(burst, "burst", or_none=False)
+    assert burst is not None
     if burst > MAX_BURST:
         raise ValueError(f"burst must be an int <= 2**53 ({MAX_BURST}), got {show_value(burst)}")
     return burst
@@ -127,15 +161,7 @@ def check_burst(burst: object) -> int:
 def check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
-    if not _is_real(timeout):
-        raise TypeError(
-            f"timeout must be None or a finite number of seconds >= 0, not {_type_name(timeout)}"
-        )
-    value = _to_float(timeout, "timeout", "None or a finite number of seconds >= 0")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"timeout must be None or a finite number of seconds >= 0, got {show_value(timeout)}"
-        )
+    value = check_number(timeout, "timeout", strict=False, seconds=True, or_none=True)
     # -0.0 passes "value < 0"; adding 0.0 makes it 0.0 (IEEE 754: -0.0 + 0.0 == +0.0), so that
     # messages say "timed out after 0 s", not "-0 s".
     return value + 0.0
@@ -143,20 +169,12 @@ def check_timeout(timeout: object) -> float | None:
 
 def check_seconds(seconds: object) -> float:
     """Check a delay such as ``pause_for(seconds)``: a finite number >= 0."""
-    if not _is_real(seconds):
-        raise TypeError(f"seconds must be a finite number >= 0, not {_type_name(seconds)}")
-    value = _to_float(seconds, "seconds", "a finite number >= 0")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"seconds must be a finite number >= 0, got {show_value(seconds)}")
-    return value + 0.0
+    return check_number(seconds, "seconds", strict=False) + 0.0
 
 
 def check_retries(retries: object) -> int:
-    if not _is_int(retries):
-        raise TypeError(f"retries must be an int >= 0, not {_type_name(retries)}")
-    assert isinstance(retries, int)
-    if retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {show_value(retries)}")
+    retries = check_count(retries, "retries", low=0, or_none=False)
+    assert retries is not None
     return retries
 
 
