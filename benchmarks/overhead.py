@@ -89,6 +89,18 @@ async def werkpool_map(job: Job, n: int, size: int) -> int:
     return len(results)
 
 
+#: A rate far above what one loop can start: it never binds, so what is timed is the rate
+#: limit's bookkeeping per start (its GCRA schedule and settlement record, #21/#24).
+HUGE_RATE = 1e9
+
+
+async def werkpool_map_rate(job: Job, n: int, size: int) -> int:
+    """``werkpool_map`` with ``rate=``: the rate path (never binding, see :data:`HUGE_RATE`)."""
+    async with WorkerPool(size=size, rate=HUGE_RATE) as pool:
+        results = [result async for result in pool.map(job, range(n))]
+    return len(results)
+
+
 async def werkpool_start_soon(job: Job, n: int, size: int) -> int:
     """``pool.start_soon()`` per item; the pool's exit waits for them all."""
     async with WorkerPool(size=size) as pool:
@@ -146,6 +158,9 @@ CONTENDERS = (
     ),
     Contender("werkpool_run", "**werkpool** `run()` + gather", werkpool_run),
     Contender("werkpool_map", "**werkpool** `map()`", werkpool_map),
+    Contender(
+        "werkpool_map_rate", "**werkpool** `map()`, `rate=1e9` (never binding)", werkpool_map_rate
+    ),
     Contender("werkpool_start_soon", "**werkpool** `start_soon()`", werkpool_start_soon),
 )
 BY_KEY = {c.key: c for c in CONTENDERS}
