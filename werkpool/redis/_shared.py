@@ -55,6 +55,8 @@ class StoreLink(Protocol):
     #: A moving average of one request's round trip (s).
     rtt: float
     on_grant: Callable[[float], None] | None
+    #: The running loop's clock (:func:`anyio.current_time`, looked up once).
+    clock: Callable[[], float]
 
     def holder(self) -> str:
         """A new holder id, unique across processes."""
@@ -223,7 +225,8 @@ class SharedLimit:
         if not entries:
             return -_INF
         holder = store.holder()
-        asked = anyio.current_time()
+        clock = store.clock
+        asked = clock()
         # The horizon within which a grant may be for later: a round trip and a timer's
         # lateness, so that a request sent early by that much is granted, not refused.
         ahead = store.rtt + AHEAD
@@ -260,7 +263,7 @@ class SharedLimit:
             if (
                 store.down_since is not None
                 and store.local_share is not None
-                and anyio.current_time() - store.down_since < 1.0
+                and clock() - store.down_since < 1.0
             ):
                 # Degraded mode: meanwhile, ask the server again at most once per second.
                 return self._acquire_locally(job, key, grant)
@@ -269,7 +272,7 @@ class SharedLimit:
             except Unavailable as exc:
                 if store.local_share is not None:
                     return self._acquire_locally(job, key, grant)
-                now = anyio.current_time()
+                now = clock()
                 down_since = store.down_since if store.down_since is not None else now
                 if now - down_since >= store.timeout:
                     # Chained to the client's own error, not to the store's private wrapper.
@@ -282,7 +285,7 @@ class SharedLimit:
                 delay = min(delay * 2, 1.0)
                 continue
             break
-        now = anyio.current_time()
+        now = clock()
         if int(reply[0]) == 1:
             grant.confirmed = True
             store.granted(holder, grant.leases)

@@ -28,6 +28,7 @@ admission or renewal of every store that knew it notices and recovers (see ``lua
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sys
@@ -222,6 +223,9 @@ class RedisStore:
         #: much before the credit it waits for, so that it reaches the server on time.
         self.rtt = 0.0
         self._granted = self._refused = self._unavailable = self._local = self._reasserted = 0
+        #: The running loop's clock, as :func:`anyio.current_time` reads it, without anyio's
+        #: lookup of the backend on each call (set as the store is entered; #24).
+        self.clock: Callable[[], float] = anyio.current_time
         #: Called with the Redis time of each grant (tests and benchmarks date starts with it).
         self.on_grant: Callable[[float], None] | None = None
 
@@ -248,6 +252,7 @@ class RedisStore:
             await self._leave_client(type(exc), exc, exc.__traceback__)
             raise
         self._tg = tg
+        self.clock = _loop_clock()
         tg.start_soon(self._renew_leases)
         tg.start_soon(self._listen)
         return self
@@ -388,7 +393,8 @@ class RedisStore:
         :meth:`_check_restart`); every other request of the store waits for that meanwhile.
         """
         client = self.client
-        began = anyio.current_time()
+        clock = self.clock
+        began = clock()
         try:
             # A bare cancel scope with a deadline, not anyio.fail_after: the same timeout without
             # fail_after's generator-based context manager, a few µs per request (#24).
@@ -448,7 +454,7 @@ class RedisStore:
                 f"error: {message}"
             ) from exc
         self.down_since = None
-        took = anyio.current_time() - began
+        took = clock() - began
         self.rtt = took if self.rtt == 0.0 else 0.8 * self.rtt + 0.2 * took
         return reply
 
@@ -607,6 +613,16 @@ class RedisStore:
                 _logger.debug("werkpool: the pub/sub listener of %r failed: %s", self, exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _loop_clock() -> Callable[[], float]:
+    """The running loop's clock: the function :func:`anyio.current_time` calls, looked up once."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:  # not asyncio: trio (anyio's only other backend)
+        import trio
+
+        return trio.current_time
 
 
 def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
