@@ -841,6 +841,7 @@ async def tp_werkpool(ctx: Ctx) -> dict[str, Any]:
         RedisStore(client, prefix=cfg["prefix"]) as store,
     ):
         await _warm_werkpool(store, cfg["index"])
+        store.pipeline = cfg.get("pipeline", 8)  # read by the pool as it binds the limit
         limit = Rate(1e6).shared(store, "api")
         t0 = await ctx.ready()
         async with WorkerPool(size=32, limits=[limit]) as pool:
@@ -1079,9 +1080,12 @@ class Client:
     key: str  # werkpool, reference, pyrate, limits, poll
     backend: str
     burst: int = 1  # the reference's
+    pipeline: int = 8  # werkpool's RedisStore(pipeline=...), in the throughput measurement
 
     @property
     def name(self) -> str:
+        if self.pipeline != 8:
+            return f"{self.key} (pipeline {self.pipeline})"
         return self.key if self.burst == 1 else f"{self.key} (burst {self.burst})"
 
 
@@ -1358,15 +1362,24 @@ def run_throughput(
                     "tasks": THROUGHPUT_TASKS,
                     "jobs": round(20_000 * duration),
                     "index": i,
+                    "pipeline": client.pipeline,
                 }
                 for i in range(processes)
             ]
             try:
                 with workers(server, tmp, configs) as group:
+                    slowlog = Resp(server.port)
+                    # Every command logged (threshold 0): the script's own time in the server.
+                    slowlog("CONFIG", "SET", "slowlog-log-slower-than", "0")
+                    slowlog("CONFIG", "SET", "slowlog-max-len", "1000000")
+                    slowlog("SLOWLOG", "RESET")
                     group.start_all()
                     redis_cpu = _cpu_of(server.pid)
                     results = group.results(duration + 60)
                     redis_cpu = _cpu_of(server.pid) - redis_cpu
+                    script_us = _script_time(slowlog)
+                    slowlog("CONFIG", "SET", "slowlog-log-slower-than", "10000")
+                    slowlog.close()
             except WorkerError as exc:
                 out.append(_failed(client, exc, processes=processes))
                 continue
@@ -1376,6 +1389,8 @@ def run_throughput(
                 "client": client.key,
                 "backend": client.backend,
                 "processes": processes,
+                "pipeline": client.pipeline,
+                "script_us": script_us,
                 "per_process": rates,
                 "aggregate": sum(rates),
                 "cpu_us_per_admission": 1e6 * sum(r["cpu"] for r in results) / max(total, 1),
@@ -1386,10 +1401,23 @@ def run_throughput(
             }
             out.append(m)
             _log(
-                f"    throughput {client.key} on {client.backend}, {processes} process(es): "
-                f"{m['aggregate']:,.0f}/s ({' / '.join(f'{r:,.0f}' for r in rates)})"
+                f"    throughput {client.name} on {client.backend}, {processes} process(es): "
+                f"{m['aggregate']:,.0f}/s ({' / '.join(f'{r:,.0f}' for r in rates)}), "
+                f"script {script_us:.1f} µs"
             )
     return out
+
+
+def _script_time(resp: Resp) -> float:
+    """The median time (µs) of the EVALSHA calls in the server's SLOWLOG (threshold 0): the
+    script's own work, without the network and the clients (issue #24)."""
+    entries = resp("SLOWLOG", "GET", "-1") or []
+    times = [
+        int(entry[2])
+        for entry in entries
+        if len(entry) > 3 and entry[3] and entry[3][0].lower() == b"evalsha"
+    ]
+    return median_of([float(t) for t in times]) if times else math.nan
 
 
 def run_latency(
@@ -1666,10 +1694,13 @@ def report_kill(data: dict[str, Any]) -> tuple[str, list[Target]]:
 
 def report_throughput(data: dict[str, Any]) -> tuple[str, list[Target]]:
     targets = []
-    by = {(m["client"], m["backend"], m["processes"]): m for m in data["throughput"]}
+    by = {
+        (m["client"], m["backend"], m["processes"], m.get("pipeline", 8)): m
+        for m in data["throughput"]
+    }
     rows = [
         [
-            "**werkpool** `Rate(1e6).shared`, `size=32`"
+            f"**werkpool** `Rate(1e6).shared`, `size=32`, `pipeline={m.get('pipeline', 8)}`"
             if m["client"] == "werkpool"
             else f"reference, {THROUGHPUT_TASKS} tasks per process",
             m["backend"],
@@ -1678,14 +1709,34 @@ def report_throughput(data: dict[str, Any]) -> tuple[str, list[Target]]:
             " / ".join(f"{r:,.0f}" for r in m["per_process"]),
             f"{m['cpu_us_per_admission']:.0f} µs",
             f"{m['redis_cpu_us_per_admission']:.0f} µs",
+            f"{m.get('script_us', math.nan):.1f} µs",
         ]
         for m in data["throughput"]
     ]
-    for (client, backend, processes), m in by.items():
-        ref = by.get(("reference", backend, processes))
+    for (client, backend, processes, pipeline), m in by.items():
+        ref = by.get(("reference", backend, processes, 8))
         if client != "werkpool" or ref is None:
             continue
         what = "one process alone" if processes == 1 else f"{processes} processes in aggregate"
+        if pipeline != 8:  # exact start order: issue #24's target is 0.8x the reference
+            targets.append(
+                _target(
+                    f"admissions per second with pipeline={pipeline}, {what}, {backend}",
+                    f">= 0.8x the reference's ({ref['aggregate']:,.0f}/s)",
+                    f"{m['aggregate']:,.0f}/s ({m['aggregate'] / ref['aggregate']:.2f}x)",
+                    m["aggregate"] >= 0.8 * ref["aggregate"],
+                )
+            )
+            continue
+        mine_us, ref_us = m.get("script_us", math.nan), ref.get("script_us", math.nan)
+        targets.append(
+            _target(
+                f"script time per admission (SLOWLOG median), {what}, {backend}",
+                f"<= 1.3x the reference's ({ref_us:.1f} µs)",
+                f"{mine_us:.1f} µs ({mine_us / ref_us:.2f}x)",
+                mine_us <= 1.3 * ref_us,
+            )
+        )
         targets.append(
             _target(
                 f"admissions per second, {what}, {backend}",
@@ -1720,6 +1771,7 @@ def report_throughput(data: dict[str, Any]) -> tuple[str, list[Target]]:
                 "per process",
                 "client CPU per admission",
                 "Redis CPU per admission",
+                "script time (SLOWLOG median)",
             ],
             rows,
         )
@@ -1854,6 +1906,8 @@ def collect(server: Server, quick: bool, only: tuple[str, ...], seed: int) -> di
         if "throughput" in only:
             _log("  shared redis: throughput")
             tp_clients = [Client(k, b) for k in ("werkpool", "reference") for b in backends]
+            # pipeline=1 keeps the order of starts exactly (issue #24: >= 0.8x the reference)
+            tp_clients += [Client("werkpool", b, pipeline=1) for b in backends]
             data["throughput"] = run_throughput(
                 server,
                 tmp,
@@ -1982,6 +2036,53 @@ def _update_readme(body: str) -> None:
         readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
 
 
+def admission_cpu(rounds: int = 7, count: int = 20_000) -> dict[str, float]:
+    """The client-side CPU of one werkpool admission without the network (issue #24): the
+    shared limit's ``acquire`` and the give-back against a client whose ``evalsha`` answers a
+    grant at once (no I/O, no pool): the store's and the binding's own work, best of *rounds*
+    runs of *count* admissions, in µs, per backend."""
+    import anyio
+    import coredis
+
+    from werkpool import Rate
+    from werkpool._runtime import _remote
+    from werkpool.redis import RedisStore
+
+    class _Job:  # what SharedLimit reads of a job: no key, no cost
+        lane = None
+        cost = None
+
+    async def grant(sha: str, keys: list[str], args: list[Any]) -> list[str | int]:
+        return [1, "0.000000", "0.000000"]
+
+    async def measure() -> float:
+        client: Any = coredis.Redis(host=HOST, port=1)  # never connected
+        client.evalsha = grant
+        store: Any = RedisStore(client)
+        store._tg, store._unchecked, store._epoch = object(), False, "e"  # as if entered
+        store._shas = {"admit": "sha"}
+        if hasattr(store, "clock"):  # (a werkpool that reads the loop's clock directly)
+            from werkpool.redis._store import _loop_clock
+
+            store.clock = _loop_clock()
+        shared = store.bind((Rate(1e6).shared(store, "api"),), (), lambda key: None)
+        holds = getattr(_remote, "_holds", lambda limit, job: True)
+        best = math.inf
+        for _ in range(rounds):
+            jobs = [_Job() for _ in range(count)]
+            began = time.process_time()
+            for job in jobs:
+                await shared.acquire(job)
+                if holds(shared, job):
+                    with anyio.CancelScope(shield=True):
+                        await shared.release(job)
+            best = min(best, (time.process_time() - began) / count)
+        return best * 1e6
+
+    backends = ["asyncio", "trio"] if installed("trio") else ["asyncio"]
+    return {backend: anyio.run(measure, backend=backend) for backend in backends}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python3 -m benchmarks.shared_redis",
@@ -1995,10 +2096,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-readme", action="store_true", help="leave benchmarks/README.md's section alone"
     )
+    parser.add_argument(
+        "--admission-cpu",
+        action="store_true",
+        help="only print the client-side CPU of one admission without the network (µs)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main(args.worker)
+    if args.admission_cpu:
+        for backend, us in admission_cpu().items():
+            print(f"{backend}: {us:.2f} µs per admission (acquire + give-back, no network)")
+        return 0
     argv_shown = sys.argv[1:] if argv is None else argv
     result = run(
         quick=args.quick,
