@@ -3,12 +3,16 @@ shares of the degraded mode (no server needed; the server tests are in tests/con
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import coredis
 import pytest
 
 from werkpool import Concurrency, Rate, Window
+from werkpool.redis import RedisStore
 from werkpool.redis._degraded import scaled as _scaled
+from werkpool.redis._scripts import SCRIPTS
 from werkpool.redis._scripts import script_args as _args
 
 if TYPE_CHECKING:
@@ -73,3 +77,52 @@ def test_a_shared_value_is_a_hashable_value() -> None:
     assert repr(a).startswith("Rate(5, per=1, burst=1).shared(")
     assert Window(3, 1).shared(store, "w").kind == "window"
     assert Concurrency(2, unit="x").shared(store, "c").kind == "concurrency"
+
+
+def test_the_scripts_are_the_packages_lua_files() -> None:
+    """The scripts are read from werkpool/redis/lua/*.lua as package resources (so a wheel
+    without them fails here, not at a pool's first admission)."""
+    lua = resources.files("werkpool.redis").joinpath("lua")
+    names = sorted(p.name.removesuffix(".lua") for p in lua.iterdir() if p.name.endswith(".lua"))
+    assert names == sorted(SCRIPTS) == ["admit", "reassert", "recover", "release", "renew"]
+    for name, source in SCRIPTS.items():
+        assert source == lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        assert "redis.call" in source
+
+
+async def test_only_an_attempt_holding_a_lease_is_given_back() -> None:
+    """A rate's credit is never given back: such an attempt holds nothing (``holds`` is False,
+    so the pool skips the shielded give-back). One under a shared Concurrency holds its lease
+    until released, and the release reaches the server."""
+    sent: list[str] = []
+
+    async def evalsha(sha: str, keys: list[str], args: list[Any]) -> list[str | int]:
+        sent.append(sha)
+        return [1, "0.000000", "0.000000"]
+
+    client: Any = coredis.Redis(host="127.0.0.1", port=1)  # never connected
+    client.evalsha = evalsha
+    store: Any = RedisStore(client)
+    store._tg, store._unchecked, store._epoch = object(), False, "e"  # as if entered
+    store._shas = {"admit": "admit", "release": "release"}
+
+    class _Job:
+        lane = None
+        cost = None
+
+    rated = store.bind((Rate(1e6).shared(store, "api"),), (), lambda key: None)
+    job: Any = _Job()
+    assert await rated.acquire(job) >= 0
+    assert not rated.holds(job)
+    await rated.release(job)
+    assert sent == ["admit"]
+    assert store.statistics().granted == 1
+
+    limited = store.bind((Concurrency(2).shared(store, "conn"),), (), lambda key: None)
+    assert await limited.acquire(job) >= 0
+    assert limited.holds(job)
+    assert store.statistics().leases == 1
+    await limited.release(job)
+    assert not limited.holds(job)
+    assert sent == ["admit", "admit", "release"]
+    assert store.statistics().leases == 0
