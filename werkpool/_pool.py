@@ -492,11 +492,10 @@ class WorkerPool:
             )
         if scope == "key" and key is None:
             raise ValueError("push_back: scope='key' needs key= (the key the provider refused)")
-        sched = self._life.sched
         if scope not in (None, "key", "pool"):
-            if sched is None:
+            if self._life.binding is None:
                 raise RuntimeError("push_back(scope=<a limit's name>) needs a running pool")
-            sched.check_scope(scope, key)
+            self._life.sched.check_scope(scope, key)
         self._push_back(delay, key, None, scope)
 
     def _push_back(
@@ -593,8 +592,7 @@ class WorkerPool:
         .. versionadded:: 0.3
         """
         life = self._life
-        sched = life.sched
-        until = life.start_paused if sched is None else sched.paused_until
+        until = life.paused_until()
         return until == _INF or (until != -_INF and until > life.now())
 
     def _check_loop(self) -> None:
@@ -609,7 +607,7 @@ class WorkerPool:
         sched = life.sched
         counts = (
             ""
-            if sched is None
+            if life.binding is None
             else f" queued={sched.queued} running={sched.running} backoff={sched.backoff}"
         )
         return (
@@ -1094,7 +1092,7 @@ class WorkerPool:
         sched = life.sched
         room = life.room
         now = life.now() if life.binding is not None else 0.0
-        paused_until = life.start_paused if sched is None else sched.paused_until
+        paused_until = life.paused_until()
         if paused_until != _INF and paused_until <= now:
             paused_until = -_INF
         return PoolStatistics(
@@ -1102,18 +1100,18 @@ class WorkerPool:
             rate=life.rate,
             burst=life.burst,
             max_pending=None if room is None else room.limit,
-            submitted=0 if sched is None else sched.submitted,
-            queued=0 if sched is None else sched.queued,
-            running=0 if sched is None else sched.running,
-            backoff=0 if sched is None else sched.backoff,
-            completed=0 if sched is None else sched.completed,
-            failed=0 if sched is None else sched.failed,
-            cancelled=0 if sched is None else sched.cancelled,
-            attempts=0 if sched is None else sched.attempts,
-            retries=0 if sched is None else sched.retries,
+            submitted=sched.submitted,
+            queued=sched.queued,
+            running=sched.running,
+            backoff=sched.backoff,
+            completed=sched.completed,
+            failed=sched.failed,
+            cancelled=sched.cancelled,
+            attempts=sched.attempts,
+            retries=sched.retries,
             borrowed_tokens=0 if life.limiter is None else int(life.limiter.borrowed_tokens),
             limits=life.limit_statistics(now),
-            keys=0 if sched is None else sched.sweep_keys(now),
+            keys=sched.sweep_keys(now),
             paused_until=None if paused_until == -_INF else paused_until,
         )
 

@@ -1058,6 +1058,13 @@ class Scheduler:
             pushed_back.clear()
         self._configure()
 
+    def use_remote(self, remote: Sequence[RemoteLimit], depth: int) -> None:
+        """Ask the *remote* limits after the local ones from now on, with up to *depth*
+        reservations in flight (the pool binds them to their stores when it binds to a loop)."""
+        self.remote = tuple(remote)
+        self.depth = depth
+        self._configure()
+
     def replace_limits(
         self, limits: Sequence[Limit], running: Iterable[Job], now: float = 0.0
     ) -> None:

@@ -1,10 +1,14 @@
 """The crew of worker tasks: starting them, parking idle ones, waking them, retiring them.
 
 The wake-up protocol has one rule: whenever a job is queued, some worker will look at the line
-soon. A submitter checks :attr:`Crew.waking` (the workers woken or started that have not looked
-yet); only if it is zero does it :meth:`~Crew.kick` one: the worker waiting for the clock (the
-*sleeper*, at most one) if the new job may be due sooner, else the worker parked last, else a new
-worker, up to ``max_workers``. A worker that takes a job hands the line on the same way.
+soon. The crew keeps it, in one place: :meth:`Crew.kick` does nothing while a worker is waking
+(:attr:`Crew.waking` counts the workers woken or started that have not looked yet: they will);
+otherwise it wakes the worker waiting for the clock (the *sleeper*, at most one) if the new job
+may be due sooner, else the worker parked last, else starts a new worker, up to
+``max_workers``. The callers only say what happened: a job was queued (:meth:`~Crew.kick`),
+something changed that may let a waiting job start (:meth:`~Crew.look_again`), a worker took a
+job and the line must be handed on (:meth:`~Crew.hand_on`), a remote limit freed up
+(:meth:`~Crew.wake_now`).
 """
 
 # R53 here is a reliability requirement: docs/reliability.md lists them.
@@ -36,6 +40,10 @@ IDLE_RETIRE: Final = 10.0
 
 class Line(Protocol):
     """What the crew asks of the line of jobs (the scheduler)."""
+
+    #: The jobs waiting to start, and those in their backoff (read once per job: an attribute).
+    queued: int
+    backoff: int
 
     def is_head(self, job: Job) -> bool: ...
 
@@ -131,10 +139,10 @@ class Crew:
         self._body = weakref.WeakMethod(body)
 
     def kick(self, job: Job | None) -> None:
-        """Make sure some worker looks at the line soon (call only while ``waking == 0``).
-
-        *job* is the job just queued, or None for "something changed".
-        """
+        """Make sure some worker looks at the line soon: *job* was just queued (None: something
+        changed). Nothing to do while a worker is waking: it will look."""
+        if self.waking:
+            return
         sleeper = self.sleeper
         if sleeper is not None:
             # It already waits for the clock on behalf of the head job; only a job that is now
@@ -147,6 +155,28 @@ class Crew:
             self.wake(next(reversed(self.parked)))
         else:
             self.spawn()
+
+    def look_again(self) -> None:
+        """Something changed that may let a waiting job start (limits, a pause, the size, a
+        reservation given up): if one waits, make sure a worker looks."""
+        if not self.waking and self.line.has_queued():
+            self.kick(None)
+
+    def hand_on(self) -> None:
+        """A worker took the head job (or waits for the slot it was granted): if more jobs wait,
+        another worker looks at the line meanwhile. Runs once per job, hence the attributes read
+        here; the sleeper, if any, already watches the line for the clock."""
+        line = self.line
+        if not self.waking and self.sleeper is None and (line.queued or line.backoff):
+            self.kick(None)
+
+    def wake_now(self) -> None:
+        """A remote limit freed up: the job it refused asks again now. The sleeper waits for
+        the clock on its behalf, so it is woken even while another worker is waking."""
+        if self.sleeper is not None:
+            self.wake(self.sleeper)
+        else:
+            self.kick(None)
 
     def wake(self, worker: Worker) -> None:
         """Wake a parked worker or the sleeper."""

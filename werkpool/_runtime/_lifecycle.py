@@ -203,7 +203,17 @@ class Lifecycle:
         self.binding: LoopBinding | None = None
         #: The asyncio loop the pool is bound to (None on trio, or before binding).
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.sched: Scheduler | None = None
+        #: Every change of a job's state (loop-free: made now, its remote limits and hooks
+        #: attached when the pool binds).
+        self.sched = Scheduler(
+            limitset.build(),
+            per_key=limitset.per_key_factory(),
+            key_weight=key_weight,
+            key_order=key_order,
+            retry_after=retry_after,
+            max_retry_after=max_retry_after,
+            on_drained=_weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler
+        )
         self.crew: Crew | None = None
         self.runner: Runner | None = None
         self.limiter: anyio.CapacityLimiter | None = None
@@ -259,37 +269,26 @@ class Lifecycle:
         """Bind the pool to the running loop and make its parts; the phase becomes OPEN."""
         binding = self.binding = LoopBinding()
         self.loop = binding.loop
-        limits: list[Limit] = []
         tokens = None
-        config = self.limitset
-        others = config.build()
+        config, sched = self.limitset, self.sched
         remote = self.remote + self._bind_shared()
         if config.size is not None:
             self.limiter = anyio.CapacityLimiter(config.size)
             if remote:
                 # A job asking the remote limits holds a token meanwhile: the scheduler counts.
-                limits.append(ConcurrencyLimit(self.limiter))
+                sched.replace_limits([ConcurrencyLimit(self.limiter), *sched.limits], ())
             else:
                 # The size needs no admission check: at most `size` workers exist, each running
                 # one attempt at a time, so the other limits are asked only by a free worker.
                 # Each worker borrows a token for as long as it runs attempts back to back, not
                 # one per job.
                 tokens = self.limiter
-        limits += others
-        sched = self.sched = Scheduler(
-            limits,
-            remote,
-            per_key=config.per_key_factory(),
-            key_weight=self.key_weight,
-            key_order=self.key_order,
-            retry_after=self.retry_after,
-            max_retry_after=self.max_retry_after,
-            on_drained=_weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler
-        )
-        if remote and not any(limit.timed for limit in others) and not config.dates_per_key():
+        if remote:
             # Pipelined requests need local limits that do not date their latest admission.
-            sched.depth = min(limit.pipeline for limit in remote)
-        self._attach_hooks(sched)
+            dated = any(limit.timed for limit in sched.limits) or config.dates_per_key()
+            sched.use_remote(remote, 1 if dated else min(limit.pipeline for limit in remote))
+        self._attach_hooks()
+        # Paused before it ran: the scheduler hears of it now, so that the hooks do too.
         if self.start_paused != -_INF:
             sched.pause(self.start_paused)
         crew = self.crew = Crew(sched, _INF if config.size is None else config.size)
@@ -303,8 +302,10 @@ class Lifecycle:
         self.state = OPEN
         return sched
 
-    def _attach_hooks(self, sched: Scheduler) -> None:
-        """Let *sched* tell the pool's hooks of every transition (or nobody, without hooks)."""
+    def _attach_hooks(self) -> None:
+        """Let the scheduler tell the pool's hooks of every transition (or nobody, without
+        hooks)."""
+        sched = self.sched
         if not self.hooks:
             # Dropped, with what it knew of the jobs in flight: a hook added later starts
             # afresh (those jobs' timings unknown to it), and nothing is kept meanwhile.
@@ -332,7 +333,7 @@ class Lifecycle:
         than the hooks' loop, so no state is left half-changed.
         """
         stopped = self._stopped
-        if self.sched is None or stopped is None or stopped.is_set() or self.state == CLOSED:
+        if stopped is None or stopped.is_set() or self.state == CLOSED:
             return False
         if self.fatal is None:
             self.fatal = error
@@ -342,8 +343,8 @@ class Lifecycle:
     def set_hooks(self, hooks: tuple[Hook, ...]) -> None:
         """Use *hooks* from the next transition on."""
         self.hooks = hooks
-        if self.sched is not None:
-            self._attach_hooks(self.sched)
+        if self.binding is not None:
+            self._attach_hooks()
 
     def _bind_shared(self) -> tuple[RemoteLimit, ...]:
         """One remote limit per store named by the shared limits: it decides all of them (the
@@ -362,14 +363,11 @@ class Lifecycle:
     def _remote_freed(self, key: Hashable | None) -> None:
         """A store says a shared limit freed up (a slot released elsewhere): a job it refused
         asks again now."""
-        sched, crew = self.sched, self.crew
-        if sched is None or crew is None or self.state >= KILLED:
+        crew = self.crew
+        if crew is None or self.state >= KILLED:
             return
-        if sched.remote_freed(key):
-            if crew.sleeper is not None:
-                crew.wake(crew.sleeper)
-            elif not crew.waking:
-                crew.kick(None)
+        if self.sched.remote_freed(key):
+            crew.wake_now()
 
     # -- the submission gate ----------------------------------------------------------------------
 
@@ -385,7 +383,7 @@ class Lifecycle:
         if loop is None or asyncio._get_running_loop() is not loop:
             assert self.binding is not None
             self.binding.check()  # on trio, or from the wrong loop or thread
-        return self.sched  # type: ignore[return-value]  # set by bind(): the pool is OPEN
+        return self.sched
 
     def _submission_slow_path(self) -> Scheduler:
         """The submission gate when the pool is not simply open: bind on first use, or refuse."""
@@ -400,7 +398,6 @@ class Lifecycle:
         if self.binding is not None:
             self.binding.check()
         if state == CLOSING and self.in_worker():
-            assert self.sched is not None
             if not self.sched.over:
                 # A job of this pool may still submit follow-up work while draining: its
                 # workers stay until the last accepted job ends, so this one will run.
@@ -426,8 +423,7 @@ class Lifecycle:
         """A job was queued: make sure a worker looks, unless one is about to."""
         crew = self.crew
         assert crew is not None
-        if not crew.waking:
-            crew.kick(job)
+        crew.kick(job)
 
     def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
         """Run ``fn()`` soon on the pool's event loop, from any thread (for a dropped map)."""
@@ -468,9 +464,7 @@ class Lifecycle:
             sched.enqueue(job)
         else:
             sched.enqueue_keyed(job, key)
-        crew = self.crew
-        if not crew.waking:  # type: ignore[union-attr]  # set by bind()
-            crew.kick(job)  # type: ignore[union-attr]
+        self.crew.kick(job)  # type: ignore[union-attr]  # set by bind()
         return job
 
     def start_soon_failed(self, error: BaseException) -> None:
@@ -502,7 +496,6 @@ class Lifecycle:
         if self.limiter is not None:
             self.limiter.total_tokens = _INF if size is None else size
         sched = self.sched
-        assert sched is not None
         gated = any(isinstance(limit, ConcurrencyLimit) for limit in sched.limits)
         if self.size_gate is not None:
             self.size_gate.n = _INF if size is None else size
@@ -512,8 +505,8 @@ class Lifecycle:
             self.size_gate = CountLimit(size)
             running = self._running_jobs()
             sched.replace_limits([*sched.limits, self.size_gate], running)
-        if growing and not crew.waking and sched.has_queued():
-            crew.kick(None)  # more may start: the workers hand the line on from there
+        if growing:
+            crew.look_again()  # more may start: the workers hand the line on from there
 
     def set_limits(self, rate: float | None, burst: int, specs: tuple[LimitSpec, ...]) -> None:
         """Replace the rate shorthand and the ``limits=`` values on a running pool.
@@ -525,8 +518,8 @@ class Lifecycle:
         """
         config, sched = self.limitset, self.sched
         old_size = config.size
-        if sched is None:
-            config.replace(rate, burst, specs, (), 0.0)
+        if self.crew is None:  # not bound: nothing ran under the old limits
+            sched.replace_limits(config.replace(rate, burst, specs, (), 0.0), ())
             return
         running = self._running_jobs()
         config.check_waiting(rate, burst, specs, [*sched.pending_jobs(), *running])
@@ -560,14 +553,13 @@ class Lifecycle:
 
     def _look_again(self) -> None:
         """Limits changed or a pause ended: a waiting worker must look at the line again."""
-        crew, sched = self.crew, self.sched
-        if crew is not None and sched is not None and not crew.waking and sched.has_queued():
-            crew.kick(None)
+        if self.crew is not None:
+            self.crew.look_again()
 
     def pause(self, until: float, key: Hashable = None) -> None:
         """Start nothing (of *key*, if given) before *until*; never shortens a pause."""
         sched = self.sched
-        if sched is None:
+        if self.binding is None:
             if key is not None:
                 raise RuntimeError("pause_for(key=...) needs a running pool")
             self.start_paused = max(self.start_paused, until)
@@ -575,6 +567,10 @@ class Lifecycle:
             sched.pause(until)
         else:
             sched.pause_key(key, until)
+
+    def paused_until(self) -> float:
+        """Until when the pool starts nothing (``-inf``: not paused)."""
+        return self.start_paused if self.binding is None else self.sched.paused_until
 
     def push_back(
         self,
@@ -587,7 +583,7 @@ class Lifecycle:
         slow its adaptive rates down (as a job's :exc:`RetryAfter` would). *until* is clamped
         already; *clamped_from*: what was asked, if more; *scope* was checked."""
         sched = self.sched
-        if sched is None:
+        if self.binding is None:
             if scope is None or scope in ("key", "pool"):
                 self.pause(until, key if scope != "pool" else None)
         else:
@@ -598,7 +594,7 @@ class Lifecycle:
         rate counting attempts orders them): a server that answered *job* had not counted them
         yet."""
         sched, crew = self.sched, self.crew
-        if sched is None or crew is None:
+        if crew is None:
             return []
         lane = job.lane
         limits = sched.limits if lane is None else sched.limits + lane.limits
@@ -624,23 +620,20 @@ class Lifecycle:
     def observe(self, budgets: Iterable[Budget], key: Hashable = None) -> int:
         """A server's budgets lower the matching limits (:meth:`Scheduler.observe`); how many
         found a limit. Before the pool runs there are no limits to lower: 0."""
-        sched = self.sched
-        if sched is None:
+        if self.binding is None:
             return 0
-        return sched.observe(budgets, key, self.now())
+        return self.sched.observe(budgets, key, self.now())
 
     def resume(self) -> None:
         """End every pause."""
         self.start_paused = -_INF
-        if self.sched is not None:
+        if self.binding is not None:
             self.sched.resume(self.now())
             self._look_again()
 
     def limit_statistics(self, now: float) -> tuple[LimitStatistics, ...]:
         """A snapshot of each of the pool's limits: the size first."""
         sched, limiter = self.sched, self.limiter
-        if sched is None:
-            return self.limitset.snapshots(self.limitset.build(), 0.0, now)
         # The size, whichever part keeps it (the workers, the capacity limiter, a gate).
         in_use = float(sched.running if limiter is None else limiter.borrowed_tokens)
         live = [
@@ -686,9 +679,8 @@ class Lifecycle:
         the pool (see :meth:`hook_raised`), or the failures of start_soon() jobs, as failed
         tasks fail a task group.
         """
-        crew, sched = self.crew, self.sched
+        crew = self.crew
         assert crew is not None
-        assert sched is not None
         assert self._stopped is not None
         assert self._started is not None
         assert self.binding is not None
@@ -697,8 +689,7 @@ class Lifecycle:
                 async with anyio.create_task_group() as tg:
                     crew.tg = tg
                     self._started.set()
-                    if sched.has_queued() and not crew.waking:
-                        crew.kick(None)  # jobs submitted before the pool started
+                    crew.look_again()  # jobs submitted before the pool started
                     await self._retire_idle_workers_until_may_stop()
                     crew.tg = None
         except BaseException as exc:
@@ -784,7 +775,7 @@ class Lifecycle:
             self.state = CLOSING
             if self.room is not None:
                 self.room.close()  # waiters wake to find the pool closed
-        if self.sched is not None:
+        if self.binding is not None:
             self.sched.close()
 
     def abort(self, *, cancel_running_futures: bool = True) -> None:
@@ -799,7 +790,6 @@ class Lifecycle:
         if self.state < KILLED:
             self.state = KILLED
         sched, crew, runner = self.sched, self.crew, self.runner
-        assert sched is not None
         assert crew is not None
         assert runner is not None
         self.close_maps()
@@ -825,7 +815,6 @@ class Lifecycle:
             return
         self.state = KILLED
         self._let_supervisor_stop()
-        assert self.sched is not None
         self.sched.kill(error)
 
     def close_maps(self) -> None:

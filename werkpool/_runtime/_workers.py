@@ -269,10 +269,7 @@ class Runner:
                     job = reservation.job
                 else:
                     job = admitted  # type: ignore[assignment]
-                # Hand the line on: if more may start, someone must look at it while we run.
-                # (sched.has_queued() written out: this runs once per job.)
-                if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
-                    crew.kick(None)
+                crew.hand_on()  # if more may start, someone must look at the line while we run
                 if room is not None and room.waiting:
                     room.give()
                 if worker_token and not worker.token:
@@ -395,9 +392,7 @@ class Runner:
             return False
         if answer > clock():  # granted from a later time: wait for it
             # Meanwhile the next job may ask (its slot comes after this one's).
-            crew = self.crew
-            if not crew.waking and crew.sleeper is None and (sched.queued or sched.backoff):
-                crew.kick(None)
+            self.crew.hand_on()
             try:
                 await _wait_until(answer, clock, self.binding.spin)
             except BaseException:
@@ -410,9 +405,7 @@ class Runner:
         """A reservation ended without an attempt: let another worker look at the line."""
         job.worker = None
         worker.job = None
-        crew = self.crew
-        if not crew.waking and self.sched.has_queued():
-            crew.kick(None)
+        self.crew.look_again()
 
     # -- outcomes ---------------------------------------------------------------------------------
 
