@@ -18,6 +18,8 @@ import anyio
 from ._exits import without_frames_of
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._binding import LoopBinding
 
 __all__ = ["BackgroundHost", "Hosted"]
@@ -45,7 +47,7 @@ class BackgroundHost:
     __slots__ = ("_binding", "_done", "_error", "_hosted", "_modules", "_stop", "_task")
 
     def __init__(
-        self, hosted: Hosted, binding: LoopBinding, modules: tuple[dict[str, Any], ...]
+        self, hosted: Hosted, binding: LoopBinding, modules: tuple[Mapping[str, Any], ...]
     ) -> None:
         self._hosted = weakref.ref(hosted)
         self._binding = binding

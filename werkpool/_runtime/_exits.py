@@ -21,6 +21,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import TracebackType
 
 __all__ = ["failure_to_raise", "reraise_unchanged", "without_frames_of"]
@@ -47,7 +48,7 @@ def reraise_unchanged(error: BaseException) -> NoReturn:
         del error, cause, context
 
 
-def without_frames_of(error: BaseException, *modules: dict[str, Any]) -> BaseException:
+def without_frames_of(error: BaseException, *modules: Mapping[str, Any]) -> BaseException:
     """*error*, caught by the caller, made fit to be kept on the pool until it is raised.
 
     Its traceback holds the frames of the pool's own *modules* (their ``globals()``) that it went
