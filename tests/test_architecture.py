@@ -107,6 +107,7 @@ LAYERS: dict[str, int] = {
     "_runtime._exits": 6,  # what leaves a stopping pool: its failure, raised as it was
     # _runtime 7: the crew of worker tasks (start, park, wake, retire)
     "_runtime._crew": 7,
+    "_runtime._control": 8,  # run-time changes of the size, limits, pauses, pushbacks
     "_runtime._background": 7,  # runs a pool used without `async with` in a task
     # _runtime 8: the worker task: run an attempt, report its outcome
     "_runtime._workers": 8,

@@ -325,7 +325,7 @@ class WorkerPool:
     @size.setter
     def size(self, size: int | None) -> None:
         self._check_loop()
-        self._life.set_size(check_size(size))
+        self._life.control.set_size(check_size(size))
 
     @property
     def rate(self) -> float | None:
@@ -342,7 +342,7 @@ class WorkerPool:
     def rate(self, rate: float | None) -> None:
         self._check_loop()
         life = self._life
-        life.set_limits(check_rate(rate), life.burst, life.limits)
+        life.control.set_limits(check_rate(rate), life.burst, life.limits)
 
     @property
     def burst(self) -> int:
@@ -400,7 +400,7 @@ class WorkerPool:
             )
         new_rate = check_rate(shorthands["rate"]) if "rate" in shorthands else life.rate
         new_burst = check_burst(shorthands["burst"]) if "burst" in shorthands else life.burst
-        life.set_limits(new_rate, new_burst, specs)
+        life.control.set_limits(new_rate, new_burst, specs)
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -451,7 +451,7 @@ class WorkerPool:
         .. versionadded:: 0.3
         """
         self._check_loop()
-        self._life.pause(_INF)
+        self._life.control.pause(_INF)
 
     def pause_for(self, seconds: float, *, key: Hashable = None) -> None:
         """Start no attempt (of *key*, if given) for *seconds*; a longer pause is kept.
@@ -461,7 +461,7 @@ class WorkerPool:
         self._check_loop()
         delay = check_seconds(seconds)
         check_key(key)
-        self._life.pause(self._life.now() + delay, key)
+        self._life.control.pause(self._life.now() + delay, key)
 
     def push_back(self, seconds: float, *, key: Hashable = None, scope: str | None = None) -> None:
         """The provider pushed back, outside any job's error: as when a job raises
@@ -512,7 +512,7 @@ class WorkerPool:
             if clamped_from is None:
                 clamped_from = delay
             delay = life.max_retry_after
-        life.push_back(life.now() + delay, key, clamped_from, scope)
+        life.control.push_back(life.now() + delay, key, clamped_from, scope)
 
     def observe_headers(self, headers: Mapping[str, str], *, key: Hashable = None) -> int:
         """A server's rate-limit headers, from a response a job got: its stated budgets lower
@@ -564,15 +564,15 @@ class WorkerPool:
             # Called from a job of this pool with its response: the attempts admitted after it
             # and still running were sent after its request, and the server had not counted
             # them when it answered (as the httpx transport does it).
-            later = self._life.sent_after(job)
+            later = self._life.control.sent_after(job)
             if later:
                 budgets = tuple(less_sent(budget, later) for budget in budgets)
-        return self._life.observe(budgets, key)
+        return self._life.control.observe(budgets, key)
 
     def _observe(self, budgets: Iterable[Budget], key: Hashable) -> int:
         """:meth:`observe_headers` with the headers read (the httpx transport reads them once
         for its classify and statistics too)."""
-        return self._life.observe(budgets, key)
+        return self._life.control.observe(budgets, key)
 
     def resume(self) -> None:
         """End every pause: :meth:`pause`, :meth:`pause_for` and pushbacks, of the pool and its
@@ -583,7 +583,7 @@ class WorkerPool:
         .. versionadded:: 0.3
         """
         self._check_loop()
-        self._life.resume()
+        self._life.control.resume()
 
     @property
     def paused(self) -> bool:
@@ -592,7 +592,7 @@ class WorkerPool:
         .. versionadded:: 0.3
         """
         life = self._life
-        until = life.paused_until()
+        until = life.control.paused_until()
         return until == _INF or (until != -_INF and until > life.now())
 
     def _check_loop(self) -> None:
@@ -1092,7 +1092,7 @@ class WorkerPool:
         sched = life.sched
         room = life.room
         now = life.now() if life.binding is not None else 0.0
-        paused_until = life.paused_until()
+        paused_until = life.control.paused_until()
         if paused_until != _INF and paused_until <= now:
             paused_until = -_INF
         return PoolStatistics(
@@ -1110,7 +1110,7 @@ class WorkerPool:
             attempts=sched.attempts,
             retries=sched.retries,
             borrowed_tokens=0 if life.limiter is None else int(life.limiter.borrowed_tokens),
-            limits=life.limit_statistics(now),
+            limits=life.control.limit_statistics(now),
             keys=sched.sweep_keys(now),
             paused_until=None if paused_until == -_INF else paused_until,
         )

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
 
 import anyio
 
-from .._core._count_limit import ConcurrencyLimit, CountLimit
+from .._core._count_limit import ConcurrencyLimit
 from .._core._exceptions import PoolClosedError
 from .._core._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
-from .._core._rate_limit import RateLimit
 from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER, Scheduler
 from . import _exits
 from ._background import BackgroundHost
 from ._binding import LoopBinding
+from ._control import Control
 from ._crew import IDLE_RETIRE, Crew
 from ._exits import failure_to_raise, reraise_unchanged
 from ._futures import AsyncioFuture, Future
@@ -38,7 +38,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Hashable
 
     from anyio.abc import TaskGroup
 
@@ -46,13 +46,10 @@ if TYPE_CHECKING:
     from .._core._exceptions import RetryAfter
     from .._core._job import JobOwner
     from .._core._lanes import KeyOrder
-    from .._core._limit import Limit
     from .._core._limitset import LimitSet
     from .._core._options import JobOptions
-    from .._core._ratelimit_headers import Budget
     from .._core._remote_limit import RemoteLimit
     from .._core._specs import LimitSpec, Shared, Store
-    from .._core._statistics import LimitStatistics
     from ._room import Room
 
 __all__ = ["CLOSED", "CLOSING", "KILLED", "NEW", "OPEN", "Lifecycle", "MapCloser"]
@@ -139,6 +136,7 @@ class Lifecycle:
         "background",
         "binding",
         "check_cost",
+        "control",
         "crew",
         "errors",
         "fatal",
@@ -157,8 +155,6 @@ class Lifecycle:
         "runner",
         "sched",
         "sink",
-        "size_gate",
-        "start_paused",
         "start_soon_owner",
         "state",
     )
@@ -183,10 +179,6 @@ class Lifecycle:
         self.sink: Hooks | None = None
         self.retry_after = retry_after
         self.max_retry_after = max_retry_after
-        #: Counts the attempts against ``size`` once a size-only pool shrank (see _apply_size).
-        self.size_gate: CountLimit | None = None
-        #: Until when the pool is paused before it runs (pause() or pause_for() before binding).
-        self.start_paused = -_INF
         self.room = room
         #: Remote limits every attempt must also get (set before the pool binds).
         self.remote: tuple[RemoteLimit, ...] = ()
@@ -214,6 +206,8 @@ class Lifecycle:
             max_retry_after=max_retry_after,
             on_drained=_weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler
         )
+        #: Applies run-time changes of the limits (size, limit values, pauses, pushbacks).
+        self.control = Control(limitset, self.sched)
         self.crew: Crew | None = None
         self.runner: Runner | None = None
         self.limiter: anyio.CapacityLimiter | None = None
@@ -288,10 +282,8 @@ class Lifecycle:
             dated = any(limit.timed for limit in sched.limits) or config.dates_per_key()
             sched.use_remote(remote, 1 if dated else min(limit.pipeline for limit in remote))
         self._attach_hooks()
-        # Paused before it ran: the scheduler hears of it now, so that the hooks do too.
-        if self.start_paused != -_INF:
-            sched.pause(self.start_paused)
         crew = self.crew = Crew(sched, _INF if config.size is None else config.size)
+        self.control.bind(crew, self.limiter, binding.clock)
         runner = self.runner = Runner(sched, crew, binding, self.room, tokens, self)
         crew.set_body(runner.worker_main)
         if self.room is not None:
@@ -476,172 +468,6 @@ class Lifecycle:
             # that fails at the same moment fails its future and is reported with this error
             # (several failures are raised together); one that returns ends cancelled.
             self.abort(cancel_running_futures=False)
-
-    # -- limits and runtime control ---------------------------------------------------------------
-
-    def set_size(self, size: int | None) -> None:
-        """Change the concurrency bound; running attempts above it finish first."""
-        old = self.limitset.size
-        self.limitset.set_size(size)
-        self._apply_size(old)
-
-    def _apply_size(self, old: int | None) -> None:
-        """The limit set's size changed from *old*: the running parts follow."""
-        size = self.limitset.size
-        crew = self.crew
-        if crew is None:
-            return  # not bound yet: bind() reads it
-        growing = (size or _INF) > (old or _INF)
-        crew.max_workers = _INF if size is None else size
-        if self.limiter is not None:
-            self.limiter.total_tokens = _INF if size is None else size
-        sched = self.sched
-        gated = any(isinstance(limit, ConcurrencyLimit) for limit in sched.limits)
-        if self.size_gate is not None:
-            self.size_gate.n = _INF if size is None else size
-        elif size is not None and not growing and not gated:
-            # A size-only pool's workers were its bound; more of them exist than the new size
-            # (they leave when idle), so from now on the scheduler counts the attempts.
-            self.size_gate = CountLimit(size)
-            running = self._running_jobs()
-            sched.replace_limits([*sched.limits, self.size_gate], running)
-        if growing:
-            crew.look_again()  # more may start: the workers hand the line on from there
-
-    def set_limits(self, rate: float | None, burst: int, specs: tuple[LimitSpec, ...]) -> None:
-        """Replace the rate shorthand and the ``limits=`` values on a running pool.
-
-        A new rate or window continues the schedule of the old one of the same unit, so no
-        banked credit appears; a concurrency limit counts the attempts running now.
-
-        :raises ValueError: if a job that waits has a cost that the new limits can never admit
-        """
-        config, sched = self.limitset, self.sched
-        old_size = config.size
-        if self.crew is None:  # not bound: nothing ran under the old limits
-            sched.replace_limits(config.replace(rate, burst, specs, (), 0.0), ())
-            return
-        running = self._running_jobs()
-        config.check_waiting(rate, burst, specs, [*sched.pending_jobs(), *running])
-        now = self.now()
-        new: list[Limit] = [
-            limit
-            for limit in sched.limits
-            if isinstance(limit, ConcurrencyLimit) or limit is self.size_gate
-        ]
-        new += config.replace(rate, burst, specs, sched.limits, now)
-        sched.replace_limits(new, running, now)
-        if sched.remote:
-            # As in bind(): pipelined requests need local limits that do not date their latest
-            # admission. A rate or window given now takes the pool back to one request at a time
-            # (the ones in flight ask again under it: Scheduler.granted); without one, it may
-            # pipeline again (#21 item 10).
-            dated = any(limit.timed for limit in new) or config.dates_per_key()
-            sched.depth = 1 if dated else min(limit.pipeline for limit in sched.remote)
-        if config.size != old_size:
-            self._apply_size(old_size)
-        self._look_again()
-
-    def _running_jobs(self) -> list[Job]:
-        """The jobs whose attempt or remote reservation runs now (they hold their limits)."""
-        assert self.crew is not None
-        return [
-            job
-            for worker in self.crew.workers
-            if (job := worker.job) is not None and job.state in (RUNNING, RESERVING)
-        ]
-
-    def _look_again(self) -> None:
-        """Limits changed or a pause ended: a waiting worker must look at the line again."""
-        if self.crew is not None:
-            self.crew.look_again()
-
-    def pause(self, until: float, key: Hashable = None) -> None:
-        """Start nothing (of *key*, if given) before *until*; never shortens a pause."""
-        sched = self.sched
-        if self.binding is None:
-            if key is not None:
-                raise RuntimeError("pause_for(key=...) needs a running pool")
-            self.start_paused = max(self.start_paused, until)
-        elif key is None:
-            sched.pause(until)
-        else:
-            sched.pause_key(key, until)
-
-    def paused_until(self) -> float:
-        """Until when the pool starts nothing (``-inf``: not paused)."""
-        return self.start_paused if self.binding is None else self.sched.paused_until
-
-    def push_back(
-        self,
-        until: float,
-        key: Hashable = None,
-        clamped_from: float | None = None,
-        scope: str | None = None,
-    ) -> None:
-        """A provider's pushback heard outside a job's error: pause what *scope* names, and
-        slow its adaptive rates down (as a job's :exc:`RetryAfter` would). *until* is clamped
-        already; *clamped_from*: what was asked, if more; *scope* was checked."""
-        sched = self.sched
-        if self.binding is None:
-            if scope is None or scope in ("key", "pool"):
-                self.pause(until, key if scope != "pool" else None)
-        else:
-            sched.push_back(key, self.now(), until, clamped_from, scope)
-
-    def sent_after(self, job: Job) -> list[Mapping[str, float] | None]:
-        """The costs of the pool's attempts running now that were admitted after *job*'s (as a
-        rate counting attempts orders them): a server that answered *job* had not counted them
-        yet."""
-        sched, crew = self.sched, self.crew
-        if crew is None:
-            return []
-        lane = job.lane
-        limits = sched.limits if lane is None else sched.limits + lane.limits
-        for limit in limits:
-            # A rate counting attempts: each admission moves its schedule on, so the marks
-            # order the attempts even when they were admitted at the same time.
-            if isinstance(limit, RateLimit) and limit.unit is None:
-                mark = limit.admission_mark(job)
-                if mark is not None:
-                    break
-        else:
-            return []  # no rate orders the attempts
-        later: list[Mapping[str, float] | None] = []
-        for worker in crew.workers:
-            other = worker.job
-            if other is None or other is job or other.state != RUNNING:
-                continue
-            other_mark = limit.admission_mark(other)
-            if other_mark is not None and other_mark > mark:
-                later.append(other.cost)
-        return later
-
-    def observe(self, budgets: Iterable[Budget], key: Hashable = None) -> int:
-        """A server's budgets lower the matching limits (:meth:`Scheduler.observe`); how many
-        found a limit. Before the pool runs there are no limits to lower: 0."""
-        if self.binding is None:
-            return 0
-        return self.sched.observe(budgets, key, self.now())
-
-    def resume(self) -> None:
-        """End every pause."""
-        self.start_paused = -_INF
-        if self.binding is not None:
-            self.sched.resume(self.now())
-            self._look_again()
-
-    def limit_statistics(self, now: float) -> tuple[LimitStatistics, ...]:
-        """A snapshot of each of the pool's limits: the size first."""
-        sched, limiter = self.sched, self.limiter
-        # The size, whichever part keeps it (the workers, the capacity limiter, a gate).
-        in_use = float(sched.running if limiter is None else limiter.borrowed_tokens)
-        live = [
-            limit
-            for limit in sched.limits
-            if not isinstance(limit, ConcurrencyLimit) and limit is not self.size_gate
-        ]
-        return self.limitset.snapshots(live, in_use, now)
 
     # -- running ----------------------------------------------------------------------------------
 
