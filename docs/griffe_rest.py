@@ -75,7 +75,7 @@ def _rewrite_package(pkg: griffe.Module, parser: Any) -> None:
 
 def _expand_options(func: Any, *, overload: bool = False) -> None:
     """``**options: Unpack[SubmitOptions]``: list the TypedDict's keys as keyword-only parameters,
-    with their annotations and their defaults (``OPTION_DEFAULTS`` of the TypedDict's module),
+    with their annotations and their defaults (those of ``job_options`` in the TypedDict's module),
     so that the signature shows them and each ``:param:`` finds its parameter (an *overload*
     shows ``...`` as its other defaults)."""
     params = func.parameters
@@ -89,20 +89,17 @@ def _expand_options(func: Any, *, overload: bool = False) -> None:
     path = getattr(target, "canonical_path", None)
     try:
         typed_dict = func.modules_collection[path]
-        defaults = typed_dict.module.members["OPTION_DEFAULTS"].value
+        defaults = typed_dict.module.members["job_options"].parameters
     except (KeyError, TypeError, AttributeError):
         return
-    values = {
-        str(key).strip("'\""): value
-        for key, value in zip(defaults.keys, defaults.values, strict=True)
-    }
     del params[last.name]
     for cls in reversed([typed_dict, *typed_dict.mro()]):  # the bases' keys first
         for name, member in cls.members.items():
             if member.is_attribute and name not in params:
                 kind = griffe.ParameterKind.keyword_only
                 option = griffe.Parameter(name, annotation=member.annotation, kind=kind)
-                option.default = "..." if overload else values.get(name)
+                default = defaults[name].default if name in defaults else None
+                option.default = "..." if overload else default
                 option.function = func
                 params.add(option)
 

@@ -21,6 +21,7 @@ from support import (
 
 import werkpool
 from werkpool import PoolClosedError, PoolFullError, PoolStatistics, WorkerPool
+from werkpool._core._options import MAP_OPTIONS, SUBMIT_OPTIONS, job_options
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -450,6 +451,12 @@ class TestOptionsOfEveryMethod:
             with pytest.raises(TypeError, match=r"^key must be (hashable|None or a callable)"):
                 await submit_by_name(pool, method, key=[])
             assert pool.statistics().submitted == 0
+
+    def test_the_validator_takes_exactly_the_declared_options(self) -> None:
+        """job_options() binds the options by Python's own keyword binding: its parameters must
+        be the keys SubmitOptions and MapOptions declare."""
+        declared = set(inspect.signature(job_options).parameters)
+        assert declared == SUBMIT_OPTIONS == MAP_OPTIONS
 
     def test_sync_twins_keep_their_kind_and_docstrings(self) -> None:
         for method, awaited in SUBMITTERS[5:]:

@@ -151,20 +151,6 @@ def check_max_retry_after(value: object) -> float:
     return seconds + 0.0  # -0.0 reads as 0
 
 
-def _read_job(
-    life: Lifecycle, method: str, task: object, options: Mapping[str, Any]
-) -> tuple[JobOptions, Hashable, dict[str, float] | None]:
-    """:func:`read_options` for :meth:`WorkerPool.run` and :meth:`WorkerPool.start_soon`, which
-    cannot wait: the key and cost are checked once, against the limits in force."""
-    checked = read_options(method, task, options)
-    key = options.get("key")
-    cost = options.get("cost")
-    if key is None and cost is None:
-        return checked, None, None
-    check_key(key)
-    return checked, key, life.check_cost(cost)
-
-
 _Method = TypeVar("_Method", bound="Callable[..., Any]")
 
 
@@ -663,7 +649,10 @@ class WorkerPool:
         """
         life = self._life
         if options:
-            checked, key, cost = _read_job(life, "run", task, options)
+            checked, key, cost = read_options("run", task, options)
+            if key is not None or cost is not None:
+                check_key(key)
+                cost = life.check_cost(cost)
         else:
             if not callable(task):  # checked at run time too: untyped callers pass anything
                 check_task(task)  # type: ignore[unreachable]
@@ -705,7 +694,10 @@ class WorkerPool:
         """
         life = self._life
         if options:
-            checked, key, cost = _read_job(life, "start_soon", func, options)
+            checked, key, cost = read_options("start_soon", func, options)
+            if key is not None or cost is not None:
+                check_key(key)
+                cost = life.check_cost(cost)
         else:
             if not callable(func):  # checked at run time too: untyped callers pass anything
                 check_task(func)  # type: ignore[unreachable]
@@ -790,10 +782,8 @@ class WorkerPool:
         Returns the scheduler, the checked options, the key and the cost, checked again after
         the wait against the limits then in force (with no await before the job is queued).
         """
-        checked = read_options(method, func, options)
-        key = options.get("key")
+        checked, key, cost = read_options(method, func, options)
         check_key(key)
-        cost = options.get("cost")
         life = self._life
         checked_cost = life.check_cost(cost)
         await checkpoint_if_cancelled()  # a cancelled caller submits nothing, room or not
@@ -909,7 +899,7 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        checked = read_options("map", func, options, per_item=True)
+        checked, _, _ = read_options("map", func, options, per_item=True)
         check_window(window)
         key, cost, name = read_item_options(options)
         life = self._life

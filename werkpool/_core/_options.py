@@ -38,7 +38,6 @@ __all__ = [
     "DEFAULT_RETRYABLE",
     "LABEL_WIDTH",
     "MAP_OPTIONS",
-    "OPTION_DEFAULTS",
     "SUBMIT_OPTIONS",
     "JobOptions",
     "MapOptions",
@@ -138,18 +137,6 @@ DEFAULT_RETRYABLE: Final[tuple[type[Exception], ...]] = (Exception,)
 #: The options of a job given none: one instance for all of them.
 DEFAULT_OPTIONS: Final = JobOptions(None, 0, DEFAULT_RETRYABLE, default_backoff)
 
-#: Each option's default, as a job given none of them gets it (the API reference shows them in
-#: the signatures, docs/griffe_rest.py; :func:`read_options` gives these values).
-OPTION_DEFAULTS: Final[Mapping[str, object]] = {
-    "timeout": None,
-    "retries": 0,
-    "retryable_exceptions": DEFAULT_RETRYABLE,
-    "backoff": default_backoff,
-    "key": None,
-    "cost": None,
-    "name": None,
-}
-
 
 def check_names(method: str, options: Mapping[str, object], names: frozenset[str]) -> None:
     """Reject a keyword *method* does not take, as Python does for a named parameter."""
@@ -160,31 +147,39 @@ def check_names(method: str, options: Mapping[str, object], names: frozenset[str
 
 def read_options(
     method: str, task: object, options: Mapping[str, Any], *, per_item: bool = False
-) -> JobOptions:
+) -> tuple[JobOptions, Any, Any]:
     """Check a submission's keywords (:class:`SubmitOptions`, or :class:`MapOptions` for
     *per_item*), then its callable, then the options' values, in the order of the days they
-    were named parameters; return them validated, but the key and cost (the pool checks those
-    against its limits)."""
-    check_names(method, options, MAP_OPTIONS if per_item else SUBMIT_OPTIONS)
-    check_task(task)
-    get = options.get
-    return job_options(
-        get("timeout"),
-        get("retries", 0),
-        get("retryable_exceptions", DEFAULT_RETRYABLE),
-        get("backoff", default_backoff),
-        None if per_item else get("name"),  # map's name= labels each item (read_item_options)
-    )
+    were named parameters. Return them validated, with the key and the cost as given (the pool
+    checks those against its limits)."""
+    names = MAP_OPTIONS if per_item else SUBMIT_OPTIONS
+    if not options.keys() <= names:  # one set comparison on the way of every job with options
+        check_names(method, options, names)
+    if not callable(task):
+        check_task(task)
+    if per_item:  # map's name= labels each item (read_item_options)
+        given = {option: options[option] for option in options if option != "name"}
+        return job_options(**given), None, None
+    # Python binds the keywords and fills in the defaults.
+    return job_options(**options), options.get("key"), options.get("cost")
 
 
 def job_options(
-    timeout: float | None,
-    retries: int,
-    retryable_exceptions: type[Exception] | Iterable[type[Exception]],
-    backoff: Callable[[int], float],
+    *,
+    timeout: float | None = None,
+    retries: int = 0,
+    retryable_exceptions: type[Exception] | Iterable[type[Exception]] = DEFAULT_RETRYABLE,
+    backoff: Callable[[int], float] = default_backoff,
     name: str | None = None,
+    key: object = None,
+    cost: object = None,
 ) -> JobOptions:
-    """Validate per-job options; the defaults share one instance (no work, no memory per job)."""
+    """Validate per-job options (the *key* and *cost*, which the pool checks against its limits,
+    aside); the defaults share one instance (no work, no memory per job).
+
+    Its parameters are the keys of :class:`SubmitOptions` with their defaults (the API reference
+    shows them in the methods' signatures, docs/griffe_rest.py).
+    """
     if (
         timeout is None
         and retries.__class__ is int
