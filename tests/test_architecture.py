@@ -74,12 +74,14 @@ LAYERS: dict[str, int] = {
     # _core 3: admission limits: the local limit's base and defaults, the remote-limit protocol
     "_core._limit": 3,
     "_core._remote_limit": 3,
+    "_core._event_sink": 3,  # who hears of the transitions; events held back meanwhile
     "_core._ratelimit_headers": 3,  # parse_headers: a response's headers read as budgets
     # _core 4: the live limits (GCRA rate, sliding window, counts); the lines of jobs per key
     "_core._rate_limit": 4,
     "_core._window_limit": 4,
     "_core._count_limit": 4,
     "_core._lanes": 4,
+    "_core._reservation": 4,  # the remote limits' I/O the scheduler hands a worker
     # _core 5: the sans-I/O state machine, where a job's state changes; a limit value made live
     "_core._scheduler": 5,
     "_core._limits": 5,  # build: the live limit of each limit value

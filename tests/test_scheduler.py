@@ -33,7 +33,8 @@ from werkpool._core._job import (
 )
 from werkpool._core._options import JobOptions, default_backoff
 from werkpool._core._rate_limit import RateLimit
-from werkpool._core._scheduler import TICK, Reservation, Scheduler
+from werkpool._core._reservation import Reservation
+from werkpool._core._scheduler import TICK, Scheduler
 
 OPTIONS = JobOptions(None, 0, (Exception,), default_backoff)
 

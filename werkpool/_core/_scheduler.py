@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heapify, heappop, heappush
-from typing import TYPE_CHECKING, Final, Protocol, cast, final
+from typing import TYPE_CHECKING, Final, cast, final
 
+from ._event_sink import HeldEvents
 from ._events import FINISHED, PAUSED, RESUMED, RETRYING, STARTED, SUBMITTED
 from ._exceptions import RetryAfter
 from ._job import (
@@ -35,13 +36,14 @@ from ._job import (
 from ._lanes import Keys, Lane
 from ._options import next_delay
 from ._rate_limit import RateLimit
+from ._reservation import Reservation
 from ._window_limit import WindowLimit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Sequence
     from typing import Any
 
-    from ._events import EventKind, Outcome
+    from ._event_sink import EventSink
     from ._job import Job, JobOwner
     from ._lanes import KeyOrder
     from ._limit import Limit
@@ -78,100 +80,6 @@ def _no_limits() -> tuple[Limit, ...]:
 
 
 @final
-class Reservation:
-    """I/O that :meth:`Scheduler.poll` hands to a worker: ask *limits* for an attempt of *job*.
-
-    The job is ``RESERVING`` and holds its local limits meanwhile. The worker reports the answer
-    with :meth:`Scheduler.granted`, :meth:`Scheduler.refused` or :meth:`Scheduler.abandoned`.
-    """
-
-    __slots__ = ("job", "limits", "pipelined")
-
-    def __init__(self, job: Job, limits: tuple[RemoteLimit, ...], pipelined: bool = False) -> None:
-        self.job = job
-        self.limits = limits
-        #: Sent while several could be in flight (``depth > 1``: no local limit dated admissions).
-        self.pipelined = pipelined
-
-    def __repr__(self) -> str:
-        return f"<Reservation for {self.job!r}>"
-
-
-class EventSink(Protocol):
-    """Who hears of every transition, when the pool has hooks (``_hooks.Hooks`` implements it).
-
-    Called synchronously once the transition is complete: the scheduler's counters, the job's
-    state and its future are what they will stay (a hook may act on the pool from there). An
-    attempt's start is told by :meth:`Scheduler.began`, once its worker owns it.
-    """
-
-    def job_event(
-        self,
-        kind: EventKind,
-        job: Job,
-        outcome: Outcome | None = None,
-        *,
-        error: BaseException | None = None,
-        delay: float | None = None,
-    ) -> None:
-        """*job* was submitted, started an attempt, will be retried, or finished."""
-        ...
-
-    def pause_event(
-        self,
-        kind: EventKind,
-        key: Hashable,
-        until: float | None,
-        clamped_from: float | None = None,
-    ) -> None:
-        """The pool (*key* None) or *key* paused until *until*, or resume() ended the pause.
-        *clamped_from*: the pushback asked for that many seconds, more than ``max_retry_after``,
-        and *until* is the clamped end."""
-        ...
-
-
-@final
-class _HeldEvents:
-    """Stands in for the sink while a transition is made of several steps, each of which tells
-    the hooks something: the calls are recorded, and replayed once the whole is complete."""
-
-    __slots__ = ("calls", "sink")
-
-    def __init__(self, sink: EventSink) -> None:
-        self.sink = sink
-        self.calls: list[tuple[Any, ...]] = []
-
-    def job_event(
-        self,
-        kind: EventKind,
-        job: Job,
-        outcome: Outcome | None = None,
-        *,
-        error: BaseException | None = None,
-        delay: float | None = None,
-    ) -> None:
-        self.calls.append((kind, job, outcome, error, delay))
-
-    def pause_event(
-        self,
-        kind: EventKind,
-        key: Hashable,
-        until: float | None,
-        clamped_from: float | None = None,
-    ) -> None:
-        self.calls.append((kind, key, until, clamped_from))
-
-    def replay(self) -> None:
-        """Tell the sink, in order, what was recorded."""
-        sink = self.sink
-        for call in self.calls:
-            if len(call) == 5:
-                kind, job, outcome, error, delay = call
-                sink.job_event(kind, job, outcome, error=error, delay=delay)
-            else:
-                sink.pause_event(*call)
-
-
 @final
 class Scheduler:
     """FIFO admission of jobs under a set of limits, and every change of a job's state.
@@ -743,17 +651,17 @@ class Scheduler:
         self._failed(job, safe)
         return _INF
 
-    def _hold_events(self) -> _HeldEvents | None:
+    def _hold_events(self) -> HeldEvents | None:
         """Record what the hooks are told from now on, until :meth:`_replay_events`: the steps
         of one transition are told once it is complete. None: no hooks (or held already)."""
         sink = self.sink
-        if sink is None or type(sink) is _HeldEvents:
+        if sink is None or type(sink) is HeldEvents:
             return None
-        held = _HeldEvents(sink)
+        held = HeldEvents(sink)
         self.sink = held
         return held
 
-    def _replay_events(self, held: _HeldEvents | None) -> None:
+    def _replay_events(self, held: HeldEvents | None) -> None:
         """Tell the hooks what was held, in order (a hook may start another transition)."""
         if held is not None:
             if self.sink is held:

@@ -18,7 +18,7 @@ from .._core._remote_limit import Refusal
 if TYPE_CHECKING:
     from .._core._job import Job
     from .._core._remote_limit import RemoteLimit
-    from .._core._scheduler import Reservation
+    from .._core._reservation import Reservation
 
 __all__ = ["give_back", "perform"]
 

@@ -25,7 +25,7 @@ from anyio.lowlevel import checkpoint
 
 from .._core._job import RESERVING, RUNNING, Job, PlainJob
 from .._core._remote_limit import Refusal
-from .._core._scheduler import Reservation
+from .._core._reservation import Reservation
 from ._binding import SPIN
 from ._crew import Worker
 from ._remote import give_back, perform
