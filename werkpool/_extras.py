@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator
 
 __all__ = ["needs_extra"]
 
 
 @contextmanager
-def needs_extra(module: str, extra: str, package: str) -> Iterator[None]:
+def needs_extra(module: str, extra: str, package: str) -> Generator[None, None, None]:
     """Around the imports of *module* (a public module of werkpool), which need *package*,
     installed by werkpool's *extra*: if *package* (or one of its submodules) is missing, raise a
     :class:`ModuleNotFoundError` that names the install command, the original error chained.

@@ -60,7 +60,7 @@ _OPENAI_KINDS: Final = tuple(
 
 
 def _read_openai(fields: HeaderFields) -> list[Budget]:
-    budgets = []
+    budgets: list[Budget] = []
     for kind, unit, remaining_name, limit_name, reset_name in _OPENAI_KINDS:
         if remaining_name not in fields:
             continue
@@ -90,7 +90,7 @@ _ANTHROPIC_KINDS: Final = tuple(
 
 
 def _read_anthropic(fields: HeaderFields) -> list[Budget]:
-    budgets = []
+    budgets: list[Budget] = []
     for kind, unit, remaining_name, limit_name, reset_name in _ANTHROPIC_KINDS:
         if remaining_name not in fields:
             continue
@@ -131,7 +131,7 @@ def _read_ietf(fields: HeaderFields) -> list[Budget]:
     if not items:
         return []
     policies = _ietf_policies(fields) if "ratelimit-policy" in fields else {}
-    budgets = []
+    budgets: list[Budget] = []
     for value, params in items:
         if not _is_name(value):
             fields.ignore("ratelimit")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import reprlib
 from heapq import heappop, heappush, heapreplace
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, cast, final
 
 from ._job import QUEUED
 
@@ -177,7 +177,7 @@ class Lane:
 def weight_step(key_weight: Callable[[Hashable], float], key: Hashable) -> float:
     """``1 / key_weight(key)``, the virtual time one attempt of *key* costs; a weight that is
     not a finite number > 0 (or whose inverse is 0 or infinite) raises, naming the key."""
-    weight = key_weight(key)
+    weight = cast("object", key_weight(key))  # checked at run time: a user's callable
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise TypeError(
             f"key_weight({reprlib.repr(key)}) must return a number > 0, "

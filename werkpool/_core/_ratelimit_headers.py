@@ -59,7 +59,8 @@ def parse_headers(
         *parsers* holds something else than :class:`HeaderParser`
     :raises ValueError: if *now* or *wall* is not finite
     """
-    if not isinstance(headers, Mapping):
+    given = cast("object", headers)  # checked at run time: untyped callers pass anything
+    if not isinstance(given, Mapping):
         raise TypeError(f"headers must be a mapping of str to str, not {type(headers).__name__}")
     _check_time(now, "now")
     _check_time(wall, "wall")
@@ -115,8 +116,9 @@ def _check_parsers(parsers: object) -> tuple[HeaderParser, ...]:
         raise TypeError(
             f"parsers must be an iterable of HeaderParser, not {type(parsers).__name__}"
         )
-    chosen = tuple(parsers)  # pyright: ignore[reportUnknownArgumentType]
-    for parser in chosen:
+    chosen: list[HeaderParser] = []
+    for parser in cast("Iterable[object]", parsers):
         if not isinstance(parser, HeaderParser):
             raise TypeError(f"parsers must hold HeaderParser, not {type(parser).__name__}")
-    return chosen
+        chosen.append(parser)
+    return tuple(chosen)

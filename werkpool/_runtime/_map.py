@@ -44,7 +44,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, cast, final
 
 import anyio
 
@@ -265,13 +265,14 @@ class MapCore:
         else:
             assert label is not None
             try:
-                name = label(item)
+                given = cast("object", label(item))  # checked at run time: a user's function
             except (StopIteration, StopAsyncIteration) as exc:
                 raise protocol_safe(exc, "this map's name function") from exc
-            if not isinstance(name, str):
+            if not isinstance(given, str):
                 raise TypeError(
-                    f"name(item) must return a str (the job's label), not {type(name).__name__}"
+                    f"name(item) must return a str (the job's label), not {type(given).__name__}"
                 )
+            name = given
         options = self.options
         return JobOptions(
             options.timeout, options.retries, options.retryable, options.backoff, name
