@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import TYPE_CHECKING, Literal, Protocol, final
+from typing import TYPE_CHECKING, Literal, Protocol, cast, final
 
 import anyio
 import httpx
 
 from .._core._exceptions import RetryAfter
 from .._core._ratelimit_headers import parse_headers
-from ._messages import _small_body, default_classify
+from ._messages import default_classify, small_body
 from ._statistics import RequestStatistics
 
 if TYPE_CHECKING:
@@ -235,13 +235,14 @@ class _Exchange:
             if pushback is None and response.status_code == 429:
                 pushback = RetryAfter(transport.backoff(self.attempts))
             return pushback
-        if retried and _small_body(response):
+        if retried and small_body(response):
             # A refusal that is retried is never handed back: its body may be read, so that
             # classify can see what the server named ({"limits": ["tpm"]}).
             await response.aread()
-        result: object = classify(response)
+        # Checked at run time: a user's classify may return anything, whatever its annotation.
+        result = cast("object", classify(response))
         if inspect.isawaitable(result):
-            result = await result
+            result = cast("object", await result)
         if result is not None and not isinstance(result, RetryAfter):
             raise TypeError(
                 f"classify must return None or a werkpool.RetryAfter, not {type(result).__name__}"

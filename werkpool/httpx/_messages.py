@@ -25,7 +25,9 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "by_host",
     "default_classify",
+    "request_label",
     "retry_after_seconds",
+    "small_body",
 ]
 
 #: The methods that are safe to send twice (RFC 9110, 9.2.2): the only ones retried by default.
@@ -112,7 +114,7 @@ def retry_after_seconds(response: httpx.Response, now: float | None = None) -> f
     return seconds
 
 
-def _label(request: httpx.Request) -> str:
+def request_label(request: httpx.Request) -> str:
     """The job label of *request*: ``"GET https://example.com/a"``, without the URL's user
     info or query (a label goes to logs and spans, and API keys often travel in a query
     string: ``?key=...``)."""
@@ -122,7 +124,7 @@ def _label(request: httpx.Request) -> str:
     return f"{request.method} {url}"
 
 
-def _small_body(response: httpx.Response) -> bool:
+def small_body(response: httpx.Response) -> bool:
     """True if *response* states a body of at most :data:`CLASSIFY_BODY_LIMIT` bytes."""
     length = response.headers.get("content-length", "")
     return length.isdigit() and int(length) <= CLASSIFY_BODY_LIMIT

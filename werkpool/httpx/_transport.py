@@ -28,7 +28,7 @@ from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER
 from .._core._validate import check_backoff, check_retries, check_retryable, check_timeout
 from .._pool import WorkerPool, check_max_retry_after
 from ._exchange import _Exchange, _StatusRetry
-from ._messages import IDEMPOTENT_METHODS, _label, by_host
+from ._messages import IDEMPOTENT_METHODS, by_host, request_label
 from ._statistics import TransportStatistics
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
             backoff=self.backoff,
             key=key,
             cost=cost,
-            name=_label(request),
+            name=request_label(request),
         )
         future.add_done_callback(exchange.job_done)
         try:
