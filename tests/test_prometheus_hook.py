@@ -293,6 +293,25 @@ class TestNothingRegisteredOnError:
             PrometheusHook(registry=registry, labels={1: "x"})  # type: ignore[dict-item]
         assert self.names(registry) == []
 
+    @pytest.mark.parametrize(
+        ("arguments", "message"),
+        [
+            (
+                {"labels": [("a", "x")]},
+                r"^labels must be a mapping of label names to values, not list$",
+            ),
+            ({"namespace": 1}, r"^namespace must be a str, not int$"),
+        ],
+    )
+    def test_an_argument_of_the_wrong_type_is_refused(
+        self, registry: CollectorRegistry, arguments: dict[str, Any], message: str
+    ) -> None:
+        """Checked at run time, whatever the annotations say (untyped callers pass anything):
+        a TypeError naming the argument, and nothing registered."""
+        with pytest.raises(TypeError, match=message):
+            PrometheusHook(registry=registry, **arguments)
+        assert self.names(registry) == []
+
     def test_a_failure_midway_unregisters_what_was_registered(
         self, registry: CollectorRegistry
     ) -> None:

@@ -170,7 +170,7 @@ def _checked_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     (``le`` is refused by the histogram only, the 7th metric) would leave the first metrics
     registered.
     """
-    given: object = labels
+    given = cast("object", labels)  # checked at run time: untyped callers pass anything
     if given is None:
         return {}
     if not isinstance(given, Mapping):
@@ -299,7 +299,7 @@ class PrometheusHook:
         labels: Mapping[str, str] | None = None,
     ) -> None:
         labels = _checked_labels(labels)
-        given: object = namespace
+        given = cast("object", namespace)  # checked at run time: untyped callers pass anything
         if not isinstance(given, str):
             raise TypeError(f"namespace must be a str, not {type(given).__name__}")
         #: Where the metrics are registered.
