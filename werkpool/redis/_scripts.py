@@ -29,10 +29,15 @@ __all__ = [
 ]
 
 
+#: This module's package, ``werkpool.redis``, which holds the scripts (from ``__name__``:
+#: ``__package__`` is typed ``str | None``).
+_PACKAGE: Final = __name__.rpartition(".")[0]
+
+
 def _read(name: str) -> str:
     """The source of the script ``lua/{name}.lua``."""
     return (
-        resources.files(__package__)
+        resources.files(_PACKAGE)
         .joinpath("lua")
         .joinpath(f"{name}.lua")
         .read_text(encoding="utf-8")

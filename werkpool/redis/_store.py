@@ -432,8 +432,14 @@ class RedisStore:
                     break
                 else:  # pragma: no cover - the server lost its state again and again
                     raise Unavailable(f"the server lost its state again and again ({script})")
-            if scope.cancelled_caught:  # only its deadline cancels it
-                raise TimeoutError(f"no answer within call_timeout ({self.call_timeout:g} s)")
+                # Answered: the reply is returned from inside the scope. Past the scope there is
+                # none: only its deadline leads there (the scope caught its cancellation).
+                self.down_since = None
+                took = clock() - began
+                self.rtt = took if self.rtt == 0.0 else 0.8 * self.rtt + 0.2 * took
+                return reply
+            assert scope.cancelled_caught  # only its deadline cancels it
+            raise TimeoutError(f"no answer within call_timeout ({self.call_timeout:g} s)")
         except UNAVAILABLE as exc:
             self._unavailable += 1
             if self.down_since is None:
@@ -453,10 +459,6 @@ class RedisStore:
                 f"Redis answered the {script} script for the keys {list(keys)!r} with an "
                 f"error: {message}"
             ) from exc
-        self.down_since = None
-        took = clock() - began
-        self.rtt = took if self.rtt == 0.0 else 0.8 * self.rtt + 0.2 * took
-        return reply
 
     async def _check_restart(self) -> None:
         """Adopt the server's epoch, put this store's running leases in, and hold new leases
