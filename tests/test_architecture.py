@@ -106,6 +106,7 @@ LAYERS: dict[str, int] = {
     "_runtime._remote": 6,  # the I/O half of remote limits
     "_runtime._threads": 6,  # blocking functions as jobs, run in the pool's worker threads
     "_runtime._hooks": 6,  # events built and handed out, a failing hook isolated
+    "_runtime._weak": 6,  # back-references to the lifecycle held weakly (no cycles)
     "_runtime._exits": 6,  # what leaves a stopping pool: its failure, raised as it was
     # _runtime 7: the crew of worker tasks (start, park, wake, retire)
     "_runtime._crew": 7,

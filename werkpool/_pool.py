@@ -328,12 +328,12 @@ class WorkerPool:
     def rate(self, rate: float | None) -> None:
         self._check_loop()
         life = self._life
-        life.control.set_limits(check_rate(rate), life.burst, life.limits)
+        life.control.set_limits(check_rate(rate), life.limitset.burst, life.limitset.specs)
 
     @property
     def burst(self) -> int:
         """How many starts the ``rate=`` shorthand lets go back to back."""
-        return self._life.burst
+        return self._life.limitset.burst
 
     @property
     def max_retry_after(self) -> float:
@@ -347,7 +347,7 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        return self._life.limits + self._life.shared
+        return self._life.limitset.specs + self._life.limitset.shared
 
     @property
     def per_key(self) -> tuple[LimitSpec | Shared, ...]:
@@ -356,7 +356,7 @@ class WorkerPool:
 
         .. versionadded:: 0.3
         """
-        return self._life.per_key + self._life.shared_per_key
+        return self._life.limitset.per_key + self._life.limitset.shared_per_key
 
     def set_limits(self, limits: Iterable[LimitSpec | Shared], **shorthands: Any) -> None:
         """
@@ -379,13 +379,15 @@ class WorkerPool:
         if unknown:
             raise TypeError(f"set_limits() got unexpected keyword arguments: {sorted(unknown)}")
         specs, shared = split_shared(check_limits(limits, "limits"))
-        if set(shared) != set(life.shared):
+        if set(shared) != set(life.limitset.shared):
             raise ValueError(
                 "set_limits() cannot change shared limits (they are fixed for the pool's life): "
-                f"the pool has {list(life.shared)!r}, the call gave {list(shared)!r}"
+                f"the pool has {list(life.limitset.shared)!r}, the call gave {list(shared)!r}"
             )
         new_rate = check_rate(shorthands["rate"]) if "rate" in shorthands else life.rate
-        new_burst = check_burst(shorthands["burst"]) if "burst" in shorthands else life.burst
+        new_burst = (
+            check_burst(shorthands["burst"]) if "burst" in shorthands else life.limitset.burst
+        )
         life.control.set_limits(new_rate, new_burst, specs)
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -598,7 +600,7 @@ class WorkerPool:
         )
         return (
             f"<werkpool.WorkerPool {state} size={life.size} rate={life.rate} "
-            f"burst={life.burst}{counts}>"
+            f"burst={life.limitset.burst}{counts}>"
         )
 
     # -- submission -------------------------------------------------------------------------------
@@ -1088,7 +1090,7 @@ class WorkerPool:
         return PoolStatistics(
             size=life.size,
             rate=life.rate,
-            burst=life.burst,
+            burst=life.limitset.burst,
             max_pending=None if room is None else room.limit,
             submitted=sched.submitted,
             queued=sched.queued,

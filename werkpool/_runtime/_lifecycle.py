@@ -32,6 +32,7 @@ from ._crew import IDLE_RETIRE, Crew
 from ._exits import failure_to_raise, reraise_unchanged
 from ._futures import AsyncioFuture, Future
 from ._hooks import Hooks
+from ._weak import StartSoonOwner, weakly
 from ._workers import Runner
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from .._core._limitset import LimitSet
     from .._core._options import JobOptions
     from .._core._remote_limit import RemoteLimit
-    from .._core._specs import LimitSpec, Shared, Store
+    from .._core._specs import Store
     from ._room import Room
 
 __all__ = ["CLOSED", "CLOSING", "KILLED", "NEW", "OPEN", "Lifecycle", "MapCloser"]
@@ -68,48 +69,6 @@ class MapCloser(Protocol):
     """What the lifecycle closes when the pool stops: an open map."""
 
     def close_by_pool(self) -> None: ...
-
-
-def _weakly(method: Callable[[], None]) -> Callable[[], None]:
-    """Call the bound *method* through a weak reference to its object (nothing once it is gone).
-
-    For a callback a part keeps that points back at its owner, such as the scheduler's
-    ``on_drained``: held strongly it would close a reference cycle, and every exited pool would be
-    left to the cyclic garbage collector (issue #21 item 17).
-    """
-    ref = weakref.WeakMethod(method)
-
-    def call() -> None:
-        bound = ref()
-        if bound is not None:
-            bound()
-
-    return call
-
-
-@final
-class _StartSoonOwner:
-    """Reports the failure of a start_soon() job to its pool's lifecycle.
-
-    It holds the lifecycle weakly: the lifecycle holds it, and a cycle would leave every pool to
-    the cyclic garbage collector (R53). Its jobs cannot outlive the pool's run anyway.
-    """
-
-    __slots__ = ("_life",)
-
-    notify_success = False  # only failures fail the pool
-
-    def __init__(self, life: Lifecycle) -> None:
-        self._life = weakref.ref(life)
-
-    def job_settled(self, job: Job) -> None:
-        """A start_soon() job is settled: if it failed, the pool fails."""
-        if job.cancelled():
-            return
-        error = job.exception()  # also marks an asyncio future's exception as retrieved
-        life = self._life()
-        if error is not None and life is not None:
-            life.start_soon_failed(error)
 
 
 @final
@@ -190,7 +149,7 @@ class Lifecycle:
         self.fatal: BaseException | None = None
         #: The maps still open: closed when the pool stops.
         self.maps: set[MapCloser] = set()
-        self.start_soon_owner = _StartSoonOwner(self)
+        self.start_soon_owner = StartSoonOwner(self)
         # Made when the pool binds to its loop (see _bind).
         self.binding: LoopBinding | None = None
         #: The asyncio loop the pool is bound to (None on trio, or before binding).
@@ -204,7 +163,7 @@ class Lifecycle:
             key_order=key_order,
             retry_after=retry_after,
             max_retry_after=max_retry_after,
-            on_drained=_weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler
+            on_drained=weakly(self._let_supervisor_stop),  # the lifecycle holds the scheduler
         )
         #: Applies run-time changes of the limits (size, limit values, pauses, pushbacks).
         self.control = Control(limitset, self.sched)
@@ -220,7 +179,7 @@ class Lifecycle:
         self.background: BackgroundHost | None = None
         self.in_background = False
 
-    # The limit values, as the pool's properties and statistics read them.
+    # The size and the rate, as a map reads them (MapHost) to pace its input.
 
     @property
     def size(self) -> int | None:
@@ -229,26 +188,6 @@ class Lifecycle:
     @property
     def rate(self) -> float | None:
         return self.limitset.rate
-
-    @property
-    def burst(self) -> int:
-        return self.limitset.burst
-
-    @property
-    def limits(self) -> tuple[LimitSpec, ...]:
-        return self.limitset.specs
-
-    @property
-    def per_key(self) -> tuple[LimitSpec, ...]:
-        return self.limitset.per_key
-
-    @property
-    def shared(self) -> tuple[Shared, ...]:
-        return self.limitset.shared
-
-    @property
-    def shared_per_key(self) -> tuple[Shared, ...]:
-        return self.limitset.shared_per_key
 
     # -- binding ----------------------------------------------------------------------------------
 
