@@ -143,6 +143,46 @@ async def test_r01_size_holds_through_a_resize_and_each_pool_has_its_own_limiter
 # -- R2: FIFO start order ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["start_soon", "run"])
+async def test_a_burst_of_ready_jobs_begins_within_three_loop_iterations(how: str) -> None:
+    """200 jobs queued at once in a pool of 200 workers with no limit: all begin within three
+    iterations of the event loop (#24). Woken one by one, each worker handing on once it ran,
+    they began over about 200 iterations, which with I/O in flight delays the last ones."""
+    iterations = 0
+    counting = True
+
+    async def count() -> None:
+        nonlocal iterations
+        for _ in range(5_000):  # bounded: it ends once the jobs began, or after 5,000
+            if not counting:
+                return
+            iterations += 1
+            await anyio.lowlevel.checkpoint()
+
+    began: list[int] = []
+
+    async def job() -> None:
+        began.append(iterations)
+        await anyio.sleep(1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count)
+        await anyio.lowlevel.checkpoint()
+        async with WorkerPool(size=200) as pool:
+            for _ in range(200):
+                if how == "start_soon":
+                    pool.start_soon(job)
+                else:
+                    pool.run(job)
+            for _ in range(2_000):
+                if len(began) == 200:
+                    break
+                await anyio.lowlevel.checkpoint()
+            counting = False
+    assert len(began) == 200
+    assert max(began) - min(began) <= 3, (min(began), max(began))
+
+
 async def test_r02_size_one_starts_in_submission_order() -> None:
     """size=1: run, submit and start_soon jobs start in exactly the order they were submitted."""
     probe = Probe(limit=1)

@@ -44,6 +44,8 @@ class Line(Protocol):
     #: The jobs waiting to start, and those in their backoff (read once per job: an attribute).
     queued: int
     backoff: int
+    #: No limit, key or pause: every waiting job may start as soon as a worker takes it.
+    unlimited: bool
 
     def is_head(self, job: Job) -> bool: ...
 
@@ -168,7 +170,22 @@ class Crew:
         here; the sleeper, if any, already watches the line for the clock."""
         line = self.line
         if not self.waking and self.sleeper is None and (line.queued or line.backoff):
-            self.kick(None)
+            if line.unlimited and line.queued > 1:
+                # Each waiting job may start now: a worker for each, at once. Woken one by one
+                # (each handing on once it ran), a burst of n jobs would begin over n iterations
+                # of the event loop, which with I/O in flight delays the last ones.
+                self._call_up(line.queued)
+            else:
+                self.kick(None)
+
+    def _call_up(self, n: int) -> None:
+        """Wake, then start, up to *n* workers (the parked ones first, the last parked first)."""
+        parked = self.parked
+        while n > 0 and parked:
+            self.wake(next(reversed(parked)))
+            n -= 1
+        while n > 0 and self.spawn():
+            n -= 1
 
     def wake_now(self) -> None:
         """A remote limit freed up: the job it refused asks again now. The sleeper waits for
@@ -200,17 +217,19 @@ class Crew:
         if self.sleeper is not None and due < self.sleeper_deadline:
             self.wake(self.sleeper)
 
-    def spawn(self) -> None:
-        """Start a worker task, if the pool runs and has fewer than ``max_workers``."""
+    def spawn(self) -> bool:
+        """Start a worker task, if the pool runs and has fewer than ``max_workers``; return
+        whether one was started."""
         tg = self.tg
         if tg is None or self.count >= self.max_workers:
-            return
+            return False
         body = self._body()
         if body is None:  # pragma: no cover - the pool's parts are gone: nothing runs it
-            return
+            return False
         self.count += 1
         self.waking += 1
         tg.start_soon(body, name="werkpool worker")
+        return True
 
     async def park(self, worker: Worker, wake_at: float) -> bool:
         """Wait until woken, or until *wake_at* (a rate slot or the end of a backoff).
