@@ -100,13 +100,20 @@ def stats_add_up(pool: WorkerPool) -> bool:
 
 
 def borrowed(pool: WorkerPool) -> int:
-    """Tokens the pool's capacity limiter has lent out (0 for a pool without ``size``)."""
-    limiter = pool._life.limiter
-    return 0 if limiter is None else int(limiter.borrowed_tokens)
+    """The places under ``size`` taken now, as the size's snapshot in statistics() counts them
+    (0 for a pool without ``size``)."""
+    s = pool.statistics()
+    if pool.size is None:
+        return 0
+    size = s.limits[0]
+    assert size.kind == "concurrency", size
+    assert size.unit is None, size
+    assert s.borrowed_tokens == size.in_use, s
+    return int(size.in_use)
 
 
 def assert_consistent(pool: WorkerPool, running: int | None = None) -> None:
-    """The counters add up, and the limiter lends exactly one token per executing attempt."""
+    """The counters add up, and the size counts exactly one place per executing attempt."""
     s = pool.statistics()
     assert stats_add_up(pool), s
     if pool.size is not None:

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import max_starts_in, rate_violation
 
-from werkpool._core._count_limit import ConcurrencyLimit
-from werkpool._core._job import PlainJob
+from werkpool._core._count_limit import CountLimit
+from werkpool._core._job import Job, PlainJob
+from werkpool._core._limit import Limit
 from werkpool._core._options import JobOptions, default_backoff
 from werkpool._core._rate_limit import RateLimit
 from werkpool._core._scheduler import TICK, Scheduler
@@ -120,31 +121,33 @@ class TestRateLimit:
         assert rate_violation(admitted, rate, burst) is None
 
 
-class _Tokens:
-    """A stand-in for anyio.CapacityLimiter: counts borrowers."""
+class Holders(Limit):
+    """A concurrency limit of *total* that remembers which jobs hold it (a test's stand-in for
+    the scheduler's size count, to see who holds a place)."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.borrowers: set[object] = set()
 
-    @property
-    def available_tokens(self) -> float:
-        return self.total - len(self.borrowers)
+    def earliest(self, job: Job, now: float) -> float:
+        return -math.inf if len(self.borrowers) < self.total else math.inf
 
-    def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
-        assert borrower not in self.borrowers
+    def admit(self, job: Job, at: float) -> None:
+        assert job not in self.borrowers
         assert len(self.borrowers) < self.total
-        self.borrowers.add(borrower)
+        self.borrowers.add(job)
 
-    def release_on_behalf_of(self, borrower: object) -> None:
-        self.borrowers.remove(borrower)
+    def refund(self, job: Job) -> None:
+        self.borrowers.remove(job)
+
+    def release(self, job: Job) -> None:
+        self.borrowers.remove(job)
 
 
-class TestConcurrencyLimit:
+class TestCountLimit:
     def test_blocks_until_a_release(self) -> None:
-        """With every token out, the earliest start is 'after a release' (inf)."""
-        tokens = _Tokens(2)
-        limit = ConcurrencyLimit(tokens)
+        """With every place taken, the earliest start is 'after a release' (inf)."""
+        limit = CountLimit(2)
         a, b = object(), object()
         limit.admit(a, 0.0)  # type: ignore[arg-type]
         assert limit.earliest(b, 0.0) == -math.inf  # type: ignore[arg-type]
@@ -152,25 +155,7 @@ class TestConcurrencyLimit:
         assert limit.earliest(object(), 0.0) == math.inf  # type: ignore[arg-type]
         limit.release(a)  # type: ignore[arg-type]
         assert limit.earliest(object(), 0.0) == -math.inf  # type: ignore[arg-type]
-
-    @pytest.mark.parametrize("total", [1, 3])
-    def test_works_with_a_real_capacity_limiter(self, total: int) -> None:
-        """The limit reads an anyio.CapacityLimiter's tokens (bound to a loop in the pool)."""
-        import anyio
-
-        async def main() -> None:
-            limiter = anyio.CapacityLimiter(total)
-            limit = ConcurrencyLimit(limiter)
-            borrowers = [object() for _ in range(total)]
-            for borrower in borrowers:
-                limit.admit(borrower, 0.0)  # type: ignore[arg-type]
-            assert limit.earliest(object(), 0.0) == math.inf  # type: ignore[arg-type]
-            assert limiter.borrowed_tokens == total
-            for borrower in borrowers:
-                limit.release(borrower)  # type: ignore[arg-type]
-            assert limiter.borrowed_tokens == 0
-
-        anyio.run(main)
+        assert limit.in_use == 1
 
 
 class TestWindowLimit:

@@ -16,9 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support import rate_violation
-from test_limits import _Tokens
+from test_limits import Holders
 
-from werkpool._core._count_limit import ConcurrencyLimit
 from werkpool._core._job import (
     BACKOFF,
     CANCELLED,
@@ -128,8 +127,8 @@ class TestFastPath:
 class TestAdmission:
     def test_concurrency_limit_blocks_until_release(self) -> None:
         """With size 2 the third job waits for a release (poll says inf)."""
-        tokens = _Tokens(2)
-        sched = Scheduler([ConcurrencyLimit(tokens)])
+        tokens = Holders(2)
+        sched = Scheduler([tokens])
         jobs = [submit(sched, i) for i in range(3)]
         first, second = admit(sched), admit(sched)
         assert sched.poll(0.0) == math.inf
@@ -271,7 +270,7 @@ class TestSettlement:
         assert (job.outcome, job.value) == (RAISED, interrupt)
 
     def test_stopped_cancels(self) -> None:
-        sched = Scheduler([ConcurrencyLimit(tokens := _Tokens(1))])
+        sched = Scheduler([(tokens := Holders(1))])
         job = submit(sched, 0, retrying(5))
         admit(sched)
         sched.stopped(job)
@@ -387,7 +386,7 @@ class TestRateDating:
     def test_size_bound_start_is_dated_when_the_slot_frees(self) -> None:
         """With no free slot, the next start is dated when a slot frees, not at its rate slot."""
         rate = RateLimit(10)
-        sched = Scheduler([ConcurrencyLimit(_Tokens(1)), rate])
+        sched = Scheduler([(Holders(1)), rate])
         first = submit(sched, 0)
         submit(sched, 1)
         assert admit(sched) is first
@@ -468,9 +467,9 @@ class TestRemoteReservations:
     """The scheduler's half of a remote limit: a Reservation handed out, the answer reported."""
 
     def test_a_reservation_holds_the_local_limits_and_is_the_only_one_in_flight(self) -> None:
-        tokens = _Tokens(5)
+        tokens = Holders(5)
         remote = _Remote()
-        sched = Scheduler([ConcurrencyLimit(tokens)], [remote])
+        sched = Scheduler([tokens], [remote])
         a, b = submit(sched, "a"), submit(sched, "b")
         res = reserve(sched)
         assert (res.job, res.limits) == (a, (remote,))
@@ -506,9 +505,9 @@ class TestRemoteReservations:
         assert rate.earliest(None, 0.0) <= 0.0  # the slot is free again
 
     def test_a_job_cancelled_while_reserving_is_settled_when_the_answer_comes(self) -> None:
-        tokens = _Tokens(1)
+        tokens = Holders(1)
         owner = Owner()
-        sched = Scheduler([ConcurrencyLimit(tokens)], [_Remote()])
+        sched = Scheduler([tokens], [_Remote()])
         job = submit(sched, 0, owner=owner)
         res = reserve(sched)
         job.cancel()
@@ -573,8 +572,8 @@ class TestRemoteReservations:
         self, answers: list[tuple[str, bool]]
     ) -> None:
         """Whatever the remote answers, counts add up, jobs start in order, nothing is lost."""
-        tokens = _Tokens(3)
-        sched = Scheduler([ConcurrencyLimit(tokens)], [_Remote()])
+        tokens = Holders(3)
+        sched = Scheduler([tokens], [_Remote()])
         jobs = [submit(sched, i) for i in range(20)]
         started: list[Job] = []
         now = 0.0

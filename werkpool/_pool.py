@@ -1101,7 +1101,7 @@ class WorkerPool:
             cancelled=sched.cancelled,
             attempts=sched.attempts,
             retries=sched.retries,
-            borrowed_tokens=0 if life.limiter is None else int(life.limiter.borrowed_tokens),
+            borrowed_tokens=0 if life.limitset.size is None else life.control.size_in_use(),
             limits=life.control.limit_statistics(now),
             keys=sched.sweep_keys(now),
             paused_until=None if paused_until == -_INF else paused_until,

@@ -20,8 +20,7 @@ from support import (
     fail_after_sleep,
 )
 
-from werkpool import WorkerPool
-from werkpool._runtime._crew import Worker
+from werkpool import JobEvent, WorkerPool
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -110,18 +109,14 @@ async def test_r01_size_holds_during_kill() -> None:
     assert_idle(pool)
 
 
-async def test_r01_size_holds_through_a_resize_and_each_pool_has_its_own_limiter() -> None:
-    """The limiter keeps exactly ``size`` tokens, per pool, and follows ``pool.size = n``.
+async def test_r01_size_holds_through_a_resize_and_each_pool_has_its_own_bound() -> None:
+    """Each pool keeps exactly its own ``size``, and follows ``pool.size = n``.
 
-    The checklist asks that size hold during ``total_tokens`` changes: since 0.4 ``size`` is
-    settable on a running pool (it sets the limiter's ``total_tokens``); the other pool's limiter
-    is untouched and the invariants hold throughout.
+    The checklist asks that size hold while the bound changes: since 0.4 ``size`` is settable on
+    a running pool; the other pool's bound is untouched and the invariants hold throughout.
     """
     pool = WorkerPool(size=3)
     async with pool, WorkerPool(size=1) as other:
-        assert pool._life.limiter is not None
-        assert other._life.limiter is not None
-        assert pool._life.limiter is not other._life.limiter
         futures = [pool.run(anyio.sleep, 1) for _ in range(7)]
         others = [other.run(anyio.sleep, 1) for _ in range(2)]
         for step in range(4):
@@ -129,8 +124,8 @@ async def test_r01_size_holds_through_a_resize_and_each_pool_has_its_own_limiter
                 pool.size = 5
             expected = 3 if step < 2 else 5
             assert pool.size == expected
-            assert pool._life.limiter.total_tokens == expected
-            assert other._life.limiter.total_tokens == 1
+            assert pool.statistics().limits[0].count == expected
+            assert other.statistics().limits[0].count == 1
             assert pool.statistics().running <= expected
             assert_consistent(pool)
             assert_consistent(other)
@@ -356,42 +351,25 @@ async def test_r04_slot_released_only_after_awaited_cleanup() -> None:
 
 
 @pytest.mark.parametrize("rate", [None, 1000.0])
-async def test_r04_each_slot_is_taken_and_released_exactly_once(
-    monkeypatch: pytest.MonkeyPatch, rate: float | None
-) -> None:
-    """Every attempt runs on a token that is given back once, after it ends, on every outcome.
+async def test_r04_each_slot_is_taken_and_released_exactly_once(rate: float | None) -> None:
+    """Every attempt takes its place under ``size`` once and gives it back once, after it ends,
+    on every outcome (returned, raised, timed out, retried, not a coroutine, cancelled running
+    or queued, swallowing its cancellation, killed).
 
-    The pool's capacity limiter is instrumented (its class, for this test only): anyio itself
-    would raise on a second acquire or a foreign release; here every borrower's acquisitions and
-    releases are also counted and must balance. With a rate or without, a worker borrows one
-    token for a spell of attempts that follow each other with no wait in between (R4's
-    "borrowed == running at every step" is checked by assert_consistent here and by the next
-    test), so there are at most as many acquisitions as attempts. (Only a pool with remote
-    limits lends tokens per job: a job asking them holds one; see test_remote_limits.py.)
+    The pool's hooks see each attempt's start and its end (a retry or the job's finish): no job
+    starts an attempt while its last one is still open, every attempt ends, and R4's "places
+    taken == attempts running" is checked by assert_consistent here and by the next test.
     """
-    taken: dict[object, int] = {}
-    given: dict[object, int] = {}
+    open_attempts: dict[int | None, int] = {}
     errors: list[str] = []
 
-    def instrument(limiter: Any) -> None:
-        cls = type(limiter)
-        acquire = cls.acquire_on_behalf_of_nowait
-        release = cls.release_on_behalf_of
-
-        def counting_acquire(self: Any, borrower: object) -> None:
-            if taken.get(borrower, 0) != given.get(borrower, 0):
-                errors.append(f"{borrower!r} took a second token while holding one")
-            acquire(self, borrower)
-            taken[borrower] = taken.get(borrower, 0) + 1
-
-        def counting_release(self: Any, borrower: object) -> None:
-            given[borrower] = given.get(borrower, 0) + 1
-            if given[borrower] > taken.get(borrower, 0):
-                errors.append(f"{borrower!r} released a token it did not hold")
-            release(self, borrower)
-
-        monkeypatch.setattr(cls, "acquire_on_behalf_of_nowait", counting_acquire)
-        monkeypatch.setattr(cls, "release_on_behalf_of", counting_release)
+    def hook(event: JobEvent) -> None:
+        if event.kind == "started":
+            if open_attempts.get(event.job):
+                errors.append(f"job {event.job} started an attempt while one was open")
+            open_attempts[event.job] = 1
+        elif event.kind in ("retrying", "finished"):
+            open_attempts[event.job] = 0
 
     cancelled_exc = anyio.get_cancelled_exc_class()
 
@@ -412,8 +390,7 @@ async def test_r04_each_slot_is_taken_and_released_exactly_once(
         return "ok"
 
     attempts: list[int] = []
-    async with WorkerPool(size=2, rate=rate) as pool:
-        instrument(pool._life.limiter)
+    async with WorkerPool(size=2, rate=rate, hooks=[hook]) as pool:
         ok = pool.run(echo, "ok")
         failed = pool.run(fail_after_sleep, 0.5)
         timed_out = pool.run(anyio.sleep, 5, timeout=1)
@@ -446,12 +423,9 @@ async def test_r04_each_slot_is_taken_and_released_exactly_once(
     assert swallowing.cancelled()
     assert all(f.cancelled() for f in killed)
     assert errors == []
-    assert taken == given
-    # Each worker borrows one token for a spell of attempts that follow each other with no wait
-    # (so there are at most as many acquisitions as attempts), and gives it back before it waits
-    # for a job, a rate slot or a backoff. Workers are the borrowers, never jobs.
-    assert 0 < sum(taken.values()) <= pool.statistics().attempts
-    assert all(isinstance(borrower, Worker) for borrower in taken)
+    assert open_attempts
+    assert not any(open_attempts.values()), open_attempts
+    assert pool.statistics().attempts >= len(open_attempts)
     assert_idle(pool)
 
 

@@ -621,11 +621,11 @@ class World:
             self.fail(f"statistics do not add up: {s}")
         if s.running != self.running:
             self.fail(f"statistics().running={s.running}, but {self.running} attempts execute")
-        # A job that asks the remote limit holds its local token meanwhile (not yet running).
-        sched = pool._life.sched
-        reserving = sched.reserving if sched is not None else 0
-        if pool._life.limiter is not None and borrowed(pool) != s.running + reserving:
-            self.fail(f"limiter lends {borrowed(pool)} tokens for {s.running} running attempts")
+        # A job that asks the remote limit holds its place under the size meanwhile (not yet
+        # running).
+        reserving = pool._life.sched.reserving
+        if pool.size is not None and borrowed(pool) != s.running + reserving:
+            self.fail(f"the size counts {borrowed(pool)} places for {s.running} running attempts")
         remote = self.remote
         if remote is not None and remote.held > remote.capacity:
             self.fail(f"{remote.held} hold the remote limit of capacity {remote.capacity}")

@@ -1,14 +1,14 @@
 """Concurrency limits: at most so many running attempts (or units of them) at once.
 
-:class:`CountLimit` counts in the scheduler, for a unit or a key; :class:`ConcurrencyLimit`
-borrows the tokens of the pool's capacity limiter (``size=`` beside a rate), so a start waits for
-both in one admission decision.
+:class:`CountLimit` counts in the scheduler: for a unit (``Concurrency(16, unit="gpu_gb")``), a
+key, or the pool's ``size`` where its workers alone do not bound the attempts (see
+:class:`werkpool._runtime._control.Control`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, final
 
 from ._job import RUNNING as _RUNNING
 from ._limit import Exact, Limit, cost_of, exact
@@ -17,7 +17,7 @@ from ._statistics import LimitStatistics
 if TYPE_CHECKING:
     from ._job import Job
 
-__all__ = ["ConcurrencyLimit", "CountLimit", "TokenSource"]
+__all__ = ["CountLimit"]
 
 _INF = math.inf
 
@@ -26,8 +26,8 @@ _INF = math.inf
 class CountLimit(Limit):
     """At most ``n`` units of running attempts at once: a weighted or per-key concurrency limit.
 
-    The pool's own ``size`` is a :class:`ConcurrencyLimit` (or simply its number of workers);
-    this one counts in the scheduler, for a unit (``Concurrency(16, unit="gpu_gb")``) or a key.
+    It counts in the scheduler: for a unit (``Concurrency(16, unit="gpu_gb")``), a key, or the
+    pool's ``size`` where the number of workers alone does not bound the attempts.
     """
 
     __slots__ = ("_extra", "_pushed_until", "in_use", "n", "spec", "timed", "unit")
@@ -102,60 +102,5 @@ class CountLimit(Limit):
             unit=self.unit,
             in_use=float(self.in_use),
             next_free=-_INF if self.in_use + 1 <= self.n else _INF,
-            effective_rate=None,
-        )
-
-
-class TokenSource(Protocol):
-    """The part of :class:`anyio.CapacityLimiter` the concurrency limit uses."""
-
-    @property
-    def available_tokens(self) -> float: ...
-
-    @property
-    def total_tokens(self) -> float: ...
-
-    def acquire_on_behalf_of_nowait(self, borrower: object) -> None: ...
-
-    def release_on_behalf_of(self, borrower: object) -> None: ...
-
-
-@final
-class ConcurrencyLimit(Limit):
-    """At most ``total_tokens`` attempts at once, counted by a capacity limiter borrowed per job.
-
-    The pool uses it when it also has a rate, so that a start waits for both limits in one
-    admission decision; a size-only pool needs no admission check (its workers are the bound).
-    """
-
-    __slots__ = ("limiter",)
-
-    def __init__(self, limiter: TokenSource) -> None:
-        self.limiter = limiter
-
-    def earliest(self, job: Job, now: float) -> float:
-        return -_INF if self.limiter.available_tokens >= 1 else _INF
-
-    def admit(self, job: Job, at: float) -> None:
-        # Never blocks: earliest() said a token is free, and nothing awaits between the two calls.
-        self.limiter.acquire_on_behalf_of_nowait(job)
-
-    def refund(self, job: Job) -> None:
-        self.limiter.release_on_behalf_of(job)
-
-    def release(self, job: Job) -> None:
-        self.limiter.release_on_behalf_of(job)
-
-    def snapshot(self, now: float) -> LimitStatistics:
-        limiter = self.limiter
-        total = float(limiter.total_tokens)
-        return LimitStatistics(
-            kind="concurrency",
-            count=total,
-            per=None,
-            burst=None,
-            unit=None,
-            in_use=total - limiter.available_tokens,
-            next_free=-_INF if limiter.available_tokens >= 1 else _INF,
             effective_rate=None,
         )

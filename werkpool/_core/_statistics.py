@@ -75,8 +75,9 @@ class PoolStatistics:
     attempts: int
     #: Attempts that were retries.
     retries: int
-    #: Tokens of the pool's capacity limiter lent out now (equals ``running``; a job that asks a
-    #: remote limit holds one meanwhile, before it runs).
+    #: Attempts counted against ``size`` now (equals ``running``; a job that asks a remote limit
+    #: holds a place meanwhile, before it runs); 0 without ``size``. The name is that of anyio's
+    #: capacity limiter, which kept the size in 0.3.
     borrowed_tokens: int
     #: One snapshot per limit of the pool (``size`` and ``rate`` first), not of its keys.
     #:

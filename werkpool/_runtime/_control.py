@@ -4,10 +4,15 @@
 ``set_limits()``, ``pause_for()``, ``push_back()``, ``resume()``, a server's budgets through
 ``observe_headers()``) to the parts that hold it: the loop-free
 :class:`~werkpool._core._limitset.LimitSet` and the scheduler, and, once the pool is bound to its
-loop, the crew of workers (their number is the size) and its capacity limiter. It also reads them
-back (``paused``, the limits' snapshots, the attempts admitted after a job's). Before the pool
-binds, a change is remembered: a pause waits for :meth:`Control.bind`, so that the hooks hear of
-it; the rest is in the limit set and the scheduler already.
+loop, the crew of workers. It also reads them back (``paused``, the limits' snapshots, the attempts
+admitted after a job's). Before the pool binds, a change is remembered: a pause waits for
+:meth:`Control.bind`, so that the hooks hear of it; the rest is in the limit set and the scheduler
+already.
+
+The size has one mechanism, the number of workers (see :meth:`Control.bind`); the scheduler
+counts the attempts as well only where the workers alone do not bound them. anyio's
+``CapacityLimiter`` stays where a bound must be resized at run time and shared by tasks the pool
+does not own: the pool's worker threads (:mod:`werkpool._runtime._threads`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING, final
 
 import anyio
 
-from .._core._count_limit import ConcurrencyLimit, CountLimit
+from .._core._count_limit import CountLimit
 from .._core._job import RESERVING, RUNNING
 from .._core._rate_limit import RateLimit
 
@@ -46,26 +51,35 @@ class Control:
     :param sched: the pool's scheduler
     """
 
-    __slots__ = ("_clock", "crew", "limiter", "limitset", "sched", "size_gate", "start_paused")
+    __slots__ = ("_clock", "crew", "limitset", "sched", "size_count", "start_paused")
 
     def __init__(self, limitset: LimitSet, sched: Scheduler) -> None:
         self.limitset = limitset
         self.sched = sched
         #: Until when the pool is paused before it runs (pause() or pause_for() before binding).
         self.start_paused = -_INF
-        #: Counts the attempts against ``size`` once a size-only pool shrank (see _apply_size).
-        self.size_gate: CountLimit | None = None
+        #: The scheduler's count of the attempts against ``size``, when the workers alone do not
+        #: bound them (see bind() and _apply_size); None: the workers are the bound.
+        self.size_count: CountLimit | None = None
         # Set when the pool binds (see bind()).
         self.crew: Crew | None = None
-        self.limiter: anyio.CapacityLimiter | None = None
         self._clock: Callable[[], float] | None = None
 
-    def bind(
-        self, crew: Crew, limiter: anyio.CapacityLimiter | None, clock: Callable[[], float]
-    ) -> None:
-        """The pool bound to its loop: its crew, its size's limiter and its clock run now, and
-        a pause asked before it ran begins (the hooks are attached: they hear of it)."""
-        self.crew, self.limiter, self._clock = crew, limiter, clock
+    def bind(self, crew: Crew, clock: Callable[[], float], *, counted: bool) -> None:
+        """The pool bound to its loop: its crew and its clock run now, and a pause asked before
+        it ran begins (the hooks are attached: they hear of it).
+
+        The size has one mechanism: the number of workers, each running one attempt at a time,
+        so a free worker is all a start needs and the other limits are asked only by one. Where
+        that is not enough the scheduler counts the attempts too, in :attr:`size_count`: when
+        *counted* (a job asking remote limits holds its place meanwhile, with no worker running
+        it) or once the size shrank below the workers that exist (they leave when idle).
+        """
+        self.crew, self._clock = crew, clock
+        size = self.limitset.size
+        if counted and size is not None:
+            self.size_count = CountLimit(size)
+            self.sched.replace_limits([self.size_count, *self.sched.limits], ())
         if self.start_paused != -_INF:
             self.sched.pause(self.start_paused)
 
@@ -88,18 +102,15 @@ class Control:
             return  # not bound yet: bind() reads it
         growing = (size or _INF) > (old or _INF)
         crew.max_workers = _INF if size is None else size
-        if self.limiter is not None:
-            self.limiter.total_tokens = _INF if size is None else size
         sched = self.sched
-        gated = any(isinstance(limit, ConcurrencyLimit) for limit in sched.limits)
-        if self.size_gate is not None:
-            self.size_gate.n = _INF if size is None else size
-        elif size is not None and not growing and not gated:
-            # A size-only pool's workers were its bound; more of them exist than the new size
-            # (they leave when idle), so from now on the scheduler counts the attempts.
-            self.size_gate = CountLimit(size)
+        if self.size_count is not None:
+            self.size_count.n = _INF if size is None else size
+        elif size is not None and not growing:
+            # The workers were the bound; more of them exist than the new size (they leave
+            # when idle), so from now on the scheduler counts the attempts.
+            self.size_count = CountLimit(size)
             running = self._running_jobs()
-            sched.replace_limits([*sched.limits, self.size_gate], running)
+            sched.replace_limits([*sched.limits, self.size_count], running)
         if growing:
             crew.look_again()  # more may start: the workers hand the line on from there
 
@@ -119,11 +130,7 @@ class Control:
         running = self._running_jobs()
         config.check_waiting(rate, burst, specs, [*sched.pending_jobs(), *running])
         now = self.now()
-        new: list[Limit] = [
-            limit
-            for limit in sched.limits
-            if isinstance(limit, ConcurrencyLimit) or limit is self.size_gate
-        ]
+        new: list[Limit] = [] if self.size_count is None else [self.size_count]
         new += config.replace(rate, burst, specs, sched.limits, now)
         sched.replace_limits(new, running, now)
         if sched.remote:
@@ -228,12 +235,11 @@ class Control:
 
     def limit_statistics(self, now: float) -> tuple[LimitStatistics, ...]:
         """A snapshot of each of the pool's limits: the size first."""
-        sched, limiter = self.sched, self.limiter
-        # The size, whichever part keeps it (the workers, the capacity limiter, a gate).
-        in_use = float(sched.running if limiter is None else limiter.borrowed_tokens)
-        live = [
-            limit
-            for limit in sched.limits
-            if not isinstance(limit, ConcurrencyLimit) and limit is not self.size_gate
-        ]
-        return self.limitset.snapshots(live, in_use, now)
+        live = [limit for limit in self.sched.limits if limit is not self.size_count]
+        return self.limitset.snapshots(live, self.size_in_use(), now)
+
+    def size_in_use(self) -> int:
+        """The attempts counted against the size now: those running, and, where the scheduler
+        counts them, those asking the remote limits (each holds its place)."""
+        count = self.size_count
+        return self.sched.running if count is None else int(count.in_use)

@@ -64,7 +64,7 @@ def _body_unset() -> Callable[[], Coroutine[Any, Any, None]]:  # pragma: no cove
 class Worker:
     """One worker task's record: what it runs and how to stop or wake it."""
 
-    __slots__ = ("event", "job", "retire", "scope", "stopping", "token")
+    __slots__ = ("event", "job", "retire", "scope", "stopping")
 
     def __init__(self) -> None:
         #: The cancel scope its attempts run in (cancelled to stop one attempt, or all on kill).
@@ -75,8 +75,6 @@ class Worker:
         self.job: Job | None = None
         #: The pool cancelled ``scope`` to stop the current job (its future was cancelled).
         self.stopping = False
-        #: It holds a token of the pool's capacity limiter on its own behalf (size-only pools).
-        self.token = False
         #: Woken to exit: it was idle for a whole round of reaping (see :meth:`Crew.reap`).
         self.retire = False
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
 
 import anyio
 
-from .._core._count_limit import ConcurrencyLimit
 from .._core._exceptions import PoolClosedError
 from .._core._job import QUEUED, RESERVING, RUNNING, Job, PlainJob
 from .._core._scheduler import DEFAULT_MAX_RETRY_AFTER, Scheduler
@@ -103,7 +102,6 @@ class Lifecycle:
         "in_background",
         "key_order",
         "key_weight",
-        "limiter",
         "limitset",
         "loop",
         "maps",
@@ -169,7 +167,6 @@ class Lifecycle:
         self.control = Control(limitset, self.sched)
         self.crew: Crew | None = None
         self.runner: Runner | None = None
-        self.limiter: anyio.CapacityLimiter | None = None
         self._started: anyio.Event | None = None  # the workers' task group exists
         self._may_stop: anyio.Event | None = None  # the supervisor may stop: drained or killed
         self._stopped: anyio.Event | None = None  # the supervisor has stopped
@@ -202,28 +199,16 @@ class Lifecycle:
         """Bind the pool to the running loop and make its parts; the phase becomes OPEN."""
         binding = self.binding = LoopBinding()
         self.loop = binding.loop
-        tokens = None
         config, sched = self.limitset, self.sched
         remote = self.remote + self._bind_shared()
-        if config.size is not None:
-            self.limiter = anyio.CapacityLimiter(config.size)
-            if remote:
-                # A job asking the remote limits holds a token meanwhile: the scheduler counts.
-                sched.replace_limits([ConcurrencyLimit(self.limiter), *sched.limits], ())
-            else:
-                # The size needs no admission check: at most `size` workers exist, each running
-                # one attempt at a time, so the other limits are asked only by a free worker.
-                # Each worker borrows a token for as long as it runs attempts back to back, not
-                # one per job.
-                tokens = self.limiter
         if remote:
             # Pipelined requests need local limits that do not date their latest admission.
             dated = any(limit.timed for limit in sched.limits) or config.dates_per_key()
             sched.use_remote(remote, 1 if dated else min(limit.pipeline for limit in remote))
         self._attach_hooks()
         crew = self.crew = Crew(sched, _INF if config.size is None else config.size)
-        self.control.bind(crew, self.limiter, binding.clock)
-        runner = self.runner = Runner(sched, crew, binding, self.room, tokens, self)
+        self.control.bind(crew, binding.clock, counted=bool(remote))
+        runner = self.runner = Runner(sched, crew, binding, self.room, self)
         crew.set_body(runner.worker_main)
         if self.room is not None:
             self.room.queue = sched

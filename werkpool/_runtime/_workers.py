@@ -33,7 +33,6 @@ from ._remote import give_back, perform
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._core._count_limit import TokenSource
     from .._core._scheduler import Scheduler
     from ._binding import LoopBinding
     from ._crew import Crew
@@ -97,11 +96,7 @@ async def _wait_until(when: float, clock: Callable[[], float], spin: float = SPI
 
 @final
 class Runner:
-    """Runs the worker tasks of one pool: see the module docstring.
-
-    :param tokens: a size-only pool's capacity limiter: each busy worker borrows one token (its
-        workers are the size bound, so the scheduler has no limit to check)
-    """
+    """Runs the worker tasks of one pool: see the module docstring."""
 
     __slots__ = (
         "__weakref__",
@@ -111,7 +106,6 @@ class Runner:
         "room",
         "sched",
         "thread",
-        "tokens",
     )
 
     def __init__(
@@ -120,14 +114,12 @@ class Runner:
         crew: Crew,
         binding: LoopBinding,
         room: Room | None,
-        tokens: TokenSource | None,
         supervisor: Supervisor,
     ) -> None:
         self.sched = sched
         self.crew = crew
         self.binding = binding
         self.room = room
-        self.tokens = tokens
         # Weakly: the supervisor (the lifecycle) holds this runner, and a cycle would leave every
         # exited pool to the cyclic garbage collector (issue #21 item 17). A worker that crashes
         # runs in the supervisor's task group, so the supervisor is alive to hear of it.
@@ -177,14 +169,6 @@ class Runner:
             crew.count -= 1
             crew.workers.discard(worker)
             worker.job = None
-            if worker.token:
-                self._return_token(worker)
-
-    def _return_token(self, worker: Worker) -> None:
-        """The worker runs no attempt any more: give its token back before it waits."""
-        assert self.tokens is not None
-        worker.token = False
-        self.tokens.release_on_behalf_of(worker)
 
     async def _work(self, worker: Worker, scope: anyio.CancelScope) -> bool:
         """Run jobs until the worker should exit (True) or its scope was cancelled (False).
@@ -195,12 +179,7 @@ class Runner:
         sched = self.sched
         crew = self.crew
         room = self.room
-        tokens = self.tokens
         streak = 0
-        # Size-only pools: the worker borrows the limiter's token, and keeps it between attempts
-        # that follow each other with no wait in between (so borrowed == running at every
-        # checkpoint, for one acquire per busy spell instead of one per job).
-        worker_token = tokens is not None
         worker.stopping = False
         # asyncio 3.11+: the task's cancellation count, to notice one a job left on it (R51).
         cancelling = _cancelling_of_current_task() if self.binding.backend == "asyncio" else None
@@ -227,8 +206,6 @@ class Runner:
                     if sched.over:
                         return True
                     streak = 0
-                    if worker.token:
-                        self._return_token(worker)
                     wake_at = _INF
                     if crew.sleeper is None:
                         wait = admitted - now
@@ -272,9 +249,6 @@ class Runner:
                 crew.hand_on()  # if more may start, someone must look at the line while we run
                 if room is not None and room.waiting:
                     room.give()
-                if worker_token and not worker.token:
-                    tokens.acquire_on_behalf_of_nowait(worker)  # type: ignore[union-attr]
-                    worker.token = True
 
                 # -- one attempt of the job --
                 job.worker = worker
@@ -337,8 +311,6 @@ class Runner:
                 streak += 1
                 if streak == _FAIRNESS_BATCH:
                     streak = 0
-                    if worker.token:
-                        self._return_token(worker)
                     await checkpoint()
         finally:
             # However it ends, this frame lets go of its last job: a failed job's error has this
