@@ -134,6 +134,18 @@ def _check_key_order(key_order: object, key_weight: object) -> KeyOrder:
     return key_order
 
 
+def _read_at_once(
+    life: Lifecycle, method: str, task: object, options: Mapping[str, Any]
+) -> tuple[JobOptions, Hashable, dict[str, float] | None]:
+    """:func:`read_options` for :meth:`WorkerPool.run` and :meth:`WorkerPool.start_soon`, which
+    cannot wait: the key and the cost are checked now, against the limits in force."""
+    checked, key, cost = read_options(method, task, options)
+    if key is not None or cost is not None:
+        check_key(key)
+        cost = life.check_cost(cost)
+    return checked, key, cost
+
+
 def check_max_retry_after(value: object) -> float:
     """Check ``max_retry_after=`` (the pool's or the httpx transport's): a number of seconds
     >= 0, or ``math.inf`` for no cap."""
@@ -651,10 +663,7 @@ class WorkerPool:
         """
         life = self._life
         if options:
-            checked, key, cost = read_options("run", task, options)
-            if key is not None or cost is not None:
-                check_key(key)
-                cost = life.check_cost(cost)
+            checked, key, cost = _read_at_once(life, "run", task, options)
         else:
             if not callable(task):  # checked at run time too: untyped callers pass anything
                 check_task(task)  # type: ignore[unreachable]
@@ -666,8 +675,6 @@ class WorkerPool:
                 f"this WorkerPool already has max_pending={room.limit} jobs waiting to "
                 "start: use 'await pool.submit(...)' to wait for room instead"
             )
-        if key is None and cost is None:
-            return life.enqueue_future(sched, task, args, checked, None)  # type: ignore[no-any-return]
         return life.enqueue_future(sched, task, args, checked, None, key, cost)  # type: ignore[no-any-return]
 
     # -- the structured API -----------------------------------------------------------------------
@@ -696,18 +703,13 @@ class WorkerPool:
         """
         life = self._life
         if options:
-            checked, key, cost = read_options("start_soon", func, options)
-            if key is not None or cost is not None:
-                check_key(key)
-                cost = life.check_cost(cost)
+            checked, key, cost = _read_at_once(life, "start_soon", func, options)
         else:
             if not callable(func):  # checked at run time too: untyped callers pass anything
                 check_task(func)  # type: ignore[unreachable]
             checked, key, cost = DEFAULT_OPTIONS, None, None
         sched = life.scheduler_for_submit()
         owner = life.start_soon_owner
-        if key is None and cost is None:
-            return life.enqueue_future(sched, func, args, checked, owner)  # type: ignore[no-any-return]
         return life.enqueue_future(sched, func, args, checked, owner, key, cost)  # type: ignore[no-any-return]
 
     async def call(
@@ -1160,8 +1162,8 @@ class WorkerPool:
                 "so it would wait for itself"
             )
         life.begin_closing()
-        if life.in_background:
-            await life.stop_background()
+        if life.background is not None:
+            await life.background.stop()
         else:
             await life.wait_drained()
 
@@ -1179,8 +1181,8 @@ class WorkerPool:
         if life.in_worker():
             return  # a job killing its own pool: it is being cancelled itself
         with anyio.CancelScope(shield=True):
-            if life.in_background:
-                await life.stop_background(reraise=False)
+            if life.background is not None:
+                await life.background.stop(reraise=False)
             else:
                 await life.wait_stopped()
 

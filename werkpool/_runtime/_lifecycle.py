@@ -99,7 +99,6 @@ class Lifecycle:
         "errors",
         "fatal",
         "hooks",
-        "in_background",
         "key_order",
         "key_weight",
         "limitset",
@@ -174,7 +173,6 @@ class Lifecycle:
         self._kill_scope: anyio.CancelScope | None = None
         #: Runs the pool when it is used without `async with` (made on first use).
         self.background: BackgroundHost | None = None
-        self.in_background = False
 
     # The size and the rate, as a map reads them (MapHost) to pace its input.
 
@@ -192,8 +190,7 @@ class Lifecycle:
         """The pool's clock: its binding's (precise on uvloop, see ``_binding.precise_clock``),
         or :func:`anyio.current_time` before the pool is bound. Every time the pool hands its
         scheduler is read here or by the workers from the same clock."""
-        binding = self.binding
-        return anyio.current_time() if binding is None else binding.clock()
+        return self.control.now()  # the binding's clock once bound (Control.bind)
 
     def bind(self) -> Scheduler:
         """Bind the pool to the running loop and make its parts; the phase becomes OPEN."""
@@ -308,7 +305,6 @@ class Lifecycle:
             sched = self.bind()
             assert self.binding is not None
             self.background = BackgroundHost(self, self.binding, _OWN_MODULES)
-            self.in_background = True
             self.background.start()
             return sched
         if self.binding is not None:
@@ -640,12 +636,6 @@ class Lifecycle:
                 reraise_unchanged(failure)
             finally:
                 del failure
-
-    async def stop_background(self, *, reraise: bool = True) -> None:
-        """Stop the background host of a pool used without ``async with``; re-raise the pool's
-        failure (see :meth:`BackgroundHost.stop`)."""
-        assert self.background is not None
-        await self.background.stop(reraise=reraise)
 
 
 #: The modules whose frames a kept failure's traceback leaves out (see without_frames_of).
