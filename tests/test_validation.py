@@ -65,15 +65,13 @@ async def echo(value: Any) -> Any:
 
 def snapshot(pool: WorkerPool) -> tuple[str, int]:
     """The pool's repr (state and job counts) and how many jobs it has ever accepted."""
-    assert pool._life.sched is not None
-    return repr(pool), pool._life.sched.submitted
+    return repr(pool), pool.statistics().submitted
 
 
 async def assert_untouched(pool: WorkerPool, before: tuple[str, int]) -> None:
     """Check that a rejected call queued nothing and that the pool still runs a good job."""
     assert snapshot(pool) == before
-    assert pool._life.sched is not None
-    assert pool._life.sched.queued == 0
+    assert pool.statistics().queued == 0
     assert await pool.run(echo, "still works") == "still works"
 
 
