@@ -10,8 +10,9 @@ too.
 
 Cases (50,000 trivial jobs by default, ``size=100``): ``map``, ``map-rate`` (``rate=1e9``),
 ``map-three`` (size, two rates, a cost), ``map-keyed`` (a key and a per-key rate),
-``start_soon`` and ``run`` (awaiting each future), on asyncio, and ``map-trio`` and
-``start_soon-trio`` on trio.
+``start_soon`` and ``run`` (awaiting each future), on asyncio; ``map-trio`` and
+``start_soon-trio`` on trio; ``map-uvloop`` and ``start_soon-uvloop`` on asyncio with uvloop.
+``python3 -m nox -s bench -- --ab REF [--cases ...] [--repeats N]`` runs this module.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ CASES = (
     "run",
     "map-trio",
     "start_soon-trio",
+    "map-uvloop",
+    "start_soon-uvloop",
 )
 
 #: One measurement, run in a child process: prints the CPU seconds per job in microseconds.
@@ -45,7 +48,8 @@ from werkpool import Rate, WorkerPool
 
 n, case = int(sys.argv[1]), sys.argv[2]
 backend = "trio" if case.endswith("-trio") else "asyncio"
-kind = case.removesuffix("-trio")
+options = {"use_uvloop": True} if case.endswith("-uvloop") else {}
+kind = case.removesuffix("-trio").removesuffix("-uvloop")
 
 
 async def job(i=0):
@@ -90,7 +94,7 @@ async def main():
     print(spent / n * 1e6)
 
 
-anyio.run(main, backend=backend)
+anyio.run(main, backend=backend, backend_options=options)
 """
 
 
