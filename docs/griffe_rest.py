@@ -56,6 +56,7 @@ def _rewrite_package(pkg: griffe.Module, parser: Any) -> None:
         for name, member in pkg.members.items()
         if not member.is_alias and member.is_module and not name.startswith("_")
     ]
+    faces = _inline_faces(modules)
     public = _public_paths(modules)
     module_paths = [module.path for module in modules]
     done: set[int] = set()
@@ -69,7 +70,8 @@ def _rewrite_package(pkg: griffe.Module, parser: Any) -> None:
             for signature in (obj, *(obj.overloads or ())):
                 _expand_options(signature, overload=signature is not obj)
         if obj.docstring is not None:
-            scopes = [*_scopes(obj), *module_paths]
+            # A face's roles are read in the class it is a face of (:meth:`run` in ControlFace).
+            scopes = [*_scopes(obj), *(faces[s] for s in _scopes(obj) if s in faces), *module_paths]
             obj.docstring.value = rewrite(obj.docstring.value, scopes, public)
 
 
@@ -104,6 +106,40 @@ def _expand_options(func: Any, *, overload: bool = False) -> None:
                 params.add(option)
 
 
+def _inline_faces(modules: list[griffe.Module]) -> dict[str, str]:
+    """A public class composed of private mixins (``WorkerPool`` of its faces in
+    ``werkpool/_facade/``) documents their public members as its own, base after base in the
+    order the class lists them, before its own members: the reference shows one class, as users
+    see it. Returns each face's path mapped to the class's.
+    """
+    faces: dict[str, str] = {}
+    for module in modules:
+        for member in list(module.members.values()):
+            try:
+                cls = member.final_target if member.is_alias else member
+            except (griffe.AliasResolutionError, griffe.CyclicAliasError):
+                continue
+            if not cls.is_class or cls.path.startswith("werkpool._facade."):
+                continue
+            inlined: dict[str, griffe.Object | griffe.Alias] = {}
+            for base in cls.resolved_bases:
+                if not base.path.startswith("werkpool._facade."):
+                    continue
+                faces[base.path] = cls.path
+                for name, inherited in base.members.items():
+                    if not name.startswith("_") and name not in cls.members:
+                        inlined[name] = griffe.Alias(name, inherited, parent=cls)
+            if inlined:
+                # The page reads the class through its alias (werkpool.WorkerPool), whose members
+                # have no line of their own: "source" order is this dict's order.
+                own = dict(cls.members)
+                cls.members.clear()
+                cls.members.update(inlined)
+                cls.members.update(own)
+                cls.bases.clear()  # the faces are private: "Bases: ControlFace, ..." would leak
+    return faces
+
+
 def _walk(obj: griffe.Object) -> Any:
     """Every object defined in the package (aliases are skipped: their targets are visited)."""
     yield obj
@@ -131,6 +167,8 @@ def _public_paths(modules: list[griffe.Module]) -> dict[str, str]:
         if depth == 0 and target.is_class:
             for name, member in target.members.items():
                 if not name.startswith("_"):
+                    # Also under the class's own path: a member a face gives is defined elsewhere.
+                    paths.setdefault(f"{target.path}.{name}", f"{public}.{name}")
                     record(f"{public}.{name}", member, 1)
 
     for module in modules:

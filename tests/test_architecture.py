@@ -3,11 +3,11 @@
 Two rules, both read from the source:
 
 - **Packages.** werkpool is a sans-I/O core (``_core``), an I/O runtime that drives it
-  (``_runtime``), the hooks it ships (``_observe``), the public facade (``_pool``, ``__init__``) and
-  one package per optional integration (``redis``, ``httpx``, ``otel``, ``prometheus``). A module
-  imports from its own package or from a package of a strictly lower rank in :data:`PACKAGES`:
-  the core imports nothing from the runtime, the runtime nothing from ``_observe`` or an
-  integration, and no integration from another.
+  (``_runtime``), the hooks it ships (``_observe``), the public facade (``_facade``, ``_pool``,
+  ``__init__``) and one package per optional integration (``redis``, ``httpx``, ``otel``,
+  ``prometheus``). A module imports from its own package or from a package of a strictly lower
+  rank in :data:`PACKAGES`: the core imports nothing from the runtime, the runtime nothing from
+  ``_observe`` or an integration, and no integration from another.
 - **Modules.** A module imports only from modules of a strictly lower layer of :data:`LAYERS`.
   Where a lower module must call upward (a future asking its pool to cancel a job, a map asking
   the pool to enqueue a batch), it declares a ``Protocol`` of what it needs and the upper module
@@ -41,12 +41,13 @@ PACKAGES: dict[str, int] = {
     "_extras": 0,  # the error of an integration whose extra is not installed
     "_runtime": 1,  # I/O: the loop binding, workers, futures, threads, the lifecycle, map
     "_observe": 1,  # the hooks werkpool ships: logging, progress, shared metric rules
-    "_pool": 2,  # WorkerPool, the public face
-    "__init__": 3,  # the package's public names
-    "redis": 4,  # werkpool.redis: limits shared through Redis (werkpool[redis])
-    "httpx": 4,  # werkpool.httpx: an httpx transport through a pool (werkpool[httpx])
-    "otel": 4,  # werkpool.otel: OpenTelemetry spans and metrics (werkpool[otel])
-    "prometheus": 4,  # werkpool.prometheus: Prometheus metrics (werkpool[prometheus])
+    "_facade": 2,  # WorkerPool's faces: its methods by concept (control, submission, threads)
+    "_pool": 3,  # WorkerPool, the public face, composed of its faces
+    "__init__": 4,  # the package's public names
+    "redis": 5,  # werkpool.redis: limits shared through Redis (werkpool[redis])
+    "httpx": 5,  # werkpool.httpx: an httpx transport through a pool (werkpool[httpx])
+    "otel": 5,  # werkpool.otel: OpenTelemetry spans and metrics (werkpool[otel])
+    "prometheus": 5,  # werkpool.prometheus: Prometheus metrics (werkpool[prometheus])
 }
 
 #: Each module of werkpool/ (dotted, below ``werkpool``; a package by its own name) and its
@@ -118,10 +119,16 @@ LAYERS: dict[str, int] = {
     "_runtime._lifecycle": 9,
     # _runtime 10: map's bounded stream of results
     "_runtime._map": 10,
-    # 11: WorkerPool, the public face
-    "_pool": 11,
-    # 12: the package's public names
-    "__init__": 12,
+    # _facade 11: WorkerPool's faces, siblings that import no other face
+    "_facade": 11,
+    "_facade._control": 11,  # run-time control: the limits, hooks and pauses
+    "_facade._submission": 11,  # run, start_soon, call, submit, map
+    "_facade._threads": 11,  # the _sync twins: blocking functions in the pool's threads
+    "_facade._settle": 11,  # werkpool.settle(): a job's actual cost, from inside it
+    # 12: WorkerPool, the public face, composed of its faces
+    "_pool": 12,
+    # 13: the package's public names (no integration's implementation imports them)
+    "__init__": 13,
     # 13: the integrations' implementations
     "redis._scripts": 13,  # the Lua scripts (lua/*.lua) and their calling convention
     "redis._degraded": 13,  # degraded mode: local shares while the store is unavailable
@@ -348,10 +355,10 @@ def test_werkpool_parts_import_only_their_own_or_lower_ranked_parts() -> None:
 
 
 def test_private_packages_import_nothing() -> None:
-    """``_core``, ``_runtime`` and ``_observe`` are namespaces with a docstring: importing one of
-    their modules runs nothing else of werkpool (the graph relies on it)."""
+    """``_core``, ``_runtime``, ``_observe`` and ``_facade`` are namespaces with a docstring:
+    importing one of their modules runs nothing else of werkpool (the graph relies on it)."""
     graph = import_graph()
-    for package in ("_core", "_runtime", "_observe"):
+    for package in ("_core", "_runtime", "_observe", "_facade"):
         assert graph[package] == {}, f"werkpool/{package}/__init__.py imports {graph[package]}"
 
 
