@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import sys
 import weakref
 from typing import Any
@@ -14,12 +15,26 @@ from typing import Any
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from support import BACKENDS, Boom, asyncio_only, echo, run_virtual, sleep_echo
+from support import (
+    BACKENDS,
+    Boom,
+    asyncio_only,
+    echo,
+    internal_tasks,
+    run_virtual,
+    sleep_echo,
+)
 
 from werkpool import PoolClosedError, WorkerPool
+from werkpool._runtime._crew import Crew, Worker
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
+
+
+def _worker_tasks() -> int:
+    """How many of the pool's worker tasks run now (by their task names)."""
+    return sum(name == "werkpool worker" for name in internal_tasks())
 
 
 async def _ok(value: object) -> object:
@@ -243,9 +258,9 @@ async def test_r53_idle_workers_beyond_need_retire() -> None:
     async with WorkerPool() as pool:
         futures = [pool.run(sleep_echo, 1.0, i) for i in range(500)]
         assert [await f for f in futures] == list(range(500))
-        assert len(pool._life.crew.workers) == 500
+        assert _worker_tasks() == 500
         await anyio.sleep(60)
-        assert len(pool._life.crew.workers) <= 1
+        assert _worker_tasks() <= 1
         # Retired workers come back when needed.
         assert [await f for f in [pool.run(sleep_echo, 1.0, i) for i in range(50)]] == list(
             range(50)
@@ -256,17 +271,80 @@ async def test_r53_a_worker_woken_to_retire_takes_a_job_submitted_meanwhile() ->
     """The reaping and a submission in the same instant: the job runs, it is not stranded.
 
     The submitter sees a wake-up pending (the retiring worker's) and wakes nobody else; the
-    retiring worker must then stay for the job. Driven through the reaper directly, so the order
-    of the two is fixed (it hung trio's test_futures on 3.10 and 3.13 by chance of scheduling).
+    retiring worker must then stay for the job. Driven through a crew of its own and its reaper,
+    so the order of the two is fixed (it hung trio's test_futures on 3.10 and 3.13 by chance of
+    scheduling).
     """
-    with anyio.fail_after(60):
-        async with WorkerPool(size=1) as pool:
-            assert await pool.run(_ok, 1) == 1
-            await anyio.sleep(0.5)  # the worker is parked now
-            assert len(pool._life.crew.parked) == 1
-            pool._life.crew.reap()  # the round it parked in ends
-            pool._life.crew.reap()  # a whole round idle: it is woken to retire
-            assert await pool.run(_ok, 2) == 2
+    line = _Line()
+    crew = Crew(line, 1)
+    workers = _Workers(crew, line)
+    crew.set_body(workers.main)
+    async with anyio.create_task_group() as tg:
+        crew.tg = tg
+        line.put(1)
+        crew.kick(None)
+        await anyio.wait_all_tasks_blocked()
+        assert workers.taken == [1]
+        assert len(crew.parked) == 1  # the worker is parked now
+        crew.reap()  # the round it parked in ends
+        crew.reap()  # a whole round idle: it is woken to retire
+        line.put(2)
+        crew.kick(None)  # a wake-up is pending (the retiring worker's): nobody else is woken
+        await anyio.wait_all_tasks_blocked()
+        assert workers.taken == [1, 2]
+        assert crew.count == 1  # it stayed for the job
+        tg.cancel_scope.cancel()
+
+
+class _Line:
+    """The line of jobs a crew serves (its Line protocol), here a list of labels."""
+
+    def __init__(self) -> None:
+        self.jobs: list[int] = []
+        self.queued = 0
+        self.backoff = 0
+        self.unlimited = False
+
+    def put(self, label: int) -> None:
+        self.jobs.append(label)
+        self.queued += 1
+
+    def take(self) -> int:
+        self.queued -= 1
+        return self.jobs.pop(0)
+
+    def is_head(self, job: object) -> bool:
+        return True
+
+    def has_queued(self) -> bool:
+        return bool(self.jobs)
+
+
+class _Workers:
+    """The workers' side of the crew's protocol, as the pool's own workers keep it: a new
+    worker has looked once it runs (``waking``), takes jobs while any wait, parks when none
+    does, and exits when :meth:`Crew.park` says so."""
+
+    def __init__(self, crew: Crew, line: _Line) -> None:
+        self.crew = crew
+        self.line = line
+        self.taken: list[int] = []
+
+    async def main(self) -> None:
+        crew = self.crew
+        worker = Worker()
+        crew.workers.add(worker)
+        crew.waking -= 1
+        try:
+            while True:
+                while self.line.has_queued():
+                    self.taken.append(self.line.take())
+                    await checkpoint()
+                if not await crew.park(worker, math.inf):
+                    return
+        finally:
+            crew.count -= 1
+            crew.workers.discard(worker)
 
 
 async def test_r53_a_closed_pool_is_freed_by_reference_counting_alone() -> None:
