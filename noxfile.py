@@ -75,12 +75,14 @@ def tests(session: nox.Session) -> None:
     """Run the test suite; pass pytest options after ``--``, e.g. ``-- -m 'not slow'``.
 
     Without options, on every interpreter: the virtual-time tests on two processes
-    (pytest-xdist: they only compute), the million-job scale tests (``slow``) left out. On the
-    newest interpreter found (:data:`MAIN_PYTHON`) also the ``slow`` tests, and then the
-    real-clock and timing-sensitive ones (``realclock``, ``serial``: real servers, subprocesses,
-    a terminal) alone, so that nothing competes with their timing. Those measure the clock, the
-    servers and the memory, not the interpreter's version, and running them once keeps CI
-    within its time (four interpreters on two cores).
+    (pytest-xdist: they only compute), the million-job scale tests (``slow``) left out and the
+    state-machine programs at a fifth of their examples (the ``versions`` Hypothesis profile).
+    On the newest interpreter found (:data:`MAIN_PYTHON`) the ``slow`` tests too and the full
+    ``ci`` profile, and then the real-clock and timing-sensitive tests (``realclock``,
+    ``serial``: real servers, subprocesses, a terminal) alone, so that nothing competes with
+    their timing. Those measure the clock, the servers and the memory, and the programs check
+    one state machine, not the interpreter's version: running them in full once keeps CI within
+    its time (four interpreters on two cores).
     """
     session.install(".", *dependency_group("test"))
     if session.posargs:
@@ -88,6 +90,9 @@ def tests(session: nox.Session) -> None:
         return
     main = session.python == MAIN_PYTHON
     first = "not realclock and not serial" + ("" if main else " and not slow")
+    if not main and "WERKPOOL_HYPOTHESIS_PROFILE" not in os.environ:
+        # The state-machine programs at a fifth of their examples (test_stateful.py).
+        session.env["WERKPOOL_HYPOTHESIS_PROFILE"] = "versions"
     session.run("pytest", "-n", "2", "-m", first)
     if main:
         session.run("pytest", "-m", "realclock or serial")

@@ -48,8 +48,9 @@ This is the "program" form of a state machine (a RuleBasedStateMachine is synchr
 event loop cannot be paused between its rules deterministically on both backends); the program
 is the machine's rule sequence, and the checks are its invariants.
 
-Profiles: ``WERKPOOL_HYPOTHESIS_PROFILE=ci`` (default) or ``nightly`` (set by
-``nox -s tests_nightly``): see ``settings.register_profile`` below.
+Profiles: ``WERKPOOL_HYPOTHESIS_PROFILE=ci`` (default), ``versions`` (set by ``nox -s tests``
+on all but the newest interpreter) or ``nightly`` (set by ``nox -s tests_nightly``): see
+``settings.register_profile`` below.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ _COMMON: dict[str, Any] = {
     "print_blob": True,
 }
 settings.register_profile("ci", max_examples=3000, **_COMMON)
+#: For the interpreters besides the newest in CI (noxfile.py's ``tests``): the programs run the
+#: same state machine on every version, so the first few hundred examples find what a version
+#: changes (frames, gc, asyncio's APIs) as well as three thousand would; the newest runs "ci".
+settings.register_profile("versions", max_examples=600, **_COMMON)
 settings.register_profile("nightly", max_examples=20_000, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("WERKPOOL_HYPOTHESIS_PROFILE", "ci"))
 #: The R11 property needs fewer examples than the programs to cover its small space.
@@ -1284,8 +1289,10 @@ def test_r11_every_job_ends_within_the_analytical_bound(
 
 
 def test_r48_profiles_are_registered() -> None:
-    """The ci and nightly profiles exist; WERKPOOL_HYPOTHESIS_PROFILE picks one (default ci)."""
+    """The ci, versions and nightly profiles exist; WERKPOOL_HYPOTHESIS_PROFILE picks one
+    (default ci)."""
     assert settings.get_profile("ci").max_examples == 3000
+    assert 100 <= settings.get_profile("versions").max_examples < 3000
     assert settings.get_profile("nightly").max_examples >= 1000
     assert settings.get_profile("ci").deadline is None
     wanted = os.environ.get("WERKPOOL_HYPOTHESIS_PROFILE", "ci")
