@@ -24,11 +24,11 @@ from ._core._specs import Shared as Shared
 from ._core._specs import Window as Window
 from ._core._statistics import LimitStatistics as LimitStatistics
 from ._core._statistics import PoolStatistics as PoolStatistics
+from ._facade._settle import settle as settle
 from ._observe._logging import LoggingHook as LoggingHook
 from ._observe._progress import ProgressBar as ProgressBar
 from ._observe._progress import progress as progress
 from ._pool import WorkerPool as WorkerPool
-from ._pool import settle as settle
 from ._pool import worker_pool as worker_pool
 from ._runtime._futures import Future as Future
 from ._runtime._futures import JobFuture as JobFuture

@@ -32,7 +32,6 @@ from ._core._specs import LimitSpec, Shared, check_limits, split_shared
 from ._core._statistics import PoolStatistics
 from ._core._validate import check_burst, check_max_pending, check_rate, check_size, show_value
 from ._facade._control import ControlFace
-from ._facade._settle import settle
 from ._facade._submission import SubmissionFace
 from ._facade._threads import ThreadFace
 from ._runtime._hooks import check_hook
@@ -52,7 +51,7 @@ if TYPE_CHECKING:
     from ._core._events import Hook
     from ._core._exceptions import RetryAfter
 
-__all__ = ["WorkerPool", "settle", "worker_pool"]
+__all__ = ["WorkerPool", "worker_pool"]
 
 _INF: Final = float("inf")
 
@@ -183,6 +182,7 @@ class WorkerPool(ControlFace, SubmissionFace, ThreadFace):
        ``retry_after`` and ``hooks``
     """
 
+    # The faces have no slots of their own: each reads these (and declares which it reads).
     __slots__ = ("__weakref__", "_life", "_threads")
 
     def __init__(
@@ -222,6 +222,8 @@ class WorkerPool(ControlFace, SubmissionFace, ThreadFace):
             key_order,
         )
         self._threads = ThreadLimiter()
+
+    # -- the pool at a glance ---------------------------------------------------------------------
 
     def statistics(self) -> PoolStatistics:
         """
