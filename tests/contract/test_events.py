@@ -26,11 +26,13 @@ closes the file.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import math
 import os
 import re
 import threading
+import tracemalloc
 from typing import TYPE_CHECKING, Any
 from unittest.mock import ANY
 
@@ -1327,23 +1329,48 @@ async def test_a_hook_added_again_measures_waited_from_the_backoff_end() -> None
 async def test_jobs_finished_without_hooks_leave_nothing_behind() -> None:
     """The timings a pool keeps for its hooks go with its last hook: jobs in flight when it
     is removed leave nothing behind, even once a hook is added again (a leak per job, say
-    with a progress bar added and removed around each batch)."""
-    rec = Recorder()
-    pool = WorkerPool(hooks=[rec])
-    async with pool:
-        for _ in range(50):
-            pool.run(sleeper, 1.0)
-        await anyio.sleep(0.5)
-        pool.remove_hook(rec)
-        await anyio.sleep(1)
-        pool.add_hook(rec)
-        await pool.call(echo, 1)
-        sink = pool._life.sink
-        assert sink is not None
-        assert not sink._times, f"{len(sink._times)} jobs' timings kept"
-        pool.remove_hook(rec)
-        pool.run(sleeper, 1.0)
-    assert pool._life.sink is None
+    with a progress bar added and removed around each batch). Measured as the memory the
+    module that calls the hooks holds (tracemalloc), so the pool's internals are not read."""
+    kinds: list[str] = []
+
+    def hook(event: JobEvent) -> None:
+        kinds.append(event.kind)  # (keeps no event: only what the pool holds is measured)
+
+    tracemalloc.start()
+    try:
+        pool = WorkerPool(hooks=[hook])
+        async with pool:
+            base = _held_by_hooks()
+            for _ in range(50):
+                pool.run(sleeper, 1.0)
+            await anyio.sleep(0.5)
+            # The measure sees each job's timings while it is in flight.
+            assert _held_by_hooks() - base >= 50
+            pool.remove_hook(hook)
+            await anyio.sleep(1)
+            pool.add_hook(hook)
+            await pool.call(echo, 1)
+            kept = _held_by_hooks() - base
+            assert kept < 10, f"{kept} blocks kept for the jobs that finished without hooks"
+            for _ in range(50):
+                pool.run(sleeper, 1.0)
+            await anyio.sleep(0.5)
+            pool.remove_hook(hook)  # the last one, with the jobs in flight: they finish unheard
+        kept = _held_by_hooks() - base
+        assert kept < 10, f"{kept} blocks kept for the jobs that finished without hooks"
+    finally:
+        tracemalloc.stop()
+    assert kinds.count("finished") == 1  # echo's: the hook heard nothing while it was removed
+
+
+def _held_by_hooks() -> int:
+    """How many memory blocks allocated by werkpool's module that calls the hooks are still
+    held (after a full collection, which also empties CPython's free lists)."""
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(True, "*/werkpool/*/_hooks.py")]
+    )
+    return sum(stat.count for stat in snapshot.statistics("filename"))
 
 
 # -- random programs (Hypothesis) ------------------------------------------------------------------
