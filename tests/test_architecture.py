@@ -83,9 +83,12 @@ LAYERS: dict[str, int] = {
     "_core._count_limit": 4,
     "_core._lanes": 4,
     "_core._reservation": 4,  # the remote limits' I/O the scheduler hands a worker
-    # _core 5: the sans-I/O state machine, where a job's state changes; a limit value made live
-    "_core._scheduler": 5,
+    # _core 5: what holds the starts back (limits, lanes, pauses, a provider's word); a limit
+    # value made live
+    "_core._holds": 5,
     "_core._limits": 5,  # build: the live limit of each limit value
+    # _core 6: the sans-I/O state machine, where a job's state changes
+    "_core._scheduler": 6,
     # _core 6: the limits as configured: fold, build, check costs, replace
     "_core._limitset": 6,
     # _observe 6: hooks fed by events
@@ -106,7 +109,7 @@ LAYERS: dict[str, int] = {
     "_runtime._binding": 6,  # which event loop a pool belongs to
     "_runtime._remote": 6,  # the I/O half of remote limits
     "_runtime._threads": 6,  # blocking functions as jobs, run in the pool's worker threads
-    "_runtime._hooks": 6,  # events built and handed out, a failing hook isolated
+    "_runtime._hooks": 7,  # events built and handed out, a failing hook isolated
     "_runtime._weak": 6,  # back-references to the lifecycle held weakly (no cycles)
     "_runtime._exits": 6,  # what leaves a stopping pool: its failure, raised as it was
     # _runtime 7: the crew of worker tasks (start, park, wake, retire)

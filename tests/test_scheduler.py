@@ -137,6 +137,22 @@ class TestAdmission:
         assert tokens.borrowers == {second}
         assert admit(sched) is jobs[2]
 
+    def test_new_pool_limits_hold_every_lane(self) -> None:
+        """After replace_limits() the pool's new limits are taken and released by the attempts
+        of every lane: the jobs without a key, a key's lane made before, and one made after."""
+        sched = Scheduler([Holders(9)])
+        early = sched.submit(lambda: None, (), OPTIONS, key="early")
+        tokens = Holders(3)
+        sched.replace_limits([tokens], ())
+        late = sched.submit(lambda: None, (), OPTIONS, key="late")
+        plain = submit(sched, "plain")
+        admitted = {admit(sched, 0.0) for _ in range(3)}
+        assert admitted == tokens.borrowers == {early, late, plain}
+        for job in admitted:
+            sched.returned(job, None)
+        assert tokens.borrowers == set()
+        assert counts_add_up(sched)
+
     def test_backoff_end_is_the_next_wakeup(self) -> None:
         """With only a job in backoff, poll returns when its backoff ends."""
         sched = Scheduler([RateLimit(1000)])

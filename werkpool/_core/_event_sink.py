@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._events import EventKind, Outcome
     from ._job import Job
 
-__all__ = ["EventSink", "HeldEvents"]
+__all__ = ["EventSink", "HeldEvents", "SinkHolder", "hold_events", "replay_events"]
 
 
 class EventSink(Protocol):
@@ -93,3 +93,28 @@ class HeldEvents:
                 sink.job_event(kind, job, outcome, error=error, delay=delay)
             else:
                 sink.pause_event(*call)
+
+
+class SinkHolder(Protocol):
+    """Who tells a sink (the scheduler): its sink, or None when the pool has no hooks."""
+
+    sink: EventSink | None
+
+
+def hold_events(holder: SinkHolder) -> HeldEvents | None:
+    """Record what *holder* tells from now on, until :func:`replay_events`: the steps of one
+    transition are told once it is complete. None: no hooks (or held already)."""
+    sink = holder.sink
+    if sink is None or type(sink) is HeldEvents:
+        return None
+    held = HeldEvents(sink)
+    holder.sink = held
+    return held
+
+
+def replay_events(holder: SinkHolder, held: HeldEvents | None) -> None:
+    """Tell the hooks what was held, in order (a hook may start another transition)."""
+    if held is not None:
+        if holder.sink is held:
+            holder.sink = held.sink
+        held.replay()

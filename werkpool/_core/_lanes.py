@@ -2,7 +2,12 @@
 
 A :class:`Lane` is one key's line: its first attempts in submission order, its retries whose
 backoff is over (by submission order too), the key's own limit instances and its pause. The
-jobs without a key have a lane too, with no limits of its own (the scheduler's ``main`` lane).
+jobs without a key have a lane too, with no limits of its own (the scheduler's ``main`` lane,
+never in :class:`Keys`' bookkeeping: it is the one flow that no limit of its own holds back).
+
+Each lane's :class:`LimitGroup` is every local limit an attempt of the lane takes: the pool's,
+then the key's own. The scheduler admits, refunds, re-dates and releases an attempt, and asks
+which limits count a unit or bear a name, through it in one call.
 
 :class:`Keys` holds the lanes of the keys in use and answers the scheduler's question "which key's
 head job may start now?" without looking at every key: lanes that may start are in a heap by
@@ -30,7 +35,9 @@ from __future__ import annotations
 
 import math
 import reprlib
+from collections import deque
 from heapq import heappop, heappush, heapreplace
+from itertools import islice
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias, cast, final
 
 from ._job import QUEUED
@@ -41,7 +48,7 @@ if TYPE_CHECKING:
     from ._job import Job
     from ._limit import Limit
 
-__all__ = ["KEY_ORDERS", "KeyOrder", "Keys", "Lane", "weight_step"]
+__all__ = ["KEY_ORDERS", "KeyOrder", "Keys", "Lane", "LimitGroup", "weight_step"]
 
 _INF: Final = math.inf
 
@@ -57,6 +64,68 @@ _CLOCK: Final = 2  # in the clock heap: its own limits or pause hold it until a 
 _BLOCKED: Final = 3  # waits for one of its attempts to end (a concurrency limit of the key)
 
 
+def _name(limit: Limit) -> object:
+    """The ``name=`` of *limit*'s value (None if it has none)."""
+    return getattr(getattr(limit, "spec", None), "name", None)
+
+
+@final
+class LimitGroup:
+    """Every local limit an attempt of one lane takes (all of them: AND), the pool's first.
+
+    One call replaces the two loops, the pool's limits then the key's, at each step of an
+    attempt. The pool's limits may change while it runs: :meth:`Keys.share` regroups.
+    """
+
+    __slots__ = ("limits",)
+
+    def __init__(self, limits: tuple[Limit, ...]) -> None:
+        self.limits = limits
+
+    def admit(self, job: Job, at: float) -> None:
+        """*job*'s attempt starts, admitted at *at* (:meth:`Limit.admit`)."""
+        for limit in self.limits:
+            limit.admit(job, at)
+
+    def refund(self, job: Job) -> None:
+        """Take back *job*'s admission: its attempt never started (:meth:`Limit.refund`)."""
+        for limit in self.limits:
+            limit.refund(job)
+
+    def restamp(self, job: Job, at: float) -> None:
+        """Re-date *job*'s admission to *at*, when it began (:meth:`Limit.restamp`)."""
+        for limit in self.limits:
+            limit.restamp(job, at)
+
+    def release(self, job: Job) -> None:
+        """*job*'s attempt ended (:meth:`Limit.release`)."""
+        for limit in self.limits:
+            limit.release(job)
+
+    def settle(
+        self, job: Job, cost: dict[str, float], counted: dict[str, float], now: float
+    ) -> None:
+        """*job*'s attempt really cost *cost* where *counted* was charged: each limit counting
+        a unit of *cost* charges or takes back the difference at *now*."""
+        for limit in self.limits:
+            unit = limit.unit
+            if unit is None or unit not in cost:
+                continue
+            delta = cost[unit] - counted.get(unit, 0)
+            if delta > 0:
+                limit.charge(job, delta, now)
+            elif delta < 0:
+                limit.take_back(job, -delta, now)
+
+    def named(self, name: str) -> list[Limit]:
+        """The limits whose value is named *name*."""
+        return [limit for limit in self.limits if _name(limit) == name]
+
+    def names(self) -> set[str]:
+        """The names of the limits' values (those that have one)."""
+        return {name for name in map(_name, self.limits) if isinstance(name, str)}
+
+
 @final
 class Lane:
     """One key's line of jobs, its limits and its pause (see the module docstring)."""
@@ -64,6 +133,7 @@ class Lane:
     __slots__ = (
         "finish",
         "first",
+        "group",
         "held_until",
         "key",
         "limits",
@@ -77,18 +147,30 @@ class Lane:
         "where",
     )
 
-    def __init__(self, key: Hashable, limits: tuple[Limit, ...], step: float = 1.0) -> None:
+    def __init__(
+        self,
+        key: Hashable,
+        limits: tuple[Limit, ...],
+        step: float = 1.0,
+        shared: tuple[Limit, ...] = (),
+        queue: deque[Job] | None = None,
+    ) -> None:
         self.key = key
+        #: The key's own limits (the pool's are *shared*).
         self.limits = limits
+        #: What an attempt of the lane takes: the pool's limits, then the key's.
+        self.group = LimitGroup(shared + limits)
         #: The fair share's virtual time one attempt of this key costs: ``1 / weight``.
         self.step = step
         #: The virtual finish tag of the key's last admitted attempt (see the module docstring).
         self.finish = 0.0
         #: The virtual start tag of the head while the lane is in the ready heap.
         self.tag = 0.0
-        #: First attempts, in submission order, from index ``first`` on (a list and an index
-        #: rather than a deque: an empty deque takes 600 bytes, and most keys hold a few jobs).
-        self.queue: list[Job] = []
+        #: First attempts, in submission order, from index ``first`` on: a key's in a list and
+        #: an index (an empty deque takes 600 bytes, and most keys hold a few jobs); the main
+        #: lane's in a *queue*, a deque (a map queues 100,000 jobs there: each is popped, and
+        #: freed, in O(1); ``first`` stays 0).
+        self.queue: list[Job] | deque[Job] = [] if queue is None else queue
         self.first = 0
         #: Retries whose backoff is over, as a heap by submission order.
         self.retry_ready: list[tuple[int, Job]] = []
@@ -110,7 +192,7 @@ class Lane:
         while first < end and queue[first].state != QUEUED:
             first += 1  # cancelled while queued: skipped here
         if first != self.first:
-            self._advance(first)
+            self.advance(first)
             first = self.first
         ready = self.retry_ready
         while ready and ready[0][1].state != QUEUED:
@@ -120,9 +202,13 @@ class Lane:
             return ready[0][1]
         return queue[first] if waiting else None
 
-    def _advance(self, first: int) -> None:
+    def advance(self, first: int) -> None:
         """The first attempts before index *first* have left: forget them once they are many."""
         queue = self.queue
+        if isinstance(queue, deque):
+            for _ in range(first):
+                queue.popleft()
+            return
         if first == len(queue):
             queue.clear()
             first = 0
@@ -141,7 +227,7 @@ class Lane:
         if ready and ready[0][1] is job:
             heappop(ready)
         else:
-            self._advance(self.first + 1)
+            self.advance(self.first + 1)
 
     def requeue(self, job: Job) -> None:
         """*job* waits again: a retry whose backoff ended, or a refused reservation (its
@@ -170,8 +256,14 @@ class Lane:
 
     def waiting(self) -> Iterator[Job]:
         """The jobs that wait to start (for kill())."""
-        yield from (job for job in self.queue[self.first :] if job.state == QUEUED)
+        yield from (job for job in islice(self.queue, self.first, None) if job.state == QUEUED)
         yield from (job for _, job in self.retry_ready if job.state == QUEUED)
+
+    def clear(self) -> None:
+        """Forget the waiting jobs (kill())."""
+        self.queue.clear()
+        self.first = 0
+        self.retry_ready.clear()
 
 
 def weight_step(key_weight: Callable[[Hashable], float], key: Hashable) -> float:
@@ -205,11 +297,12 @@ class Keys:
     :param fair: False for the pool's ``key_order="submitted"``: every step is 0, so every tag
         stays at 0 and the ready keys go by their heads' submission numbers alone (the oldest
         waiting job first, whatever its key; a key held by its own limits still holds up none)
+    :param main: the lane of the jobs without a key (one more flow of the fair share)
+    :param shared: the pool's limits, which every key's attempts take too
     """
 
     __slots__ = (
         "_clock",
-        "_main_finish",
         "_peak",
         "_ready",
         "_resting",
@@ -219,7 +312,9 @@ class Keys:
         "_vtime",
         "key_weight",
         "lanes",
+        "main",
         "make_limits",
+        "shared",
     )
 
     def __init__(
@@ -228,8 +323,12 @@ class Keys:
         tick: float,
         key_weight: Callable[[Hashable], float] | None = None,
         fair: bool = True,
+        main: Lane | None = None,
+        shared: tuple[Limit, ...] = (),
     ) -> None:
         self.make_limits = make_limits
+        self.main = Lane(None, ()) if main is None else main
+        self.shared = shared
         self._tick = tick
         self.key_weight = key_weight
         #: The virtual time one attempt costs a flow of weight 1 (the jobs without a key, and
@@ -238,8 +337,8 @@ class Keys:
         self.lanes: dict[Hashable, Lane] = {}
         #: The fair share's virtual time: the start tag of the last attempt admitted.
         self._vtime = 0.0
-        #: The finish tag of the jobs without a key (a flow of weight 1).
-        self._main_finish = 0.0
+        # The finish tag of the jobs without a key (a flow of weight 1) is the main lane's.
+        self.main.finish = 0.0
         # (head's start tag, head's seq, ticket, lane): the smallest tag, then the oldest head.
         self._ready: list[tuple[float, int, int, Lane]] = []
         self._clock: list[tuple[float, int, Lane]] = []  # (from when, ticket, lane)
@@ -255,10 +354,16 @@ class Keys:
             # The weight first: a key_weight that raises leaves no lane behind.
             key_weight = self.key_weight
             step = self._step if key_weight is None else weight_step(key_weight, key)
-            lane = lanes[key] = Lane(key, self.make_limits(), step)
+            lane = lanes[key] = Lane(key, self.make_limits(), step, self.shared)
             if len(lanes) > self._peak:
                 self._peak = len(lanes)
         return lane
+
+    def share(self, shared: tuple[Limit, ...]) -> None:
+        """The pool's limits are *shared* from now on: every lane's group takes them."""
+        self.shared = shared
+        for lane in self.lanes.values():
+            lane.group.limits = shared + lane.limits
 
     def look_again(self, lane: Lane) -> None:
         """*lane*'s head changed or its limits freed up: it is a candidate again."""
@@ -288,7 +393,7 @@ class Keys:
     def main_tag(self) -> float:
         """The start tag of the head of the jobs without a key (they are never held back by
         limits of their own, so the flow is ready whenever it has a head)."""
-        finish = self._main_finish
+        finish = self.main.finish
         return finish if finish > self._vtime else self._vtime
 
     def pick(self, now: float, before: float = _INF, before_seq: int = 0) -> Job | None:
@@ -334,23 +439,23 @@ class Keys:
                 heappush(clock, (t, ticket, lane))
         return None
 
-    def served(self, lane: Lane | None) -> None:
-        """The head :meth:`pick` gave (of *lane*; None: the head of the jobs without a key) was
-        admitted: virtual time moves to its tag, and its flow's next head comes one step later."""
-        if lane is None:
+    def served(self, lane: Lane) -> None:
+        """The head :meth:`pick` gave (of *lane*, maybe the main one) was admitted: virtual time
+        moves to its tag, and its flow's next head comes one step later."""
+        if lane is self.main:
             tag = self.main_tag()
-            self._main_finish = tag + self._step
+            lane.finish = tag + self._step
         else:
             tag = lane.tag
             lane.finish = lane.tag = tag + lane.step
         if tag > self._vtime:
             self._vtime = tag
 
-    def unserved(self, lane: Lane | None) -> None:
+    def unserved(self, lane: Lane) -> None:
         """An admission :meth:`served` counted was taken back (a remote limit refused, the job
         was paused or cancelled before it started): its flow gets that share back."""
-        if lane is None:
-            self._main_finish -= self._step
+        if lane is self.main:
+            lane.finish -= self._step
         else:
             lane.finish = lane.tag = lane.finish - lane.step
             if lane.where == _READY:
@@ -404,9 +509,7 @@ class Keys:
     def clear(self) -> None:
         """Forget the waiting jobs (kill()); the lanes rest and are dropped as usual."""
         for lane in self.lanes.values():
-            lane.queue.clear()
-            lane.first = 0
-            lane.retry_ready.clear()
+            lane.clear()
             lane.where = _IDLE
         self._ready.clear()
         self._clock.clear()
