@@ -2,11 +2,12 @@
 
 :class:`Holds` is the state that a job's admission reads, and everything that changes it without
 changing a job's state: the pool's local and remote limits and each key's lane (made on first
-use), the pool's and the keys' pauses, and what a provider says back, applied to them: a
-pushback (:exc:`RetryAfter`, or the ``retry_after=`` callable: which scope it names, how long
-it pauses, the refused attempt's cost given back, the adaptive rates slowed down), a server's
-budgets read from its headers (the matching limit lowered until the reset), and an attempt's
-real cost (:meth:`Holds.settle`). The :class:`~werkpool._core._scheduler.Scheduler` extends it
+use), the pool's and the keys' pauses, a remote limit's refusal held until another process
+frees credit, and what a provider says back, applied to them: a pushback (:exc:`RetryAfter`,
+or the ``retry_after=`` callable: which scope it names, how long it pauses, the refused
+attempt's cost given back, the adaptive rates slowed down), a server's budgets read from its
+headers (the matching limit lowered until the reset), and an attempt's real cost
+(:meth:`Holds.settle`). The :class:`~werkpool._core._scheduler.Scheduler` extends it
 with the jobs: their line and every change of their state. Like it, sans-I/O: every method
 takes ``now``.
 """
@@ -66,6 +67,8 @@ class Holds:
     retry_after: Callable[[Exception], float | RetryAfter | None] | None
     #: The longest pause a pushback may cause, in seconds (the pool's ``max_retry_after=``).
     max_retry_after: float
+    #: The jobs waiting to start (the scheduler counts them).
+    queued: int
 
     def _hold_nothing(self, limits: Sequence[Limit], remote: Sequence[RemoteLimit]) -> None:
         """Start with the local *limits* and the *remote* ones: no key, pause or pushback."""
@@ -79,6 +82,8 @@ class Holds:
         #: that pipelines requests, and no local limit that dates its latest admission, see
         #: :meth:`Scheduler.restamp`) keeps it up to the ones in flight.
         self.depth = 1
+        #: A remote limit refused: no reservation before this time (a key's: its lane's).
+        self._hold_until = -_INF
         #: The lanes of the keys in use (made when the first job with a key comes).
         self.keys: Keys | None = None
         #: No attempt starts before this time (pause(), pause_for(), a pushback).
@@ -309,6 +314,25 @@ class Holds:
             assert self.keys is not None
             self.keys.rest(lane)  # a key held with no job: dropped once its hold is over
         return applied
+
+    def remote_freed(self, key: Hashable | None = None) -> bool:
+        """A remote limit has credit again (another process released a slot): end the hold of
+        a refusal, the pool's (*key* None) or *key*'s, so the head asks again now rather than
+        at its fallback time. Return True if some job may ask now (the caller wakes a worker).
+        """
+        if key is None:
+            if self._hold_until == -_INF:
+                return False
+            self._hold_until = -_INF
+            return self.queued > 0
+        keys = self.keys
+        lane = None if keys is None else keys.lanes.get(key)
+        if lane is None or lane.held_until == -_INF:
+            return False
+        lane.held_until = -_INF
+        assert keys is not None
+        keys.look_again(lane)
+        return lane.head() is not None
 
     def pause(self, until: float, clamped_from: float | None = None) -> None:
         """Start nothing before *until* (``inf``: until :meth:`resume`); never shortens a pause.

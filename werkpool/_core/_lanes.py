@@ -73,8 +73,10 @@ def _name(limit: Limit) -> object:
 class LimitGroup:
     """Every local limit an attempt of one lane takes (all of them: AND), the pool's first.
 
-    One call replaces the two loops, the pool's limits then the key's, at each step of an
-    attempt. The pool's limits may change while it runs: :meth:`Keys.share` regroups.
+    One loop over :attr:`limits` (or one call) replaces the two loops, the pool's limits then
+    the key's, at each step of an attempt: the scheduler writes the three that run once per job
+    (admit, restamp, release) as that loop, the others are methods. The pool's limits may
+    change while it runs: :meth:`Keys.share` regroups.
     """
 
     __slots__ = ("limits",)
@@ -82,25 +84,10 @@ class LimitGroup:
     def __init__(self, limits: tuple[Limit, ...]) -> None:
         self.limits = limits
 
-    def admit(self, job: Job, at: float) -> None:
-        """*job*'s attempt starts, admitted at *at* (:meth:`Limit.admit`)."""
-        for limit in self.limits:
-            limit.admit(job, at)
-
     def refund(self, job: Job) -> None:
         """Take back *job*'s admission: its attempt never started (:meth:`Limit.refund`)."""
         for limit in self.limits:
             limit.refund(job)
-
-    def restamp(self, job: Job, at: float) -> None:
-        """Re-date *job*'s admission to *at*, when it began (:meth:`Limit.restamp`)."""
-        for limit in self.limits:
-            limit.restamp(job, at)
-
-    def release(self, job: Job) -> None:
-        """*job*'s attempt ended (:meth:`Limit.release`)."""
-        for limit in self.limits:
-            limit.release(job)
 
     def settle(
         self, job: Job, cost: dict[str, float], counted: dict[str, float], now: float
@@ -226,8 +213,10 @@ class Lane:
         ready = self.retry_ready
         if ready and ready[0][1] is job:
             heappop(ready)
-        else:
+        elif type(self.queue) is list:
             self.advance(self.first + 1)
+        else:
+            self.queue.popleft()  # type: ignore[union-attr]  # the main lane's deque
 
     def requeue(self, job: Job) -> None:
         """*job* waits again: a retry whose backoff ended, or a refused reservation (its
