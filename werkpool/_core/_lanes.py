@@ -6,8 +6,9 @@ jobs without a key have a lane too, with no limits of its own (the scheduler's `
 never in :class:`Keys`' bookkeeping: it is the one flow that no limit of its own holds back).
 
 Each lane's :class:`LimitGroup` is every local limit an attempt of the lane takes: the pool's,
-then the key's own. The scheduler admits, refunds, re-dates and releases an attempt, and asks
-which limits count a unit or bear a name, through it in one call.
+then the key's own. The scheduler admits, refunds, re-dates, releases and settles an attempt,
+and asks which limits bear a name, through it: one loop or one call, not a loop over the pool's
+limits and another over the key's.
 
 :class:`Keys` holds the lanes of the keys in use and answers the scheduler's question "which key's
 head job may start now?" without looking at every key: lanes that may start are in a heap by
