@@ -102,6 +102,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     freed, so the collection before the freeze frees what is garbage already; what a test
     creates is not frozen, so its leaks and cycles are found as before.
     """
+    # Hypothesis imported before the freeze: on import it runs trio's plugin, whose
+    # register_random() checks with gc.get_referrers(), blind to frozen objects, that trio's
+    # Random is referenced, and warns (an error here) when it sees no referrer.
+    import hypothesis  # noqa: F401
+
     gc.collect()
     gc.freeze()
 
