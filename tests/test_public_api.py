@@ -59,3 +59,15 @@ def test_event_is_a_deprecated_alias_of_job_event() -> None:
     assert "Event" not in vars(werkpool)  # so that every access goes through the warning
     assert werkpool.JobEvent.__name__ == "JobEvent"
     assert werkpool.JobEvent.__module__ == "werkpool"
+
+
+def test_every_method_of_worker_pool_is_named_after_it() -> None:
+    """WorkerPool is written as faces (werkpool/_facade/), but its methods' reprs and Python's
+    own errors for a wrong call name WorkerPool, the class users know."""
+    names = [name for name in dir(werkpool.WorkerPool) if not name.startswith("_")]
+    assert {"map", "map_sync", "pause", "run", "set_limits", "size"} <= set(names)
+    for name in names:
+        member = inspect.getattr_static(werkpool.WorkerPool, name)
+        function = member.fget if isinstance(member, property) else member
+        if inspect.isfunction(function):
+            assert function.__qualname__ == f"WorkerPool.{name}", name

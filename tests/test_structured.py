@@ -416,6 +416,21 @@ class TestOptionsOfEveryMethod:
                     await submit_by_name(pool, method, abandon_on_cancel=True)
             assert pool.statistics().submitted == 0
 
+    @pytest.mark.parametrize("method", ["map", "map_sync"])
+    async def test_a_map_without_its_iterable_is_reported_under_its_own_name(
+        self, method: str
+    ) -> None:
+        # map_sync() passes its arguments on to map(); the error still names the call made,
+        # and the class users see, not the face that map() is written in.
+        async with WorkerPool() as pool:
+            fn = blocking_echo if method.endswith("_sync") else echo
+            pattern = (
+                rf"^WorkerPool\.{method}\(\) missing 1 required positional argument: 'iterable'$"
+            )
+            with pytest.raises(TypeError, match=pattern):
+                getattr(pool, method)(fn)
+            assert pool.statistics().submitted == 0
+
     @pytest.mark.parametrize(("method", "awaited"), SUBMITTERS)
     async def test_every_option_by_name_with_its_default(self, method: str, awaited: bool) -> None:
         per_item = method.startswith("map")

@@ -350,6 +350,26 @@ class WorkerPool(ControlFace, SubmissionFace, ThreadFace):
                 await life.wait_stopped()
 
 
+def _name_the_faces_methods(pool: type) -> None:
+    """Give the faces' methods *pool*'s name: ``WorkerPool.map``, not ``SubmissionFace.map``.
+
+    The faces are how the class is written, not what users call: Python names a method's
+    ``__qualname__`` in its repr and in the TypeError of a wrong call ("WorkerPool.map() missing
+    1 required positional argument"), where a face's name would send the reader to a class
+    they never met. Each function belongs to its face alone, so renaming it changes nothing else.
+    """
+    for face in pool.__mro__[1:-1]:  # the faces, not the pool itself nor object
+        for member in vars(face).values():
+            functions = [member.fget, member.fset] if isinstance(member, property) else [member]
+            for function in functions:
+                qualname: str = getattr(function, "__qualname__", "")
+                if qualname.startswith(f"{face.__name__}."):
+                    function.__qualname__ = f"{pool.__name__}.{qualname.partition('.')[2]}"
+
+
+_name_the_faces_methods(WorkerPool)
+
+
 def worker_pool(
     size: int | None = None,
     rate: float | None = None,

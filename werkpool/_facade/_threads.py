@@ -42,6 +42,9 @@ U = TypeVar("U")
 Ts = TypeVarTuple("Ts")
 
 
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def _blocking_twin(method: str, names: frozenset[str]) -> Callable[[_Method], _Method]:
     """Make the decorated method the twin of the pool's method *method* for a blocking function.
 
@@ -55,8 +58,21 @@ def _blocking_twin(method: str, names: frozenset[str]) -> Callable[[_Method], _M
 
     def make(declared: _Method) -> _Method:
         twin_name = declared.__name__
+        # The positional parameters after fn that have no default (map_sync's iterable): a
+        # call without them is reported under the twin's name, not the method's it calls.
+        required = [
+            parameter.name
+            for parameter in list(inspect.signature(declared).parameters.values())[2:]
+            if parameter.kind in _POSITIONAL and parameter.default is parameter.empty
+        ]
 
         def twin(self: ThreadFace, fn: Any, /, *args: Any, **options: Any) -> Any:
+            if len(args) < len(required):
+                missing = required[len(args)]
+                raise TypeError(
+                    f"{type(self).__name__}.{twin_name}() missing 1 required positional "
+                    f"argument: {missing!r}"
+                )
             abandon = options.pop("abandon_on_cancel", False)
             check_names(twin_name, options, names)
             wrapped = self._in_thread(fn, twin_name, abandon)
