@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable
+from types import FunctionType
 from typing import TYPE_CHECKING, Final, cast, final
 
 import anyio
@@ -362,9 +363,10 @@ def _name_the_faces_methods(pool: type) -> None:
         for member in vars(face).values():
             functions = [member.fget, member.fset] if isinstance(member, property) else [member]
             for function in functions:
-                qualname: str = getattr(function, "__qualname__", "")
-                if qualname.startswith(f"{face.__name__}."):
-                    function.__qualname__ = f"{pool.__name__}.{qualname.partition('.')[2]}"
+                if isinstance(function, FunctionType):
+                    qualname = function.__qualname__
+                    if qualname.startswith(f"{face.__name__}."):
+                        function.__qualname__ = f"{pool.__name__}.{qualname.partition('.')[2]}"
 
 
 _name_the_faces_methods(WorkerPool)
