@@ -22,10 +22,11 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 import werkpool
+from werkpool import Concurrency, Shared
 from werkpool._core._remote_limit import Refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
     from types import FrameType, ModuleType
 
     from werkpool import WorkerPool
@@ -405,6 +406,10 @@ class FakeRemoteLimit:
         self.releases = 0
         self.requests = 0
         self.errors: list[str] = []
+        #: The jobs (by id()) whose request is out and not yet answered, or was interrupted and
+        #: is being released: what the pool counts as reserving, seen from this side.
+        self.asking: set[int] = set()
+        self._interrupted: set[int] = set()  # of those, the interrupted ones
 
     @property
     def held(self) -> int:
@@ -412,8 +417,14 @@ class FakeRemoteLimit:
 
     async def acquire(self, job: Any) -> float | Refusal:
         self.requests += 1
+        self.asking.add(id(job))
         if self.latency:
-            await anyio.sleep(self.latency)  # the request is out: the answer comes back later
+            try:
+                await anyio.sleep(self.latency)  # the request is out: the answer comes later
+            except BaseException:
+                self._interrupted.add(id(job))  # it asks until the release that follows ends
+                raise
+        self.asking.discard(id(job))
         now = anyio.current_time()
         if self.rng.random() < self.refuse or len(self.holders) >= self.capacity:
             self.refusals += 1
@@ -428,14 +439,36 @@ class FakeRemoteLimit:
     async def release(self, job: Any) -> None:
         # Called for a granted attempt, and for a request cancelled midway (which may have taken
         # nothing): a store's release is idempotent, so is this one.
+        interrupted = id(job) in self._interrupted  # (not a release of an earlier attempt's)
+        self._interrupted.discard(id(job))
         if id(job) in self.holders:
             self.holders.discard(id(job))
             self.releases += 1
         if self.latency:
             await anyio.sleep(self.latency / 2)
+        if interrupted:
+            self.asking.discard(id(job))
 
 
-def add_remote_limit(pool: WorkerPool, *limits: Any) -> None:
-    """Give an unstarted pool remote limits (no public API yet: issue #12 adds ``limits=``)."""
-    assert pool._life.state == 0, "remote limits must be set before the pool starts"
-    pool._life.remote = tuple(limits)
+class _GivenStore:
+    """A store (werkpool's ``Store`` protocol) that binds to a remote limit given in advance:
+    a pool binds it through its shared limits, as it binds a ``RedisStore``."""
+
+    def __init__(self, limit: Any) -> None:
+        self.limit = limit
+
+    def bind(self, limits: Any, per_key: Any, wake: Callable[[Hashable | None], None]) -> Any:
+        return self.limit
+
+    def __repr__(self) -> str:
+        return f"<store of {self.limit!r}>"
+
+
+def remote_limits(*limits: Any) -> list[Shared]:
+    """``limits=`` values that make a pool ask each of *limits* (remote limits, such as
+    :class:`FakeRemoteLimit`) for every attempt: each through a store of its own, bound as the
+    pool binds a ``RedisStore``. Pass them to ``set_limits()`` too (shared limits stay)."""
+    return [
+        Concurrency(1_000_000).shared(_GivenStore(limit), f"remote{i}")
+        for i, limit in enumerate(limits)
+    ]

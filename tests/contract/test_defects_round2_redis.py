@@ -21,7 +21,7 @@ import coredis
 import coredis.exceptions
 import pytest
 from redis_server import stores
-from support import FakeRemoteLimit, add_remote_limit, echo
+from support import FakeRemoteLimit, echo, remote_limits
 
 from werkpool import Concurrency, LimitUnavailableError, Rate, Window, WorkerPool
 from werkpool.redis import RedisStore
@@ -433,8 +433,8 @@ async def test_item10_set_limits_switches_pipelining_off_and_on() -> None:
         await anyio.sleep(0.3)
         return i
 
-    pool = WorkerPool(size=16)
-    add_remote_limit(pool, remote)
+    shared = remote_limits(remote)  # (set_limits() keeps a pool's shared limits as they are)
+    pool = WorkerPool(size=16, limits=shared)
     async with pool:
         assert await pool.run(job, -1) == -1
         futures = []
@@ -445,11 +445,11 @@ async def test_item10_set_limits_switches_pipelining_off_and_on() -> None:
         in_flight = remote.in_flight
         assert in_flight > 4  # more than the window allows at once
         changed_at = anyio.current_time()
-        pool.set_limits([Window(4, per=0.5)])
+        pool.set_limits([Window(4, per=0.5), *shared])
         for future in futures:
             await future
         remote.most_in_flight = 0
-        pool.set_limits([])
+        pool.set_limits(shared)
         again = []
         for i in range(12):
             again.append(pool.run(job, i))

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import FakeRemoteLimit, Probe, add_remote_limit, rate_violation
+from support import FakeRemoteLimit, Probe, rate_violation, remote_limits
 
 from werkpool import WorkerPool
 from werkpool._core._remote_limit import Refusal
@@ -34,8 +34,7 @@ async def test_every_job_runs_once_under_the_remote_capacity_and_size() -> None:
         await probe.job(i, duration=0.05 * (i % 4))
         return i
 
-    pool = WorkerPool(size=4)
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(size=4, limits=remote_limits(remote))
     async with pool:
         futures = [pool.run(job, i) for i in range(60)]
     assert [f.result() for f in futures] == list(range(60))
@@ -56,8 +55,7 @@ async def test_jobs_start_in_submission_order_through_refusals() -> None:
     async def job(i: int) -> None:
         order.append(i)
 
-    pool = WorkerPool(size=8)
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(size=8, limits=remote_limits(remote))
     async with pool:
         for i in range(40):
             pool.run(job, i)
@@ -77,8 +75,7 @@ async def test_a_refusal_holds_every_start_until_retry_at() -> None:
 
     remote = RefuseFirst()
     probe = Probe()
-    pool = WorkerPool(size=5)
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(size=5, limits=remote_limits(remote))
     start = anyio.current_time()
     async with pool:
         for i in range(5):
@@ -91,8 +88,7 @@ async def test_a_grant_for_a_later_time_starts_the_job_then() -> None:
     """A reservation-style grant ("start at t") delays the job's code until t."""
     remote = FakeRemoteLimit(start_delay=0.25)
     probe = Probe()
-    pool = WorkerPool()
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(limits=remote_limits(remote))
     start = anyio.current_time()
     async with pool:
         await pool.run(probe.job, "x")
@@ -103,8 +99,7 @@ async def test_local_rate_and_remote_limit_together() -> None:
     """rate=10 locally with a slow remote: starts still obey the rate's window contract."""
     remote = FakeRemoteLimit(2, latency=0.03, refuse=0.1, seed=3)
     probe = Probe()
-    pool = WorkerPool(size=3, rate=10)
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(size=3, rate=10, limits=remote_limits(remote))
     async with pool:
         for i in range(30):
             pool.run(probe.job, i, 0.25)  # up to three overlap: the remote caps them at 2
@@ -115,8 +110,7 @@ async def test_local_rate_and_remote_limit_together() -> None:
 async def test_cancelling_a_job_while_it_reserves_gives_the_credit_back() -> None:
     """The future is cancelled mid-request: it ends cancelled, the next job runs, nothing held."""
     remote = FakeRemoteLimit(1, latency=1.0)
-    pool = WorkerPool(size=2)
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(size=2, limits=remote_limits(remote))
     async with pool:
         first = pool.run(anyio.sleep, 0)
         second = pool.run(anyio.sleep, 0)
@@ -133,8 +127,7 @@ async def test_cancelling_a_job_while_it_reserves_gives_the_credit_back() -> Non
 async def test_cancelling_a_job_granted_for_later_releases_its_credit() -> None:
     """Cancelled while waiting for its granted start time: the credit is released."""
     remote = FakeRemoteLimit(start_delay=5.0)
-    pool = WorkerPool()
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(limits=remote_limits(remote))
     async with pool:
         future = pool.run(anyio.sleep, 0)
         await anyio.sleep(1.0)
@@ -146,8 +139,7 @@ async def test_cancelling_a_job_granted_for_later_releases_its_credit() -> None:
 async def test_kill_during_reservations_leaves_no_credit_held() -> None:
     """kill() while requests are out: every future ends cancelled, every credit comes back."""
     remote = FakeRemoteLimit(2, latency=0.5)
-    pool = WorkerPool(size=4)
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(size=4, limits=remote_limits(remote))
     async with pool:
         futures = [pool.run(anyio.sleep, 10) for _ in range(6)]
         await anyio.sleep(1.2)  # two run, one request is out
@@ -166,8 +158,7 @@ async def test_a_failing_release_is_logged_and_the_pool_goes_on(
         async def release(self, job: Any) -> None:
             raise ConnectionError("store down")
 
-    pool = WorkerPool(size=2)
-    add_remote_limit(pool, BrokenRelease())
+    pool = WorkerPool(size=2, limits=remote_limits(BrokenRelease()))
     with caplog.at_level(logging.ERROR, logger="werkpool"):
         async with pool:
             results = [await pool.run(anyio.sleep, 0) for _ in range(3)]
@@ -187,8 +178,7 @@ async def test_retries_take_the_remote_limit_again() -> None:
             raise ValueError("again")
         return "ok"
 
-    pool = WorkerPool()
-    add_remote_limit(pool, remote)
+    pool = WorkerPool(limits=remote_limits(remote))
     async with pool:
         assert await pool.run(flaky, retries=3, backoff=lambda n: 0.1) == "ok"
     assert (remote.grants, remote.releases, remote.held) == (3, 3, 0)

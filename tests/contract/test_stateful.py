@@ -69,11 +69,11 @@ from hypothesis import strategies as st
 from support import (
     BACKENDS,
     FakeRemoteLimit,
-    add_remote_limit,
     borrowed,
     internal_tasks,
     jump_clock,
     rate_violation,
+    remote_limits,
     run_virtual,
     stats_add_up,
 )
@@ -85,6 +85,7 @@ from werkpool import (
     PoolFullError,
     Rate,
     RetryAfter,
+    Shared,
     Window,
     WorkerPool,
 )
@@ -414,6 +415,7 @@ class World:
     callers: list[anyio.CancelScope] = field(default_factory=list)
     caller_jobs: list[list[int]] = field(default_factory=list)
     caller_done: list[bool] = field(default_factory=list)
+    producers: list[int] = field(default_factory=list)  # the callers of submit() and call()
     starts: list[float] = field(default_factory=list)
     running: int = 0
     violations: list[str] = field(default_factory=list)
@@ -627,8 +629,8 @@ class World:
         if s.running != self.running:
             self.fail(f"statistics().running={s.running}, but {self.running} attempts execute")
         # A job that asks the remote limit holds its place under the size meanwhile (not yet
-        # running).
-        reserving = pool._life.sched.reserving
+        # running): the fake remote limit sees which ask.
+        reserving = 0 if self.remote is None else len(self.remote.asking)
         if pool.size is not None and borrowed(pool) != s.running + reserving:
             self.fail(f"the size counts {borrowed(pool)} places for {s.running} running attempts")
         remote = self.remote
@@ -705,8 +707,7 @@ class World:
                 wanted.append(("concurrency", spec.unit, 0.0, float(spec.n)))
         if shown != sorted(wanted):
             self.fail(f"statistics().limits show {shown}, but the program set {sorted(wanted)}")
-        sched = pool._life.sched
-        if sched is None or sched.reserving:
+        if self.remote is not None and self.remote.asking:
             return  # a job asking a remote limit holds its local limits, yet does not run
         for snap in snaps:
             if snap.kind == "concurrency":
@@ -936,11 +937,12 @@ def _set_limits(world: World, new: Limits, rate: Any) -> None:
         for job in world.jobs.values()
         if job.accepted and job.spec.cost is not None and not _fits(job.spec.cost, new_specs)
     ]
+    limits = [*new.limits, *(spec for spec in pool.limits if isinstance(spec, Shared))]
     try:
         if rate is KEEP:
-            pool.set_limits(new.limits)
+            pool.set_limits(limits)
         else:
-            pool.set_limits(new.limits, rate=rate)
+            pool.set_limits(limits, rate=rate)
     except ValueError as exc:
         if not misfits:
             world.fail(f"set_limits({new}) raised {exc!r}, but no job has a cost it cannot fit")
@@ -950,6 +952,19 @@ def _set_limits(world: World, new: Limits, rate: Any) -> None:
         if waiting:
             world.fail(f"set_limits({new}) accepted, but jobs {waiting} wait and can never fit")
     world.set_limits_model(new)
+
+
+def _producers_in_line(world: World) -> bool:
+    """Whether a producer may wait in line for room, or hold room it was given, now: a caller
+    of submit() that has not returned, or of call() whose job has not begun an attempt (queued,
+    it is counted in statistics().queued too)."""
+    for index in world.producers:
+        if world.caller_done[index]:
+            continue
+        labels = world.caller_jobs[index]
+        if not labels or all(world.jobs[label].attempts == 0 for label in labels):
+            return True
+    return False
 
 
 async def _apply(world: World, op: tuple[Any, ...], callers: Any) -> None:
@@ -970,9 +985,7 @@ async def _apply(world: World, op: tuple[Any, ...], callers: Any) -> None:
                 # run() never overtakes producers that wait in submit()/call() or hold room
                 # they were given: the queue counts as full for it then (documented).
                 stats = pool.statistics()
-                full = bool(pool._life.room.waiting) or (
-                    stats.queued + pool._life.room.reserved >= (stats.max_pending or 0)
-                )
+                full = _producers_in_line(world) or stats.queued >= (stats.max_pending or 0)
                 if method != "run" or not full:
                     world.fail(f"{method}() raised PoolFullError with room in the queue")
                 return
@@ -994,6 +1007,7 @@ async def _apply(world: World, op: tuple[Any, ...], callers: Any) -> None:
             # room (the job, once submitted, belongs to its future).
             world.caller_jobs.append([job.label] if method == "call" else [])
             world.caller_done.append(False)
+            world.producers.append(len(world.callers) - 1)
             runner = _caller_call if method == "call" else _caller_submit
             callers.start_soon(runner, world, job, scope)
     elif kind == "submit_many":
@@ -1161,12 +1175,12 @@ def run_program(backend: str, program: tuple[Any, ...]) -> list[str]:
             delay = options.pop("retry_after")
             if delay is not None:
                 options["retry_after"] = lambda error: holder[0].retry_after(delay)(error)
-        pool = WorkerPool(**options)
         remote = None
         if config["remote"] is not None:
             capacity, latency, refuse = config["remote"]
             remote = FakeRemoteLimit(capacity, latency=latency, refuse=refuse, seed=seed)
-            add_remote_limit(pool, remote)
+            options["limits"] = (*options.get("limits", ()), *remote_limits(remote))
+        pool = WorkerPool(**options)
         world = World(config, pool, remote)
         holder.append(world)
         if "limits" in config:
