@@ -197,6 +197,27 @@ class Probe:
             self.leave()
 
 
+class Script:
+    """Jobs that do, per attempt, what their plan says: return, or raise the error given.
+
+    ``Script(flaky=[Boom("once")])``: the first attempt of ``job("flaky")`` raises, the next
+    ones return ``"flaky"``; each attempt takes 1 s.
+    """
+
+    def __init__(self, **plans: list[BaseException | None]) -> None:
+        self.plans = plans
+        self.attempts: dict[str, int] = {}
+
+    async def job(self, label: str) -> str:
+        self.attempts[label] = attempt = self.attempts.get(label, 0) + 1
+        await anyio.sleep(1)
+        plan = self.plans.get(label, [])
+        error = plan[attempt - 1] if attempt <= len(plan) else None
+        if error is not None:
+            raise error
+        return label
+
+
 # -- the rate contract, checked exactly ----------------------------------------------------------
 
 
@@ -271,6 +292,17 @@ def run_virtual(backend: str, fn: Callable[[], Awaitable[Any]], seed: int | None
     finally:
         if saved is not None:
             trio_run._r = saved
+
+
+def run_on_virtual_time(coro: Any) -> Any:
+    """Stand-in for :func:`asyncio.run` (documentation examples call it): a looptime loop, so
+    the examples' sleeps take no real time."""
+    loop = looptime.new_event_loop(resolution=1e-9)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def asyncio_tasks() -> set[asyncio.Task[Any]]:

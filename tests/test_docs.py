@@ -17,8 +17,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-import looptime
 import pytest
+from support import run_on_virtual_time
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -203,16 +203,6 @@ def python_blocks() -> list[tuple[str, str, bool]]:
             before = text[: match.start()].rstrip().rsplit("\n", 1)[-1].strip()
             blocks.append((f"{page_id(path)}:{i}", body, before == REAL_TIME))
     return blocks
-
-
-def run_on_virtual_time(coro: Any) -> Any:
-    """Stand-in for asyncio.run: a looptime loop, so the examples' sleeps take no real time."""
-    loop = looptime.new_event_loop(resolution=1e-9)
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
 
 
 BLOCKS = python_blocks()

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from support import Boom, approx
+from support import Boom, Script, approx
 
 import werkpool.otel
 from werkpool import RetryAfter, WorkerPool
@@ -94,23 +94,6 @@ def otel() -> Iterator[Otel]:
     yield Otel(hook, spans, reader, tracer_provider)
     meter_provider.shutdown()
     tracer_provider.shutdown()
-
-
-class Script:
-    """Jobs that do, per attempt, what their plan says: return, or raise the error given."""
-
-    def __init__(self, **plans: list[BaseException | None]) -> None:
-        self.plans = plans
-        self.attempts: dict[str, int] = {}
-
-    async def job(self, label: str) -> str:
-        self.attempts[label] = attempt = self.attempts.get(label, 0) + 1
-        await anyio.sleep(1)
-        plan = self.plans.get(label, [])
-        error = plan[attempt - 1] if attempt <= len(plan) else None
-        if error is not None:
-            raise error
-        return label
 
 
 async def run_the_story(otel: Otel, check_midway: bool = False) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
-from support import Boom, approx
+from support import Boom, Script, approx
 
 import werkpool.prometheus
 from werkpool import RetryAfter, WorkerPool
@@ -28,23 +28,6 @@ POOL = {"pool": "test"}
 
 def two_seconds(retry: int) -> float:
     return 2.0
-
-
-class Script:
-    """Jobs that do, per attempt, what their plan says: return, or raise the error given."""
-
-    def __init__(self, **plans: list[BaseException | None]) -> None:
-        self.plans = plans
-        self.attempts: dict[str, int] = {}
-
-    async def job(self, label: str) -> str:
-        self.attempts[label] = attempt = self.attempts.get(label, 0) + 1
-        await anyio.sleep(1)
-        plan = self.plans.get(label, [])
-        error = plan[attempt - 1] if attempt <= len(plan) else None
-        if error is not None:
-            raise error
-        return label
 
 
 @pytest.fixture

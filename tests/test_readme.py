@@ -8,21 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import looptime
 import pytest
+from support import run_on_virtual_time
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
-
-
-def run_on_virtual_time(coro: Any) -> Any:
-    """Stand-in for asyncio.run: a looptime loop, so the examples' sleeps take no real time."""
-    loop = looptime.new_event_loop(resolution=1e-9)
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
