@@ -23,6 +23,7 @@ from anyio.lowlevel import checkpoint
 
 import werkpool
 from werkpool import Concurrency, Shared
+from werkpool._core._limit import Limit
 from werkpool._core._remote_limit import Refusal
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from types import FrameType, ModuleType
 
     from werkpool import WorkerPool
+    from werkpool._core._job import Job
 
 HAS_TRIO = importlib.util.find_spec("trio") is not None
 
@@ -216,6 +218,32 @@ class Script:
         if error is not None:
             raise error
         return label
+
+
+# -- a stand-in for a limit --------------------------------------------------------------------
+
+
+class Holders(Limit):
+    """A concurrency limit of *total* that remembers which jobs hold it (a test's stand-in for
+    the scheduler's size count, to see who holds a place)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.borrowers: set[object] = set()
+
+    def earliest(self, job: Job, now: float) -> float:
+        return -math.inf if len(self.borrowers) < self.total else math.inf
+
+    def admit(self, job: Job, at: float) -> None:
+        assert job not in self.borrowers
+        assert len(self.borrowers) < self.total
+        self.borrowers.add(job)
+
+    def refund(self, job: Job) -> None:
+        self.borrowers.remove(job)
+
+    def release(self, job: Job) -> None:
+        self.borrowers.remove(job)
 
 
 # -- the rate contract, checked exactly ----------------------------------------------------------

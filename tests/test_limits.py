@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from support import max_starts_in, rate_violation
 
 from werkpool._core._count_limit import CountLimit
-from werkpool._core._job import Job, PlainJob
-from werkpool._core._limit import Limit
+from werkpool._core._job import PlainJob
 from werkpool._core._options import JobOptions, default_backoff
 from werkpool._core._rate_limit import RateLimit
 from werkpool._core._scheduler import TICK, Scheduler
@@ -119,29 +118,6 @@ class TestRateLimit:
         admitted = drive(RateLimit(rate, burst), times)
         assert all(a >= r for a, r in zip(admitted, times, strict=True))
         assert rate_violation(admitted, rate, burst) is None
-
-
-class Holders(Limit):
-    """A concurrency limit of *total* that remembers which jobs hold it (a test's stand-in for
-    the scheduler's size count, to see who holds a place)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.borrowers: set[object] = set()
-
-    def earliest(self, job: Job, now: float) -> float:
-        return -math.inf if len(self.borrowers) < self.total else math.inf
-
-    def admit(self, job: Job, at: float) -> None:
-        assert job not in self.borrowers
-        assert len(self.borrowers) < self.total
-        self.borrowers.add(job)
-
-    def refund(self, job: Job) -> None:
-        self.borrowers.remove(job)
-
-    def release(self, job: Job) -> None:
-        self.borrowers.remove(job)
 
 
 class TestCountLimit:

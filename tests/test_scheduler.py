@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support import rate_violation
-from test_limits import Holders
+from support import Holders, rate_violation
 
 from werkpool._core._job import (
     BACKOFF,
