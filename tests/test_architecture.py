@@ -401,3 +401,18 @@ def test_werkpool_modules_import_only_lower_layers() -> None:
         if imported in LAYERS and LAYERS[imported] >= LAYERS[module]
     ]
     assert not upward, "imports that do not go down a layer:\n" + "\n".join(upward)
+
+
+def test_tests_read_no_pool_lifecycle() -> None:
+    """No test reads a pool's lifecycle (``pool._life``): tests go through the public interface
+    or through a part's own (a Room, Crew or Scheduler made by the test), so that the lifecycle
+    can be reshaped without rewriting them (#23 item 9)."""
+    tests = Path(__file__).resolve().parent
+    readers = [
+        f"  {path.relative_to(tests)}:{number}: {line.strip()}"
+        for path in sorted(tests.rglob("*.py"))
+        if path.name != Path(__file__).name
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\._life\b", line)
+    ]
+    assert not readers, "tests that read pool._life:\n" + "\n".join(readers)
