@@ -88,6 +88,12 @@ async def sleep_echo(delay: float, value: object) -> object:
     return value
 
 
+async def sleep_echo_1(value: int) -> int:
+    """Sleep 1 s, then return *value* (a map's job)."""
+    await anyio.sleep(1)
+    return value
+
+
 async def fail_after_sleep(delay: float, message: str = "boom") -> None:
     await anyio.sleep(delay)
     raise Boom(message)

@@ -17,6 +17,7 @@ from support import (
     fail_after_sleep,
     rate_violation,
     sleep_echo,
+    sleep_echo_1,
 )
 
 import werkpool
@@ -330,11 +331,6 @@ class TestMap:
         pool = WorkerPool(size=2)
         assert [r async for r in pool.map(square, numbers(5))] == [0, 1, 4, 9, 16]
         await pool.shutdown()
-
-
-async def sleep_echo_1(value: int) -> int:
-    await anyio.sleep(1)
-    return value
 
 
 # -- one line, one set of limits -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from support import (
     internal_tasks,
     run_virtual,
     sleep_echo,
+    sleep_echo_1,
     stats_add_up,
 )
 
@@ -537,11 +538,6 @@ def test_r29_no_warnings_and_no_asyncio_noise_on_any_path(backend: str) -> None:
     assert outcome == "done"
     assert noise == []
     assert [str(w.message) for w in caught] == []
-
-
-async def sleep_echo_1(value: int) -> int:
-    await anyio.sleep(1)
-    return value
 
 
 def test_r29_the_suite_runs_with_warnings_as_errors_and_the_noise_guard(

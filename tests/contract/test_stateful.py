@@ -68,6 +68,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import (
     BACKENDS,
+    Boom,
     FakeRemoteLimit,
     borrowed,
     internal_tasks,
@@ -122,10 +123,6 @@ EPS = 1e-6
 #: The one unit #12's programs count (besides attempts).
 TOK = "tok"
 _INF = math.inf
-
-
-class Boom(Exception):
-    """A job's own failure."""
 
 
 # -- programs ------------------------------------------------------------------------------------
