@@ -145,30 +145,28 @@ def no_gc() -> Iterator[None]:
 # -- Redis (werkpool.redis): a private redis-server, see tests/redis_server.py ----------------
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the session's Redis tests (those that do not stop it)."""
+def _serve_redis(directory: Path) -> Iterator[RedisServer]:
+    """A redis-server kept in *directory*, stopped when the fixture that yields it ends."""
     from redis_server import RedisServer
 
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = RedisServer(directory)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session's Redis tests (those that do not stop it)."""
+    yield from _serve_redis(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of the test's own, which it may kill, restart or pause."""
-    from redis_server import RedisServer
-
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve_redis(tmp_path)
 
 
 @pytest.fixture
