@@ -404,23 +404,16 @@ class Scheduler(Holds):
     # -- outcomes of an attempt -------------------------------------------------------------------
 
     def _end_attempt(self, job: Job) -> None:
-        """The attempt ended: release its limits."""
-        lane: Lane = job.lane
-        limits = lane.group.limits  # the pool's, then the key's
-        if limits:  # none: a size-only pool
-            for limit in limits:
-                limit.release(job)
-        if lane is not self.main:
-            self.keys.released(lane)  # type: ignore[union-attr]  # a key's lane implies keys
-        if self.settled:
-            self.settled.pop(job.seq, None)
-        self.running -= 1
-        job.worker = None
+        """The attempt ended: release its limits (the first half of :meth:`returned`)."""
+        self.returned(job, None, False)
 
-    def returned(self, job: Job, result: object) -> None:
-        """The attempt returned *result* in time: the job is done, unless cancelled meanwhile."""
-        # _end_attempt() and _settled(), written out for this outcome: this runs once per job,
-        # and the two calls cost 5-7 % of a size-only map's CPU per job (measured, #23).
+    def returned(self, job: Job, result: object, settle: bool = True) -> None:
+        """The attempt returned *result* in time: the job is done, unless cancelled meanwhile.
+
+        With *settle* False, only end the attempt (release its limits): the other outcomes
+        then settle the job their way. One body for both, as this runs once per job and a call
+        more would cost 2-5 % of a map's CPU per job (measured, #23).
+        """
         lane: Lane = job.lane
         limits = lane.group.limits  # the pool's, then the key's
         if limits:  # none: a size-only pool
@@ -428,11 +421,16 @@ class Scheduler(Holds):
                 limit.release(job)
         if lane is not self.main:
             self.keys.released(lane)  # type: ignore[union-attr]  # a key's lane implies keys
-            self.keys.settled(lane)  # type: ignore[union-attr]
         if self.settled:
             self.settled.pop(job.seq, None)
         self.running -= 1
         job.worker = None
+        if not settle:
+            return
+        # _settled(), written out for this outcome: a map's job keeps its fn and args (its
+        # result is yielded later), and the owner hears only if it asks (notify_success).
+        if lane is not self.main:
+            self.keys.settled(lane)  # type: ignore[union-attr]
         job.host = None
         job.state = DONE
         if type(job) is PlainJob:  # a map's or a call's: its outcome is two fields, set here
