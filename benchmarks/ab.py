@@ -44,6 +44,7 @@ CASES = (
 CHILD = r"""
 import sys, time
 import anyio
+import werkpool
 from werkpool import Rate, WorkerPool
 
 n, case = int(sys.argv[1]), sys.argv[2]
@@ -91,7 +92,7 @@ async def main():
                 count += 1
             assert count == n
         spent = time.process_time() - started
-    print(spent / n * 1e6)
+    print(spent / n * 1e6, werkpool.__file__)
 
 
 anyio.run(main, backend=backend, backend_options=options)
@@ -111,8 +112,11 @@ def export(ref: str, into: Path) -> Path:
 def measure(tree: Path, case: str, jobs: int) -> float:
     """One run of *case* on the werkpool of *tree*: CPU µs per job."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    # From *tree*: ``python -c`` puts its working directory first on sys.path, before
+    # PYTHONPATH, so run from the checkout both sides would import the checkout's werkpool.
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(jobs), case],
+        cwd=tree,
         env=env,
         capture_output=True,
         text=True,
@@ -121,7 +125,10 @@ def measure(tree: Path, case: str, jobs: int) -> float:
     )
     if done.returncode:
         raise SystemExit(f"{case} on {tree} failed:\n{done.stderr}")
-    return float(done.stdout)
+    spent, imported = done.stdout.split(maxsplit=1)
+    if not Path(imported.strip()).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"{case}: the child imported {imported.strip()}, not the tree {tree}")
+    return float(spent)
 
 
 def main(argv: list[str] | None = None) -> None:
