@@ -468,6 +468,9 @@ class _Remote:
     async def acquire(self, job: Job) -> float:  # pragma: no cover - never awaited here
         raise AssertionError("the scheduler never awaits a remote limit")
 
+    def holds(self, job: Job) -> bool:  # pragma: no cover
+        raise AssertionError("the scheduler never asks a remote limit")
+
     async def release(self, job: Job) -> None:  # pragma: no cover
         raise AssertionError("the scheduler never awaits a remote limit")
 

@@ -58,6 +58,15 @@ class RemoteLimit(Protocol):
         """
         ...
 
+    def holds(self, job: Job) -> bool:
+        """Whether *job*'s attempt may hold credit here that :meth:`release` would give back.
+
+        False lets the pool skip the release, and the shielded scope around it, when the attempt
+        ends (a rate's or window's credit stays spent: nothing to give back). When unsure, True:
+        the release then runs, as it must after an :meth:`acquire` that was cancelled midway.
+        """
+        ...
+
     async def release(self, job: Job) -> None:
         """Give back what :meth:`acquire` took for *job*'s attempt (it ended, or was never run).
 

@@ -16,7 +16,6 @@ import anyio
 from .._core._remote_limit import Refusal
 
 if TYPE_CHECKING:
-    from .._core._job import Job
     from .._core._remote_limit import RemoteLimit
     from .._core._reservation import Reservation
 
@@ -59,13 +58,13 @@ async def give_back(reservation: Reservation, limits: list[RemoteLimit] | None =
     backstop.
     """
     job = reservation.job
-    # Only the limits that may hold credit for the job: a limit that says it holds none (an
-    # optional ``holds(job)``, as werkpool.redis's rate-only attempts) costs no shielded scope
-    # and no await (#24: the give-back of every attempt was part of each admission's cost).
+    # Only the limits that may hold credit for the job: a limit that says it holds none (as
+    # werkpool.redis's rate-only attempts) costs no shielded scope and no await (#24: the
+    # give-back of every attempt was part of each admission's cost).
     held = [
         limit
         for limit in reversed(limits if limits is not None else reservation.limits)
-        if _holds(limit, job)
+        if limit.holds(job)
     ]
     if not held:
         return
@@ -75,10 +74,3 @@ async def give_back(reservation: Reservation, limits: list[RemoteLimit] | None =
                 await limit.release(job)
             except Exception:
                 _logger.exception("werkpool: releasing %r for %r failed", limit, job)
-
-
-def _holds(limit: RemoteLimit, job: Job) -> bool:
-    """True unless *limit* says (with an optional ``holds(job)`` method) that *job* holds no
-    credit in it, nothing :meth:`RemoteLimit.release` would give back."""
-    holds = getattr(limit, "holds", None)
-    return True if holds is None else bool(holds(job))
