@@ -97,6 +97,7 @@ class Crew:
         "max_workers",
         "parked",
         "reap_scope",
+        "relay",
         "sleeper",
         "sleeper_deadline",
         "tg",
@@ -124,6 +125,11 @@ class Crew:
         self.sleeper: Worker | None = None
         self.sleeper_deadline = _INF
         self.idle_round = 0
+        #: A worker was woken to take the next job of a burst (see :meth:`hand_on`): if it takes
+        #: one while more wait, it calls up a worker for each. Cleared by a worker that finds
+        #: nothing to start (the burst was taken: the next begins with one worker again) or
+        #: that yields between jobs for fairness (it runs them itself, blocked in none).
+        self.relay = False
         #: The supervisor's wait while no worker is parked; the first to park cancels it, so that
         #: the supervisor counts rounds of idleness (see :meth:`reap`). None while it counts.
         self.reap_scope: anyio.CancelScope | None = None
@@ -168,12 +174,18 @@ class Crew:
         here; the sleeper, if any, already watches the line for the clock."""
         line = self.line
         if not self.waking and self.sleeper is None and (line.queued or line.backoff):
-            if line.unlimited and line.queued > 1:
-                # Each waiting job may start now: a worker for each, at once. Woken one by one
-                # (each handing on once it ran), a burst of n jobs would begin over n iterations
-                # of the event loop, which with I/O in flight delays the last ones.
+            if self.relay and line.unlimited and line.queued > 1:
+                # Each waiting job may start now, and the one that woke this worker did not take
+                # them all meanwhile: they wait on I/O, not on CPU. A worker for each, at once.
+                # Woken one by one (each handing on once it ran), a burst of n jobs would begin
+                # over n iterations of the event loop, delaying the last ones.
+                self.relay = False
                 self._call_up(line.queued)
             else:
+                # One worker first. Jobs that return without waiting are all run by the worker
+                # that took the first (it goes on until its batch ends): calling up a worker for
+                # each would wake them to find nothing, per batch (trio map: 1.6x the CPU).
+                self.relay = line.unlimited
                 self.kick(None)
 
     def _call_up(self, n: int) -> None:
