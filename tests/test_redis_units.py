@@ -107,7 +107,7 @@ async def test_only_an_attempt_holding_a_lease_is_given_back() -> None:
     store._shas = {"admit": "admit", "release": "release"}
 
     class _Job:
-        lane = None
+        key = None  # what SharedLimit reads of the job: its key= and its cost
         cost = None
 
     rated = store.bind((Rate(1e6).shared(store, "api"),), (), lambda key: None)

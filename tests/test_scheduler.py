@@ -152,6 +152,15 @@ class TestAdmission:
         assert tokens.borrowers == set()
         assert counts_add_up(sched)
 
+    def test_a_job_knows_its_key_through_its_lane(self) -> None:
+        """Job.key is the key= it was queued with (None: none), what a remote limit reads."""
+        sched = Scheduler()
+        keyed = sched.submit(lambda: None, (), OPTIONS, key=("host", 1))
+        plain = submit(sched, "plain")
+        assert keyed.key == ("host", 1)
+        assert plain.key is None
+        assert plain.lane is sched.main  # the main lane, whose key is None
+
     def test_backoff_end_is_the_next_wakeup(self) -> None:
         """With only a job in backoff, poll returns when its backoff ends."""
         sched = Scheduler([RateLimit(1000)])

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, final
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Hashable
 
     from ._options import JobOptions
 
@@ -139,8 +139,16 @@ class Job:
     host: JobHost | None
     #: What one attempt costs, per unit (``cost=``), or None: one attempt, no other unit.
     cost: dict[str, float] | None
-    #: The line of the job's key (with the key's limits), or None for a job without a key.
+    #: The line the job waits in: its key's (with the key's limits), or the scheduler's main
+    #: lane for a job without a key; None until it is queued.
     lane: Any
+
+    @property
+    def key(self) -> Hashable:
+        """The job's ``key=`` (None: no key), as its lane knows it: what a remote limit reads,
+        instead of the lane itself."""
+        lane = self.lane
+        return None if lane is None else lane.key
 
     if TYPE_CHECKING:
 

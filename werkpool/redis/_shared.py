@@ -216,8 +216,7 @@ class SharedLimit:
     async def acquire(self, job: Job) -> float | Refusal:
         """Take credit in every shared limit of *job*'s attempt at once, or in none."""
         store = self.store
-        lane = job.lane
-        key: Hashable | None = None if lane is None else lane.key
+        key = job.key
         asks = self._asks.get(key)
         if asks is None:
             asks = self._asks_of(key)
