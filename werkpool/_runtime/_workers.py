@@ -45,6 +45,14 @@ _INF: Final = float("inf")
 #: A worker that has run this many jobs back to back without waiting lets other tasks run once.
 _FAIRNESS_BATCH: Final = 64
 
+# How far a worker's reservation got (Runner._reserve): its request is out; the remote limits
+# hold credit for the job, still reserving; the attempt was granted and waits for its start;
+# or it ended (answered and undone) with nothing left to undo.
+_ASKING: Final = 0
+_HELD: Final = 1
+_GRANTED: Final = 2
+_ENDED: Final = 3
+
 
 #: The runner whose job code the current task runs (set in each worker task; inherited by the
 #: tasks a job starts), so that a job may still submit while its pool drains.
@@ -323,59 +331,66 @@ class Runner:
             job = result = awaitable = reservation = None  # type: ignore[assignment]
 
     async def _reserve(self, worker: Worker, reservation: Reservation) -> bool:
-        """Perform *reservation*; return True if the attempt may start (at the granted time)."""
+        """Perform *reservation*; return True if the attempt may start (at the granted time).
+
+        However the request ends early (a cancellation, the pool stopping), one path below
+        undoes it, by how far it got (*stage*): a request still out (perform() gives back what
+        it took), remote credit held while the scheduler counts the job as reserving, or an
+        attempt granted and waiting for its start.
+        """
         sched = self.sched
         job = reservation.job
         worker.job = job
         job.worker = worker
+        clock = self.binding.clock
+        stage = _ASKING
         # Whoever looks at the line meanwhile sees the reservation in flight and waits: the
         # answer hands the line on (_hand_on) or the attempt does.
         try:
-            answer = await perform(reservation)
-        except Exception as exc:
-            # The store failed to answer (unreachable past its timeout, or an error of its
-            # own); perform() gave back whatever was taken. That is this attempt's outcome: it
-            # fails with the error, and is retried if the job's policy says so.
-            now = self.binding.clock()
-            if sched.granted(reservation, now):
-                self.crew.wake_sleeper_before(sched.raised(job, exc, now))
-            self._hand_on(worker, job)
-            return False
-        except BaseException:
-            sched.abandoned(reservation)
-            self._hand_on(worker, job)
-            raise
-        if isinstance(answer, Refusal):
-            sched.refused(reservation, float(answer.retry_at), answer.key)
-            self._hand_on(worker, job)
-            return False
-        clock = self.binding.clock
-        if answer > clock() and sched.depth == 1:
-            # Granted from a later time, with local limits that date their latest admission
-            # (restamp): the job waits still reserving, so that nothing else is admitted before
-            # its start is dated.
             try:
+                answer = await perform(reservation)
+            except Exception as exc:
+                # The store failed to answer (unreachable past its timeout, or an error of its
+                # own); perform() gave back whatever was taken. That is this attempt's outcome:
+                # it fails with the error, and is retried if the job's policy says so.
+                stage = _ENDED
+                now = clock()
+                if sched.granted(reservation, now):
+                    self.crew.wake_sleeper_before(sched.raised(job, exc, now))
+                self._hand_on(worker, job)
+                return False
+            if isinstance(answer, Refusal):
+                stage = _ENDED
+                sched.refused(reservation, float(answer.retry_at), answer.key)
+                self._hand_on(worker, job)
+                return False
+            stage = _HELD
+            if answer > clock() and sched.depth == 1:
+                # Granted from a later time, with local limits that date their latest admission
+                # (restamp): the job waits still reserving, so that nothing else is admitted
+                # before its start is dated.
                 await _wait_until(answer, clock, self.binding.spin)
-            except BaseException:
-                sched.abandoned(reservation)
+            if not sched.granted(reservation, max(answer, clock())):
+                # Cancelled while asking, or a pause began meanwhile: give the credit back.
+                stage = _ENDED
                 self._hand_on(worker, job)
                 await give_back(reservation)
-                raise
-        if not sched.granted(reservation, max(answer, clock())):
-            # Cancelled while asking, or a pause began meanwhile: give the credit back.
-            self._hand_on(worker, job)
-            await give_back(reservation)
-            return False
-        if answer > clock():  # granted from a later time: wait for it
-            # Meanwhile the next job may ask (its slot comes after this one's).
-            self.crew.hand_on()
-            try:
+                return False
+            stage = _GRANTED
+            if answer > clock():  # granted from a later time: wait for it
+                # Meanwhile the next job may ask (its slot comes after this one's).
+                self.crew.hand_on()
                 await _wait_until(answer, clock, self.binding.spin)
-            except BaseException:
+            return True
+        except BaseException:
+            if stage == _GRANTED:
                 sched.stopped(job)  # cancelled before its code began
+            elif stage != _ENDED:
+                sched.abandoned(reservation)
+                self._hand_on(worker, job)
+            if stage in (_HELD, _GRANTED):  # the remote limits hold credit for it
                 await give_back(reservation)
-                raise
-        return True
+            raise
 
     def _hand_on(self, worker: Worker, job: Job) -> None:
         """A reservation ended without an attempt: let another worker look at the line."""
