@@ -85,6 +85,22 @@ class LimitGroup:
     def __init__(self, limits: tuple[Limit, ...]) -> None:
         self.limits = limits
 
+    def earliest(self, job: Job, now: float) -> float:
+        """From when every limit lets *job* start (``-inf``: no limit; ``inf``: only an
+        attempt's end can tell). The scheduler's poll() writes this loop out, with the pause
+        and the remote hold; Redis's degraded mode calls it."""
+        earliest = -_INF
+        for limit in self.limits:
+            t = limit.earliest(job, now)
+            if t > earliest:
+                earliest = t
+        return earliest
+
+    def admit(self, job: Job, at: float) -> None:
+        """*job*'s attempt starts at *at*: every limit counts it (poll() writes this out)."""
+        for limit in self.limits:
+            limit.admit(job, at)
+
     def refund(self, job: Job) -> None:
         """Take back *job*'s admission: its attempt never started (:meth:`Limit.refund`)."""
         for limit in self.limits:

@@ -14,6 +14,7 @@ import math
 from typing import TYPE_CHECKING, final
 
 from .._core._exceptions import LimitUnavailableError
+from .._core._lanes import LimitGroup
 from .._core._limit import Limit
 from .._core._limit import cost_of as _cost
 from .._core._limits import build
@@ -43,8 +44,9 @@ class LocalShares:
         self.keyed = per_key
         #: The fraction of each budget a process may use alone (``local_share``).
         self.share = share
-        #: None -> the pool's local shares, key -> the pool's and that key's (specs, live limits).
-        self._shares: dict[Hashable | None, tuple[tuple[LimitSpec, ...], tuple[Limit, ...]]] = {}
+        #: None -> the pool's local shares, key -> the pool's and that key's: their specs, and
+        #: their live limits as a limit group, the one the scheduler admits a lane's jobs with.
+        self._shares: dict[Hashable | None, tuple[tuple[LimitSpec, ...], LimitGroup]] = {}
 
     def __len__(self) -> int:
         """How many sets of local shares are kept (the pool's and each key's in use)."""
@@ -62,34 +64,30 @@ class LocalShares:
         if local is None:
             specs = self.limits + (self.keyed if key is not None else ())
             shares = [scaled(s.limit, self.share) for s in specs]
-            local = self._shares[key] = (tuple(shares), tuple(build(spec) for spec in shares))
-        specs_, limits = local
+            group = LimitGroup(tuple(build(spec) for spec in shares))
+            local = self._shares[key] = (tuple(shares), group)
+        specs_, group = local
         for spec in specs_:
             if _cost(job, spec.unit) > spec.capacity:
                 raise LimitUnavailableError(
                     f"the store is unavailable, and the local share {spec!r} (local_share="
                     f"{self.share:g}) can never admit this job's cost {job.cost!r}"
                 )
-        earliest = -_INF
-        for limit in limits:
-            t = limit.earliest(job, now)
-            if t > earliest:
-                earliest = t
+        earliest = group.earliest(job, now)
         if earliest > now:
             # A full local concurrency share frees when a local attempt ends (release wakes).
             return Refusal(now + recheck if earliest == _INF else earliest)
-        for limit in limits:
-            limit.admit(job, now)
+        group.admit(job, now)
         return now
 
     def limits_of(self, key: Hashable | None) -> tuple[Limit, ...]:
         """The live local limits of *key* (an admission just made them)."""
-        return self._shares[key][1]
+        return self._shares[key][1].limits
 
     def let_go(self, key: Hashable | None, now: float) -> None:
         """Drop *key*'s local shares if they are at rest (a fresh one behaves the same)."""
         local = self._shares.get(key)
-        if local is not None and all(limit.rest_at() <= now for limit in local[1]):
+        if local is not None and all(limit.rest_at() <= now for limit in local[1].limits):
             del self._shares[key]
 
     def sweep(self, now: float) -> None:
