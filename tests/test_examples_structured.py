@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import runpy
 from pathlib import Path
-from typing import Any
 
-import looptime
 import pytest
+from support import run_on_virtual_time
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -19,16 +18,7 @@ def test_structured_asyncio_example(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """examples/structured_asyncio.py: map, call, submit and a start_soon crawl."""
-
-    def virtual_run(coro: Any) -> Any:
-        loop = looptime.new_event_loop(resolution=1e-9)
-        try:
-            return loop.run_until_complete(coro)
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    monkeypatch.setattr(asyncio, "run", virtual_run)
+    monkeypatch.setattr(asyncio, "run", run_on_virtual_time)
     runpy.run_path(str(EXAMPLES / "structured_asyncio.py"), run_name="__main__")
     out = capsys.readouterr().out.splitlines()
     assert out == [
