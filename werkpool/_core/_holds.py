@@ -15,13 +15,12 @@ takes ``now``.
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import TYPE_CHECKING, Final, cast
 
 from ._events import PAUSED, RESUMED
 from ._exceptions import RetryAfter
 from ._job import RESERVING
-from ._lanes import Keys, Lane
+from ._lanes import Keys, Lane, MainLane
 from ._rate_limit import RateLimit
 from ._window_limit import WindowLimit
 
@@ -75,7 +74,7 @@ class Holds:
         self.limits: tuple[Limit, ...] = tuple(limits)
         #: The lane of the jobs without a key: no limit of its own, never paused or held by
         #: itself (the pool's pause and hold are the pool's), and not among :attr:`keys`.
-        self.main = Lane(None, (), queue=deque())
+        self.main = MainLane()
         self.main.group.limits = self.limits
         self.remote: tuple[RemoteLimit, ...] = tuple(remote)
         #: How many reservations may be in flight at once: 1 keeps FIFO exact; more (a store

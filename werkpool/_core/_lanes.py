@@ -130,7 +130,6 @@ class LimitGroup:
         return {name for name in map(_name, self.limits) if isinstance(name, str)}
 
 
-@final
 class Lane:
     """One key's line of jobs, its limits and its pause (see the module docstring)."""
 
@@ -157,7 +156,6 @@ class Lane:
         limits: tuple[Limit, ...],
         step: float = 1.0,
         shared: tuple[Limit, ...] = (),
-        queue: deque[Job] | None = None,
     ) -> None:
         self.key = key
         #: The key's own limits (the pool's are *shared*).
@@ -172,9 +170,8 @@ class Lane:
         self.tag = 0.0
         #: First attempts, in submission order, from index ``first`` on: a key's in a list and
         #: an index (an empty deque takes 600 bytes, and most keys hold a few jobs); the main
-        #: lane's in a *queue*, a deque (a map queues 100,000 jobs there: each is popped, and
-        #: freed, in O(1); ``first`` stays 0).
-        self.queue: list[Job] | deque[Job] = [] if queue is None else queue
+        #: lane's in a deque (:class:`MainLane`).
+        self.queue: list[Job] | deque[Job] = []
         self.first = 0
         #: Retries whose backoff is over, as a heap by submission order.
         self.retry_ready: list[tuple[int, Job]] = []
@@ -209,15 +206,11 @@ class Lane:
     def advance(self, first: int) -> None:
         """The first attempts before index *first* have left: forget them once they are many."""
         queue = self.queue
-        if isinstance(queue, deque):
-            for _ in range(first):
-                queue.popleft()
-            return
         if first == len(queue):
             queue.clear()
             first = 0
         elif first > 32 and 2 * first > len(queue):
-            del queue[:first]  # amortised O(1) per job
+            del queue[:first]  # type: ignore[arg-type]  # a key's list: amortised O(1) per job
             first = 0
         self.first = first
 
@@ -230,10 +223,8 @@ class Lane:
         ready = self.retry_ready
         if ready and ready[0][1] is job:
             heappop(ready)
-        elif type(self.queue) is list:
-            self.advance(self.first + 1)
         else:
-            self.queue.popleft()  # type: ignore[union-attr]  # the main lane's deque
+            self.advance(self.first + 1)
 
     def requeue(self, job: Job) -> None:
         """*job* waits again: a retry whose backoff ended, or a refused reservation (its
@@ -270,6 +261,46 @@ class Lane:
         self.queue.clear()
         self.first = 0
         self.retry_ready.clear()
+
+
+@final
+class MainLane(Lane):
+    """The lane of the jobs without a key: no limit of its own, never paused or held by itself
+    (the pool's pause and hold are the pool's), and not among the keys.
+
+    Its line is a deque (a map queues 100,000 jobs there: each is popped, and freed, in O(1);
+    ``first`` stays 0), so its head and take are the deque's: the scheduler reads them once
+    per job.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(None, ())
+        # Narrowed: this lane's line is always a deque (the base's list | deque), never reassigned.
+        self.queue: deque[Job] = deque()  # pyright: ignore[reportIncompatibleVariableOverride]
+
+    def head(self) -> Job | None:
+        queue = self.queue
+        while queue and queue[0].state != QUEUED:
+            queue.popleft()  # cancelled while queued: dropped here, in O(1)
+        ready = self.retry_ready
+        while ready and ready[0][1].state != QUEUED:
+            heappop(ready)
+        if ready and not (queue and queue[0].seq < ready[0][0]):
+            return ready[0][1]
+        return queue[0] if queue else None
+
+    def take(self, job: Job) -> None:
+        ready = self.retry_ready
+        if ready and ready[0][1] is job:
+            heappop(ready)
+        else:
+            self.queue.popleft()
+
+    def advance(self, first: int) -> None:
+        for _ in range(first):
+            self.queue.popleft()
 
 
 def weight_step(key_weight: Callable[[Hashable], float], key: Hashable) -> float:
@@ -333,7 +364,7 @@ class Keys:
         shared: tuple[Limit, ...] = (),
     ) -> None:
         self.make_limits = make_limits
-        self.main = Lane(None, ()) if main is None else main
+        self.main = MainLane() if main is None else main
         self.shared = shared
         self._tick = tick
         self.key_weight = key_weight

@@ -92,7 +92,7 @@ class Scheduler(Holds):
         self._hold_nothing(limits, remote)
         # The main lane's line and retries, read by poll()'s fast path once per job: an attribute
         # load fewer each (neither list is ever replaced, only changed in place).
-        self._main_queue: deque[Job] = self.main.queue  # type: ignore[assignment]  # a deque
+        self._main_queue: deque[Job] = self.main.queue
         self._main_ready = self.main.retry_ready
         self.on_drained = on_drained
         #: Jobs in their backoff, as a heap by its end.
