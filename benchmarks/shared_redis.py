@@ -2049,7 +2049,7 @@ def admission_cpu(rounds: int = 7, count: int = 20_000) -> dict[str, float]:
     from werkpool.redis import RedisStore
 
     class _Job:  # what SharedLimit reads of a job: no key, no cost
-        lane = None
+        key = None
         cost = None
 
     async def grant(sha: str, keys: list[str], args: list[Any]) -> list[str | int]:
