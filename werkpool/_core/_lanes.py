@@ -298,10 +298,6 @@ class MainLane(Lane):
         else:
             self.queue.popleft()
 
-    def advance(self, first: int) -> None:
-        for _ in range(first):
-            self.queue.popleft()
-
 
 def weight_step(key_weight: Callable[[Hashable], float], key: Hashable) -> float:
     """``1 / key_weight(key)``, the virtual time one attempt of *key* costs; a weight that is

@@ -126,9 +126,9 @@ class Crew:
         self.sleeper_deadline = _INF
         self.idle_round = 0
         #: A worker was woken to take the next job of a burst (see :meth:`hand_on`): if it takes
-        #: one while more wait, it calls up a worker for each. Cleared by a worker that finds
-        #: nothing to start (the burst was taken: the next begins with one worker again) or
-        #: that yields between jobs for fairness (it runs them itself, blocked in none).
+        #: one while more wait, it calls up a worker for each. Cleared when a worker parks (it
+        #: found nothing: the burst was taken, the next begins with one worker again) or yields
+        #: between jobs for fairness (:meth:`yielding`: it runs them itself, blocked in none).
         self.relay = False
         #: The supervisor's wait while no worker is parked; the first to park cancels it, so that
         #: the supervisor counts rounds of idleness (see :meth:`reap`). None while it counts.
@@ -197,6 +197,11 @@ class Crew:
         while n > 0 and self.spawn():
             n -= 1
 
+    def yielding(self) -> None:
+        """A worker lets other tasks run between its jobs (a batch ended), not blocked in one: a
+        worker it woke need not call up others for the jobs it would run itself."""
+        self.relay = False
+
     def wake_now(self) -> None:
         """A remote limit freed up: the job it refused asks again now. The sleeper waits for
         the clock on its behalf, so it is woken even while another worker is waking."""
@@ -247,6 +252,7 @@ class Crew:
         With ``wake_at == inf`` the worker is idle (parked); else it is the sleeper. Return False
         if it should exit instead: it was idle for a whole round of reaping (see :meth:`reap`).
         """
+        self.relay = False  # it found nothing to start: the burst, if any, was taken
         event = worker.event = anyio.Event()
         if wake_at == _INF:
             self.parked[worker] = self.idle_round

@@ -213,7 +213,6 @@ class Runner:
                 if type(admitted) is float:  # nothing to start: the time to poll again
                     if sched.over:
                         return True
-                    crew.relay = False  # the burst, if any, was taken (see Crew.hand_on)
                     streak = 0
                     wake_at = _INF
                     if crew.sleeper is None:
@@ -320,9 +319,7 @@ class Runner:
                 streak += 1
                 if streak == _FAIRNESS_BATCH:
                     streak = 0
-                    # This worker yields for fairness, not blocked in a job: a worker it woke
-                    # need not call up others for the jobs it would run itself (Crew.hand_on).
-                    crew.relay = False
+                    crew.yielding()
                     await checkpoint()
         finally:
             # However it ends, this frame lets go of its last job: a failed job's error has this
