@@ -186,7 +186,9 @@ class RateLimit(Limit):
         if unit is None:
             cost: float = 1
         else:
-            cost = cost_of(job, unit)
+            # cost_of(job, unit), written out: this runs once per job and limit.
+            costs = None if job is None else job.cost
+            cost = 0 if costs is None else costs.get(unit, 0)
             if not cost and not self._pad:
                 return -_INF  # it adds nothing to the bucket: not even a held one holds it
         at = self._origin + (self._units - self._room + cost) / self.rate
@@ -203,7 +205,11 @@ class RateLimit(Limit):
         if pending is not None:  # _flush(), written out: this runs once per start
             self._ends[pending.seq] = self._origin + (self._units + self._shift) / self.rate
         unit = self.unit
-        cost = self._step if unit is None else cost_of(job, unit) + self._pad
+        if unit is None:
+            cost = self._step
+        else:  # cost_of(job, unit), written out
+            costs = None if job is None else job.cost
+            cost = (0 if costs is None else costs.get(unit, 0)) + self._pad
         if self._hold is not None:
             self._hold.take(cost - self._pad, at)
         if at > self._origin + self._units / self.rate:
@@ -244,7 +250,11 @@ class RateLimit(Limit):
         # As if the latest admit() had been at `at`: the schedule before it ended at
         # tat - cost/rate; if that is before `at`, the bucket had drained by then and restarts.
         unit = self.unit
-        cost = self._step if unit is None else cost_of(job, unit) + self._pad
+        if unit is None:
+            cost = self._step
+        else:  # cost_of(job, unit), written out
+            costs = None if job is None else job.cost
+            cost = (0 if costs is None else costs.get(unit, 0)) + self._pad
         if self._warm_job is not None and self._warm_job is job:
             cost += self._warm_extra  # the warm-up the admission added
             self._warm_job = None

@@ -265,7 +265,12 @@ class Scheduler(Holds):
             return _INF
         if self.backoffs and self.backoffs[0][0] <= now + TICK:  # a timer may fire a tick early
             self._release_due(now)
-        job = self.main.head()
+        queue = self._main_queue
+        ready = self._main_ready
+        if queue and not ready and queue[0].state == QUEUED:
+            job: Job | None = queue[0]  # MainLane.head()'s common case, written out
+        else:
+            job = self.main.head()
         keys = self.keys
         if keys is not None:
             # The head that goes next by the keys' fair share (the jobs without a key are one
@@ -297,7 +302,10 @@ class Scheduler(Holds):
         # Less than a TICK ahead counts as now, and is dated at the slot (after now, not before).
         at = earliest if earliest > now else now
         lane: Lane = job.lane
-        lane.take(job)
+        if lane is self.main and not ready:
+            queue.popleft()  # MainLane.take(): the head came from the line, not a retry
+        else:
+            lane.take(job)
         if keys is not None:
             keys.served(lane)  # its flow's next head comes one share later
         for limit in lane.group.limits:  # the pool's limits, then the key's
@@ -306,7 +314,14 @@ class Scheduler(Holds):
             job.state = RESERVING
             self.reserving += 1
             return Reservation(job, self.remote, self.depth > 1)
-        self._started(job)
+        # _started(), written out: once per job.
+        job.state = RUNNING
+        attempts = job.attempts = job.attempts + 1
+        self.queued -= 1
+        self.running += 1
+        self.attempts += 1
+        if attempts > 1:
+            self.retries += 1
         return job
 
     def _refund(self, job: Job) -> None:
