@@ -223,8 +223,14 @@ class Lane:
         ready = self.retry_ready
         if ready and ready[0][1] is job:
             heappop(ready)
+            return
+        # advance(), written out for its common case (once per job of a key)
+        first = self.first + 1
+        end = len(self.queue)
+        if first == end or (first > 32 and 2 * first > end):
+            self.advance(first)  # the line is empty now, or mostly gone at its front
         else:
-            self.advance(self.first + 1)
+            self.first = first
 
     def requeue(self, job: Job) -> None:
         """*job* waits again: a retry whose backoff ended, or a refused reservation (its
@@ -456,9 +462,14 @@ class Keys:
             if head.seq != seq or lane.tag != tag:
                 # Its head started (a new tag) or was cancelled: file it under the new head.
                 self._tickets += 1
-                lane.ticket = self._tickets
-                heapreplace(ready, (lane.tag, head.seq, lane.ticket, lane))
-                continue
+                ticket = lane.ticket = self._tickets
+                tag = lane.tag
+                seq = head.seq
+                entry = (tag, seq, ticket, lane)
+                heapreplace(ready, entry)
+                if ready[0] is not entry:
+                    continue  # another key goes first now
+                # Still first (as after each start of a lone busy key): its head is known.
             if tag > before or (tag == before and seq > before_seq):
                 return None
             t = lane.earliest(head, now)

@@ -161,7 +161,7 @@ class Scheduler(Holds):
         job.seq = self._seq
         self.queued += 1
         lane.pending += 1
-        lane.push(job)
+        lane.queue.append(job)  # lane.push(job), written out
         keys.queued(lane, job)
         if self.sink is not None:
             self.sink.job_event(SUBMITTED, job)
@@ -267,8 +267,10 @@ class Scheduler(Holds):
             self._release_due(now)
         queue = self._main_queue
         ready = self._main_ready
-        if queue and not ready and queue[0].state == QUEUED:
-            job: Job | None = queue[0]  # MainLane.head()'s common case, written out
+        if not ready and (not queue or queue[0].state == QUEUED):
+            # MainLane.head()'s common cases, written out: its line's first job, or none (a
+            # keyed pool's jobs wait in their keys' lanes).
+            job: Job | None = queue[0] if queue else None
         else:
             job = self.main.head()
         keys = self.keys
