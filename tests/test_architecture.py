@@ -141,6 +141,7 @@ LAYERS: dict[str, int] = {
     "prometheus._hook": 13,
     # 14: one pool's Redis-shared limits (its RemoteLimit); one request through a PoolTransport
     "redis._shared": 14,
+    "redis._batch": 14,  # the store's ADMIT calls: concurrent admissions share one call
     "httpx._exchange": 14,  # one request's attempts and hand-over, through ExchangeHost
     # 15: the Redis store (script calls, restart recovery, leases, pub/sub); the transport
     "redis._store": 15,

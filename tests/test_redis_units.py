@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import coredis
 import pytest
 
@@ -96,15 +97,25 @@ async def test_only_an_attempt_holding_a_lease_is_given_back() -> None:
     until released, and the release reaches the server."""
     sent: list[str] = []
 
-    async def evalsha(sha: str, keys: list[str], args: list[Any]) -> list[str | int]:
+    async def evalsha(sha: str, keys: list[str], args: list[Any]) -> list[Any]:
         sent.append(sha)
-        return [1, "0.000000", "0.000000"]
+        if sha == "admit":  # one grant per admission of the call
+            return [[1, "0.000000", "0.000000"] for _ in range(int(args[0]))]
+        return [1]
 
     client: Any = coredis.Redis(host="127.0.0.1", port=1)  # never connected
     client.evalsha = evalsha
     store: Any = RedisStore(client)
     store._tg, store._unchecked, store._epoch = object(), False, "e"  # as if entered
     store._shas = {"admit": "admit", "release": "release"}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store._admissions.run)  # the sending task the store starts as entered
+        await _give_back_checks(store, sent)
+        tg.cancel_scope.cancel()
+
+
+async def _give_back_checks(store: Any, sent: list[str]) -> None:
+    """The checks of the test above, on the store it entered by hand."""
 
     class _Job:
         key = None  # what SharedLimit reads of the job: its key= and its cost
@@ -126,3 +137,215 @@ async def test_only_an_attempt_holding_a_lease_is_given_back() -> None:
     assert not limited.holds(job)
     assert sent == ["admit", "admit", "release"]
     assert store.statistics().leases == 0
+
+
+# -- Admissions: concurrent ADMIT requests share one call -------------------------------------
+
+
+class _HeldSender:
+    """A store's script call that answers only when the test lets it: records each call's
+    arguments; each admission is granted with its holder as the reply's start, or answered
+    ``{-1, ...}`` if its holder is ``"bad"``; *error* makes the call raise instead."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[Any]]] = []
+        self.go = anyio.Event()
+        self.error: Exception | None = None
+
+    async def call(self, script: str, keys: Any, args: Any) -> list[list[Any]]:
+        assert script == "admit"
+        self.calls.append((list(keys), list(args)))
+        await self.go.wait()
+        if self.error is not None:
+            raise self.error
+        replies: list[list[Any]] = []
+        at = 1
+        for _ in range(int(args[0])):
+            n, holder = int(args[at]), args[at + 1]
+            replies.append([-1, b"the key k holds a list"] if holder == "bad" else [1, holder, 0])
+            at += 4 + 5 * n
+        return replies
+
+
+def _ask(holder: str) -> tuple[list[str], list[Any]]:
+    """One admission's keys and arguments: one rate key, holder *holder*."""
+    return [f"k:{holder}"], [holder, 5.0, 0.01, "r", 0.01, 1.0, "1.0", "0"]
+
+
+#: The holders in the order their admissions came (trio runs new tasks in random order).
+_came: list[str] = []
+
+
+async def _admit_all(admissions: Any, holders: list[str], into: dict[str, Any], tg: Any) -> None:
+    """Start one admission per holder, each storing its reply or error; each holder is added
+    to ``_came`` as its admission comes (nothing awaits in between)."""
+
+    async def one(holder: str) -> None:
+        try:
+            _came.append(holder)
+            into[holder] = await admissions.admit(*_ask(holder))
+        except Exception as exc:
+            into[holder] = exc
+
+    for holder in holders:
+        tg.start_soon(one, holder)
+    await anyio.sleep(0.01)  # (virtual time) every one is waiting or in flight
+
+
+async def test_admissions_that_come_during_a_call_share_the_next_one() -> None:
+    """The first admission goes alone; the three that come while it is in flight go together in
+    the next call, in the order they came, each getting its own reply."""
+    from werkpool.redis._batch import Admissions
+
+    sender = _HeldSender()
+    admissions = Admissions(sender, "restart")
+    got: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(admissions.run)
+        await _admit_all(admissions, ["a"], got, tg)
+        await _admit_all(admissions, ["b", "c", "d"], got, tg)
+        assert len(sender.calls) == 1  # b, c, d wait for a's call to come back
+        sender.go.set()
+        await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert len(sender.calls) == 2
+    (keys1, args1), (keys2, args2) = sender.calls
+    assert keys1 == ["k:a", "restart"]
+    assert args1[:3] == [1, 1, "a"]
+    came = _came[-3:]  # b, c and d, in the order their admissions came
+    assert sorted(came) == ["b", "c", "d"]
+    assert keys2 == [*(f"k:{h}" for h in came), "restart"]
+    assert args2[0] == 3
+    assert [args2[2], args2[11], args2[20]] == came
+    assert {holder: reply[1] for holder, reply in got.items()} == {
+        "a": "a",
+        "b": "b",
+        "c": "c",
+        "d": "d",
+    }
+
+
+async def test_an_admission_cancelled_before_its_call_is_not_sent() -> None:
+    """Cancelled while it waited for the call in flight: the next call does not carry it (it
+    took nothing); the others of its batch still go."""
+    from werkpool.redis._batch import Admissions
+
+    sender = _HeldSender()
+    admissions = Admissions(sender, "restart")
+    got: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(admissions.run)
+        await _admit_all(admissions, ["a"], got, tg)
+        async with anyio.create_task_group() as inner:
+            await _admit_all(admissions, ["b", "c"], got, inner)
+            inner.cancel_scope.cancel()  # b and c, waiting behind a's call
+        await _admit_all(admissions, ["d"], got, tg)
+        sender.go.set()
+        await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert [keys for keys, _ in sender.calls] == [["k:a", "restart"], ["k:d", "restart"]]
+    assert set(got) == {"a", "d"}
+
+
+async def test_a_failed_call_fails_each_of_its_admissions_with_its_own_error() -> None:
+    """The call raised: every admission of it raises an error of the same type and message,
+    each its own object (one object raised in several tasks would gather their tracebacks)."""
+    from werkpool.redis._batch import Admissions
+    from werkpool.redis._scripts import Unavailable
+
+    sender = _HeldSender()
+    admissions = Admissions(sender, "restart")
+    got: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(admissions.run)
+        await _admit_all(admissions, ["x"], got, tg)  # in flight, alone
+        await _admit_all(admissions, ["a", "b"], got, tg)  # the next call, together
+        try:
+            raise OSError("connection reset")
+        except OSError as cause:
+            error = Unavailable("OSError: connection reset")
+            error.__cause__ = cause
+        sender.error = error
+        sender.go.set()
+        await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert [args[0] for _, args in sender.calls] == [1, 2]
+    assert isinstance(got["x"], Unavailable)
+    a, b = got["a"], got["b"]
+    assert isinstance(a, Unavailable)
+    assert isinstance(b, Unavailable)
+    assert a is not b
+    assert str(a) == str(b) == "OSError: connection reset"
+    assert isinstance(a.__cause__, OSError)
+    assert b.__cause__ is a.__cause__
+
+
+async def test_a_key_of_the_wrong_type_fails_only_its_admission() -> None:
+    """An answer ``{-1, message}`` is that admission's SharedLimitError; the others of the same
+    call are granted."""
+    from werkpool import SharedLimitError
+    from werkpool.redis._batch import Admissions
+
+    sender = _HeldSender()
+    admissions = Admissions(sender, "restart")
+    got: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(admissions.run)
+        await _admit_all(admissions, ["x"], got, tg)  # in flight, alone
+        await _admit_all(admissions, ["a", "bad", "c"], got, tg)  # the next call, together
+        sender.go.set()
+        await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert [args[0] for _, args in sender.calls] == [1, 3]
+    assert isinstance(got["bad"], SharedLimitError)
+    assert str(got["bad"]) == "the key k holds a list"
+    assert got["a"][0] == 1
+    assert got["c"][0] == 1
+
+
+async def test_admissions_waiting_when_the_store_closes_fail_as_unavailable() -> None:
+    """The sending task ends (the store is left): the admission waiting behind the call in
+    flight raises Unavailable instead of waiting forever, and so does a new one, at once. (The
+    one in flight went from its own task: its call goes on.)"""
+    from werkpool.redis._batch import Admissions
+    from werkpool.redis._scripts import Unavailable
+
+    sender = _HeldSender()
+    admissions = Admissions(sender, "restart")
+    got: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as sending:
+            sending.start_soon(admissions.run)
+            await _admit_all(admissions, ["a"], got, tg)
+            await _admit_all(admissions, ["b"], got, tg)
+            sending.cancel_scope.cancel()
+        await anyio.sleep(0.01)
+        assert isinstance(got["b"], Unavailable)
+        assert "a" not in got
+        sender.go.set()
+    assert got["a"][:2] == [1, "a"]
+    with pytest.raises(Unavailable, match="closed"):
+        await admissions.admit(*_ask("c"))
+
+
+async def test_a_batch_holds_at_most_most_admissions() -> None:
+    """More admissions than MOST waiting at once go in several calls, in order."""
+    from werkpool.redis._batch import MOST, Admissions
+
+    sender = _HeldSender()
+    admissions = Admissions(sender, "restart")
+    got: dict[str, Any] = {}
+    holders = [f"h{i}" for i in range(2 * MOST + 1)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(admissions.run)
+        await _admit_all(admissions, ["first"], got, tg)
+        await _admit_all(admissions, holders, got, tg)
+        came = _came[-len(holders) :]
+        sender.go.set()
+        await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    sizes = [args[0] for _, args in sender.calls]
+    assert sizes == [1, MOST, MOST, 1]
+    sent = [key for keys, _ in sender.calls for key in keys if key != "restart"]
+    assert sent == ["k:first", *(f"k:{h}" for h in came)]
+    assert all(got[h][1] == h for h in holders)

@@ -2,7 +2,7 @@
 
 Hypothesis draws shared limits (rates, windows, concurrency limits, weighted or not) and a run of
 admissions with costs, some attempts ending; each admission is sent to the script the way a pool
-sends it. Whatever the timing, the starts the script grants (dated by Redis TIME, at the slot it
+sends it, three at a time (the first alone, the other two sharing the next call). Whatever the timing, the starts the script grants (dated by Redis TIME, at the slot it
 gives them) must keep every limit's contract:
 
 - a rate: in any half-open window of length W, at most W * count / per + burst units (GCRA);
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.realclock
 
 EPS = 1e-5  # Redis times travel as strings with 6 decimals
+#: Admissions sent at once (the first alone, the others batched into the next call).
+GROUP = 3
 
 LimitValue = Rate | Window | Concurrency
 
@@ -77,16 +79,12 @@ async def drive(port: int, prefix: str, run: Run) -> None:
         coredis.Redis(host="127.0.0.1", port=port) as client,
         RedisStore(client, prefix=prefix, lease=30) as store,
     ):
-        keys = [f"{prefix}:{i}" for i in range(len(run.specs))] + [store.restart_key]
+        keys = [f"{prefix}:{i}" for i in range(len(run.specs))]
         grants: list[tuple[float, list[float]]] = []  # (start, cost per limit)
         held: list[tuple[int, list[tuple[str, str]]]] = []  # (release at step, leases)
-        limit_keys = keys[:-1]
-        for step, (tokens, hold) in enumerate(run.steps):
-            for due, ended in [h for h in held if h[0] <= step]:
-                held.remove((due, ended))
-                await store.call(
-                    "release", [k for k, _ in ended], [store.channel, *(m for _, m in ended)]
-                )
+        limit_keys = keys
+
+        async def admit(step: int, tokens: int, hold: int) -> None:
             holder = store.holder()
             args: list[Any] = [holder, store.lease, 0.004]
             costs: list[float] = []
@@ -98,7 +96,7 @@ async def drive(port: int, prefix: str, run: Run) -> None:
                 args += [code, a, b, repr(cost), "0"]
                 if code == "c" and cost > 0:
                     leases.append((key, f"{holder}|{cost!r}"))
-            reply = await store.call("admit", keys, args)
+            reply = await store.admit(keys, args)
             if int(reply[0]) == 1:
                 grants.append((float(reply[1]), costs))
                 if leases:
@@ -106,7 +104,19 @@ async def drive(port: int, prefix: str, run: Run) -> None:
             else:
                 assert float(reply[1]) >= 0  # the wait for a rate or window
                 assert float(reply[4]) >= 0  # the wait for a lease to end
-            if step % 3 == 0:
+
+        # The steps go in groups of GROUP at once: while the first of a group is in flight, the
+        # others wait and go together, in one call of the script (as a pool's pipeline sends).
+        for first in range(0, len(run.steps), GROUP):
+            for due, ended in [h for h in held if h[0] <= first]:
+                held.remove((due, ended))
+                await store.call(
+                    "release", [k for k, _ in ended], [store.channel, *(m for _, m in ended)]
+                )
+            async with anyio.create_task_group() as tg:
+                for step in range(first, min(first + GROUP, len(run.steps))):
+                    tg.start_soon(admit, step, *run.steps[step])
+            if first % 2 == 0:
                 await anyio.sleep(0.002)
         # Concurrency: the leases held never add up beyond n (checked in Redis itself).
         for key, spec in zip(limit_keys, run.specs, strict=True):
@@ -149,3 +159,39 @@ def test_the_script_keeps_every_limits_contract(
     name, options = anyio_backend
     prefix = f"h{uuid.uuid4().hex[:10]}"
     anyio.run(drive, redis_server.port, prefix, run, backend=name, backend_options=options)
+
+
+async def test_a_pools_concurrent_admissions_share_script_calls(
+    redis_server: RedisServer, anyio_backend: Any
+) -> None:
+    """A pool with a shared rate and the default pipeline (8 admissions in flight): 400 jobs
+    all run, with fewer EVALSHA calls than admissions (the ones that wait while a call is in
+    flight go together), and the store counts 400 grants."""
+    import uuid
+
+    from werkpool import WorkerPool
+
+    prefix = f"b{uuid.uuid4().hex[:10]}"
+    async with (
+        coredis.Redis(host="127.0.0.1", port=redis_server.port) as client,
+        RedisStore(client, prefix=prefix) as store,
+    ):
+
+        async def evalsha_calls() -> int:
+            stats = await client.info("commandstats")
+            return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+        ran = 0
+
+        async def job() -> None:
+            nonlocal ran
+            ran += 1
+
+        before = await evalsha_calls()
+        async with WorkerPool(size=32, limits=[Rate(1e6).shared(store, "api")]) as pool:
+            for _ in range(400):
+                pool.start_soon(job)
+        calls = await evalsha_calls() - before
+        assert ran == 400
+        assert store.statistics().granted == 400
+        assert calls < 300, f"{calls} EVALSHA calls for 400 admissions"

@@ -49,7 +49,6 @@ class StoreLink(Protocol):
     timeout: float
     recheck: float
     local_share: float | None
-    restart_key: str
     #: When the current outage began (the pool's clock), or None.
     down_since: float | None
     #: A moving average of one request's round trip (s).
@@ -64,6 +63,12 @@ class StoreLink(Protocol):
 
     async def call(self, script: str, keys: Sequence[str], args: Sequence[str | float]) -> Any:
         """Run one of the store's scripts (raises :class:`Unavailable` if it does not answer)."""
+        ...
+
+    async def admit(self, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+        """One attempt's ADMIT reply (*keys*: its limits' keys; *args*: its holder, lease,
+        horizon and five per key); concurrent ones share a call (raises :class:`Unavailable`
+        if the server does not answer)."""
         ...
 
     def granted(self, holder: str, leases: list[tuple[str, str]]) -> None:
@@ -121,10 +126,9 @@ class _Asks:
 
     __slots__ = ("entries", "fixed", "keys", "leased", "watched")
 
-    def __init__(self, entries: list[_Entry], restart_key: str) -> None:
+    def __init__(self, entries: list[_Entry]) -> None:
         self.entries = entries
         self.keys = [name for name, _, _, _ in entries]
-        self.keys.append(restart_key)
         fixed: list[str | float] = []
         for _, _spec, (code, a, b), keyed in entries:
             fixed += [code, a, b, "1.0", "1" if keyed else "0"]
@@ -205,7 +209,7 @@ class SharedLimit:
         asks = self._asks
         if len(asks) >= _ASKS_KEPT:
             asks.clear()  # many keys: keep the memory bounded (a key's are remade in µs)
-        made = asks[key] = _Asks(self._entries(key), self.store.restart_key)
+        made = asks[key] = _Asks(self._entries(key))
         return made
 
     def holds(self, job: Job) -> bool:
@@ -267,7 +271,7 @@ class SharedLimit:
                 # Degraded mode: meanwhile, ask the server again at most once per second.
                 return self._acquire_locally(job, key, grant)
             try:
-                reply = await store.call("admit", keys, args)
+                reply = await store.admit(keys, args)
             except Unavailable as exc:
                 if store.local_share is not None:
                     return self._acquire_locally(job, key, grant)

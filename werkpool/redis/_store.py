@@ -42,6 +42,7 @@ import coredis
 import coredis.exceptions
 
 from .._core._exceptions import SharedLimitError
+from ._batch import Admissions
 from ._scripts import EPOCH_CHANGED, EPOCHED, SCRIPTS, UNAVAILABLE, Unavailable, text
 from ._shared import SharedLimit
 
@@ -206,6 +207,8 @@ class RedisStore:
         self._count = 0
         self._shas: dict[str, str] = {}
         self._tg: TaskGroup | None = None
+        #: The ADMIT calls: admissions that come while one is in flight share the next call.
+        self._admissions = Admissions(self, self.restart_key)
         #: The client was not entered by the caller: the store enters it, and leaves it on exit.
         self._owns_client = False
         #: The pools' shared limits, weakly: a pool that ended leaves nothing behind in the store.
@@ -253,6 +256,7 @@ class RedisStore:
             raise
         self._tg = tg
         self.clock = _loop_clock()
+        tg.start_soon(self._admissions.run)
         tg.start_soon(self._renew_leases)
         tg.start_soon(self._listen)
         return self
@@ -369,6 +373,13 @@ class RedisStore:
                 _logger.warning("werkpool: releasing %r in %r failed: %s", leases, self, exc)
 
     # -- requests ---------------------------------------------------------------------------------
+
+    async def admit(self, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+        """One attempt's ADMIT reply; admissions that come while a call is in flight share the
+        next call (see :mod:`._batch`)."""
+        if self._tg is None:
+            raise RuntimeError(f"{self!r} is not running: enter it (`async with store:`)")
+        return await self._admissions.admit(keys, args)
 
     def holder(self) -> str:
         """A new holder id, unique across processes (one per admission)."""

@@ -1,0 +1,219 @@
+"""Admissions sent together: the ADMIT requests that come while one call is in flight go to the
+server in the next call, as one script call (group commit).
+
+Each admission used to be one ``EVALSHA``: one round trip, one request and reply through the
+client library (most of an admission's client CPU), one script call in Redis. A pool asks for
+up to ``pipeline`` admissions at once, so while one call is in flight the next ones wait anyway:
+:class:`Admissions` gathers them and sends them in one call of the ADMIT script, which admits
+them in the order they came, atomically (``lua/admit.lua``). A lone admission goes at once, as
+before; only the ones that would have queued behind the connection share a call.
+
+One task (:meth:`Admissions.run`, in the store's task group) does the sending, so no caller
+does I/O for another: a caller cancelled while its call is in flight only stops waiting (the
+credit its request may take is handled as for a single call: the shared limit registered the
+attempt's leases before asking, and gives them back). A caller cancelled before its call went
+out is taken out of the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
+
+import anyio
+
+from .._core._exceptions import SharedLimitError
+from ._scripts import Unavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["Admissions", "Sender"]
+
+#: The most admissions in one call: bounds one script's run in Redis (every other client waits
+#: for it) and the size of one request.
+MOST: Final = 64
+
+
+class Sender(Protocol):
+    """What :class:`Admissions` needs of its store: one script call."""
+
+    async def call(self, script: str, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+        """Run *script* (raises :class:`~._scripts.Unavailable` if the server does not answer)."""
+        ...
+
+
+@final
+class _Ask:
+    """One admission: its keys and arguments, then its reply."""
+
+    __slots__ = ("args", "keys", "reply")
+
+    def __init__(self, keys: Sequence[str], args: Sequence[str | float]) -> None:
+        self.keys = keys
+        self.args = args
+        self.reply: Any = None
+
+
+@final
+class _Batch:
+    """The admissions of one call, and what its callers wait for."""
+
+    __slots__ = ("asks", "done", "error")
+
+    def __init__(self) -> None:
+        self.asks: list[_Ask] = []
+        self.done = anyio.Event()
+        #: What the call raised (each caller raises its own copy), or None.
+        self.error: BaseException | None = None
+
+
+def _copy(error: BaseException) -> BaseException:
+    """*error* again, for one more caller: one exception object raised in several tasks would
+    collect all their tracebacks (its cause is kept)."""
+    fresh = copy.copy(error)
+    fresh.__cause__ = error.__cause__
+    fresh.__traceback__ = None
+    return fresh
+
+
+def _miscounted(replies: int, asks: int) -> SharedLimitError:
+    """The error of an ADMIT reply that does not hold one answer per admission."""
+    return SharedLimitError(
+        f"the admit script answered {replies} replies for {asks} admissions (is another "
+        "program's script loaded under its SHA?)"
+    )
+
+
+@final
+class Admissions:
+    """A store's ADMIT calls: concurrent admissions share one call, in the order they came."""
+
+    __slots__ = ("_busy", "_closed", "_flight", "_idle", "_queue", "_restart_key", "_sender")
+
+    def __init__(self, sender: Sender, restart_key: str) -> None:
+        self._sender = sender
+        self._restart_key = restart_key
+        #: The batches not sent yet, oldest first (the last one takes new admissions).
+        self._queue: deque[_Batch] = deque()
+        #: The batch whose call the sending task has in flight, or None.
+        self._flight: _Batch | None = None
+        #: A call is in flight (the sending task's, or a lone admission's from its own task).
+        self._busy = False
+        #: Set when an admission comes while the sending task waits for one.
+        self._idle: anyio.Event | None = None
+        #: The sending task ended (the store was left): no admission is taken any more.
+        self._closed = False
+
+    async def admit(self, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+        """One attempt's ADMIT reply (see ``lua/admit.lua``): *keys* are its limits' keys,
+        *args* its holder, lease, horizon and five per key.
+
+        :raises Unavailable: the server did not answer (the whole call)
+        :raises SharedLimitError: the server refused the request itself (a key of another
+            type: only that attempt)
+        """
+        if self._closed:
+            raise Unavailable("the store was closed")
+        queue = self._queue
+        if not self._busy and not queue:
+            # Nothing in flight, nothing waiting: this admission goes at once, alone, from its
+            # own task (no hand-over to the sending task: a lone admission costs what one call
+            # costs). Cancelled, it is interrupted as any request is.
+            self._busy = True
+            try:
+                replies = await self._sender.call(
+                    "admit", [*keys, self._restart_key], [1, len(keys), *args]
+                )
+            finally:
+                self._busy = False
+                if queue:  # the ones that came meanwhile: the sending task takes them
+                    self._wake()
+            if len(replies) != 1:
+                raise _miscounted(len(replies), 1)
+            reply = replies[0]
+        else:
+            reply = await self._queued(_Ask(keys, args))
+        if int(reply[0]) == -1:
+            message = reply[1]
+            raise SharedLimitError(message.decode() if isinstance(message, bytes) else message)
+        return reply
+
+    async def _queued(self, ask: _Ask) -> Any:
+        """*ask*'s reply, sent by the sending task with the others that wait."""
+        queue = self._queue
+        if queue and len(queue[-1].asks) < MOST:
+            batch = queue[-1]
+        else:
+            batch = _Batch()
+            queue.append(batch)
+        batch.asks.append(ask)
+        if not self._busy:
+            self._wake()
+        try:
+            await batch.done.wait()
+        except BaseException:
+            if batch is not self._flight and not batch.done.is_set():
+                batch.asks.remove(ask)  # not sent: nothing taken for it
+            raise
+        if batch.error is not None:
+            raise _copy(batch.error)
+        return ask.reply
+
+    def _wake(self) -> None:
+        """Wake the sending task if it waits."""
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set()
+
+    async def run(self) -> None:
+        """Send the waiting batches, one call at a time (none while an admission sent from its
+        own task is in flight), until cancelled: a task of the store's task group."""
+        queue = self._queue
+        try:
+            while True:
+                if not queue or self._busy:
+                    idle = self._idle = anyio.Event()
+                    await idle.wait()
+                    continue
+                batch = queue.popleft()
+                if not batch.asks:  # all its callers were cancelled
+                    batch.done.set()
+                    continue
+                self._busy = True
+                self._flight = batch
+                await self._send(batch)
+                self._busy = False
+                self._flight = None
+                batch.done.set()
+        finally:
+            self._closed = True
+            closed = Unavailable("the store was closed while an admission waited")
+            for waiting in (self._flight, *queue):
+                if waiting is not None and not waiting.done.is_set():
+                    waiting.error = closed
+                    waiting.done.set()
+            queue.clear()
+            self._flight = None
+
+    async def _send(self, batch: _Batch) -> None:
+        """One ADMIT call for *batch*: each ask gets its reply, or the batch its error."""
+        asks = batch.asks
+        keys: list[str] = []
+        args: list[str | float] = [len(asks)]
+        for ask in asks:
+            keys += ask.keys
+            args.append(len(ask.keys))
+            args += ask.args
+        keys.append(self._restart_key)
+        try:
+            replies = await self._sender.call("admit", keys, args)
+            if len(replies) != len(asks):
+                raise _miscounted(len(replies), len(asks))
+        except Exception as exc:  # each caller raises it (Unavailable, SharedLimitError, ...)
+            batch.error = exc
+            return
+        for ask, reply in zip(asks, replies, strict=True):
+            ask.reply = reply
