@@ -371,12 +371,15 @@ class Lifecycle:
         job.worker = None
         job.host = self.runner
         job.cost = cost
-        job.lane = None
         if key is None:
-            sched.enqueue(job)
+            sched.enqueue(job)  # which sets job.lane
         else:
+            job.lane = None  # until its key's lane is found (key_weight may raise)
             sched.enqueue_keyed(job, key)
-        self.crew.kick(job)  # type: ignore[union-attr]  # set by bind()
+        crew = self.crew
+        assert crew is not None  # set by bind()
+        if not crew.waking:  # else a worker is about to look (kick()'s first test, once per job)
+            crew.kick(job)
         return job
 
     def start_soon_failed(self, error: BaseException) -> None:

@@ -254,7 +254,8 @@ class Runner:
                     job = reservation.job
                 else:
                     job = admitted  # type: ignore[assignment]
-                crew.hand_on()  # if more may start, someone must look at the line while we run
+                if not crew.waking and crew.sleeper is None:  # hand_on()'s first test, written out
+                    crew.hand_on()  # if more may start, someone must look at the line while we run
                 if room is not None and room.waiting:
                     room.give()
 
