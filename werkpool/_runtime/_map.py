@@ -365,6 +365,7 @@ class MapCore:
         batch: list[PlainJob] = []
         plain = self.key_fn is None and self.cost_fn is None and self.label is None
         keys: list[Hashable] | None = None if plain else []
+        keyed = self.key_fn is not None
         while len(batch) < room:
             try:
                 item = next(source)
@@ -385,7 +386,8 @@ class MapCore:
                 continue
             batch.append(PlainJob(func, (item,), options, self))
         if batch:
-            self._queue_batch(sched, batch, keys)
+            # Without a key function every key is None: the batch is queued at once.
+            self._queue_batch(sched, batch, keys if keyed else None)
             if self.rate is not None and not self.exhausted:
                 self._room()  # sets wake_at
 
