@@ -141,3 +141,28 @@ def test_snapshots_put_the_size_first() -> None:
     assert (snaps[0].count, snaps[0].in_use, snaps[0].next_free) == (3, 3.0, math.inf)
     assert config.snapshots([], 1.0, 0.0)[0].next_free == -math.inf
     assert LimitSet(None, None, 1).snapshots([], 0.0, 0.0) == ()
+
+
+def test_strict_rates_when_some_rate_has_burst_one() -> None:
+    """A rate with burst 1 (the shorthand, a value, a key's, a shared one) makes the workers
+    keep starts on their slots; bursts above 1, windows and concurrency limits do not."""
+    from werkpool._core._specs import Shared
+
+    class _Store:
+        def bind(self, *args: object) -> object:  # never bound: the values only name it
+            raise AssertionError
+
+    store = cast("Any", _Store())
+    assert LimitSet(None, 10.0, 1).strict_rates()
+    assert not LimitSet(None, 10.0, 2).strict_rates()
+    assert not LimitSet(4, None, 1).strict_rates()
+    assert LimitSet(None, None, 1, (Rate(5),)).strict_rates()
+    assert not LimitSet(None, None, 1, (Rate(5, burst=3), Window(5, 1.0))).strict_rates()
+    assert LimitSet(None, None, 1, per_key=(Rate(2),)).strict_rates()
+    assert not LimitSet(None, None, 1, (Concurrency(3),), (Rate(2, burst=2),)).strict_rates()
+    shared = Rate(100).shared(store, "api")
+    assert isinstance(shared, Shared)
+    assert LimitSet(None, None, 1, shared=(shared,)).strict_rates()
+    assert not LimitSet(
+        None, None, 1, shared=(Rate(100, burst=2).shared(store, "api"),)
+    ).strict_rates()

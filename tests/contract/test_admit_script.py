@@ -2,8 +2,9 @@
 
 Hypothesis draws shared limits (rates, windows, concurrency limits, weighted or not) and a run of
 admissions with costs, some attempts ending; each admission is sent to the script the way a pool
-sends it, three at a time (the first alone, the other two sharing the next call). Whatever the timing, the starts the script grants (dated by Redis TIME, at the slot it
-gives them) must keep every limit's contract:
+sends it, three at a time (the first alone, the other two sharing the next call). Whatever the
+timing, the starts the script grants (dated by Redis TIME, at the slot it gives them) must keep
+every limit's contract:
 
 - a rate: in any half-open window of length W, at most W * count / per + burst units (GCRA);
 - a window: at most ``count`` units in any window of ``per`` seconds;

@@ -159,6 +159,19 @@ class LimitSet:
             return _no_limits
         return lambda: tuple(build(spec) for spec in per_key)
 
+    def strict_rates(self) -> bool:
+        """Whether starts must land on their slots: some rate, the pool's or a key's, has
+        burst 1. A local one's next slot counts from a late start (a larger burst makes it up);
+        a shared one's slots are dated in its store, so there a late start shortens the gap to
+        the next one, which a strict server sees."""
+        if self.rate is not None and self.burst == 1:
+            return True
+        shared = tuple(spec.limit for spec in self.shared + self.shared_per_key)
+        return any(
+            isinstance(spec, Rate) and spec.burst == 1
+            for spec in self.specs + self.per_key + shared
+        )
+
     def dates_per_key(self) -> bool:
         """Whether each key's own limits date its admissions (a rate or a window)."""
         return any(isinstance(spec, (Rate, Window)) for spec in self.per_key)

@@ -15,16 +15,21 @@ import anyio
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["SPIN", "LoopBinding", "precise_clock"]
+__all__ = ["SPIN", "STRICT_SPIN", "LoopBinding", "precise_clock"]
 
-#: How close to a rate slot (seconds) a worker stops using timers and yields to the loop until
-#: the slot comes. The event loops' timers wake up to 1 ms late (epoll counts whole ms), and a
-#: start can never be dated back (R49), so with burst=1 each late wake-up costs rate. A timer set
-#: SPIN early lands within SPIN of the slot about a quarter of the time, and the rest of the wait
-#: (at most 2 * SPIN) is spent yielding: about SPIN**2/2 ms of busy looping per start on average
-#: (0.03 ms), bought by less lateness. Rates above 1/(2 * SPIN) (2,000/s) are paced by yields
-#: alone. A loop with a coarse clock (uvloop) adds its lag (see :attr:`LoopBinding.spin`).
+#: How close to a rate slot (seconds) a worker stops waiting on a timer and yields to the loop
+#: until the slot comes, when a late start costs nothing: the pool's rates have a burst to make
+#: it up. The loops' timers wake up to a millisecond or more late (epoll counts whole
+#: milliseconds); a burst absorbs that, so the timer does the waiting and the yields stay short.
+#: Measured (100 to 1,000/s, burst=2, asyncio): 99.3-100.4 % of the rate for 3-26 % of a core.
 SPIN: Final = 0.00025
+#: The same when a late start loses rate for good: some rate of the pool has burst 1, so its next
+#: slot counts from the late start (a start can never be dated back, R49). The worker leaves the
+#: timer this early and yields the rest of the way, so that starts land on their slots: 99 % of
+#: 200-1,000/s with burst=1 on asyncio and trio, against 80-92 % with SPIN. The price is a busy
+#: loop near each slot: about a fifth of a core at 200/s, a whole core from about 400/s (every
+#: slot is then nearer than 2 * STRICT_SPIN). ``burst=2`` is the cheap way to the full rate.
+STRICT_SPIN: Final = 0.00125
 
 #: Event loops whose ``time()`` is coarse: uvloop's is libuv's ``uv_now()``, whole milliseconds
 #: cached at the start of each loop iteration (winloop is its Windows port). Pacing starts on it
@@ -74,7 +79,16 @@ class LoopBinding:
     pool may be built at import time with no loop running.
     """
 
-    __slots__ = ("backend", "cancelled_exc", "clock", "loop", "spin", "thread", "trio_token")
+    __slots__ = (
+        "backend",
+        "cancelled_exc",
+        "clock",
+        "lag",
+        "loop",
+        "spin",
+        "thread",
+        "trio_token",
+    )
 
     def __init__(self, spin: float = SPIN) -> None:
         self.backend = _detect_backend()
@@ -88,15 +102,22 @@ class LoopBinding:
         #: same origin (:func:`precise_clock`).
         self.clock: Callable[[], float]
         #: How long before a rate slot a worker stops waiting on a timer and yields to the loop
-        #: until the slot comes (:data:`SPIN`): the loop's timer lateness.
+        #: until the slot comes (:data:`SPIN`, or :data:`STRICT_SPIN`: see :meth:`pace`), plus
+        #: the loop clock's lag on a coarse loop.
         self.spin = spin
+        #: How far the loop's own clock trails :attr:`clock` at most (uvloop: a millisecond).
+        self.lag = 0.0
         if self.backend == "asyncio":
             loop = self.loop = asyncio.get_running_loop()
             self.clock = precise_clock(loop)
-            if self.clock is not loop.time:
+            # `!=`, not `is not`: each read of loop.time makes a new bound method, so an identity
+            # test took every loop for a coarse one (asyncio's workers yielded 1.25 ms before
+            # each slot, whatever the burst: a whole core from 400/s even with burst=2).
+            if self.clock != loop.time:
                 # The loop's timers count its coarse clock, which trails this one by up to a
                 # millisecond: they wake that much later, so a worker aims them that much
                 # earlier (and yields the rest of the way, as it does for SPIN).
+                self.lag = _COARSE_LAG
                 self.spin = spin + _COARSE_LAG
         else:
             import trio
@@ -104,6 +125,13 @@ class LoopBinding:
             self.trio_token = trio.lowlevel.current_trio_token()
             self.clock = trio.current_time
         self.cancelled_exc: type[BaseException] = anyio.get_cancelled_exc_class()
+
+    def pace(self, strict: bool) -> None:
+        """Set :attr:`spin` for the pool's rates: *strict* if a late start loses rate for good
+        (some rate has burst 1): :data:`STRICT_SPIN` plus a coarse clock's lag; else
+        :data:`SPIN` alone, since the burst makes up that lateness too (on uvloop at 500/s,
+        burst=2: 100 % of the rate for 37 % of a core, against a whole core with the lag)."""
+        self.spin = STRICT_SPIN + self.lag if strict else SPIN
 
     def is_current(self) -> bool:
         """True if the caller runs in this loop (cheap on asyncio)."""

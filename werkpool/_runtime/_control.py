@@ -51,7 +51,7 @@ class Control:
     :param sched: the pool's scheduler
     """
 
-    __slots__ = ("_clock", "crew", "limitset", "sched", "size_count", "start_paused")
+    __slots__ = ("_clock", "_pace", "crew", "limitset", "sched", "size_count", "start_paused")
 
     def __init__(self, limitset: LimitSet, sched: Scheduler) -> None:
         self.limitset = limitset
@@ -64,8 +64,17 @@ class Control:
         # Set when the pool binds (see bind()).
         self.crew: Crew | None = None
         self._clock: Callable[[], float] | None = None
+        #: Sets how close to a slot the workers leave their timer (LoopBinding.pace).
+        self._pace: Callable[[bool], None] | None = None
 
-    def bind(self, crew: Crew, clock: Callable[[], float], *, counted: bool) -> None:
+    def bind(
+        self,
+        crew: Crew,
+        clock: Callable[[], float],
+        *,
+        counted: bool,
+        pace: Callable[[bool], None] | None = None,
+    ) -> None:
         """The pool bound to its loop: its crew and its clock run now, and a pause asked before
         it ran begins (the hooks are attached: they hear of it).
 
@@ -75,7 +84,7 @@ class Control:
         *counted* (a job asking remote limits holds its place meanwhile, with no worker running
         it) or once the size shrank below the workers that exist (they leave when idle).
         """
-        self.crew, self._clock = crew, clock
+        self.crew, self._clock, self._pace = crew, clock, pace
         size = self.limitset.size
         if counted and size is not None:
             self.size_count = CountLimit(size)
@@ -133,6 +142,8 @@ class Control:
         new: list[Limit] = [] if self.size_count is None else [self.size_count]
         new += config.replace(rate, burst, specs, sched.limits, now)
         sched.replace_limits(new, running, now)
+        if self._pace is not None:
+            self._pace(config.strict_rates())  # a burst may have come or gone
         if sched.remote:
             # As in bind(): pipelined requests need local limits that do not date their latest
             # admission. A rate or window given now takes the pool back to one request at a time

@@ -197,6 +197,7 @@ class Lifecycle:
         binding = self.binding = LoopBinding()
         self.loop = binding.loop
         config, sched = self.limitset, self.sched
+        binding.pace(config.strict_rates())
         remote = self.remote + self._bind_shared()
         if remote:
             # Pipelined requests need local limits that do not date their latest admission.
@@ -204,7 +205,7 @@ class Lifecycle:
             sched.use_remote(remote, 1 if dated else min(limit.pipeline for limit in remote))
         self._attach_hooks()
         crew = self.crew = Crew(sched, _INF if config.size is None else config.size)
-        self.control.bind(crew, binding.clock, counted=bool(remote))
+        self.control.bind(crew, binding.clock, counted=bool(remote), pace=binding.pace)
         runner = self.runner = Runner(sched, crew, binding, self.room, self)
         crew.set_body(runner.worker_main)
         if self.room is not None:

@@ -199,7 +199,7 @@ class Runner:
         remote = bool(sched.remote)  # only then may poll() hand out a Reservation
         backoffs = sched.backoffs  # the same list for the scheduler's life
         current_time = self.binding.clock  # anyio.current_time(), without its backend lookup
-        spin = self.binding.spin  # SPIN, more on a loop with a coarse clock (uvloop)
+        binding = self.binding  # its spin: SPIN or STRICT_SPIN (set_limits may change it)
         reservation: Reservation | None = None
         job: Job
         spun_at = -_INF  # the clock reading at the last yield while waiting for a slot
@@ -217,6 +217,7 @@ class Runner:
                     wake_at = _INF
                     if crew.sleeper is None:
                         wait = admitted - now
+                        spin = binding.spin
                         if wait <= 2 * spin and now != spun_at:
                             # The slot is nearer than the loop's timers can aim (they wake up to a
                             # millisecond late): let the loop run once and look again. If the clock
