@@ -140,7 +140,8 @@ class RedisStore:
     :param pipeline: how many admissions one pool may have in flight at once (when it has no
         local rate or window). More admit more per second; 1 keeps the order of starts exactly
         the order of submission. With more, two jobs whose requests are in flight together may
-        start in either order (trio runs ready tasks in random order, so there they do).
+        start in either order (trio runs ready tasks in random order, so there they do). The
+        admissions that wait while the store's call is in flight go together in its next call.
 
     .. versionadded:: 0.3
     """
