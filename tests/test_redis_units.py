@@ -1,5 +1,6 @@
-"""Loop-free parts of werkpool.redis: the script arguments of each limit value and the local
-shares of the degraded mode (no server needed; the server tests are in tests/contract)."""
+"""Parts of werkpool.redis that need no server: the script arguments of each limit value, the
+local shares of the degraded mode, and how a store's admissions share calls (against a stand-in
+for its script call); the server tests are in tests/contract."""
 
 from __future__ import annotations
 
