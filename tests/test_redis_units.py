@@ -4,6 +4,7 @@ for its script call); the server tests are in tests/contract."""
 
 from __future__ import annotations
 
+import contextlib
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from werkpool.redis._scripts import SCRIPTS
 from werkpool.redis._scripts import script_args as _args
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable
+    from collections.abc import AsyncIterator, Callable, Hashable
 
     from werkpool import Shared
 
@@ -193,9 +194,11 @@ async def _admit_all(admissions: Any, holders: list[str], into: dict[str, Any], 
     await anyio.sleep(0.01)  # (virtual time) every one is waiting or in flight
 
 
-async def test_admissions_that_come_during_a_call_share_the_next_one() -> None:
-    """The first admission goes alone; the three that come while it is in flight go together in
-    the next call, in the order they came, each getting its own reply."""
+@contextlib.asynccontextmanager
+async def _sending() -> AsyncIterator[tuple[_HeldSender, Any, dict[str, Any], Any]]:
+    """Admissions whose sending task runs over a held stand-in call, a dict for each
+    admission's reply or error, and the task group to start admissions in (cancelled at the
+    end)."""
     from werkpool.redis._batch import Admissions
 
     sender = _HeldSender()
@@ -203,12 +206,19 @@ async def test_admissions_that_come_during_a_call_share_the_next_one() -> None:
     got: dict[str, Any] = {}
     async with anyio.create_task_group() as tg:
         tg.start_soon(admissions.run)
+        yield sender, admissions, got, tg
+        tg.cancel_scope.cancel()
+
+
+async def test_admissions_that_come_during_a_call_share_the_next_one() -> None:
+    """The first admission goes alone; the three that come while it is in flight go together in
+    the next call, in the order they came, each getting its own reply."""
+    async with _sending() as (sender, admissions, got, tg):
         await _admit_all(admissions, ["a"], got, tg)
         await _admit_all(admissions, ["b", "c", "d"], got, tg)
         assert len(sender.calls) == 1  # b, c, d wait for a's call to come back
         sender.go.set()
         await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
     assert len(sender.calls) == 2
     (keys1, args1), (keys2, args2) = sender.calls
     assert keys1 == ["k:a", "restart"]
@@ -229,13 +239,7 @@ async def test_admissions_that_come_during_a_call_share_the_next_one() -> None:
 async def test_an_admission_cancelled_before_its_call_is_not_sent() -> None:
     """Cancelled while it waited for the call in flight: the next call does not carry it (it
     took nothing); the others of its batch still go."""
-    from werkpool.redis._batch import Admissions
-
-    sender = _HeldSender()
-    admissions = Admissions(sender, "restart")
-    got: dict[str, Any] = {}
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(admissions.run)
+    async with _sending() as (sender, admissions, got, tg):
         await _admit_all(admissions, ["a"], got, tg)
         async with anyio.create_task_group() as inner:
             await _admit_all(admissions, ["b", "c"], got, inner)
@@ -243,7 +247,6 @@ async def test_an_admission_cancelled_before_its_call_is_not_sent() -> None:
         await _admit_all(admissions, ["d"], got, tg)
         sender.go.set()
         await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
     assert [keys for keys, _ in sender.calls] == [["k:a", "restart"], ["k:d", "restart"]]
     assert set(got) == {"a", "d"}
 
@@ -251,14 +254,9 @@ async def test_an_admission_cancelled_before_its_call_is_not_sent() -> None:
 async def test_a_failed_call_fails_each_of_its_admissions_with_its_own_error() -> None:
     """The call raised: every admission of it raises an error of the same type and message,
     each its own object (one object raised in several tasks would gather their tracebacks)."""
-    from werkpool.redis._batch import Admissions
     from werkpool.redis._scripts import Unavailable
 
-    sender = _HeldSender()
-    admissions = Admissions(sender, "restart")
-    got: dict[str, Any] = {}
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(admissions.run)
+    async with _sending() as (sender, admissions, got, tg):
         await _admit_all(admissions, ["x"], got, tg)  # in flight, alone
         await _admit_all(admissions, ["a", "b"], got, tg)  # the next call, together
         try:
@@ -269,7 +267,6 @@ async def test_a_failed_call_fails_each_of_its_admissions_with_its_own_error() -
         sender.error = error
         sender.go.set()
         await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
     assert [args[0] for _, args in sender.calls] == [1, 2]
     assert isinstance(got["x"], Unavailable)
     a, b = got["a"], got["b"]
@@ -285,18 +282,12 @@ async def test_a_key_of_the_wrong_type_fails_only_its_admission() -> None:
     """An answer ``{-1, message}`` is that admission's SharedLimitError; the others of the same
     call are granted."""
     from werkpool import SharedLimitError
-    from werkpool.redis._batch import Admissions
 
-    sender = _HeldSender()
-    admissions = Admissions(sender, "restart")
-    got: dict[str, Any] = {}
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(admissions.run)
+    async with _sending() as (sender, admissions, got, tg):
         await _admit_all(admissions, ["x"], got, tg)  # in flight, alone
         await _admit_all(admissions, ["a", "bad", "c"], got, tg)  # the next call, together
         sender.go.set()
         await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
     assert [args[0] for _, args in sender.calls] == [1, 3]
     assert isinstance(got["bad"], SharedLimitError)
     assert str(got["bad"]) == "the key k holds a list"
@@ -331,20 +322,15 @@ async def test_admissions_waiting_when_the_store_closes_fail_as_unavailable() ->
 
 async def test_a_batch_holds_at_most_most_admissions() -> None:
     """More admissions than MOST waiting at once go in several calls, in order."""
-    from werkpool.redis._batch import MOST, Admissions
+    from werkpool.redis._batch import MOST
 
-    sender = _HeldSender()
-    admissions = Admissions(sender, "restart")
-    got: dict[str, Any] = {}
     holders = [f"h{i}" for i in range(2 * MOST + 1)]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(admissions.run)
+    async with _sending() as (sender, admissions, got, tg):
         await _admit_all(admissions, ["first"], got, tg)
         await _admit_all(admissions, holders, got, tg)
         came = _came[-len(holders) :]
         sender.go.set()
         await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
     sizes = [args[0] for _, args in sender.calls]
     assert sizes == [1, MOST, MOST, 1]
     sent = [key for keys, _ in sender.calls for key in keys if key != "restart"]
