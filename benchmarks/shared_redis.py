@@ -1421,13 +1421,13 @@ def run_script(server: Server, counter: Iterator[int], rounds: int, calls: int) 
     and with 8 admissions per call, and the reference GCRA, in interleaved rounds of *calls*
     calls each (one shared rate, never binding). Each round's ``usec_per_call`` from ``INFO
     commandstats`` (reset before it), per admission; the median of the rounds."""
-    from werkpool.redis._scripts import SCRIPTS
+    from werkpool.redis._scripts import SCRIPTS, text
 
     prefix = f"b{next(counter)}"
     resp = Resp(server.port)
     try:
-        ours = text_of(resp("SCRIPT", "LOAD", SCRIPTS["admit"]))
-        theirs = text_of(resp("SCRIPT", "LOAD", GCRA))
+        ours = text(resp("SCRIPT", "LOAD", SCRIPTS["admit"]))
+        theirs = text(resp("SCRIPT", "LOAD", GCRA))
         resp("SET", f"{prefix}:epoch", "E")
         calls_of: dict[str, tuple[int, list[str | float]]] = {}
         for n in SCRIPT_BATCHES:
@@ -1452,13 +1452,9 @@ def run_script(server: Server, counter: Iterator[int], rounds: int, calls: int) 
     return {name: median_of(values) for name, values in times.items()}
 
 
-def text_of(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _usec_per_call(resp: Resp, command: str) -> float:
     """``usec_per_call`` of *command* in ``INFO commandstats``."""
-    info = text_of(resp("INFO", "commandstats"))
+    info = resp("INFO", "commandstats").decode()
     for line in info.splitlines():
         if line.startswith(f"cmdstat_{command}:"):
             fields = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].split(","))

@@ -83,7 +83,6 @@ class LoopBinding:
         "backend",
         "cancelled_exc",
         "clock",
-        "lag",
         "loop",
         "spin",
         "thread",
@@ -102,11 +101,9 @@ class LoopBinding:
         #: same origin (:func:`precise_clock`).
         self.clock: Callable[[], float]
         #: How long before a rate slot a worker stops waiting on a timer and yields to the loop
-        #: until the slot comes (:data:`SPIN`, or :data:`STRICT_SPIN`: see :meth:`pace`), plus
-        #: the loop clock's lag on a coarse loop.
+        #: until the slot comes (:data:`SPIN`, or :data:`STRICT_SPIN`: see :meth:`pace`); until
+        #: paced, plus the loop clock's lag on a coarse loop.
         self.spin = spin
-        #: How far the loop's own clock trails :attr:`clock` at most (uvloop: a millisecond).
-        self.lag = 0.0
         if self.backend == "asyncio":
             loop = self.loop = asyncio.get_running_loop()
             self.clock = precise_clock(loop)
@@ -117,7 +114,6 @@ class LoopBinding:
                 # The loop's timers count its coarse clock, which trails this one by up to a
                 # millisecond: they wake that much later, so a worker aims them that much
                 # earlier (and yields the rest of the way, as it does for SPIN).
-                self.lag = _COARSE_LAG
                 self.spin = spin + _COARSE_LAG
         else:
             import trio

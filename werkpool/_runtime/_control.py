@@ -73,7 +73,7 @@ class Control:
         clock: Callable[[], float],
         *,
         counted: bool,
-        pace: Callable[[bool], None] | None = None,
+        pace: Callable[[bool], None],
     ) -> None:
         """The pool bound to its loop: its crew and its clock run now, and a pause asked before
         it ran begins (the hooks are attached: they hear of it).

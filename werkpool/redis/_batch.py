@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import anyio
 
 from .._core._exceptions import SharedLimitError
-from ._scripts import Unavailable
+from ._scripts import Unavailable, text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -78,14 +78,6 @@ def _copy(error: BaseException) -> BaseException:
     return fresh
 
 
-def _miscounted(replies: int, asks: int) -> SharedLimitError:
-    """The error of an ADMIT reply that does not hold one answer per admission."""
-    return SharedLimitError(
-        f"the admit script answered {replies} replies for {asks} admissions (is another "
-        "program's script loaded under its SHA?)"
-    )
-
-
 @final
 class Admissions:
     """A store's ADMIT calls: concurrent admissions share one call, in the order they came."""
@@ -123,21 +115,15 @@ class Admissions:
             # costs). Cancelled, it is interrupted as any request is.
             self._busy = True
             try:
-                replies = await self._sender.call(
-                    "admit", [*keys, self._restart_key], [1, len(keys), *args]
-                )
+                (reply,) = await self._call([_Ask(keys, args)])
             finally:
                 self._busy = False
                 if queue:  # the ones that came meanwhile: the sending task takes them
                     self._wake()
-            if len(replies) != 1:
-                raise _miscounted(len(replies), 1)
-            reply = replies[0]
         else:
             reply = await self._queued(_Ask(keys, args))
         if int(reply[0]) == -1:
-            message = reply[1]
-            raise SharedLimitError(message.decode() if isinstance(message, bytes) else message)
+            raise SharedLimitError(text(reply[1]))
         return reply
 
     async def _queued(self, ask: _Ask) -> Any:
@@ -198,9 +184,8 @@ class Admissions:
             queue.clear()
             self._flight = None
 
-    async def _send(self, batch: _Batch) -> None:
-        """One ADMIT call for *batch*: each ask gets its reply, or the batch its error."""
-        asks = batch.asks
+    async def _call(self, asks: list[_Ask]) -> list[Any]:
+        """One ADMIT call for *asks*, in the script's batch form: their replies, in order."""
         keys: list[str] = []
         args: list[str | float] = [len(asks)]
         for ask in asks:
@@ -208,12 +193,21 @@ class Admissions:
             args.append(len(ask.keys))
             args += ask.args
         keys.append(self._restart_key)
+        replies: list[Any] = await self._sender.call("admit", keys, args)
+        if len(replies) != len(asks):
+            raise SharedLimitError(
+                f"the admit script answered {len(replies)} replies for {len(asks)} admissions "
+                "(is another program's script loaded under its SHA?)"
+            )
+        return replies
+
+    async def _send(self, batch: _Batch) -> None:
+        """The sending task's call for *batch*: each ask gets its reply, or the batch its
+        error."""
         try:
-            replies = await self._sender.call("admit", keys, args)
-            if len(replies) != len(asks):
-                raise _miscounted(len(replies), len(asks))
+            replies = await self._call(batch.asks)
         except Exception as exc:  # each caller raises it (Unavailable, SharedLimitError, ...)
             batch.error = exc
             return
-        for ask, reply in zip(asks, replies, strict=True):
+        for ask, reply in zip(batch.asks, replies, strict=True):
             ask.reply = reply
