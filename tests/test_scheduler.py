@@ -474,6 +474,8 @@ class _Spy:
 class _Remote:
     """A remote limit that is never performed here: the tests answer for it."""
 
+    pipeline = 1
+
     async def acquire(self, job: Job) -> float:  # pragma: no cover - never awaited here
         raise AssertionError("the scheduler never awaits a remote limit")
 
@@ -690,3 +692,106 @@ class TestSharedLimitHolds:
         assert sched.reserving == 1
         assert reserve(sched).job is jobs[0]  # the refused job is first again
         assert counts_add_up(sched)
+
+
+class _OrderedRemote(_Remote):
+    """A remote limit that keeps a chain's order (the tests answer for it)."""
+
+    async def acquire_in_order(
+        self, job: Job, chain: Any, link: int
+    ) -> float:  # pragma: no cover - never awaited here
+        raise AssertionError("the scheduler never awaits a remote limit")
+
+
+class TestChains:
+    """pipeline=1 with a remote limit that keeps a chain's order: several reservations in
+    flight, as links of one chain, which fails at its first link not granted."""
+
+    def test_only_a_lone_ordered_limit_with_pipeline_one_and_no_dated_limit_chains(self) -> None:
+        from werkpool._core._holds import ORDERED_DEPTH
+
+        sched = Scheduler([], [])
+        sched.use_remote([_OrderedRemote()], dated=False)
+        assert (sched.depth, sched.turns is not None) == (ORDERED_DEPTH, True)
+        sched.set_depth(dated=True)  # a local rate must date each start: one at a time
+        assert (sched.depth, sched.turns) == (1, None)
+        sched.use_remote([_OrderedRemote(), _OrderedRemote()], dated=False)
+        assert (sched.depth, sched.turns) == (1, None)  # two limits: asked one after the other
+        sched.use_remote([_Remote()], dated=False)  # keeps no order: no chain
+        assert sched.turns is None
+
+    def test_after_a_refused_link_the_later_ones_go_back_and_a_new_chain_begins(self) -> None:
+        sched = Scheduler([], [])
+        sched.use_remote([_OrderedRemote()], dated=False)
+        a, b, c, d = (submit(sched, label) for label in "abcd")
+        ra, rb, rc = reserve(sched), reserve(sched), reserve(sched)
+        assert [r.job for r in (ra, rb, rc)] == [a, b, c]
+        assert [r.ticket for r in (ra, rb, rc)] == [0, 1, 2]
+        chain = ra.chain
+        assert chain is not None
+        assert chain is rb.chain is rc.chain
+        sched.refused(ra, 1.0)
+        assert chain.broken == 0
+        assert not chain.asks(1)
+        # b and c are in flight: nothing more is asked before they answered (d may not
+        # overtake a).
+        assert sched.poll(0.5) == math.inf
+        # b's store granted it (it answered before the refusal reached it): it may not
+        # start before a, so it goes back to the head too; its worker gives the credit back.
+        assert sched.granted(rb, 0.0) is False
+        assert b.state == QUEUED
+        sched.refused(rc, -math.inf)  # not asked: no hold
+        assert sched.reserving == 0
+        again = reserve(sched, 1.0)  # a's refusal held the pool until 1.0
+        assert again.job is a
+        assert again.chain is not chain
+        assert again.ticket == 3
+        assert reserve(sched, 1.0).job is b
+        assert reserve(sched, 1.0).job is c
+        assert reserve(sched, 1.0).job is d
+        assert counts_add_up(sched)
+
+    def test_a_cancelled_links_job_does_not_fail_the_chain(self) -> None:
+        sched = Scheduler([], [])
+        sched.use_remote([_OrderedRemote()], dated=False)
+        a = submit(sched, "a")
+        submit(sched, "b")
+        ra, rb = reserve(sched), reserve(sched)
+        a.cancel()
+        sched.cancel(a)
+        assert sched.granted(ra, 0.0) is False  # cancelled: its credit goes back
+        assert ra.chain is not None
+        assert ra.chain.broken > 1
+        assert sched.granted(rb, 0.0) is True  # as if a had never been asked
+
+
+def test_turns_let_each_ticket_start_only_after_every_earlier_one_passed() -> None:
+    from werkpool._core._reservation import Turns
+
+    woken: list[int] = []
+
+    class Waiter:
+        def __init__(self, ticket: int) -> None:
+            self.ticket = ticket
+
+        def set(self) -> None:
+            woken.append(self.ticket)
+
+    turns = Turns()
+    tickets = [turns.issue() for _ in range(5)]
+    assert tickets == [0, 1, 2, 3, 4]
+    assert turns.turn == 0
+    turns.waiting[1] = Waiter(1)
+    turns.waiting[4] = Waiter(4)
+    turns.passed(2)  # ended early (refused): 0 and 1 still come first
+    turns.passed(3)
+    assert turns.turn == 0
+    assert woken == []
+    turns.passed(0)
+    assert turns.turn == 1
+    assert woken == [1]
+    turns.passed(1)  # 2 and 3 passed already: 4's turn
+    assert turns.turn == 4
+    assert woken == [1, 4]
+    turns.passed(1)  # twice: harmless
+    assert turns.turn == 4

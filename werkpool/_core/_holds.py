@@ -22,6 +22,8 @@ from ._exceptions import RetryAfter
 from ._job import RESERVING
 from ._lanes import Keys, Lane, MainLane
 from ._rate_limit import RateLimit
+from ._remote_limit import OrderedRemoteLimit
+from ._reservation import Turns
 from ._window_limit import WindowLimit
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from ._limit import Limit
     from ._remote_limit import RemoteLimit
 
-__all__ = ["DEFAULT_MAX_RETRY_AFTER", "TICK", "Holds"]
+__all__ = ["DEFAULT_MAX_RETRY_AFTER", "ORDERED_DEPTH", "TICK", "Holds"]
 
 #: A wait shorter than this (1 ns, the resolution of the event loops' clocks) is no wait: the
 #: start is admitted at once and dated at its slot, less than a tick *after* now (never before:
@@ -45,6 +47,12 @@ TICK: Final = 1e-9
 #: The longest pushback the pool honours by default (``max_retry_after=``): 15 minutes. A
 #: ``Retry-After`` of 1e308 s or a date in year 9999 would otherwise stop a pool or key for good.
 DEFAULT_MAX_RETRY_AFTER: Final = 900.0
+
+#: How many chained reservations may be in flight at once (``pipeline=1`` with a store that
+#: keeps their order, see :class:`~werkpool._core._remote_limit.OrderedRemoteLimit`). They go to
+#: the store together, so more of them admit more per round trip; each holds a worker while it
+#: waits, and the store's own call takes at most 64 admissions.
+ORDERED_DEPTH: Final = 16
 
 _INF = math.inf
 
@@ -79,8 +87,12 @@ class Holds:
         self.remote: tuple[RemoteLimit, ...] = tuple(remote)
         #: How many reservations may be in flight at once: 1 keeps FIFO exact; more (a store
         #: that pipelines requests, and no local limit that dates its latest admission, see
-        #: :meth:`Scheduler.restamp`) keeps it up to the ones in flight.
+        #: :meth:`Scheduler.restamp`) keeps it up to the ones in flight, or exactly if they are
+        #: chained (:attr:`turns`).
         self.depth = 1
+        #: The start order of chained reservations (``pipeline=1`` with a store that keeps it,
+        #: several in flight: :meth:`use_remote`), or None.
+        self.turns: Turns | None = None
         #: A remote limit refused: no reservation before this time (a key's: its lane's).
         self._hold_until = -_INF
         #: The lanes of the keys in use (made when the first job with a key comes).
@@ -391,12 +403,36 @@ class Holds:
                     self.keys.look_again(lane)
         self._configure()
 
-    def use_remote(self, remote: Sequence[RemoteLimit], depth: int) -> None:
-        """Ask the *remote* limits after the local ones from now on, with up to *depth*
-        reservations in flight (the pool binds them to their stores when it binds to a loop)."""
+    def use_remote(self, remote: Sequence[RemoteLimit], dated: bool) -> None:
+        """Ask the *remote* limits after the local ones from now on (the pool binds them to
+        their stores when it binds to a loop); *dated*: see :meth:`set_depth`."""
         self.remote = tuple(remote)
-        self.depth = depth
+        self.set_depth(dated)
         self._configure()
+
+    def set_depth(self, dated: bool) -> None:
+        """Work out how many reservations may be in flight at once.
+
+        One if a local limit is *dated* (a rate or window, the pool's or a key's, which must date
+        each start before the next is admitted: :meth:`Scheduler.restamp`). Else the remote
+        limits' ``pipeline``; but a pipeline of 1 (the exact start order) with a single remote
+        limit that keeps a chain's order sends up to :data:`ORDERED_DEPTH` as a chain, started
+        in the order made (:attr:`turns`): the same order, without a round trip per start.
+        """
+        remote = self.remote
+        pipeline = min(limit.pipeline for limit in remote) if remote else 1
+        if (
+            not dated
+            and pipeline == 1
+            and len(remote) == 1
+            and isinstance(remote[0], OrderedRemoteLimit)
+        ):
+            self.depth = ORDERED_DEPTH
+            if self.turns is None:
+                self.turns = Turns()
+        else:
+            self.depth = 1 if dated else pipeline
+            self.turns = None
 
     def replace_limits(
         self, limits: Sequence[Limit], running: Iterable[Job], now: float = 0.0

@@ -10,13 +10,15 @@ attempt ends or the request is cancelled.
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Final, Protocol, final, runtime_checkable
 
 if TYPE_CHECKING:
     from ._job import Job
 
-__all__ = ["Refusal", "RemoteLimit"]
+__all__ = ["INTACT", "NOT_ASKED", "Chain", "OrderedRemoteLimit", "Refusal", "RemoteLimit"]
 
 
 @final
@@ -30,6 +32,42 @@ class Refusal:
 
     retry_at: float
     key: bool = False
+
+
+#: The answer to a link of a :class:`Chain` after an earlier link was not granted: nothing was
+#: asked or taken, and nothing holds the job back (it waits again at the head of its line).
+NOT_ASKED: Final = Refusal(-math.inf)
+
+
+#: :attr:`Chain.broken` while every link was granted (or is still in flight).
+INTACT: Final = sys.maxsize
+
+
+@final
+class Chain:
+    """Reservations of one pool that must start in the order they were made, though several
+    are in flight at once (``pipeline=1`` with a store that asks them in order).
+
+    Its links are numbered in that order. Once one is not granted (refused, failed, or sent
+    back), a later link is not asked (:data:`NOT_ASKED`): each link is granted only as if it had
+    waited for every answer before it, so that a later job never starts before an earlier one
+    that was refused. The pool then makes a new chain once every link of this one answered.
+    """
+
+    __slots__ = ("broken",)
+
+    def __init__(self) -> None:
+        #: The first link that was not granted (:data:`INTACT`: none yet).
+        self.broken = INTACT
+
+    def asks(self, link: int) -> bool:
+        """Whether *link* may still be asked (no earlier link failed)."""
+        return link <= self.broken
+
+    def fail(self, link: int) -> None:
+        """*link* was not granted: the later links are not asked any more."""
+        if link < self.broken:
+            self.broken = link
 
 
 class RemoteLimit(Protocol):
@@ -72,5 +110,23 @@ class RemoteLimit(Protocol):
 
         Called shielded from cancellation, also after an :meth:`acquire` that was cancelled
         midway (it must then give back whatever that request took, if anything).
+        """
+        ...
+
+
+@runtime_checkable
+class OrderedRemoteLimit(RemoteLimit, Protocol):
+    """A remote limit that can keep a chain's order with several requests in flight: with
+    ``pipeline`` 1, the pool then sends its reservations as links of a :class:`Chain` instead
+    of one at a time, and starts the granted ones in the order they were made."""
+
+    async def acquire_in_order(self, job: Job, chain: Chain, link: int) -> float | Refusal:
+        """As :meth:`~RemoteLimit.acquire`, as *link* of *chain*.
+
+        The requests reach the store in the order of the calls, and the store grants a link
+        only if every earlier link of the chain was granted; else (or if :meth:`Chain.asks`
+        says so before the request goes out) it returns :data:`NOT_ASKED`, having taken
+        nothing. A link that is not granted fails the chain (:meth:`Chain.fail`) before the
+        next request goes out.
         """
         ...

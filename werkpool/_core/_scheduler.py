@@ -36,6 +36,7 @@ from ._job import (
     spent,
 )
 from ._options import next_delay
+from ._remote_limit import INTACT, Chain
 from ._reservation import Reservation
 
 if TYPE_CHECKING:
@@ -289,8 +290,12 @@ class Scheduler(Holds):
             if t > earliest:
                 earliest = t
         if self.remote:
-            if self.reserving >= self.depth:
-                return min(_INF, self.next_wakeup())  # a reservation in flight ends first
+            if self.reserving >= self.depth or (
+                self.reserving and self.turns is not None and self.turns.chain.broken != INTACT
+            ):
+                # A reservation in flight ends first; or a chain's link was not granted, and
+                # the links after it go back to the head: the next chain waits for all of them.
+                return min(_INF, self.next_wakeup())
             if self._hold_until > earliest:
                 earliest = self._hold_until
         if earliest > now + TICK:
@@ -315,7 +320,12 @@ class Scheduler(Holds):
         if self.remote:
             job.state = RESERVING
             self.reserving += 1
-            return Reservation(job, self.remote, self.depth > 1)
+            turns = self.turns
+            if turns is None:
+                return Reservation(job, self.remote, self.depth > 1)
+            if turns.chain.broken != INTACT:
+                turns.chain = Chain()  # the last one ended with a link not granted
+            return Reservation(job, self.remote, True, turns)
         # _started(), written out: once per job.
         job.state = RUNNING
         attempts = job.attempts = job.attempts + 1
@@ -379,10 +389,18 @@ class Scheduler(Holds):
         hold = self.paused_until
         if lane.paused_until > hold:  # the main lane's never is
             hold = lane.paused_until
-        if hold > at + TICK or (reservation.pipelined and self.depth == 1):
+        chain = reservation.chain
+        if (
+            hold > at + TICK
+            or (reservation.pipelined and self.depth == 1)
+            or (chain is not None and chain.broken < reservation.ticket)
+        ):
             # A pushback paused the pool (or the key) while the remote limits were asked; or
             # set_limits() gave it a rate or window meanwhile, which must date this start: the
-            # job asks again under it, one request at a time (#21 item 10).
+            # job asks again under it, one request at a time (#21 item 10); or an earlier link
+            # of its chain went back to the head, and this one may not start before it.
+            if chain is not None:
+                chain.fail(reservation.ticket)
             self._refund(job)
             self._back_to_the_head(job)
             return False
@@ -395,6 +413,8 @@ class Scheduler(Holds):
         key if *key* (a per-key remote limit refused), else none at all."""
         self.reserving -= 1
         job = reservation.job
+        if reservation.chain is not None:
+            reservation.chain.fail(reservation.ticket)
         self._refund(job)
         lane: Lane = job.lane
         if key and lane is not self.main:
@@ -407,6 +427,9 @@ class Scheduler(Holds):
     def abandoned(self, reservation: Reservation) -> None:
         """The worker's request was cancelled before an answer: undo the reservation."""
         self.reserving -= 1
+        if reservation.chain is not None:
+            # Whether it took credit is unknown: the later links may not start before it.
+            reservation.chain.fail(reservation.ticket)
         self._refund(reservation.job)
         self._back_to_the_head(reservation.job)
 

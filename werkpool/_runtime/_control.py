@@ -150,7 +150,7 @@ class Control:
             # (the ones in flight ask again under it: Scheduler.granted); without one, it may
             # pipeline again (#21 item 10).
             dated = any(limit.timed for limit in new) or config.dates_per_key()
-            sched.depth = 1 if dated else min(limit.pipeline for limit in sched.remote)
+            sched.set_depth(dated)
         if config.size != old_size:
             self._apply_size(old_size)
         self._look_again()

@@ -202,7 +202,7 @@ class Lifecycle:
         if remote:
             # Pipelined requests need local limits that do not date their latest admission.
             dated = any(limit.timed for limit in sched.limits) or config.dates_per_key()
-            sched.use_remote(remote, 1 if dated else min(limit.pipeline for limit in remote))
+            sched.use_remote(remote, dated)
         self._attach_hooks()
         crew = self.crew = Crew(sched, _INF if config.size is None else config.size)
         self.control.bind(crew, binding.clock, counted=bool(remote), pace=binding.pace)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 
 from .._core._remote_limit import Refusal
 
 if TYPE_CHECKING:
-    from .._core._remote_limit import RemoteLimit
+    from .._core._remote_limit import OrderedRemoteLimit, RemoteLimit
     from .._core._reservation import Reservation
 
 __all__ = ["give_back", "perform"]
@@ -32,6 +32,15 @@ async def perform(reservation: Reservation) -> float | Refusal:
     released (shielded) before the cancellation propagates.
     """
     job = reservation.job
+    chain = reservation.chain
+    if chain is not None:
+        # A link of a chain: its one remote limit keeps the chain's order (Holds.set_depth).
+        ordered = cast("OrderedRemoteLimit", reservation.limits[0])
+        try:
+            return await ordered.acquire_in_order(job, chain, reservation.ticket)
+        except BaseException:
+            await give_back(reservation)
+            raise
     start = -math.inf
     asked: list[RemoteLimit] = []
     try:

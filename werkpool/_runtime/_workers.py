@@ -247,6 +247,10 @@ class Runner:
                     reservation = admitted
                     del admitted
                     assert reservation is not None
+                    if reservation.turns is not None and not crew.waking and crew.sleeper is None:
+                        # A chain's link: another worker asks for the next job meanwhile (the
+                        # store sends the links that wait together, and stops at a refusal).
+                        crew.hand_on()
                     if not await self._reserve(worker, reservation):
                         reservation = None
                         if worker.stopping and scope.cancel_called:
@@ -343,6 +347,7 @@ class Runner:
         job.worker = worker
         clock = self.binding.clock
         stage = _ASKING
+        turns = reservation.turns
         # Whoever looks at the line meanwhile sees the reservation in flight and waits: the
         # answer hands the line on (_hand_on) or the attempt does.
         try:
@@ -364,6 +369,11 @@ class Runner:
                 self._hand_on(worker, job)
                 return False
             stage = _HELD
+            if turns is not None and turns.turn != reservation.ticket:
+                # A chain's link: the answers to one call wake their workers in any order; this
+                # one starts after every earlier link started or ended (Turns).
+                turn = turns.waiting[reservation.ticket] = anyio.Event()
+                await turn.wait()
             if answer > clock() and sched.depth == 1:
                 # Granted from a later time, with local limits that date their latest admission
                 # (restamp): the job waits still reserving, so that nothing else is admitted
@@ -373,6 +383,8 @@ class Runner:
                 # Cancelled while asking, or a pause began meanwhile: give the credit back.
                 stage = _ENDED
                 self._hand_on(worker, job)
+                if turns is not None:
+                    turns.passed(reservation.ticket)  # the next link need not wait for this
                 await give_back(reservation)
                 return False
             stage = _GRANTED
@@ -387,9 +399,18 @@ class Runner:
             elif stage != _ENDED:
                 sched.abandoned(reservation)
                 self._hand_on(worker, job)
+            if turns is not None:
+                turns.waiting.pop(reservation.ticket, None)
+                turns.passed(reservation.ticket)
             if stage in (_HELD, _GRANTED):  # the remote limits hold credit for it
                 await give_back(reservation)
             raise
+        finally:
+            if turns is not None:
+                # Its attempt starts now (the job's code runs before the next checkpoint), or
+                # its reservation ended: the next link's turn (passing twice is harmless).
+                turns.waiting.pop(reservation.ticket, None)
+                turns.passed(reservation.ticket)
 
     def _hand_on(self, worker: Worker, job: Job) -> None:
         """A reservation ended without an attempt: let another worker look at the line."""
