@@ -1434,7 +1434,7 @@ def run_script(server: Server, counter: Iterator[int], rounds: int, calls: int) 
             keys = [f"{prefix}:api:r"] * n + [f"{prefix}:restarted", f"{prefix}:epoch"]
             args: list[str | float] = [n]
             for i in range(n):
-                args += [1, f"h:{i}", 5.0, 0.013, "r", "0.000001", "1.0", "1.0", "0"]
+                args += [1, "-", f"h:{i}", 5.0, 0.013, "r", "0.000001", "1.0", "1.0", "0"]
             calls_of[f"werkpool {n}"] = (n, ["EVALSHA", ours, len(keys), *keys, *args, "E"])
         calls_of["reference"] = (
             1,

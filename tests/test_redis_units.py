@@ -147,7 +147,8 @@ async def _give_back_checks(store: Any, sent: list[str]) -> None:
 class _HeldSender:
     """A store's script call that answers only when the test lets it: records each call's
     arguments; each admission is granted with its holder as the reply's start, or answered
-    ``{-1, ...}`` if its holder is ``"bad"``; *error* makes the call raise instead."""
+    ``{-1, ...}`` if its holder is ``"bad"``, refused if it is ``"no"``; *error* makes the call
+    raise instead."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], list[Any]]] = []
@@ -163,9 +164,14 @@ class _HeldSender:
         replies: list[list[Any]] = []
         at = 1
         for _ in range(int(args[0])):
-            n, holder = int(args[at]), args[at + 1]
-            replies.append([-1, b"the key k holds a list"] if holder == "bad" else [1, holder, 0])
-            at += 4 + 5 * n
+            n, holder = int(args[at]), args[at + 2]  # (its chain in between)
+            if holder == "bad":
+                replies.append([-1, b"the key k holds a list"])
+            elif holder == "no":  # refused: a rate's wait of 0.1 s, the pool's limit
+                replies.append([0, "0.1", 0, 1, "0"])
+            else:
+                replies.append([1, holder, 0])
+            at += 5 + 5 * n
         return replies
 
 
@@ -222,12 +228,12 @@ async def test_admissions_that_come_during_a_call_share_the_next_one() -> None:
     assert len(sender.calls) == 2
     (keys1, args1), (keys2, args2) = sender.calls
     assert keys1 == ["k:a", "restart"]
-    assert args1[:3] == [1, 1, "a"]
+    assert args1[:4] == [1, 1, "-", "a"]  # one admission, one key, no chain, holder a
     came = _came[-3:]  # b, c and d, in the order their admissions came
     assert sorted(came) == ["b", "c", "d"]
     assert keys2 == [*(f"k:{h}" for h in came), "restart"]
     assert args2[0] == 3
-    assert [args2[2], args2[11], args2[20]] == came
+    assert [args2[3], args2[13], args2[23]] == came
     assert {holder: reply[1] for holder, reply in got.items()} == {
         "a": "a",
         "b": "b",
@@ -336,3 +342,34 @@ async def test_a_batch_holds_at_most_most_admissions() -> None:
     sent = [key for keys, _ in sender.calls for key in keys if key != "restart"]
     assert sent == ["k:first", *(f"k:{h}" for h in came)]
     assert all(got[h][1] == h for h in holders)
+
+
+async def test_a_chains_links_after_one_not_granted_are_not_sent() -> None:
+    """A chain's first link goes alone and is refused; its next links, which waited for the next
+    call meanwhile, are answered "not asked" without being sent (the chain failed at the
+    refusal, before that call went out), while an admission of no chain in the same batch
+    goes. A link of a chain that failed is not even queued."""
+    from werkpool._core._remote_limit import Chain
+    from werkpool.redis._batch import NOT_ASKED
+
+    chain = Chain()
+
+    async def link(holder: str, index: int) -> None:
+        got[holder] = await admissions.admit(*_ask(holder), chain, index)
+
+    async with _sending() as (sender, admissions, got, tg):
+        tg.start_soon(link, "no", 0)
+        await anyio.sleep(0.01)  # the first link's call is in flight
+        tg.start_soon(link, "x", 1)
+        tg.start_soon(link, "y", 2)
+        await _admit_all(admissions, ["free"], got, tg)
+        sender.go.set()
+        await anyio.sleep(0.01)
+        assert await admissions.admit(*_ask("late"), chain, 3) == NOT_ASKED
+    assert chain.broken == 0
+    assert int(got["no"][0]) == 0
+    assert got["x"] == got["y"] == NOT_ASKED
+    assert got["free"][1] == "free"
+    assert len(sender.calls) == 2
+    assert sender.calls[0][1][:4] == [1, 1, id(chain), "no"]  # one link, one key, its chain
+    assert sender.calls[1][0] == ["k:free", "restart"]  # only the admission of no chain

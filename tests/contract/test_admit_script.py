@@ -196,3 +196,41 @@ async def test_a_pools_concurrent_admissions_share_script_calls(
         assert ran == 400
         assert store.statistics().granted == 400
         assert calls < 300, f"{calls} EVALSHA calls for 400 admissions"
+
+
+async def test_a_chain_stops_at_its_first_refusal_within_one_call(
+    redis_server: RedisServer, anyio_backend: Any
+) -> None:
+    """One ADMIT call, four attempts: chain x's first is refused (its concurrency limit is
+    full); x's second, which its rate alone would grant, is not asked ({2}) and takes nothing;
+    an attempt of no chain and one of chain y in the same call are asked as usual."""
+    import uuid
+
+    prefix = f"k{uuid.uuid4().hex[:10]}"
+    async with (
+        coredis.Redis(host="127.0.0.1", port=redis_server.port) as client,
+        RedisStore(client, prefix=prefix) as store,
+    ):
+        full, rate = f"{prefix}:full", f"{prefix}:rate"
+        await client.zadd(full, {"other|1.0": 1e12})  # another holder's lease, far from ending
+        conc = _args(Concurrency(1).shared(store, "c"))
+        every = _args(Rate(1000).shared(store, "r"))
+
+        def attempt(chain: str, holder: str, kind: tuple[str, float, float]) -> list[Any]:
+            return [1, chain, holder, store.lease, 0.004, *kind, "1.0", "0"]
+
+        keys = [full, rate, rate, rate, f"{prefix}:restarted"]
+        args = [
+            4,
+            *attempt("x", "h1", conc),
+            *attempt("x", "h2", every),
+            *attempt("-", "h3", every),
+            *attempt("y", "h4", every),
+        ]
+        replies = await store.call("admit", keys, args)
+        assert [int(reply[0]) for reply in replies] == [0, 2, 1, 1]
+        assert len(replies[1]) == 1  # not asked: nothing else said
+        # The rate granted two starts (h3, h4), not three: x's second took no slot.
+        tat = int(await client.get(rate) or 0)
+        first = float(replies[2][1]) * 1_000_000
+        assert tat == pytest.approx(first + 2 * 1000, abs=2)

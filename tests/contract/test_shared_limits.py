@@ -410,8 +410,8 @@ async def test_idle_per_key_rate_keys_expire(redis_server: RedisServer, redis_pr
 async def test_jobs_start_in_submission_order_under_a_shared_rate(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
-    """With pipeline=1 (one request in flight), each pool's jobs start in submission order under
-    a shared Rate, while the other pool competes for it."""
+    """With pipeline=1 (the exact order: a pool's requests go as a chain), each pool's jobs
+    start in submission order under a shared Rate, while the other pool competes for it."""
     order: dict[str, list[int]] = {"a": [], "b": []}
     grants: list[float] = []
 
@@ -439,6 +439,71 @@ async def test_jobs_start_in_submission_order_under_a_shared_rate(
     assert two.statistics().granted == 100
     assert order == {"a": list(range(100)), "b": list(range(100))}
     assert rate_violation(grants, 500, 1) is None
+
+
+async def test_pipeline_one_keeps_the_start_order_under_a_full_shared_concurrency_limit(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """With pipeline=1 the pool sends its admissions as a chain, several in one call: a
+    refused link stops the later ones (the script does not ask them), and the granted ones
+    start in submission order though one reply wakes their workers together (trio in any
+    order). Two pools compete for Concurrency(2); each pool's jobs start in submission order,
+    and far fewer ADMIT calls than admissions went out."""
+    order: dict[str, list[int]] = {"a": [], "b": []}
+    running = 0
+    peak = 0
+
+    async def job(name: str, i: int) -> int:
+        nonlocal running, peak
+        order[name].append(i)
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.001 * (i % 4))
+        running -= 1
+        return i
+
+    async with stores(redis_server, redis_prefix, pipeline=1) as (_, (one, two)):
+        with anyio.fail_after(60):
+            async with (
+                WorkerPool(size=8, limits=[Concurrency(2).shared(one, "order")]) as a,
+                WorkerPool(size=8, limits=[Concurrency(2).shared(two, "order")]) as b,
+            ):
+                futures = [
+                    pool.run(job, name, i) for i in range(60) for name, pool in (("a", a), ("b", b))
+                ]
+    assert results(futures) == [i for i in range(60) for _ in "ab"]
+    assert order == {"a": list(range(60)), "b": list(range(60))}
+    assert peak <= 2
+    # The chains were cut short by full-limit refusals, and the pools asked again.
+    assert one.statistics().refused + two.statistics().refused > 0
+    assert one.statistics().granted == two.statistics().granted == 60
+
+
+async def test_pipeline_one_sends_a_chain_of_admissions_per_call(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """pipeline=1 under a shared rate that never binds: 400 jobs start in submission order,
+    with fewer than half as many ADMIT calls (EVALSHA, counted by the server) as admissions."""
+    order: list[int] = []
+
+    async def job(i: int) -> None:
+        order.append(i)
+
+    async with stores(redis_server, redis_prefix, 1, pipeline=1) as (admin, (store,)):
+
+        async def evalsha_calls() -> int:
+            stats = await admin.info("commandstats")
+            return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+        before = await evalsha_calls()
+        with anyio.fail_after(60):
+            async with WorkerPool(size=32, limits=[Rate(1e6).shared(store, "api")]) as pool:
+                for i in range(400):
+                    pool.start_soon(job, i)
+        calls = await evalsha_calls() - before
+    assert order == list(range(400))
+    assert store.statistics().granted == 400
+    assert calls < 200, f"{calls} EVALSHA calls for 400 admissions"
 
 
 # -- 8: the failure policy, on a server of the test's own ------------------------------------------

@@ -13,6 +13,12 @@ does I/O for another: a caller cancelled while its call is in flight only stops 
 credit its request may take is handled as for a single call: the shared limit registered the
 attempt's leases before asking, and gives them back). A caller cancelled before its call went
 out is taken out of the batch.
+
+A pool with ``pipeline=1`` sends its admissions as links of a chain
+(:class:`~werkpool._core._remote_limit.Chain`): they go in the order they came, and a link is
+asked only as if it had waited for the answers before it. Within a call the script stops a
+chain at its first link not granted; a link still waiting when an earlier one's answer says so
+is not sent at all (answered :data:`NOT_ASKED`).
 """
 
 from __future__ import annotations
@@ -29,11 +35,16 @@ from ._scripts import Unavailable, text
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Admissions", "Sender"]
+    from .._core._remote_limit import Chain
+
+__all__ = ["NOT_ASKED", "Admissions", "Sender"]
 
 #: The most admissions in one call: bounds one script's run in Redis (every other client waits
 #: for it) and the size of one request.
 MOST: Final = 64
+
+#: The ADMIT reply of an attempt not asked: an earlier one of its chain was not granted.
+NOT_ASKED: Final = (2,)
 
 
 class Sender(Protocol):
@@ -46,13 +57,17 @@ class Sender(Protocol):
 
 @final
 class _Ask:
-    """One admission: its keys and arguments, then its reply."""
+    """One admission: its keys and arguments, its chain and link (or None), then its reply."""
 
-    __slots__ = ("args", "keys", "reply")
+    __slots__ = ("args", "chain", "keys", "link", "reply")
 
-    def __init__(self, keys: Sequence[str], args: Sequence[str | float]) -> None:
+    def __init__(
+        self, keys: Sequence[str], args: Sequence[str | float], chain: Chain | None, link: int
+    ) -> None:
         self.keys = keys
         self.args = args
+        self.chain = chain
+        self.link = link
         self.reply: Any = None
 
 
@@ -98,9 +113,16 @@ class Admissions:
         #: The sending task ended (the store was left): no admission is taken any more.
         self._closed = False
 
-    async def admit(self, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+    async def admit(
+        self,
+        keys: Sequence[str],
+        args: Sequence[str | float],
+        chain: Chain | None = None,
+        link: int = 0,
+    ) -> Any:
         """One attempt's ADMIT reply (see ``lua/admit.lua``): *keys* are its limits' keys,
-        *args* its holder, lease, horizon and five per key.
+        *args* its holder, lease, horizon and five per key; with a *chain*, the attempt is
+        its *link* (:data:`NOT_ASKED` if an earlier link was not granted).
 
         :raises Unavailable: the server did not answer (the whole call)
         :raises SharedLimitError: the server refused the request itself (a key of another
@@ -108,20 +130,23 @@ class Admissions:
         """
         if self._closed:
             raise Unavailable("the store was closed")
+        if chain is not None and not chain.asks(link):
+            return NOT_ASKED
         queue = self._queue
+        ask = _Ask(keys, args, chain, link)
         if not self._busy and not queue:
             # Nothing in flight, nothing waiting: this admission goes at once, alone, from its
             # own task (no hand-over to the sending task: a lone admission costs what one call
             # costs). Cancelled, it is interrupted as any request is.
             self._busy = True
             try:
-                (reply,) = await self._call([_Ask(keys, args)])
+                (reply,) = await self._call([ask])
             finally:
                 self._busy = False
                 if queue:  # the ones that came meanwhile: the sending task takes them
                     self._wake()
         else:
-            reply = await self._queued(_Ask(keys, args))
+            reply = await self._queued(ask)
         if int(reply[0]) == -1:
             raise SharedLimitError(text(reply[1]))
         return reply
@@ -143,7 +168,7 @@ class Admissions:
             if batch is not self._flight and not batch.done.is_set():
                 batch.asks.remove(ask)  # not sent: nothing taken for it
             raise
-        if batch.error is not None:
+        if batch.error is not None and ask.reply is None:  # (not a link left out: not asked)
             raise _copy(batch.error)
         return ask.reply
 
@@ -185,29 +210,58 @@ class Admissions:
             self._flight = None
 
     async def _call(self, asks: list[_Ask]) -> list[Any]:
-        """One ADMIT call for *asks*, in the script's batch form: their replies, in order."""
+        """One ADMIT call for *asks*, in the script's batch form: their replies, in order.
+
+        A chained ask that is not granted (or whose call fails) fails its chain here, before
+        any later call goes out: a later link is then not asked.
+        """
         keys: list[str] = []
         args: list[str | float] = [len(asks)]
+        chained = False
         for ask in asks:
             keys += ask.keys
             args.append(len(ask.keys))
+            if ask.chain is None:
+                args.append("-")
+            else:
+                chained = True
+                args.append(id(ask.chain))  # a name unique among the chains alive
             args += ask.args
         keys.append(self._restart_key)
-        replies: list[Any] = await self._sender.call("admit", keys, args)
-        if len(replies) != len(asks):
-            raise SharedLimitError(
-                f"the admit script answered {len(replies)} replies for {len(asks)} admissions "
-                "(is another program's script loaded under its SHA?)"
-            )
+        try:
+            replies: list[Any] = await self._sender.call("admit", keys, args)
+            if len(replies) != len(asks):
+                raise SharedLimitError(
+                    f"the admit script answered {len(replies)} replies for {len(asks)} "
+                    "admissions (is another program's script loaded under its SHA?)"
+                )
+        except BaseException:
+            if chained:
+                for ask in asks:
+                    if ask.chain is not None:
+                        ask.chain.fail(ask.link)
+            raise
+        if chained:
+            for ask, reply in zip(asks, replies, strict=True):
+                if ask.chain is not None and int(reply[0]) != 1:
+                    ask.chain.fail(ask.link)
         return replies
 
     async def _send(self, batch: _Batch) -> None:
         """The sending task's call for *batch*: each ask gets its reply, or the batch its
-        error."""
+        error. A chained ask whose chain failed while it waited is not sent (not asked)."""
+        asks = batch.asks
+        if any(ask.chain is not None and not ask.chain.asks(ask.link) for ask in asks):
+            for ask in asks:
+                if ask.chain is not None and not ask.chain.asks(ask.link):
+                    ask.reply = NOT_ASKED
+            asks = [ask for ask in asks if ask.reply is None]
+            if not asks:
+                return
         try:
-            replies = await self._call(batch.asks)
+            replies = await self._call(asks)
         except Exception as exc:  # each caller raises it (Unavailable, SharedLimitError, ...)
             batch.error = exc
             return
-        for ask, reply in zip(batch.asks, replies, strict=True):
+        for ask, reply in zip(asks, replies, strict=True):
             ask.reply = reply

@@ -25,7 +25,7 @@ import anyio
 from .._core._exceptions import LimitUnavailableError
 from .._core._limit import Limit
 from .._core._limit import cost_of as _cost
-from .._core._remote_limit import Refusal
+from .._core._remote_limit import NOT_ASKED, Refusal
 from ._degraded import LocalShares
 from ._scripts import AHEAD, Unavailable, script_args
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Sequence
 
     from .._core._job import Job
+    from .._core._remote_limit import Chain
     from .._core._specs import Shared
 
 __all__ = ["SharedLimit", "StoreLink"]
@@ -65,10 +66,16 @@ class StoreLink(Protocol):
         """Run one of the store's scripts (raises :class:`Unavailable` if it does not answer)."""
         ...
 
-    async def admit(self, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+    async def admit(
+        self,
+        keys: Sequence[str],
+        args: Sequence[str | float],
+        chain: Chain | None = None,
+        link: int = 0,
+    ) -> Any:
         """One attempt's ADMIT reply (*keys*: its limits' keys; *args*: its holder, lease,
-        horizon and five per key); concurrent ones share a call (raises :class:`Unavailable`
-        if the server does not answer)."""
+        horizon and five per key); concurrent ones share a call, a *chain*'s links in its order
+        (raises :class:`Unavailable` if the server does not answer)."""
         ...
 
     def granted(self, holder: str, leases: list[tuple[str, str]]) -> None:
@@ -219,6 +226,14 @@ class SharedLimit:
 
     async def acquire(self, job: Job) -> float | Refusal:
         """Take credit in every shared limit of *job*'s attempt at once, or in none."""
+        return await self.acquire_in_order(job, None, 0)
+
+    async def acquire_in_order(self, job: Job, chain: Chain | None, link: int) -> float | Refusal:
+        """As :meth:`acquire`, as *link* of *chain* (if not None): its request goes out in the
+        order of the calls, and the ADMIT script grants it only if the chain's earlier links
+        were granted (else :data:`NOT_ASKED`, see :class:`~._batch.Admissions`)."""
+        if chain is not None and not chain.asks(link):
+            return NOT_ASKED
         store = self.store
         key = job.key
         asks = self._asks.get(key)
@@ -269,12 +284,12 @@ class SharedLimit:
                 and clock() - store.down_since < 1.0
             ):
                 # Degraded mode: meanwhile, ask the server again at most once per second.
-                return self._acquire_locally(job, key, grant)
+                return self._acquire_locally(job, key, grant, chain, link)
             try:
-                reply = await store.admit(keys, args)
+                reply = await store.admit(keys, args, chain, link)
             except Unavailable as exc:
                 if store.local_share is not None:
-                    return self._acquire_locally(job, key, grant)
+                    return self._acquire_locally(job, key, grant, chain, link)
                 now = clock()
                 down_since = store.down_since if store.down_since is not None else now
                 if now - down_since >= store.timeout:
@@ -289,7 +304,11 @@ class SharedLimit:
                 continue
             break
         now = clock()
-        if int(reply[0]) == 1:
+        granted = int(reply[0])
+        if granted == 2:  # a chain's link after one not granted: nothing asked, nothing taken
+            self._grants.pop(job, None)
+            return NOT_ASKED
+        if granted == 1:
             grant.confirmed = True
             store.granted(holder, grant.leases)
             if store.on_grant is not None:
@@ -314,16 +333,28 @@ class SharedLimit:
                 self._watch[name] = (key if keyed else None, now)
         return Refusal(now + wait, key=not int(reply[3]))
 
-    def _acquire_locally(self, job: Job, key: Hashable | None, grant: _Grant) -> float | Refusal:
-        """Degraded mode: admit *job* under the local share of each shared limit."""
+    def _acquire_locally(
+        self,
+        job: Job,
+        key: Hashable | None,
+        grant: _Grant,
+        chain: Chain | None = None,
+        link: int = 0,
+    ) -> float | Refusal:
+        """Degraded mode: admit *job* under the local share of each shared limit (as *link*
+        of *chain*, if not None: a refusal fails the chain for the links after it)."""
         store = self.store
         try:
             answer = self._local.admit(job, key, anyio.current_time(), store.recheck)
         except BaseException:
             self._grants.pop(job, None)
+            if chain is not None:
+                chain.fail(link)
             raise
         if isinstance(answer, Refusal):
             self._grants.pop(job, None)
+            if chain is not None:
+                chain.fail(link)
             return answer
         self._grants[job] = grant  # its local shares are given back, leases or not
         grant.local = True

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
+    from .._core._remote_limit import Chain
     from .._core._specs import Shared
 
 __all__ = ["RedisStore", "StoreStatistics"]
@@ -138,10 +139,13 @@ class RedisStore:
     :param recheck: the longest a request refused by a full concurrency limit waits before
         asking again, if no release message arrives (a lost message, or a lease that expired)
     :param pipeline: how many admissions one pool may have in flight at once (when it has no
-        local rate or window). More admit more per second; 1 keeps the order of starts exactly
-        the order of submission. With more, two jobs whose requests are in flight together may
-        start in either order (trio runs ready tasks in random order, so there they do). The
-        admissions that wait while the store's call is in flight go together in its next call.
+        local rate or window), or 1 for the exact order. With more, two jobs whose requests
+        are in flight together may start in either order (trio runs ready tasks in random
+        order, so there they do). With 1, jobs start exactly in submission order (per key),
+        and still up to 16 admissions of a pool are in flight, as a chain: the script stops at
+        the first one it refuses and asks none after it, and the granted ones start in order.
+        The admissions that wait while the store's call is in flight go together in its next
+        call.
 
     .. versionadded:: 0.3
     """
@@ -375,12 +379,18 @@ class RedisStore:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    async def admit(self, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+    async def admit(
+        self,
+        keys: Sequence[str],
+        args: Sequence[str | float],
+        chain: Chain | None = None,
+        link: int = 0,
+    ) -> Any:
         """One attempt's ADMIT reply; admissions that come while a call is in flight share the
-        next call (see :mod:`._batch`)."""
+        next call (see :mod:`._batch`); a *chain*'s links keep its order."""
         if self._tg is None:
             raise RuntimeError(f"{self!r} is not running: enter it (`async with store:`)")
-        return await self._admissions.admit(keys, args)
+        return await self._admissions.admit(keys, args, chain, link)
 
     def holder(self) -> str:
         """A new holder id, unique across processes (one per admission)."""

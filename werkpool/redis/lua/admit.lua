@@ -5,10 +5,13 @@
 -- KEYS: each attempt's keys (one per shared limit of the attempt), the attempts one after the
 -- other, then the store's restart key (see RECOVER), then its epoch key (RedisStore.call adds
 -- it, and the epoch the store knows as the last ARGV).
--- ARGV: the number of attempts, then per attempt: its number of keys n, the holder, the lease
--- (s), the horizon (s), then five per key: kind (r, w, c), a, b, cost, keyed (1 or 0). For a
--- rate a = seconds per unit, b = burst; for a window a = per, b = count; for a concurrency
--- limit a = n.
+-- ARGV: the number of attempts, then per attempt: its number of keys n, its chain, the holder,
+-- the lease (s), the horizon (s), then five per key: kind (r, w, c), a, b, cost, keyed (1 or
+-- 0). For a rate a = seconds per unit, b = burst; for a window a = per, b = count; for a
+-- concurrency limit a = n.
+-- A chain (any name but '-', which is none) is one pool's attempts that must start in the order
+-- sent (RedisStore(pipeline=1)): once one of them is not granted, the later ones of its chain in
+-- this call take nothing, as if each had waited for the answer before it.
 -- A start whose rates and windows have credit within the horizon is granted for that time (its
 -- slot is taken now, and dated there): the client waits the rest on its own clock, so it starts
 -- on time instead of asking again one round trip (and a timer's lateness) after the credit.
@@ -16,9 +19,10 @@
 -- from now; {0, wait, full, pool, hint} refused: wait (s) until the rates and windows have
 -- credit; full = 1 if a concurrency limit is full, hint (s) until its first lease ends; pool = 1
 -- if a limit of the pool (not only per-key ones) refused; {-1, message} a key of the wrong type
--- (that attempt fails, the others go on). Numbers go back as strings: Redis would truncate a
--- Lua number to an integer. An epoch other than the store's is an error reply for the whole
--- batch, before anything is taken (see EPOCH_CHANGED in _scripts.py).
+-- (that attempt fails, the others go on); {2} not asked (an earlier attempt of its chain was not
+-- granted). Numbers go back as strings: Redis would truncate a Lua number to an integer. An
+-- epoch other than the store's is an error reply for the whole batch, before anything is taken
+-- (see EPOCH_CHANGED in _scripts.py).
 if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
   return redis.error_reply('WERKPOOL_EPOCH the server lost its keys (flushed or restarted)')
 end
@@ -149,11 +153,19 @@ local function admit(k0, a0, n)
 end
 
 local replies = {}
+-- The chains that met a refusal (or an error) in this call: their later attempts are not asked.
+local stopped = {}
 local k0, a0 = 0, 1
 for m = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[a0 + 1])
-  replies[m] = admit(k0, a0 + 1, n)
+  local chain = ARGV[a0 + 2]
+  if chain ~= '-' and stopped[chain] then
+    replies[m] = {2}
+  else
+    replies[m] = admit(k0, a0 + 2, n)
+    if chain ~= '-' and replies[m][1] ~= 1 then stopped[chain] = true end
+  end
   k0 = k0 + n
-  a0 = a0 + 4 + n * 5
+  a0 = a0 + 5 + n * 5
 end
 return replies
