@@ -63,6 +63,15 @@ class TestCheckCost:
         assert config.check_cost({"tok": 50, "u": 2.5}) == {"tok": 50, "u": 2.5}
         assert config.check_cost({}) is None
 
+    def test_the_fast_path_keeps_a_copy(self) -> None:
+        """The job keeps its own dict: a caller that reuses its cost dict and changes it after
+        the submission changes nothing of what the limits count."""
+        config = LimitSet(None, None, 1, (Rate(100, unit="tok", burst=50),))
+        given = {"tok": 5}
+        checked = config.check_cost(given)
+        given["tok"] = 40
+        assert checked == {"tok": 5}
+
     @pytest.mark.parametrize(
         ("cost", "error", "message"),
         [

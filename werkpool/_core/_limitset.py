@@ -15,7 +15,7 @@ What runs at a pool's size (its workers, the scheduler's count of attempts) is t
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, cast, final
+from typing import TYPE_CHECKING, final
 
 from ._limits import build
 from ._rate_limit import RateLimit
@@ -130,17 +130,20 @@ class LimitSet:
             return None
         if type(cost) is dict:
             caps = self._caps
-            checked: dict[str, float] = {}
+            given: dict[str, float] = cost  # no cast(): a call, once per job
             # Keys and amounts are checked below; anything unexpected takes the full check.
-            for unit, amount in cast("dict[str, float]", cost).items():
+            for unit, amount in given.items():
                 cap = caps.get(unit)
-                if cap is None or (amount.__class__ is not int and amount.__class__ is not float):
+                if (
+                    cap is None
+                    or (amount.__class__ is not int and amount.__class__ is not float)
+                    or not 0 <= amount <= cap  # NaN fails both
+                ):
                     break
-                if not 0 <= amount <= cap:  # NaN fails both
-                    break
-                checked[unit] = amount
             else:
-                return checked or None
+                # All fit: the job keeps a copy (the caller may change its dict later), made
+                # in one call rather than entry by entry.
+                return given.copy() if given else None
         return check_cost(cost, self._all, known_units=not again)  # pyright: ignore[reportUnknownArgumentType]
 
     def build(self) -> list[Limit]:
