@@ -85,6 +85,8 @@ class RateLimit(Limit):
         "_pad",
         "_pause_end",
         "_pending",
+        "_pending_cost",
+        "_plain",
         "_recover_at",
         "_released_end",
         "_released_seq",
@@ -172,6 +174,18 @@ class RateLimit(Limit):
         self._shift = 0.0
         #: A server's budget read from its headers (:meth:`observe`), while it lasts.
         self._hold: BudgetHold | None = None
+        #: What the pending admission added (its cost, and its margin): restamp() reads it.
+        self._pending_cost = 0.0
+        self._plain = False
+        self._replain()
+
+    def _replain(self) -> None:
+        """Work out :attr:`_plain`: True while none of the rare cases applies (an adaptive
+        rate, a server's hold, a warm-up to take or taken), so that the methods that run once
+        per start skip their tests at the cost of one. Called wherever one of them changes."""
+        self._plain = (
+            not self.adaptive and self._hold is None and not self._warmup and self._warm_job is None
+        )
 
     @property
     def tat(self) -> float:
@@ -180,6 +194,16 @@ class RateLimit(Limit):
 
     def earliest(self, job: Job | None, now: float) -> float:
         """The next conforming start of *job*: ``tat - (burst - cost) * T``."""
+        if self._plain:
+            # The common case written out (once per job and limit): no hold, not adaptive.
+            unit = self.unit
+            if unit is None:
+                return self._origin + (self._units - self._room + 1) / self.rate
+            costs = None if job is None else job.cost
+            amount = 0 if costs is None else costs.get(unit, 0)
+            if not amount and not self._pad:
+                return -_INF  # it adds nothing to the bucket
+            return self._origin + (self._units - self._room + amount) / self.rate
         if self.adaptive and self.rate < self.configured:
             self._regrow(now)
         unit = self.unit
@@ -197,6 +221,7 @@ class RateLimit(Limit):
             if now < hold.until:
                 return max(at, hold.earliest(cost, now))
             self._hold = None  # the server's window has reset: our own rule alone again
+            self._replain()
         return at
 
     def admit(self, job: Job | None, at: float) -> None:
@@ -210,6 +235,16 @@ class RateLimit(Limit):
         else:  # cost_of(job, unit), written out
             costs = None if job is None else job.cost
             cost = (0 if costs is None else costs.get(unit, 0)) + self._pad
+        if self._plain:
+            # The common case written out (once per job and limit): no hold, no warm-up.
+            if at > self._origin + self._units / self.rate:
+                self._origin = at  # the bucket drained before `at`: restart the schedule there
+                self._units = cost
+            else:
+                self._units += cost
+            self._pending = job  # its record is the current tat, written down when it changes
+            self._pending_cost = cost
+            return
         if self._hold is not None:
             self._hold.take(cost - self._pad, at)
         if at > self._origin + self._units / self.rate:
@@ -221,6 +256,7 @@ class RateLimit(Limit):
             self._units += cost
         if not self.adaptive:
             self._pending = job  # its record is the current tat, written down when it changes
+            self._pending_cost = cost
         elif job is not None:
             self._note(job, at)
 
@@ -231,6 +267,7 @@ class RateLimit(Limit):
         self._units += extra
         self._warm_job = job
         self._warm_extra = extra
+        self._replain()
 
     def _note(self, job: Job, at: float) -> None:
         """Keep the place of *job*'s attempt, admitted or re-dated last, at *at* (see _ends)."""
@@ -249,6 +286,14 @@ class RateLimit(Limit):
     def restamp(self, job: Job | None, at: float) -> None:
         # As if the latest admit() had been at `at`: the schedule before it ended at
         # tat - cost/rate; if that is before `at`, the bucket had drained by then and restarts.
+        if self._pending is job and self._plain and job is not None:
+            # The common case (the worker re-dates the start it was just given): the cost is
+            # the one admit() added, and the record stays the current tat.
+            cost = self._pending_cost
+            if at > self._origin + (self._units - cost) / self.rate:
+                self._origin = at
+                self._units = cost
+            return
         unit = self.unit
         if unit is None:
             cost = self._step
@@ -258,6 +303,7 @@ class RateLimit(Limit):
         if self._warm_job is not None and self._warm_job is job:
             cost += self._warm_extra  # the warm-up the admission added
             self._warm_job = None
+            self._replain()
         if at > self._origin + (self._units - cost) / self.rate:
             self._origin = at
             self._units = cost
@@ -280,6 +326,7 @@ class RateLimit(Limit):
             self._hold.give_back(cost)
         if self._warm_job is job:
             self._warm_job = None
+            self._replain()
         if job is not None:
             if self.adaptive:
                 self._dated.pop(job.seq, None)
@@ -291,6 +338,14 @@ class RateLimit(Limit):
             return
         seq = job.seq
         self._released_seq = seq
+        if self._plain:
+            # The common case written out (once per job and limit): not adaptive, no warm-up.
+            if self._pending is job:
+                self._pending = None  # admitted last: its record is the current tat
+                self._released_end = self._origin + (self._units + self._shift) / self.rate
+            else:
+                self._released_end = self._ends.pop(seq, None)
+            return
         if self.adaptive:
             self._released_end = self._dated.pop(seq, None)
         elif self._pending is job:
@@ -301,6 +356,7 @@ class RateLimit(Limit):
             self._released_end = self._ends.pop(seq, None)
         if self._warm_job is job:
             self._warm_job = None
+            self._replain()
 
     # -- settlement -------------------------------------------------------------------------------
 
@@ -441,6 +497,7 @@ class RateLimit(Limit):
             self._decreased_at = older._decreased_at
         if self._hold is None:
             self._hold = older._hold  # the server's budget is the same server's
+            self._replain()
 
     def observe(self, remaining: float, until: float, now: float, refill: float = 0.0) -> None:
         """A server said at *now* that only *remaining* more units fit before *until* (its
@@ -458,6 +515,7 @@ class RateLimit(Limit):
             self._set_level(now, self.burst - remaining)
         if until > now:
             self._hold = BudgetHold(remaining, until, refill, now)
+            self._replain()
 
     def pushback(self, now: float, until: float, paused: bool, job: Job | None = None) -> None:
         """The provider refused, naming this limit (or its pool or key), and starts nothing
