@@ -365,7 +365,7 @@ async def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
     ctx = Ctx(cfg)
     runner = WORKERS[(cfg["mode"], cfg["client"])]
     try:
-        out = await runner(ctx)
+        out: dict[str, Any] = await runner(ctx)
     finally:
         ctx.resp.close()
     out["offset_rtt"] = ctx.rtt
@@ -467,7 +467,7 @@ async def rate_reference(ctx: Ctx) -> dict[str, Any]:
         await anyio.sleep_until(t0)
 
         async def ask() -> None:
-            reply = await client.evalsha(sha, keys=[key], args=args)
+            reply: Any = await client.evalsha(sha, keys=[key], args=args)
             if int(reply[0]) == 1:
                 starts.append(clock())
                 grants.append(float(reply[1]))
@@ -880,7 +880,7 @@ async def tp_reference(ctx: Ctx) -> dict[str, Any]:
 
         async def ask() -> None:
             nonlocal count
-            reply = await client.evalsha(sha, keys=[key], args=["0.000001", "1"])
+            reply: Any = await client.evalsha(sha, keys=[key], args=["0.000001", "1"])
             if int(reply[0]) == 1:
                 if counting:
                     count += 1
@@ -1052,7 +1052,8 @@ class Workers:
     def _errors(self, i: int) -> str:
         err = self.errors[i]
         err.seek(0)
-        return err.read().decode(errors="replace").strip()[-3000:]
+        text: str = err.read().decode(errors="replace").strip()[-3000:]
+        return text
 
     def stop(self) -> None:
         for proc, err in zip(self.procs, self.errors, strict=True):
@@ -1450,6 +1451,11 @@ def run_script(server: Server, counter: Iterator[int], rounds: int, calls: int) 
     finally:
         resp.close()
     return {name: median_of(values) for name, values in times.items()}
+
+
+def _holds_all(limit: object, job: object) -> bool:
+    """What a werkpool without ``RemoteLimit.holds`` did: give back after every attempt."""
+    return True
 
 
 def _usec_per_call(resp: Resp, command: str) -> float:
@@ -1924,7 +1930,7 @@ def report(data: dict[str, Any]) -> tuple[str, list[Target]]:
         for key, value in data.items()
     }
     noise = _noise(data.get("accuracy", []))
-    parts = [
+    parts: list[tuple[str, Callable[[], tuple[str, list[Target]]]]] = [
         ("accuracy", lambda: report_accuracy(data, noise)),
         ("skew", lambda: report_skew(data, noise)),
         ("concurrency", lambda: report_concurrency(data)),
@@ -2171,8 +2177,8 @@ def admission_cpu(rounds: int = 7, count: int = 20_000) -> dict[str, float]:
 
     async def rounds_of(store: Any, shared: Any) -> float:
         # What the pool asks before the give-back (older werkpools: _remote._holds, or none).
-        holds = getattr(_remote, "_holds", None) or getattr(
-            type(shared), "holds", lambda limit, job: True
+        holds: Callable[[Any, Any], bool] = (
+            getattr(_remote, "_holds", None) or getattr(type(shared), "holds", None) or _holds_all
         )
         best = math.inf
         for _ in range(rounds):
