@@ -45,6 +45,39 @@ def test_per_key_factory_makes_new_limits_for_each_key() -> None:
     assert not LimitSet(None, None, 1, per_key=(Concurrency(2),)).dates_per_key()
 
 
+def _state(limit: object) -> dict[str, object]:
+    """Every slot of *limit* (its class's and its bases'), by name."""
+    names = {name for cls in type(limit).__mro__ for name in getattr(cls, "__slots__", ())}
+    return {name: getattr(limit, name) for name in sorted(names) if hasattr(limit, name)}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (Rate(5),),
+        (Rate(10**9, burst=10**6), Concurrency(100)),
+        (Rate(5, burst=4, initial=1, margin=0.01), Rate(7, unit="tok", burst=9, adaptive=True)),
+        (Concurrency(3, unit="gb"), Window(2, per=1.0), Rate(3, per=60.0, burst=2)),
+    ],
+)
+def test_per_key_factory_makes_what_build_makes(values: tuple[Any, ...]) -> None:
+    """A key's limits are copied from a template (fresh()), not built: each is, slot for slot,
+    what build() makes of its value, with dicts of its own."""
+    from werkpool._core._limits import build
+
+    make = LimitSet(None, None, 1, per_key=values).per_key_factory()
+    first, second = make(), make()
+    assert len(first) == len(values)
+    for made, again, spec in zip(first, second, values, strict=True):
+        built = build(spec)
+        assert type(made) is type(built)
+        assert _state(made) == _state(built)
+        assert _state(made).keys() == _state(built).keys()  # every slot set
+        for name, value in _state(made).items():
+            if isinstance(value, (dict, list)):
+                assert value is not getattr(again, name), name  # nothing shared between keys
+
+
 class TestCheckCost:
     def test_none_costs_nothing_and_builds_nothing(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """check_cost(None) is the common case of a pool with rate=: no spec is made per call

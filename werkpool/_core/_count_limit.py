@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["CountLimit"]
 
 _INF = math.inf
+_new = object.__new__
 
 
 @final
@@ -44,6 +45,19 @@ class CountLimit(Limit):
         #: A pushback naming this limit holds it until then; it then reads the clock.
         self._pushed_until = -_INF
         self.timed = False
+
+    def fresh(self) -> CountLimit:
+        """A new limit of this one's value, with nothing in use: each new key's own count is
+        made so (:func:`~werkpool._core._limits.maker`), in one call without keywords."""
+        new = _new(CountLimit)
+        new.n = self.n
+        new.unit = self.unit
+        new.spec = self.spec
+        new.in_use = 0
+        new._extra = {}
+        new._pushed_until = -_INF
+        new.timed = False
+        return new
 
     def earliest(self, job: Job | None, now: float) -> float:
         unit = self.unit

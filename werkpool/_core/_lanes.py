@@ -64,6 +64,10 @@ _READY: Final = 1  # in the ready heap: its head may start, as far as its own li
 _CLOCK: Final = 2  # in the clock heap: its own limits or pause hold it until a time
 _BLOCKED: Final = 3  # waits for one of its attempts to end (a concurrency limit of the key)
 
+#: The retries of a key's lane that never had one: one empty list for them all, never changed
+#: (:meth:`Lane.requeue` gives a lane its own first), so that a new key makes one list fewer.
+_NO_RETRIES: Final[list[tuple[int, Job]]] = []
+
 
 def _name(limit: Limit) -> object:
     """The ``name=`` of *limit*'s value (None if it has none)."""
@@ -173,8 +177,9 @@ class Lane:
         #: lane's in a deque (:class:`MainLane`).
         self.queue: list[Job] | deque[Job] = []
         self.first = 0
-        #: Retries whose backoff is over, as a heap by submission order.
-        self.retry_ready: list[tuple[int, Job]] = []
+        #: Retries whose backoff is over, as a heap by submission order (the shared empty
+        #: one until the first).
+        self.retry_ready: list[tuple[int, Job]] = _NO_RETRIES
         #: No attempt of this key starts before this time.
         self.paused_until = -_INF
         #: A remote per-key limit refused this key: no reservation of it before this time.
@@ -235,7 +240,10 @@ class Lane:
     def requeue(self, job: Job) -> None:
         """*job* waits again: a retry whose backoff ended, or a refused reservation (its
         submission order puts it back ahead of the jobs that came later)."""
-        heappush(self.retry_ready, (job.seq, job))
+        ready = self.retry_ready
+        if ready is _NO_RETRIES:
+            ready = self.retry_ready = []
+        heappush(ready, (job.seq, job))
 
     def earliest(self, job: Job, now: float) -> float:
         """From when this key's limits, pause and remote hold let *job* start."""
@@ -285,6 +293,8 @@ class MainLane(Lane):
         super().__init__(None, ())
         # Narrowed: this lane's line is always a deque (the base's list | deque), never reassigned.
         self.queue: deque[Job] = deque()  # pyright: ignore[reportIncompatibleVariableOverride]
+        # Its own from the start: the scheduler keeps this very list (it is never replaced).
+        self.retry_ready = []
 
     def head(self) -> Job | None:
         queue = self.queue

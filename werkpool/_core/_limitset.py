@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, final
 
-from ._limits import build
+from ._limits import build, maker
 from ._rate_limit import RateLimit
 from ._specs import Concurrency, Rate, Window, check_cost
 from ._statistics import LimitStatistics
@@ -157,10 +157,17 @@ class LimitSet:
 
     def per_key_factory(self) -> Callable[[], tuple[Limit, ...]]:
         """What makes a new key's own live limits."""
-        per_key = self.per_key
-        if not per_key:
+        if not self.per_key:
             return _no_limits
-        return lambda: tuple(build(spec) for spec in per_key)
+        makers = tuple(maker(spec) for spec in self.per_key)
+        # Once per new key: the usual one or two values without a loop.
+        if len(makers) == 1:
+            (only,) = makers
+            return lambda: (only(),)
+        if len(makers) == 2:
+            first, second = makers
+            return lambda: (first(), second())
+        return lambda: tuple([make() for make in makers])
 
     def strict_rates(self) -> bool:
         """Whether starts must land on their slots: some rate, the pool's or a key's, has

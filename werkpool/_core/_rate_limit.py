@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["RateLimit"]
 
 _INF = math.inf
+_new = object.__new__
 
 #: An adaptive rate's last good rate, as a share of the rate that was refused: the rate regrows
 #: at once to this after a pause-length of quiet (a multiplicative decrease of 10 %, as TCP
@@ -178,6 +179,41 @@ class RateLimit(Limit):
         self._pending_cost = 0.0
         self._plain = False
         self._replain()
+
+    def fresh(self) -> RateLimit:
+        """A new limit of this one's value, as it was made: its settings copied, its state
+        new. Each new key's own rate is made so (:func:`~werkpool._core._limits.maker`), from
+        a limit that never admitted a start: in one call, without :meth:`__init__`'s keywords
+        and derived settings."""
+        new = _new(RateLimit)
+        new.rate = new.configured = new._good = self.configured
+        new._warmup = self._warmup
+        new._warm_job = None
+        new._warm_extra = 0.0
+        new.margin = self.margin
+        new.burst = self.burst
+        new.unit = self.unit
+        new._pad = self._pad
+        new._slack = self._slack
+        new._step = self._step
+        new._room = self._room
+        new.adaptive = self.adaptive
+        new.per = self.per
+        new.spec = self.spec
+        new._origin = new._changed_at = new._pause_end = new._decreased_at = -_INF
+        new._units = 0
+        new._unheld = None
+        new._ceiling = new._recover_at = _INF
+        new._ends = {}
+        new._dated = {}
+        new._pending = None
+        new._released_seq = 0
+        new._released_end = None
+        new._shift = 0.0
+        new._hold = None
+        new._pending_cost = 0.0
+        new._plain = self._plain
+        return new
 
     def _replain(self) -> None:
         """Work out :attr:`_plain`: True while none of the rare cases applies (an adaptive
