@@ -88,11 +88,13 @@ class _NotAwaitable(Exception):
         self.value = value
 
 
-async def _wait_until(when: float, clock: Callable[[], float], spin: float = SPIN) -> None:
-    """Sleep until *when*, as for a local rate's slot: a timer aimed *spin* early, then yields,
-    so that a timer's lateness (up to a millisecond) does not delay the start."""
-    if when - clock() > spin:
-        await anyio.sleep_until(when - spin)
+async def _wait_until(when: float, clock: Callable[[], float], binding: LoopBinding) -> None:
+    """Sleep until *when*, as for a local rate's slot: a timer aimed early
+    (:meth:`LoopBinding.aim`), then yields, so that a timer's lateness (up to a millisecond)
+    does not delay the start."""
+    now = clock()
+    if when - now > binding.spin:
+        await anyio.sleep_until(binding.aim(when, now))
     seen = -_INF
     while (now := clock()) < when:
         if now == seen:  # a virtual clock: it moves only when every task waits
@@ -231,7 +233,7 @@ class Runner:
                             continue
                         # Wake SPIN early, so that a late timer still lands near the slot (the
                         # yields above take over from there); a virtual clock waits exactly.
-                        wake_at = admitted - spin if wait > 2 * spin else admitted
+                        wake_at = binding.aim(admitted, now) if wait > 2 * spin else admitted
                     elif admitted < crew.sleeper_deadline:
                         # Something is due before the sleeper wakes (a key whose limits free up
                         # sooner than the line it watches): it must look again.
@@ -378,7 +380,7 @@ class Runner:
                 # Granted from a later time, with local limits that date their latest admission
                 # (restamp): the job waits still reserving, so that nothing else is admitted
                 # before its start is dated.
-                await _wait_until(answer, clock, self.binding.spin)
+                await _wait_until(answer, clock, self.binding)
             if not sched.granted(reservation, max(answer, clock())):
                 # Cancelled while asking, or a pause began meanwhile: give the credit back.
                 stage = _ENDED
@@ -391,7 +393,7 @@ class Runner:
             if answer > clock():  # granted from a later time: wait for it
                 # Meanwhile the next job may ask (its slot comes after this one's).
                 self.crew.hand_on()
-                await _wait_until(answer, clock, self.binding.spin)
+                await _wait_until(answer, clock, self.binding)
             return True
         except BaseException:
             if stage == _GRANTED:
