@@ -388,8 +388,9 @@ class Keys:
         self._vtime = 0.0
         # The finish tag of the jobs without a key (a flow of weight 1) is the main lane's.
         self.main.finish = 0.0
-        # (head's start tag, head's seq, ticket, lane): the smallest tag, then the oldest head.
-        self._ready: list[tuple[float, int, int, Lane]] = []
+        # (head's start tag, head's seq, ticket, lane, head): the smallest tag, then the oldest
+        # head (the ticket is unique: the lane and the head are never compared).
+        self._ready: list[tuple[float, int, int, Lane, Job]] = []
         self._clock: list[tuple[float, int, Lane]] = []  # (from when, ticket, lane)
         self._resting: list[tuple[float, int, Lane]] = []  # idle lanes: (rest_at, ticket, lane)
         self._tickets = 0
@@ -427,7 +428,7 @@ class Keys:
             # while it had no job or waited for its own limits.
             lane.tag = lane.finish if lane.finish > self._vtime else self._vtime
             lane.where = _READY
-        heappush(self._ready, (lane.tag, head.seq, lane.ticket, lane))
+        heappush(self._ready, (lane.tag, head.seq, lane.ticket, lane, head))
 
     def queued(self, lane: Lane, job: Job) -> None:
         """A first attempt joined *lane* at its back."""
@@ -460,22 +461,27 @@ class Keys:
                 self.look_again(lane)
         ready = self._ready
         while ready:
-            tag, seq, ticket, lane = ready[0]
+            tag, seq, ticket, lane, head = ready[0]
             if ticket != lane.ticket:
                 heappop(ready)  # an entry made stale by a later one
                 continue
-            head = lane.head()
-            if head is None:
-                heappop(ready)
-                lane.where = _IDLE
-                continue
-            if head.seq != seq or lane.tag != tag:
-                # Its head started (a new tag) or was cancelled: file it under the new head.
+            if head.state != QUEUED or lane.tag != tag:
+                # The head filed here started (its lane has a new tag, or the same one in
+                # submission order) or was cancelled. While it waits and the entry is live, it
+                # is still the lane's head: an older job that waits again (a retry, a refused
+                # reservation) files the lane anew (look_again), under a new ticket.
+                found = lane.head()
+                if found is None:
+                    heappop(ready)
+                    lane.where = _IDLE
+                    continue
+                head = found
+                # File it under its new head (and tag).
                 self._tickets += 1
                 ticket = lane.ticket = self._tickets
                 tag = lane.tag
                 seq = head.seq
-                entry = (tag, seq, ticket, lane)
+                entry = (tag, seq, ticket, lane, head)
                 heapreplace(ready, entry)
                 if ready[0] is not entry:
                     continue  # another key goes first now
