@@ -22,6 +22,11 @@ __all__ = ["CountLimit"]
 _INF = math.inf
 _new = object.__new__
 
+#: The settlements of a count of attempts (no unit): one empty dict for them all, never written
+#: (only a count of units settles a cost, in :attr:`CountLimit._extra`), so a new key makes one
+#: fewer.
+_NO_EXTRA: dict[int, Exact] = {}
+
 
 @final
 class CountLimit(Limit):
@@ -41,7 +46,7 @@ class CountLimit(Limit):
         #: float residue, once they all ended.
         self.in_use: Exact = 0
         #: What a settlement added to (or took from) a running attempt, by job number.
-        self._extra: dict[int, Exact] = {}
+        self._extra: dict[int, Exact] = _NO_EXTRA if unit is None else {}
         #: A pushback naming this limit holds it until then; it then reads the clock.
         self._pushed_until = -_INF
         self.timed = False
@@ -54,7 +59,7 @@ class CountLimit(Limit):
         new.unit = self.unit
         new.spec = self.spec
         new.in_use = 0
-        new._extra = {}
+        new._extra = _NO_EXTRA if self.unit is None else {}
         new._pushed_until = -_INF
         new.timed = False
         return new

@@ -24,6 +24,10 @@ __all__ = ["RateLimit"]
 _INF = math.inf
 _new = object.__new__
 
+#: The dated records of a rate that is not adaptive: one empty dict for them all, never written
+#: (only an adaptive rate writes :attr:`RateLimit._dated`), so that a new key makes one fewer.
+_NO_DATES: dict[int, tuple[float, float, float]] = {}
+
 #: An adaptive rate's last good rate, as a share of the rate that was refused: the rate regrows
 #: at once to this after a pause-length of quiet (a multiplicative decrease of 10 %, as TCP
 #: CUBIC's 0.7 but gentler: a lone jitter refusal costs little, a stricter provider is found in
@@ -160,7 +164,7 @@ class RateLimit(Limit):
         #: ``record - _shift / rate``). An adaptive rate changes its rate, so it keeps the
         #: parts apart, with the admission time its pushback needs, in :attr:`_dated` instead.
         self._ends: dict[int, float] = {}
-        self._dated: dict[int, tuple[float, float, float]] = {}
+        self._dated: dict[int, tuple[float, float, float]] = {} if adaptive else _NO_DATES
         #: The job admitted last (not adaptive), whose record is not written yet: the schedule
         #: still ends with its units, so its record is the current ``tat`` until the schedule
         #: changes otherwise. Written down (:meth:`_flush`) before any other change, so that a
@@ -205,7 +209,7 @@ class RateLimit(Limit):
         new._unheld = None
         new._ceiling = new._recover_at = _INF
         new._ends = {}
-        new._dated = {}
+        new._dated = {} if self.adaptive else _NO_DATES
         new._pending = None
         new._released_seq = 0
         new._released_end = None
