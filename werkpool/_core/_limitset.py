@@ -130,7 +130,8 @@ class LimitSet:
             return None
         if type(cost) is dict:
             caps = self._caps
-            given: dict[str, float] = cost  # no cast(): a call, once per job
+            # No cast(): a call, once per job (pyright sees dict[Unknown, Unknown] here).
+            given: dict[str, float] = cost  # pyright: ignore[reportUnknownVariableType]
             # Keys and amounts are checked below; anything unexpected takes the full check.
             for unit, amount in given.items():
                 cap = caps.get(unit)
