@@ -24,6 +24,7 @@ is not sent at all (answered :data:`NOT_ASKED`).
 from __future__ import annotations
 
 import copy
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
@@ -33,7 +34,7 @@ from .._core._exceptions import SharedLimitError
 from ._scripts import Unavailable, text
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .._core._remote_limit import Chain
 
@@ -97,11 +98,31 @@ def _copy(error: BaseException) -> BaseException:
 class Admissions:
     """A store's ADMIT calls: concurrent admissions share one call, in the order they came."""
 
-    __slots__ = ("_busy", "_closed", "_flight", "_idle", "_queue", "_restart_key", "_sender")
+    __slots__ = (
+        "_busy",
+        "_clock",
+        "_closed",
+        "_flight",
+        "_idle",
+        "_queue",
+        "_restart_key",
+        "_sender",
+        "arrived",
+    )
 
-    def __init__(self, sender: Sender, restart_key: str) -> None:
+    def __init__(
+        self, sender: Sender, restart_key: str, clock: Callable[[], float] | None = None
+    ) -> None:
         self._sender = sender
         self._restart_key = restart_key
+        self._clock = clock
+        #: When the replies of the last call came back (on *clock*): the time an admission's
+        #: answer arrived, though its caller resumes later (after the sending task, and the
+        #: other callers of the batch). A start granted for later counts from it, not from when
+        #: its caller resumed: that delay, a millisecond or more on a busy loop, made starts late
+        #: and let them bunch up where the server sees them. A caller that reads it after a later
+        #: call came back gets a later time: late, never early.
+        self.arrived = -math.inf
         #: The batches not sent yet, oldest first (the last one takes new admissions).
         self._queue: deque[_Batch] = deque()
         #: The batch whose call the sending task has in flight, or None.
@@ -230,6 +251,8 @@ class Admissions:
         keys.append(self._restart_key)
         try:
             replies: list[Any] = await self._sender.call("admit", keys, args)
+            if self._clock is not None:
+                self.arrived = self._clock()
             if len(replies) != len(asks):
                 raise SharedLimitError(
                     f"the admit script answered {len(replies)} replies for {len(asks)} "

@@ -58,6 +58,11 @@ class StoreLink(Protocol):
     #: The running loop's clock (:func:`anyio.current_time`, looked up once).
     clock: Callable[[], float]
 
+    @property
+    def arrived(self) -> float:
+        """When the replies of the last admission call came back (on :attr:`clock`)."""
+        ...
+
     def holder(self) -> str:
         """A new holder id, unique across processes."""
         ...
@@ -303,7 +308,9 @@ class SharedLimit:
                 delay = min(delay * 2, 1.0)
                 continue
             break
-        now = clock()
+        # When the answer arrived, not when this task resumed (later: after the store's sending
+        # task and the batch's other callers): a start granted for later waits from there.
+        now = store.arrived
         granted = int(reply[0])
         if granted == 2:  # a chain's link after one not granted: nothing asked, nothing taken
             self._grants.pop(job, None)

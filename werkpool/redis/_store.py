@@ -213,7 +213,7 @@ class RedisStore:
         self._shas: dict[str, str] = {}
         self._tg: TaskGroup | None = None
         #: The ADMIT calls: admissions that come while one is in flight share the next call.
-        self._admissions = Admissions(self, self.restart_key)
+        self._admissions = Admissions(self, self.restart_key, lambda: self.clock())
         #: The client was not entered by the caller: the store enters it, and leaves it on exit.
         self._owns_client = False
         #: The pools' shared limits, weakly: a pool that ended leaves nothing behind in the store.
@@ -391,6 +391,11 @@ class RedisStore:
         if self._tg is None:
             raise RuntimeError(f"{self!r} is not running: enter it (`async with store:`)")
         return await self._admissions.admit(keys, args, chain, link)
+
+    @property
+    def arrived(self) -> float:
+        """When the replies of the last admission call came back (the store's clock)."""
+        return self._admissions.arrived
 
     def holder(self) -> str:
         """A new holder id, unique across processes (one per admission)."""
