@@ -350,7 +350,7 @@ async def test_a_chains_links_after_one_not_granted_are_not_sent() -> None:
     refusal, before that call went out), while an admission of no chain in the same batch
     goes. A link of a chain that failed is not even queued."""
     from werkpool._core._remote_limit import Chain
-    from werkpool.redis._batch import NOT_ASKED
+    from werkpool.redis._batch import NOT_ASKED_REPLY
 
     chain = Chain()
 
@@ -365,10 +365,10 @@ async def test_a_chains_links_after_one_not_granted_are_not_sent() -> None:
         await _admit_all(admissions, ["free"], got, tg)
         sender.go.set()
         await anyio.sleep(0.01)
-        assert await admissions.admit(*_ask("late"), chain, 3) == NOT_ASKED
+        assert await admissions.admit(*_ask("late"), chain, 3) == NOT_ASKED_REPLY
     assert chain.broken == 0
     assert int(got["no"][0]) == 0
-    assert got["x"] == got["y"] == NOT_ASKED
+    assert got["x"] == got["y"] == NOT_ASKED_REPLY
     assert got["free"][1] == "free"
     assert len(sender.calls) == 2
     assert sender.calls[0][1][:4] == [1, 1, id(chain), "no"]  # one link, one key, its chain

@@ -249,10 +249,10 @@ class Runner:
                     reservation = admitted
                     del admitted
                     assert reservation is not None
-                    if reservation.turns is not None and not crew.waking and crew.sleeper is None:
+                    if reservation.turns is not None:
                         # A chain's link: another worker asks for the next job meanwhile (the
                         # store sends the links that wait together, and stops at a refusal).
-                        crew.hand_on()
+                        crew.hand_on()  # (it checks that nobody is about to look already)
                     if not await self._reserve(worker, reservation):
                         reservation = None
                         if worker.stopping and scope.cancel_called:

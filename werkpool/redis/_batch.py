@@ -18,7 +18,7 @@ A pool with ``pipeline=1`` sends its admissions as links of a chain
 (:class:`~werkpool._core._remote_limit.Chain`): they go in the order they came, and a link is
 asked only as if it had waited for the answers before it. Within a call the script stops a
 chain at its first link not granted; a link still waiting when an earlier one's answer says so
-is not sent at all (answered :data:`NOT_ASKED`).
+is not sent at all (answered :data:`NOT_ASKED_REPLY`).
 """
 
 from __future__ import annotations
@@ -38,14 +38,15 @@ if TYPE_CHECKING:
 
     from .._core._remote_limit import Chain
 
-__all__ = ["NOT_ASKED", "Admissions", "Sender"]
+__all__ = ["NOT_ASKED_REPLY", "Admissions", "Sender"]
 
 #: The most admissions in one call: bounds one script's run in Redis (every other client waits
 #: for it) and the size of one request.
 MOST: Final = 64
 
-#: The ADMIT reply of an attempt not asked: an earlier one of its chain was not granted.
-NOT_ASKED: Final = (2,)
+#: The ADMIT reply of an attempt not asked: an earlier one of its chain was not granted (the
+#: shared limit answers the pool :data:`~werkpool._core._remote_limit.NOT_ASKED` for it).
+NOT_ASKED_REPLY: Final = (2,)
 
 
 class Sender(Protocol):
@@ -143,7 +144,7 @@ class Admissions:
     ) -> Any:
         """One attempt's ADMIT reply (see ``lua/admit.lua``): *keys* are its limits' keys,
         *args* its holder, lease, horizon and five per key; with a *chain*, the attempt is
-        its *link* (:data:`NOT_ASKED` if an earlier link was not granted).
+        its *link* (:data:`NOT_ASKED_REPLY` if an earlier link was not granted).
 
         :raises Unavailable: the server did not answer (the whole call)
         :raises SharedLimitError: the server refused the request itself (a key of another
@@ -152,7 +153,7 @@ class Admissions:
         if self._closed:
             raise Unavailable("the store was closed")
         if chain is not None and not chain.asks(link):
-            return NOT_ASKED
+            return NOT_ASKED_REPLY
         queue = self._queue
         ask = _Ask(keys, args, chain, link)
         if not self._busy and not queue:
@@ -274,10 +275,12 @@ class Admissions:
         """The sending task's call for *batch*: each ask gets its reply, or the batch its
         error. A chained ask whose chain failed while it waited is not sent (not asked)."""
         asks = batch.asks
-        if any(ask.chain is not None and not ask.chain.asks(ask.link) for ask in asks):
-            for ask in asks:
-                if ask.chain is not None and not ask.chain.asks(ask.link):
-                    ask.reply = NOT_ASKED
+        left_out = False
+        for ask in asks:
+            if ask.chain is not None and not ask.chain.asks(ask.link):
+                ask.reply = NOT_ASKED_REPLY
+                left_out = True
+        if left_out:
             asks = [ask for ask in asks if ask.reply is None]
             if not asks:
                 return
