@@ -102,7 +102,7 @@ async def test_only_an_attempt_holding_a_lease_is_given_back() -> None:
     async def evalsha(sha: str, keys: list[str], args: list[Any]) -> list[Any]:
         sent.append(sha)
         if sha == "admit":  # one grant per admission of the call
-            return [[1, "0.000000", "0.000000"] for _ in range(int(args[0]))]
+            return [[1, 0, 0] for _ in range(int(args[0]))]
         return [1]
 
     client: Any = coredis.Redis(host="127.0.0.1", port=1)  # never connected

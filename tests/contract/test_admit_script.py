@@ -99,7 +99,7 @@ async def drive(port: int, prefix: str, run: Run) -> None:
                     leases.append((key, f"{holder}|{cost!r}"))
             reply = await store.admit(keys, args)
             if int(reply[0]) == 1:
-                grants.append((float(reply[1]), costs))
+                grants.append((int(reply[1]) / 1e6, costs))
                 if leases:
                     held.append((step + 1 + hold, leases))
             else:
@@ -232,5 +232,42 @@ async def test_a_chain_stops_at_its_first_refusal_within_one_call(
         assert len(replies[1]) == 1  # not asked: nothing else said
         # The rate granted two starts (h3, h4), not three: x's second took no slot.
         tat = int(await client.get(rate) or 0)
-        first = float(replies[2][1]) * 1_000_000
+        first = int(replies[2][1])
         assert tat == pytest.approx(first + 2 * 1000, abs=2)
+
+
+async def test_no_lease_is_taken_while_the_leases_are_put_back(
+    redis_server: RedisServer, anyio_backend: Any
+) -> None:
+    """After a restart (the store's restart key says until when its running leases are put
+    back), an attempt that would take a lease is refused, full and of the pool, with the time
+    left as its hint, and takes nothing, not even the slot of a rate named before its
+    concurrency limit; an attempt of rates alone is granted meanwhile."""
+    import uuid
+
+    prefix = f"k{uuid.uuid4().hex[:10]}"
+    async with (
+        coredis.Redis(host="127.0.0.1", port=redis_server.port) as client,
+        RedisStore(client, prefix=prefix) as store,
+    ):
+        rate, slots, restarted = f"{prefix}:rate", f"{prefix}:slots", f"{prefix}:restarted"
+        now = (await client.time()).timestamp()
+        await client.set(restarted, repr(now + 5.0))
+        every = _args(Rate(1000).shared(store, "r"))
+        conc = _args(Concurrency(3).shared(store, "c"))
+
+        def attempt(holder: str, *kinds: tuple[str, float, float]) -> list[Any]:
+            per_key = [x for kind in kinds for x in (*kind, "1.0", "0")]
+            return [len(kinds), "-", holder, store.lease, 0.004, *per_key]
+
+        replies = await store.call(
+            "admit", [rate, slots, restarted], [1, *attempt("h1", every, conc)]
+        )
+        assert int(replies[0][0]) == 0
+        assert (int(replies[0][2]), int(replies[0][3])) == (1, 1)  # full, the pool's
+        assert 4.0 < float(replies[0][4]) <= 5.0  # until the leases are back
+        assert await client.get(rate) is None  # the rate's slot was not taken
+        assert await client.zcard(slots) == 0
+        replies = await store.call("admit", [rate, restarted], [1, *attempt("h2", every)])
+        assert int(replies[0][0]) == 1
+        assert await client.get(rate) is not None

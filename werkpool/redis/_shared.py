@@ -319,8 +319,8 @@ class SharedLimit:
             grant.confirmed = True
             store.granted(holder, grant.leases)
             if store.on_grant is not None:
-                store.on_grant(float(reply[1]))
-            wait = float(reply[2])
+                store.on_grant(int(reply[1]) / 1e6)
+            wait = int(reply[2]) / 1e6  # (whole microseconds)
             # The slot is `wait` after the server read its clock, which was about half a round
             # trip before this answer arrived.
             return now + wait - store.rtt / 2 if wait > 0 else now

@@ -15,19 +15,20 @@
 -- A start whose rates and windows have credit within the horizon is granted for that time (its
 -- slot is taken now, and dated there): the client waits the rest on its own clock, so it starts
 -- on time instead of asking again one round trip (and a timer's lateness) after the credit.
--- Reply: one per attempt, in order. {1, start, wait} granted from start (Redis time), wait (s)
--- from now; {0, wait, full, pool, hint} refused: wait (s) until the rates and windows have
+-- Reply: one per attempt, in order. {1, start, wait} granted from start (Redis time), wait
+-- from now, both in whole microseconds (integers); {0, wait, full, pool, hint} refused: wait (s) until the rates and windows have
 -- credit; full = 1 if a concurrency limit is full, hint (s) until its first lease ends; pool = 1
 -- if a limit of the pool (not only per-key ones) refused; {-1, message} a key of the wrong type
 -- (that attempt fails, the others go on); {2} not asked (an earlier attempt of its chain was not
--- granted). Numbers go back as strings: Redis would truncate a Lua number to an integer. An
+-- granted). Other numbers go back as strings: Redis would truncate a Lua number to an integer. An
 -- epoch other than the store's is an error reply for the whole batch, before anything is taken
 -- (see EPOCH_CHANGED in _scripts.py).
-if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
+local call, tonumber, format = redis.call, tonumber, string.format
+if call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
   return redis.error_reply('WERKPOOL_EPOCH the server lost its keys (flushed or restarted)')
 end
 -- One clock reading for the batch: the script runs atomically, so its attempts are one instant.
-local t = redis.call('TIME')
+local t = call('TIME')
 -- Rates count whole microseconds (exact integers in a double up to 2^53), the rest seconds.
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = now_us / 1000000
@@ -37,7 +38,7 @@ end
 -- A key of another type: the message names it (looked up only then, not per admission).
 local function wrong(key, want)
   return {-1, 'the key ' .. key .. ' holds a ' ..
-    redis.call('TYPE', key)['ok'] .. ', not the ' .. want .. ' of a werkpool shared limit'}
+    call('TYPE', key)['ok'] .. ', not the ' .. want .. ' of a werkpool shared limit'}
 end
 
 -- One attempt: its n keys are KEYS[k0 + 1 .. k0 + n], its arguments ARGV[a0 + 1 ..] (the
@@ -46,19 +47,7 @@ local function admit(k0, a0, n)
   local holder = ARGV[a0 + 1]
   local lease, ahead = tonumber(ARGV[a0 + 2]), tonumber(ARGV[a0 + 3])
   local wait, full, pool, hint = 0, 0, 0, lease
-  local late = {}
-  for i = 1, n do
-    local j = a0 + 3 + (i - 1) * 5
-    if ARGV[j + 1] == 'c' and tonumber(ARGV[j + 4]) > 0 then
-      -- After a restart, leases may still be put back: no new lease until then (rates and
-      -- windows hold no lease, so they go on; read only for an admission that takes a lease).
-      local recovering = tonumber(redis.call('GET', KEYS[#KEYS - 1]) or '0') or 0
-      if now < recovering then
-        return {0, '0', 1, 1, string.format('%.6f', recovering - now)}
-      end
-      break
-    end
-  end
+  local late_pool, checked = false, false
   -- Each rate's tat, read once (the second pass takes the slot from it).
   local tats = {}
   for i = 1, n do
@@ -76,7 +65,7 @@ local function admit(k0, a0, n)
     elseif kind == 'w' then
       local got = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now - a)
       if type(got) == 'table' and got.err then return wrong(key, 'zset') end
-      local starts = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      local starts = call('ZRANGE', key, 0, -1, 'WITHSCORES')
       local total = 0
       for k = 1, #starts, 2 do total = total + cost_of(starts[k]) end
       if total + cost > b + 1e-9 then
@@ -91,9 +80,18 @@ local function admit(k0, a0, n)
         end
       end
     else
+      if cost > 0 and not checked then
+        -- After a restart, leases may still be put back: no new lease until then (rates and
+        -- windows hold no lease, so they go on; read only for an admission that takes a lease).
+        checked = true
+        local recovering = tonumber(call('GET', KEYS[#KEYS - 1]) or '0') or 0
+        if now < recovering then
+          return {0, '0', 1, 1, format('%.6f', recovering - now)}
+        end
+      end
       local got = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now)
       if type(got) == 'table' and got.err then return wrong(key, 'zset') end
-      local leases = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      local leases = call('ZRANGE', key, 0, -1, 'WITHSCORES')
       local total = 0
       for k = 1, #leases, 2 do
         if string.sub(leases[k], 1, #holder + 1) ~= holder .. '|' then
@@ -111,14 +109,12 @@ local function admit(k0, a0, n)
     end
     if w > 1e-9 then
       if w > wait then wait = w end
-      late[#late + 1] = ARGV[j + 5]
+      if ARGV[j + 5] == '0' then late_pool = true end
     end
   end
   if full == 1 or wait > ahead then
-    for _, keyed in ipairs(late) do
-      if keyed == '0' then pool = 1 end
-    end
-    return {0, string.format('%.6f', wait), full, pool, string.format('%.6f', hint)}
+    if late_pool then pool = 1 end
+    return {0, format('%.6f', wait), full, pool, format('%.6f', hint)}
   end
   -- Whole microseconds: a rate's schedule never runs ahead of its slots by a rounding.
   local start_us = now_us + math.ceil(wait * 1000000)
@@ -129,7 +125,6 @@ local function admit(k0, a0, n)
     local kind = ARGV[j + 1]
     local a, cost = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 4])
     if cost > 0 then
-      local member = holder .. '|' .. ARGV[j + 4]
       if kind == 'r' then
         -- tat: when the bucket is empty again, in whole microseconds, each start's share
         -- rounded up (a rate may fall short of its count by under a microsecond per start,
@@ -138,32 +133,41 @@ local function admit(k0, a0, n)
         if tat < start_us then tat = start_us end
         tat = tat + math.ceil(cost * a * 1000000 - 1e-6)
         tats[key] = tat  -- (a key named twice takes both slots)
-        redis.call('SET', key, string.format('%d', tat),
+        call('SET', key, format('%d', tat),
           'PX', math.ceil((tat - now_us) / 1000) + 1000)
       elseif kind == 'w' then
-        redis.call('ZADD', key, start, member)
-        redis.call('PEXPIRE', key, math.ceil((a + wait) * 1000) + 1000)
+        call('ZADD', key, start, holder .. '|' .. ARGV[j + 4])
+        call('PEXPIRE', key, math.ceil((a + wait) * 1000) + 1000)
       else
-        redis.call('ZADD', key, start + lease, member)
-        redis.call('PEXPIRE', key, math.ceil((lease + wait) * 2000) + 1000)
+        call('ZADD', key, start + lease, holder .. '|' .. ARGV[j + 4])
+        call('PEXPIRE', key, math.ceil((lease + wait) * 2000) + 1000)
       end
     end
   end
-  return {1, string.format('%.6f', start), string.format('%.6f', (start_us - now_us) / 1000000)}
+  -- Whole microseconds as integers: formatting two numbers as strings cost more than the
+  -- rest of a lone admission's arithmetic.
+  return {1, start_us, start_us - now_us}
 end
 
+-- A lone attempt (a pool's admission with nothing else waiting): no chain can stop it.
+if ARGV[1] == '1' then
+  return {admit(0, 3, tonumber(ARGV[2]))}
+end
 local replies = {}
 -- The chains that met a refusal (or an error) in this call: their later attempts are not asked.
-local stopped = {}
+local stopped = nil
 local k0, a0 = 0, 1
 for m = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[a0 + 1])
   local chain = ARGV[a0 + 2]
-  if chain ~= '-' and stopped[chain] then
+  if chain ~= '-' and stopped and stopped[chain] then
     replies[m] = {2}
   else
     replies[m] = admit(k0, a0 + 2, n)
-    if chain ~= '-' and replies[m][1] ~= 1 then stopped[chain] = true end
+    if chain ~= '-' and replies[m][1] ~= 1 then
+      stopped = stopped or {}
+      stopped[chain] = true
+    end
   end
   k0 = k0 + n
   a0 = a0 + 5 + n * 5
