@@ -524,6 +524,19 @@ class TestRemoteReservations:
         assert reserve(sched, 1.5).job is b
         assert a.attempts == 1  # a refusal is not an attempt
 
+    def test_the_end_of_a_refusals_hold_is_marked_coarse_a_rate_slot_is_not(self) -> None:
+        """poll() marks the time it returns as coarse_at when it is the end of a refusal's
+        hold (a worker need not spin for it), never when it is a local rate's slot."""
+        sched = Scheduler([RateLimit(10)], [_Remote()])  # a slot every 0.1 s
+        for name in "abc":
+            submit(sched, name)
+        assert sched.granted(reserve(sched, 1.0), 1.0)  # a starts at 1.0: b's slot is 1.1
+        assert sched.poll(1.0) == pytest.approx(1.1) != sched.coarse_at  # a slot: aimed at
+        sched.refused(reserve(sched, 1.1), 1.5)
+        assert sched.poll(1.2) == 1.5 == sched.coarse_at  # the hold's end: no spin needed
+        assert sched.granted(reserve(sched, 1.5), 1.5)  # b starts at 1.5: c's slot is 1.6
+        assert sched.poll(1.5) == pytest.approx(1.6) != sched.coarse_at
+
     def test_a_refusal_gives_the_rate_slot_back(self) -> None:
         rate = RateLimit(10)
         sched = Scheduler([rate], [_Remote()])

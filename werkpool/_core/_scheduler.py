@@ -104,6 +104,10 @@ class Scheduler(Holds):
         self._seq = 0
         #: How many reservations workers perform now (at most :attr:`depth`).
         self.reserving = 0
+        #: The last time poll() returned that is the end of a hold (a remote limit's refusal) or
+        #: of a pause, not a limit's slot: a wake-up a millisecond late costs nothing there (a
+        #: refused request asks again well before the credit), so the worker need not spin for it.
+        self.coarse_at = _INF
         #: shutdown() began (or kill()): once nothing is pending, the pool may stop.
         self.closing = False
         #: kill() began or the pool crashed: nothing is retried, a job that returns is cancelled.
@@ -284,11 +288,12 @@ class Scheduler(Holds):
             keys.sweep(now)
         if job is None:
             return self.next_wakeup()
-        earliest = self.paused_until
+        earliest = -_INF
         for limit in self.limits:
             t = limit.earliest(job, now)
             if t > earliest:
                 earliest = t
+        held = self.paused_until
         if self.remote:
             if self.reserving >= self.depth or (
                 self.reserving and self.turns is not None and self.turns.chain.broken != INTACT
@@ -296,8 +301,15 @@ class Scheduler(Holds):
                 # A reservation in flight ends first; or a chain's link was not granted, and
                 # the links after it go back to the head: the next chain waits for all of them.
                 return min(_INF, self.next_wakeup())
-            if self._hold_until > earliest:
-                earliest = self._hold_until
+            if self._hold_until > held:
+                held = self._hold_until
+        if held > earliest:
+            earliest = held
+            if earliest > now + TICK:
+                wake = min(earliest, self.next_wakeup())
+                if wake == held:
+                    self.coarse_at = wake  # see coarse_at
+                return wake
         if earliest > now + TICK:
             return min(earliest, self.next_wakeup())
         # The start is dated now, the moment it happens, never at the slot it was due: the job's
