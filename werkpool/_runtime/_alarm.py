@@ -20,6 +20,7 @@ import heapq
 import itertools
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
@@ -60,7 +61,13 @@ class Alarm:
     __slots__ = ("_cond", "_deliver", "_heap", "_late", "_seq", "_thread", "lead")
 
     def __init__(self, deliver: Callable[[Callable[[], object]], object]) -> None:
-        self._deliver = deliver
+        #: *deliver*, held weakly if it is a bound method (the loop's): the loop owns its alarm
+        #: (LoopBinding keeps one per loop, weakly by the loop), not the other way round.
+        self._deliver: Callable[[], Callable[[Callable[[], object]], object] | None]
+        try:
+            self._deliver = weakref.WeakMethod(deliver)
+        except TypeError:
+            self._deliver = lambda: deliver
         self._cond = threading.Condition(threading.Lock())
         #: [deadline on time.monotonic, sequence number, wake-up or None once it ended]
         self._heap: list[list[object]] = []
@@ -125,10 +132,14 @@ class Alarm:
                 wake = heapq.heappop(heap)[2]
                 if wake is None:
                     continue
+                deliver = self._deliver()
+                if deliver is None:  # the loop is gone: nobody is left to wake
+                    continue
                 cond.release()  # new deadlines come in meanwhile
                 try:
-                    self._deliver(wake)  # type: ignore[arg-type]
+                    deliver(wake)  # type: ignore[arg-type]
                 except RuntimeError:
                     pass  # the loop closed: nobody is left to wake
                 finally:
+                    del deliver, wake  # nothing of the loop kept while the thread lingers
                     cond.acquire()

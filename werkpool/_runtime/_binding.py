@@ -10,6 +10,7 @@ import selectors
 import sys
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
@@ -61,6 +62,19 @@ def _epoll_ms(k: int) -> int:
     0.009000000000000001, so 9 ms waits 10 (as do 13, 18, 26, 36, ...: a millisecond late)."""
     ns = math.ceil(k * 1e-3 * 1e9)
     return -(-ns // 1_000_000)
+
+
+#: One alarm (and at most one thread) per event loop, however many pools run in it: by the
+#: asyncio loop, or by the trio run's token; gone with them.
+_ALARMS: weakref.WeakKeyDictionary[object, Alarm] = weakref.WeakKeyDictionary()
+
+
+def _alarm_of(loop: object, deliver: Callable[[Callable[[], object]], object]) -> Alarm:
+    """The alarm of the event loop *loop* (made on first use), which *deliver* wakes."""
+    alarm = _ALARMS.get(loop)
+    if alarm is None:
+        alarm = _ALARMS[loop] = Alarm(deliver)
+    return alarm
 
 
 def _detect_backend() -> str:
@@ -152,7 +166,7 @@ class LoopBinding:
                 self.spin = spin + _COARSE_LAG
             # asyncio's loop.time() is time.monotonic(); a virtual one (looptime) is far from it.
             if abs(self.clock() - time.monotonic()) < 0.01:
-                self.alarm = Alarm(loop.call_soon_threadsafe)
+                self.alarm = _alarm_of(loop, loop.call_soon_threadsafe)
         else:
             import trio
 
@@ -160,7 +174,7 @@ class LoopBinding:
             self.clock = trio.current_time
             clock = type(trio.lowlevel.current_clock())
             if (clock.__module__, clock.__name__) == ("trio._core._run", "SystemClock"):
-                self.alarm = Alarm(self.trio_token.run_sync_soon)
+                self.alarm = _alarm_of(self.trio_token, self.trio_token.run_sync_soon)
         self.cancelled_exc: type[BaseException] = anyio.get_cancelled_exc_class()
 
     def pace(self, strict: bool) -> None:
