@@ -101,6 +101,7 @@ class Holds:
         self.paused_until = -_INF
         self.timed = False
         self.unlimited = False
+        self.local = False
         self._configure()
         self.pushbacks = 0
         #: What running attempts reported they really cost (:meth:`settle`), by job number.
@@ -124,11 +125,13 @@ class Holds:
             or self.paused_until != -_INF
             or any(limit.timed for limit in self.limits)
         )
+        plain = not self.remote and self.keys is None and self.paused_until == -_INF
         #: No limit, key or pause at all (a size-only pool: its workers bound the concurrency):
         #: poll() then takes the head of the line without asking any limit (the fast path).
-        self.unlimited = (
-            not self.limits and not self.remote and self.keys is None and self.paused_until == -_INF
-        )
+        self.unlimited = plain and not self.limits
+        #: Local limits, and no key, remote limit or pause: poll() asks the limits of the main
+        #: line's head and admits it without the rest of the general path (its second fast path).
+        self.local = plain and bool(self.limits)
 
     def earliest_start(self, now: float) -> float:
         """When the local limits would next admit a start, whatever the job (for a map's pace)."""

@@ -264,6 +264,33 @@ class Scheduler(Holds):
                     self.attempts += 1
                     return head
             return _INF
+        if self.local and not self.backoffs and not self._main_ready:
+            # The fast path of a pool with local limits alone: the general path below, for the
+            # main line's first attempts (no retry waits), with no key, pause or remote hold.
+            queue = self._main_queue
+            while queue:
+                head = queue[0]
+                if head.state != QUEUED:
+                    queue.popleft()  # cancelled while queued
+                    continue
+                earliest = -_INF
+                for limit in self.limits:
+                    t = limit.earliest(head, now)
+                    if t > earliest:
+                        earliest = t
+                if earliest > now + TICK:
+                    return earliest  # no backoff runs, no key waits: nothing else is due
+                queue.popleft()
+                at = earliest if earliest > now else now  # dated now: see the general path
+                for limit in self.limits:
+                    limit.admit(head, at)
+                head.state = RUNNING
+                head.attempts = 1
+                self.queued -= 1
+                self.running += 1
+                self.attempts += 1
+                return head
+            return _INF
         if self.backoffs and self.backoffs[0][0] <= now + TICK:  # a timer may fire a tick early
             self._release_due(now)
         queue = self._main_queue
