@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ._job import Job
     from ._limit import Limit
 
-__all__ = ["KEY_ORDERS", "KeyOrder", "Keys", "Lane", "LimitGroup", "weight_step"]
+__all__ = ["BLOCKED", "IDLE", "KEY_ORDERS", "KeyOrder", "Keys", "Lane", "LimitGroup", "weight_step"]
 
 _INF: Final = math.inf
 
@@ -58,11 +58,12 @@ _INF: Final = math.inf
 KeyOrder: TypeAlias = Literal["fair", "submitted"]
 KEY_ORDERS: Final[tuple[KeyOrder, ...]] = ("fair", "submitted")
 
-# Where a lane is in Keys' bookkeeping.
-_IDLE: Final = 0  # no job waits (or not looked at yet)
+# Where a lane is in Keys' bookkeeping (the scheduler reads IDLE and BLOCKED: it writes out
+# Keys.queued() and Keys.released(), which run once per job of a key).
+IDLE: Final = 0  # no job waits (or not looked at yet)
 _READY: Final = 1  # in the ready heap: its head may start, as far as its own limits know
 _CLOCK: Final = 2  # in the clock heap: its own limits or pause hold it until a time
-_BLOCKED: Final = 3  # waits for one of its attempts to end (a concurrency limit of the key)
+BLOCKED: Final = 3  # waits for one of its attempts to end (a concurrency limit of the key)
 
 #: The retries of a key's lane that never had one: one empty list for them all, never changed
 #: (:meth:`Lane.requeue` gives a lane its own first), so that a new key makes one list fewer.
@@ -186,7 +187,7 @@ class Lane:
         self.held_until = -_INF
         #: Jobs of this key accepted and not settled.
         self.pending = 0
-        self.where = _IDLE
+        self.where = IDLE
         #: Identifies the lane's one live entry in Keys' heaps (older entries are skipped).
         self.ticket = 0
 
@@ -354,7 +355,6 @@ class Keys:
         "_clock",
         "_peak",
         "_ready",
-        "_resting",
         "_step",
         "_tick",
         "_tickets",
@@ -363,6 +363,7 @@ class Keys:
         "lanes",
         "main",
         "make_limits",
+        "resting",
         "shared",
     )
 
@@ -392,7 +393,9 @@ class Keys:
         # head (the ticket is unique: the lane and the head are never compared).
         self._ready: list[tuple[float, int, int, Lane, Job]] = []
         self._clock: list[tuple[float, int, Lane]] = []  # (from when, ticket, lane)
-        self._resting: list[tuple[float, int, Lane]] = []  # idle lanes: (rest_at, ticket, lane)
+        #: The lanes with no pending job, as a heap by when their limits are at rest: (rest_at,
+        #: ticket, lane). The scheduler calls :meth:`sweep` only when its first is due.
+        self.resting: list[tuple[float, int, Lane]] = []
         self._tickets = 0
         self._peak = 0  # the most lanes at once since the dict was last rebuilt
 
@@ -421,7 +424,7 @@ class Keys:
         self._tickets += 1
         lane.ticket = self._tickets
         if head is None:
-            lane.where = _IDLE
+            lane.where = IDLE
             return
         if lane.where != _READY:
             # The key becomes ready: it starts from now in virtual time, with no credit banked
@@ -432,12 +435,12 @@ class Keys:
 
     def queued(self, lane: Lane, job: Job) -> None:
         """A first attempt joined *lane* at its back."""
-        if lane.where == _IDLE:
+        if lane.where == IDLE:
             self.look_again(lane)  # otherwise the head is older, and already placed
 
     def released(self, lane: Lane) -> None:
         """An attempt of *lane* ended: a key waiting for that looks again."""
-        if lane.where == _BLOCKED:
+        if lane.where == BLOCKED:
             self.look_again(lane)
 
     def main_tag(self) -> float:
@@ -473,7 +476,7 @@ class Keys:
                 found = lane.head()
                 if found is None:
                     heappop(ready)
-                    lane.where = _IDLE
+                    lane.where = IDLE
                     continue
                 head = found
                 # File it under its new head (and tag).
@@ -488,12 +491,19 @@ class Keys:
                 # Still first (as after each start of a lone busy key): its head is known.
             if tag > before or (tag == before and seq > before_seq):
                 return None
-            t = lane.earliest(head, now)
+            # lane.earliest(head, now), written out: once per job of a key.
+            t = lane.paused_until
+            if lane.held_until > t:
+                t = lane.held_until
+            for limit in lane.limits:
+                t_limit = limit.earliest(head, now)
+                if t_limit > t:
+                    t = t_limit
             if t <= now + tick:
                 return head
             heappop(ready)
             if t == _INF:
-                lane.where = _BLOCKED
+                lane.where = BLOCKED
             else:
                 lane.where = _CLOCK
                 heappush(clock, (t, ticket, lane))
@@ -537,11 +547,11 @@ class Keys:
     def rest(self, lane: Lane) -> None:
         """*lane* has no pending job: drop it once its limits are at rest (see :meth:`sweep`)."""
         self._tickets += 1
-        heappush(self._resting, (lane.rest_at(), self._tickets, lane))
+        heappush(self.resting, (lane.rest_at(), self._tickets, lane))
 
     def sweep(self, now: float) -> None:
         """Drop the lanes with no pending job whose limits are back at rest by *now*."""
-        resting = self._resting
+        resting = self.resting
         while resting and resting[0][0] <= now:
             _, _, lane = heappop(resting)
             if lane.pending or self.lanes.get(lane.key) is not lane:
@@ -570,6 +580,6 @@ class Keys:
         """Forget the waiting jobs (kill()); the lanes rest and are dropped as usual."""
         for lane in self.lanes.values():
             lane.clear()
-            lane.where = _IDLE
+            lane.where = IDLE
         self._ready.clear()
         self._clock.clear()

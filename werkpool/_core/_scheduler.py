@@ -35,6 +35,7 @@ from ._job import (
     protocol_safe,
     spent,
 )
+from ._lanes import BLOCKED, IDLE
 from ._options import next_delay
 from ._remote_limit import INTACT, Chain
 from ._reservation import Reservation
@@ -157,13 +158,19 @@ class Scheduler(Holds):
         if keys is None:
             keys = self.keys = self._new_keys()
             self._configure()
-        lane = job.lane = keys.lane(key)  # first: a key_weight that raises changes nothing
+        # First: a key_weight that raises changes nothing. Keys.lane(key), written out for a
+        # key in use (once per job).
+        lane = keys.lanes.get(key)
+        if lane is None:
+            lane = keys.lane(key)
+        job.lane = lane
         self._seq += 1
         job.seq = self._seq
         self.queued += 1
         lane.pending += 1
         lane.queue.append(job)  # lane.push(job), written out
-        keys.queued(lane, job)
+        if lane.where == IDLE:  # keys.queued(), written out: else its head is older, and placed
+            keys.look_again(lane)
         if self.sink is not None:
             self.sink.job_event(SUBMITTED, job)
 
@@ -308,7 +315,9 @@ class Scheduler(Holds):
             keyed = keys.pick(now) if job is None else keys.pick(now, keys.main_tag(), job.seq)
             if keyed is not None:
                 job = keyed
-            keys.sweep(now)
+            resting = keys.resting
+            if resting and resting[0][0] <= now:
+                keys.sweep(now)  # some idle key's limits are at rest: it may be dropped
         if job is None:
             return self.next_wakeup()
         earliest = self.paused_until
@@ -489,7 +498,8 @@ class Scheduler(Holds):
         if keyed:
             for limit in lane.group.limits:  # the pool's, then the key's
                 limit.release(job)
-            self.keys.released(lane)  # type: ignore[union-attr]  # a key's lane implies keys
+            if lane.where == BLOCKED:  # keys.released(), written out: it waited for this end
+                self.keys.look_again(lane)  # type: ignore[union-attr]  # a key's lane implies keys
         elif self.limits:  # the main lane's group: the pool's alone (none: size only)
             for limit in self.limits:
                 limit.release(job)
@@ -502,7 +512,9 @@ class Scheduler(Holds):
         # _settled(), written out for this outcome: a map's job keeps its fn and args (its
         # result is yielded later), and the owner hears only if it asks (notify_success).
         if keyed:
-            self.keys.settled(lane)  # type: ignore[union-attr]
+            lane.pending -= 1  # keys.settled(), written out
+            if not lane.pending:
+                self.keys.rest(lane)  # type: ignore[union-attr]
         job.host = None
         job.state = DONE
         if type(job) is PlainJob:  # a map's or a call's: its outcome is two fields, set here
