@@ -243,6 +243,22 @@ class TestAdmission:
         assert tokens.borrowers == set()
         assert counts_add_up(sched)
 
+    def test_a_keys_attempts_take_the_pools_limits_then_its_own(self) -> None:
+        """Lane.taken: the pool's limits, then the key's; with none of the pool's, the key's own
+        tuple itself (a key makes no object for it); replace_limits() regroups every lane."""
+        own = (Holders(1),)
+        sched = Scheduler(per_key=lambda: own)
+        job = sched.submit(lambda: None, (), OPTIONS, key="k")
+        lane = job.lane
+        assert lane.taken is lane.limits is own
+        assert lane.group.limits is own
+        pool = Holders(5)
+        sched.replace_limits([pool], ())
+        assert lane.taken == (pool, *own)
+        assert sched.main.taken == (pool,)
+        assert admit(sched) is job
+        assert pool.borrowers == own[0].borrowers == {job}
+
     def test_a_job_knows_its_key_through_its_lane(self) -> None:
         """Job.key is the key= it was queued with (None: none), what a remote limit reads."""
         sched = Scheduler()

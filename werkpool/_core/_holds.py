@@ -83,7 +83,7 @@ class Holds:
         #: The lane of the jobs without a key: no limit of its own, never paused or held by
         #: itself (the pool's pause and hold are the pool's), and not among :attr:`keys`.
         self.main = MainLane()
-        self.main.group.limits = self.limits
+        self.main.taken = self.limits
         self.remote: tuple[RemoteLimit, ...] = tuple(remote)
         #: How many reservations may be in flight at once: 1 keeps FIFO exact; more (a store
         #: that pipelines requests, and no local limit that dates its latest admission, see
@@ -204,7 +204,7 @@ class Holds:
     def _take_back_all(self, job: Job, cost: dict[str, float] | None, now: float) -> None:
         """Give back what *job*'s refused attempt was charged in the rates and windows (a
         concurrency limit was released as the attempt ended)."""
-        for limit in job.lane.group.limits:
+        for limit in job.lane.taken:
             if isinstance(limit, (RateLimit, WindowLimit)):
                 unit = limit.unit
                 amount = 1 if unit is None else (0 if cost is None else cost.get(unit, 0))
@@ -451,7 +451,7 @@ class Holds:
             for limit in limits:
                 if limit not in self.limits and (job.state == RESERVING or not limit.timed):
                     limit.admit(job, now)
-        self.limits = self.main.group.limits = tuple(limits)
+        self.limits = self.main.taken = tuple(limits)
         if self.keys is not None:
             self.keys.share(self.limits)
         self._configure()

@@ -5,10 +5,10 @@ backoff is over (by submission order too), the key's own limit instances and its
 jobs without a key have a lane too, with no limits of its own (the scheduler's ``main`` lane,
 never in :class:`Keys`' bookkeeping: it is the one flow that no limit of its own holds back).
 
-Each lane's :class:`LimitGroup` is every local limit an attempt of the lane takes: the pool's,
-then the key's own. The scheduler admits, refunds, re-dates, releases and settles an attempt,
-and asks which limits bear a name, through it: one loop or one call, not a loop over the pool's
-limits and another over the key's.
+Each lane's :attr:`Lane.taken` is every local limit an attempt of the lane takes: the pool's,
+then the key's own. The scheduler admits, re-dates and releases an attempt in one loop over it,
+not a loop over the pool's limits and another over the key's; it refunds and settles an attempt,
+and asks which limits bear a name, through the :class:`LimitGroup` of those limits.
 
 :class:`Keys` holds the lanes of the keys in use and answers the scheduler's question "which key's
 head job may start now?" without looking at every key: lanes that may start are in a heap by
@@ -81,8 +81,8 @@ class LimitGroup:
 
     One loop over :attr:`limits` (or one call) replaces the two loops, the pool's limits then
     the key's, at each step of an attempt: the scheduler writes the three that run once per job
-    (admit, restamp, release) as that loop, the others are methods. The pool's limits may
-    change while it runs: :meth:`Keys.share` regroups.
+    (admit, restamp, release) as that loop over :attr:`Lane.taken`, the others are methods of
+    :attr:`Lane.group`. The pool's limits may change while it runs: :meth:`Keys.share` regroups.
     """
 
     __slots__ = ("limits",)
@@ -141,7 +141,6 @@ class Lane:
     __slots__ = (
         "finish",
         "first",
-        "group",
         "held_until",
         "key",
         "limits",
@@ -151,6 +150,7 @@ class Lane:
         "retry_ready",
         "step",
         "tag",
+        "taken",
         "ticket",
         "where",
     )
@@ -165,8 +165,9 @@ class Lane:
         self.key = key
         #: The key's own limits (the pool's are *shared*).
         self.limits = limits
-        #: What an attempt of the lane takes: the pool's limits, then the key's.
-        self.group = LimitGroup(shared + limits)
+        #: What an attempt of the lane takes: the pool's limits, then the key's (the key's own
+        #: tuple itself while the pool has none: a key makes no object for it).
+        self.taken = shared + limits
         #: The fair share's virtual time one attempt of this key costs: ``1 / weight``.
         self.step = step
         #: The virtual finish tag of the key's last admitted attempt (see the module docstring).
@@ -190,6 +191,12 @@ class Lane:
         self.where = IDLE
         #: Identifies the lane's one live entry in Keys' heaps (older entries are skipped).
         self.ticket = 0
+
+    @property
+    def group(self) -> LimitGroup:
+        """The limits an attempt of the lane takes (:attr:`taken`), for the steps that are not
+        once per job: refund, settle, the names."""
+        return LimitGroup(self.taken)
 
     def head(self) -> Job | None:
         """The next job of this key to start (a due retry or the oldest queued one)."""
@@ -413,10 +420,10 @@ class Keys:
         return lane
 
     def share(self, shared: tuple[Limit, ...]) -> None:
-        """The pool's limits are *shared* from now on: every lane's group takes them."""
+        """The pool's limits are *shared* from now on: every lane's attempts take them."""
         self.shared = shared
         for lane in self.lanes.values():
-            lane.group.limits = shared + lane.limits
+            lane.taken = shared + lane.limits
 
     def look_again(self, lane: Lane) -> None:
         """*lane*'s head changed or its limits freed up: it is a candidate again."""

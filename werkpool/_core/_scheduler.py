@@ -351,7 +351,7 @@ class Scheduler(Holds):
             lane.take(job)
         if keys is not None:
             keys.served(lane)  # its flow's next head comes one share later
-        for limit in lane.group.limits:  # the pool's limits, then the key's
+        for limit in lane.taken:  # the pool's limits, then the key's
             limit.admit(job, at)
         if self.remote:
             job.state = RESERVING
@@ -404,7 +404,7 @@ class Scheduler(Holds):
 
         Called before any other admission, so each limit may treat it as its latest one.
         """
-        for limit in job.lane.group.limits:
+        for limit in job.lane.taken:
             limit.restamp(job, at)
 
     # -- remote limits: the answers to a Reservation ----------------------------------------------
@@ -496,11 +496,11 @@ class Scheduler(Holds):
         lane: Lane = job.lane
         keyed = lane is not self.main
         if keyed:
-            for limit in lane.group.limits:  # the pool's, then the key's
+            for limit in lane.taken:  # the pool's, then the key's
                 limit.release(job)
             if lane.where == BLOCKED:  # keys.released(), written out: it waited for this end
                 self.keys.look_again(lane)  # type: ignore[union-attr]  # a key's lane implies keys
-        elif self.limits:  # the main lane's group: the pool's alone (none: size only)
+        elif self.limits:  # the main lane's: the pool's alone (none: size only)
             for limit in self.limits:
                 limit.release(job)
         if self.settled:
