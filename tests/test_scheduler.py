@@ -123,6 +123,97 @@ class TestFastPath:
         assert admit(sched, 1.0) is d
 
 
+class TestLocalFastPath:
+    """Local limits alone (no key, remote limit or pause): poll() takes its second fast path,
+    which answers as the general path does."""
+
+    @staticmethod
+    def _general(sched: Scheduler) -> Scheduler:
+        """*sched*, made to take the general path whatever its limits."""
+        configure = sched._configure
+
+        def general() -> None:
+            configure()
+            sched.local = False
+
+        sched._configure = general  # type: ignore[method-assign]
+        general()
+        return sched
+
+    def test_it_is_taken_only_with_local_limits_alone(self) -> None:
+        """A pool with local limits takes it; a pause or a key leaves it for the general path."""
+        sched = Scheduler([RateLimit(10)])
+        assert sched.local
+        assert not sched.unlimited
+        assert not Scheduler().local
+        sched.pause(1.0)
+        assert not sched.local
+        sched.resume()
+        assert sched.local
+        sched.submit(lambda: None, (), OPTIONS, key="k")
+        assert not sched.local
+
+    def test_a_cancelled_head_is_skipped_and_the_next_slot_answered(self) -> None:
+        """Cancelled queued jobs are dropped from the head; a job the rate holds gets its slot."""
+        sched = Scheduler([RateLimit(10)])
+        jobs = [submit(sched, i) for i in range(4)]
+        sched.cancel(jobs[0])
+        sched.cancel(jobs[1])
+        assert admit(sched, 0.0) is jobs[2]
+        assert sched.poll(0.05) == pytest.approx(0.1)
+        assert admit(sched, 0.1) is jobs[3]
+        assert sched.poll(0.1) == math.inf
+        assert counts_add_up(sched)
+
+    @given(
+        steps=st.lists(
+            st.tuples(
+                st.sampled_from("ssspppprrrcf"),
+                st.integers(0, 7),
+                st.sampled_from([0.0, 0.0, 0.001, 0.004, 0.011]),
+            ),
+            max_size=60,
+        )
+    )
+    def test_it_answers_as_the_general_path(self, steps: list[tuple[str, int, float]]) -> None:
+        """Any sequence of submissions, cancellations, polls and outcomes (with retries, so that
+        the general path's backoffs and retries take over at times) gives the same answers,
+        states and counters on both paths."""
+        answers: list[list[object]] = []
+        for general in (False, True):
+            limits = [RateLimit(100, 2), Holders(4)]
+            sched = Scheduler(limits)
+            if general:
+                self._general(sched)
+            seen: list[object] = []
+            jobs: list[PlainJob] = []
+            running: list[PlainJob] = []
+            now = 0.0
+            for op, pick, dt in steps:
+                now += dt
+                if op == "s":
+                    jobs.append(submit(sched, len(jobs), retrying(1, delay=0.01)))
+                elif op == "c" and jobs:
+                    seen.append(sched.cancel(jobs[pick % len(jobs)]))
+                elif op in "rf" and running:
+                    job = running.pop(pick % len(running))
+                    if op == "r":
+                        sched.returned(job, None)
+                    else:
+                        seen.append(sched.raised(job, Boom(), now))
+                else:
+                    result = sched.poll(now)
+                    if isinstance(result, PlainJob):
+                        running.append(result)
+                        seen.append(result.seq)
+                    else:
+                        seen.append(result)
+                seen.append((sched.queued, sched.running, sched.backoff, sched.attempts))
+            seen.append([(job.state, job.attempts) for job in jobs])
+            answers.append(seen)
+        assert answers[0] == answers[1]
+
+
 class TestAdmission:
     def test_concurrency_limit_blocks_until_release(self) -> None:
         """With size 2 the third job waits for a release (poll says inf)."""
@@ -151,6 +242,22 @@ class TestAdmission:
             sched.returned(job, None)
         assert tokens.borrowers == set()
         assert counts_add_up(sched)
+
+    def test_a_keys_attempts_take_the_pools_limits_then_its_own(self) -> None:
+        """Lane.taken: the pool's limits, then the key's; with none of the pool's, the key's own
+        tuple itself (a key makes no object for it); replace_limits() regroups every lane."""
+        own = (Holders(1),)
+        sched = Scheduler(per_key=lambda: own)
+        job = sched.submit(lambda: None, (), OPTIONS, key="k")
+        lane = job.lane
+        assert lane.taken is lane.limits is own
+        assert lane.group.limits is own
+        pool = Holders(5)
+        sched.replace_limits([pool], ())
+        assert lane.taken == (pool, *own)
+        assert sched.main.taken == (pool,)
+        assert admit(sched) is job
+        assert pool.borrowers == own[0].borrowers == {job}
 
     def test_a_job_knows_its_key_through_its_lane(self) -> None:
         """Job.key is the key= it was queued with (None: none), what a remote limit reads."""

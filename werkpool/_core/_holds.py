@@ -83,7 +83,7 @@ class Holds:
         #: The lane of the jobs without a key: no limit of its own, never paused or held by
         #: itself (the pool's pause and hold are the pool's), and not among :attr:`keys`.
         self.main = MainLane()
-        self.main.group.limits = self.limits
+        self.main.taken = self.limits
         self.remote: tuple[RemoteLimit, ...] = tuple(remote)
         #: How many reservations may be in flight at once: 1 keeps FIFO exact; more (a store
         #: that pipelines requests, and no local limit that dates its latest admission, see
@@ -101,6 +101,7 @@ class Holds:
         self.paused_until = -_INF
         self.timed = False
         self.unlimited = False
+        self.local = False
         self._configure()
         self.pushbacks = 0
         #: What running attempts reported they really cost (:meth:`settle`), by job number.
@@ -124,11 +125,13 @@ class Holds:
             or self.paused_until != -_INF
             or any(limit.timed for limit in self.limits)
         )
+        plain = not self.remote and self.keys is None and self.paused_until == -_INF
         #: No limit, key or pause at all (a size-only pool: its workers bound the concurrency):
         #: poll() then takes the head of the line without asking any limit (the fast path).
-        self.unlimited = (
-            not self.limits and not self.remote and self.keys is None and self.paused_until == -_INF
-        )
+        self.unlimited = plain and not self.limits
+        #: Local limits, and no key, remote limit or pause: poll() asks the limits of the main
+        #: line's head and admits it without the rest of the general path (its second fast path).
+        self.local = plain and bool(self.limits)
 
     def earliest_start(self, now: float) -> float:
         """When the local limits would next admit a start, whatever the job (for a map's pace)."""
@@ -201,7 +204,7 @@ class Holds:
     def _take_back_all(self, job: Job, cost: dict[str, float] | None, now: float) -> None:
         """Give back what *job*'s refused attempt was charged in the rates and windows (a
         concurrency limit was released as the attempt ended)."""
-        for limit in job.lane.group.limits:
+        for limit in job.lane.taken:
             if isinstance(limit, (RateLimit, WindowLimit)):
                 unit = limit.unit
                 amount = 1 if unit is None else (0 if cost is None else cost.get(unit, 0))
@@ -448,7 +451,7 @@ class Holds:
             for limit in limits:
                 if limit not in self.limits and (job.state == RESERVING or not limit.timed):
                     limit.admit(job, now)
-        self.limits = self.main.group.limits = tuple(limits)
+        self.limits = self.main.taken = tuple(limits)
         if self.keys is not None:
             self.keys.share(self.limits)
         self._configure()

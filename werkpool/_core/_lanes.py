@@ -5,10 +5,10 @@ backoff is over (by submission order too), the key's own limit instances and its
 jobs without a key have a lane too, with no limits of its own (the scheduler's ``main`` lane,
 never in :class:`Keys`' bookkeeping: it is the one flow that no limit of its own holds back).
 
-Each lane's :class:`LimitGroup` is every local limit an attempt of the lane takes: the pool's,
-then the key's own. The scheduler admits, refunds, re-dates, releases and settles an attempt,
-and asks which limits bear a name, through it: one loop or one call, not a loop over the pool's
-limits and another over the key's.
+Each lane's :attr:`Lane.taken` is every local limit an attempt of the lane takes: the pool's,
+then the key's own. The scheduler admits, re-dates and releases an attempt in one loop over it,
+not a loop over the pool's limits and another over the key's; it refunds and settles an attempt,
+and asks which limits bear a name, through the :class:`LimitGroup` of those limits.
 
 :class:`Keys` holds the lanes of the keys in use and answers the scheduler's question "which key's
 head job may start now?" without looking at every key: lanes that may start are in a heap by
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ._job import Job
     from ._limit import Limit
 
-__all__ = ["KEY_ORDERS", "KeyOrder", "Keys", "Lane", "LimitGroup", "weight_step"]
+__all__ = ["BLOCKED", "IDLE", "KEY_ORDERS", "KeyOrder", "Keys", "Lane", "LimitGroup", "weight_step"]
 
 _INF: Final = math.inf
 
@@ -58,11 +58,12 @@ _INF: Final = math.inf
 KeyOrder: TypeAlias = Literal["fair", "submitted"]
 KEY_ORDERS: Final[tuple[KeyOrder, ...]] = ("fair", "submitted")
 
-# Where a lane is in Keys' bookkeeping.
-_IDLE: Final = 0  # no job waits (or not looked at yet)
+# Where a lane is in Keys' bookkeeping (the scheduler reads IDLE and BLOCKED: it writes out
+# Keys.queued() and Keys.released(), which run once per job of a key).
+IDLE: Final = 0  # no job waits (or not looked at yet)
 _READY: Final = 1  # in the ready heap: its head may start, as far as its own limits know
 _CLOCK: Final = 2  # in the clock heap: its own limits or pause hold it until a time
-_BLOCKED: Final = 3  # waits for one of its attempts to end (a concurrency limit of the key)
+BLOCKED: Final = 3  # waits for one of its attempts to end (a concurrency limit of the key)
 
 #: The retries of a key's lane that never had one: one empty list for them all, never changed
 #: (:meth:`Lane.requeue` gives a lane its own first), so that a new key makes one list fewer.
@@ -80,8 +81,8 @@ class LimitGroup:
 
     One loop over :attr:`limits` (or one call) replaces the two loops, the pool's limits then
     the key's, at each step of an attempt: the scheduler writes the three that run once per job
-    (admit, restamp, release) as that loop, the others are methods. The pool's limits may
-    change while it runs: :meth:`Keys.share` regroups.
+    (admit, restamp, release) as that loop over :attr:`Lane.taken`, the others are methods of
+    :attr:`Lane.group`. The pool's limits may change while it runs: :meth:`Keys.share` regroups.
     """
 
     __slots__ = ("limits",)
@@ -140,7 +141,6 @@ class Lane:
     __slots__ = (
         "finish",
         "first",
-        "group",
         "held_until",
         "key",
         "limits",
@@ -150,6 +150,7 @@ class Lane:
         "retry_ready",
         "step",
         "tag",
+        "taken",
         "ticket",
         "where",
     )
@@ -164,8 +165,9 @@ class Lane:
         self.key = key
         #: The key's own limits (the pool's are *shared*).
         self.limits = limits
-        #: What an attempt of the lane takes: the pool's limits, then the key's.
-        self.group = LimitGroup(shared + limits)
+        #: What an attempt of the lane takes: the pool's limits, then the key's (the key's own
+        #: tuple itself while the pool has none: a key makes no object for it).
+        self.taken = shared + limits
         #: The fair share's virtual time one attempt of this key costs: ``1 / weight``.
         self.step = step
         #: The virtual finish tag of the key's last admitted attempt (see the module docstring).
@@ -186,9 +188,15 @@ class Lane:
         self.held_until = -_INF
         #: Jobs of this key accepted and not settled.
         self.pending = 0
-        self.where = _IDLE
+        self.where = IDLE
         #: Identifies the lane's one live entry in Keys' heaps (older entries are skipped).
         self.ticket = 0
+
+    @property
+    def group(self) -> LimitGroup:
+        """The limits an attempt of the lane takes (:attr:`taken`), for the steps that are not
+        once per job: refund, settle, the names."""
+        return LimitGroup(self.taken)
 
     def head(self) -> Job | None:
         """The next job of this key to start (a due retry or the oldest queued one)."""
@@ -354,7 +362,6 @@ class Keys:
         "_clock",
         "_peak",
         "_ready",
-        "_resting",
         "_step",
         "_tick",
         "_tickets",
@@ -363,6 +370,7 @@ class Keys:
         "lanes",
         "main",
         "make_limits",
+        "resting",
         "shared",
     )
 
@@ -392,7 +400,9 @@ class Keys:
         # head (the ticket is unique: the lane and the head are never compared).
         self._ready: list[tuple[float, int, int, Lane, Job]] = []
         self._clock: list[tuple[float, int, Lane]] = []  # (from when, ticket, lane)
-        self._resting: list[tuple[float, int, Lane]] = []  # idle lanes: (rest_at, ticket, lane)
+        #: The lanes with no pending job, as a heap by when their limits are at rest: (rest_at,
+        #: ticket, lane). The scheduler calls :meth:`sweep` only when its first is due.
+        self.resting: list[tuple[float, int, Lane]] = []
         self._tickets = 0
         self._peak = 0  # the most lanes at once since the dict was last rebuilt
 
@@ -410,10 +420,10 @@ class Keys:
         return lane
 
     def share(self, shared: tuple[Limit, ...]) -> None:
-        """The pool's limits are *shared* from now on: every lane's group takes them."""
+        """The pool's limits are *shared* from now on: every lane's attempts take them."""
         self.shared = shared
         for lane in self.lanes.values():
-            lane.group.limits = shared + lane.limits
+            lane.taken = shared + lane.limits
 
     def look_again(self, lane: Lane) -> None:
         """*lane*'s head changed or its limits freed up: it is a candidate again."""
@@ -421,7 +431,7 @@ class Keys:
         self._tickets += 1
         lane.ticket = self._tickets
         if head is None:
-            lane.where = _IDLE
+            lane.where = IDLE
             return
         if lane.where != _READY:
             # The key becomes ready: it starts from now in virtual time, with no credit banked
@@ -432,12 +442,12 @@ class Keys:
 
     def queued(self, lane: Lane, job: Job) -> None:
         """A first attempt joined *lane* at its back."""
-        if lane.where == _IDLE:
+        if lane.where == IDLE:
             self.look_again(lane)  # otherwise the head is older, and already placed
 
     def released(self, lane: Lane) -> None:
         """An attempt of *lane* ended: a key waiting for that looks again."""
-        if lane.where == _BLOCKED:
+        if lane.where == BLOCKED:
             self.look_again(lane)
 
     def main_tag(self) -> float:
@@ -473,7 +483,7 @@ class Keys:
                 found = lane.head()
                 if found is None:
                     heappop(ready)
-                    lane.where = _IDLE
+                    lane.where = IDLE
                     continue
                 head = found
                 # File it under its new head (and tag).
@@ -488,12 +498,19 @@ class Keys:
                 # Still first (as after each start of a lone busy key): its head is known.
             if tag > before or (tag == before and seq > before_seq):
                 return None
-            t = lane.earliest(head, now)
+            # lane.earliest(head, now), written out: once per job of a key.
+            t = lane.paused_until
+            if lane.held_until > t:
+                t = lane.held_until
+            for limit in lane.limits:
+                t_limit = limit.earliest(head, now)
+                if t_limit > t:
+                    t = t_limit
             if t <= now + tick:
                 return head
             heappop(ready)
             if t == _INF:
-                lane.where = _BLOCKED
+                lane.where = BLOCKED
             else:
                 lane.where = _CLOCK
                 heappush(clock, (t, ticket, lane))
@@ -537,11 +554,11 @@ class Keys:
     def rest(self, lane: Lane) -> None:
         """*lane* has no pending job: drop it once its limits are at rest (see :meth:`sweep`)."""
         self._tickets += 1
-        heappush(self._resting, (lane.rest_at(), self._tickets, lane))
+        heappush(self.resting, (lane.rest_at(), self._tickets, lane))
 
     def sweep(self, now: float) -> None:
         """Drop the lanes with no pending job whose limits are back at rest by *now*."""
-        resting = self._resting
+        resting = self.resting
         while resting and resting[0][0] <= now:
             _, _, lane = heappop(resting)
             if lane.pending or self.lanes.get(lane.key) is not lane:
@@ -570,6 +587,6 @@ class Keys:
         """Forget the waiting jobs (kill()); the lanes rest and are dropped as usual."""
         for lane in self.lanes.values():
             lane.clear()
-            lane.where = _IDLE
+            lane.where = IDLE
         self._ready.clear()
         self._clock.clear()

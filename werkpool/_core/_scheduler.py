@@ -35,6 +35,7 @@ from ._job import (
     protocol_safe,
     spent,
 )
+from ._lanes import BLOCKED, IDLE
 from ._options import next_delay
 from ._remote_limit import INTACT, Chain
 from ._reservation import Reservation
@@ -161,13 +162,19 @@ class Scheduler(Holds):
         if keys is None:
             keys = self.keys = self._new_keys()
             self._configure()
-        lane = job.lane = keys.lane(key)  # first: a key_weight that raises changes nothing
+        # First: a key_weight that raises changes nothing. Keys.lane(key), written out for a
+        # key in use (once per job).
+        lane = keys.lanes.get(key)
+        if lane is None:
+            lane = keys.lane(key)
+        job.lane = lane
         self._seq += 1
         job.seq = self._seq
         self.queued += 1
         lane.pending += 1
         lane.queue.append(job)  # lane.push(job), written out
-        keys.queued(lane, job)
+        if lane.where == IDLE:  # keys.queued(), written out: else its head is older, and placed
+            keys.look_again(lane)
         if self.sink is not None:
             self.sink.job_event(SUBMITTED, job)
 
@@ -268,6 +275,33 @@ class Scheduler(Holds):
                     self.attempts += 1
                     return head
             return _INF
+        if self.local and not self.backoffs and not self._main_ready:
+            # The fast path of a pool with local limits alone: the general path below, for the
+            # main line's first attempts (no retry waits), with no key, pause or remote hold.
+            queue = self._main_queue
+            while queue:
+                head = queue[0]
+                if head.state != QUEUED:
+                    queue.popleft()  # cancelled while queued
+                    continue
+                earliest = -_INF
+                for limit in self.limits:
+                    t = limit.earliest(head, now)
+                    if t > earliest:
+                        earliest = t
+                if earliest > now + TICK:
+                    return earliest  # no backoff runs, no key waits: nothing else is due
+                queue.popleft()
+                at = earliest if earliest > now else now  # dated now: see the general path
+                for limit in self.limits:
+                    limit.admit(head, at)
+                head.state = RUNNING
+                head.attempts = 1
+                self.queued -= 1
+                self.running += 1
+                self.attempts += 1
+                return head
+            return _INF
         if self.backoffs and self.backoffs[0][0] <= now + TICK:  # a timer may fire a tick early
             self._release_due(now)
         queue = self._main_queue
@@ -285,7 +319,9 @@ class Scheduler(Holds):
             keyed = keys.pick(now) if job is None else keys.pick(now, keys.main_tag(), job.seq)
             if keyed is not None:
                 job = keyed
-            keys.sweep(now)
+            resting = keys.resting
+            if resting and resting[0][0] <= now:
+                keys.sweep(now)  # some idle key's limits are at rest: it may be dropped
         if job is None:
             return self.next_wakeup()
         earliest = -_INF
@@ -327,7 +363,7 @@ class Scheduler(Holds):
             lane.take(job)
         if keys is not None:
             keys.served(lane)  # its flow's next head comes one share later
-        for limit in lane.group.limits:  # the pool's limits, then the key's
+        for limit in lane.taken:  # the pool's limits, then the key's
             limit.admit(job, at)
         if self.remote:
             job.state = RESERVING
@@ -380,7 +416,7 @@ class Scheduler(Holds):
 
         Called before any other admission, so each limit may treat it as its latest one.
         """
-        for limit in job.lane.group.limits:
+        for limit in job.lane.taken:
             limit.restamp(job, at)
 
     # -- remote limits: the answers to a Reservation ----------------------------------------------
@@ -472,10 +508,11 @@ class Scheduler(Holds):
         lane: Lane = job.lane
         keyed = lane is not self.main
         if keyed:
-            for limit in lane.group.limits:  # the pool's, then the key's
+            for limit in lane.taken:  # the pool's, then the key's
                 limit.release(job)
-            self.keys.released(lane)  # type: ignore[union-attr]  # a key's lane implies keys
-        elif self.limits:  # the main lane's group: the pool's alone (none: size only)
+            if lane.where == BLOCKED:  # keys.released(), written out: it waited for this end
+                self.keys.look_again(lane)  # type: ignore[union-attr]  # a key's lane implies keys
+        elif self.limits:  # the main lane's: the pool's alone (none: size only)
             for limit in self.limits:
                 limit.release(job)
         if self.settled:
@@ -487,7 +524,9 @@ class Scheduler(Holds):
         # _settled(), written out for this outcome: a map's job keeps its fn and args (its
         # result is yielded later), and the owner hears only if it asks (notify_success).
         if keyed:
-            self.keys.settled(lane)  # type: ignore[union-attr]
+            lane.pending -= 1  # keys.settled(), written out
+            if not lane.pending:
+                self.keys.rest(lane)  # type: ignore[union-attr]
         job.host = None
         job.state = DONE
         if type(job) is PlainJob:  # a map's or a call's: its outcome is two fields, set here
