@@ -585,6 +585,18 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                         finally:
                             del source_error
                     raise StopAsyncIteration
+                if (
+                    core.rate is None
+                    and not core.exhausted
+                    and core.sync_source is not None
+                    and len(core.in_flight) < core.cap
+                ):
+                    # About to wait: fill the window first. Refilled only in batches (refill_at),
+                    # the line runs dry whenever the workers finish before this task runs again,
+                    # and they park, to be woken one by one (yield-once jobs: a park for every
+                    # fourth job, 1.9x the queue floor).
+                    core.top_up()
+                    continue
                 changed = core.changed = anyio.Event()
                 if core.wake_at == _INF or core.sync_source is None:
                     await changed.wait()
