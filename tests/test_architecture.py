@@ -102,8 +102,6 @@ LAYERS: dict[str, int] = {
     "_observe._rich_renderer": 7,  # rich's progress display (rich optional)
     # _observe 8: the progress bar: a hook, its drawing task, the time to go
     "_observe._progress": 8,  # werkpool.progress
-    # _runtime 5: a precise alarm clock (a thread that wakes tasks at sub-millisecond deadlines)
-    "_runtime._alarm": 5,
     # _runtime 6: the parts a running pool composes
     "_runtime": 6,
     "_runtime._futures": 6,

@@ -341,22 +341,3 @@ async def test_r11_size_and_rate_never_stall(size: int, rate: float, burst: int)
     assert_rate_contract(probe.starts, rate, burst)
     assert probe.peak <= size
     assert_idle(pool)
-
-
-async def test_under_a_virtual_clock_the_pool_starts_no_alarm_thread() -> None:
-    """The alarm's thread sleeps on the real clock: under a virtual one (looptime, trio's
-    MockClock) the binding has none, and a strict rate's workers wait on the loop's timers,
-    which the virtual clock keeps exactly; no alarm thread runs meanwhile."""
-    import threading
-
-    from werkpool._runtime._binding import LoopBinding
-
-    assert LoopBinding().alarm is None
-    t0 = anyio.current_time()
-    probe = Probe()
-    async with WorkerPool(size=2, rate=100) as pool:
-        for i in range(5):
-            pool.run(probe.job, i)
-        await anyio.sleep(0.015)
-        assert not any(t.name == "werkpool-alarm" for t in threading.enumerate())
-    assert [round(s - t0, 6) for s in probe.starts] == [0.0, 0.01, 0.02, 0.03, 0.04]

@@ -10,12 +10,9 @@ import selectors
 import sys
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
-
-from ._alarm import Alarm
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,19 +61,6 @@ def _epoll_ms(k: int) -> int:
     return -(-ns // 1_000_000)
 
 
-#: One alarm (and at most one thread) per event loop, however many pools run in it: by the
-#: asyncio loop, or by the trio run's token; gone with them.
-_ALARMS: weakref.WeakKeyDictionary[object, Alarm] = weakref.WeakKeyDictionary()
-
-
-def _alarm_of(loop: object, deliver: Callable[[Callable[[], object]], object]) -> Alarm:
-    """The alarm of the event loop *loop* (made on first use), which *deliver* wakes."""
-    alarm = _ALARMS.get(loop)
-    if alarm is None:
-        alarm = _ALARMS[loop] = Alarm(deliver)
-    return alarm
-
-
 def _detect_backend() -> str:
     trio = sys.modules.get("trio")
     if trio is not None:
@@ -118,7 +102,6 @@ class LoopBinding:
     """
 
     __slots__ = (
-        "alarm",
         "backend",
         "cancelled_exc",
         "clock",
@@ -149,9 +132,6 @@ class LoopBinding:
         self.strict = False
         #: The loop's timers wait on epoll, which counts whole milliseconds (see :meth:`aim`).
         self.whole_ms = False
-        #: Wakes a worker near its slot from a thread (see _alarm), instead of its yielding to the
-        #: loop for the last millisecond; None under a virtual clock (the loop's timers are exact).
-        self.alarm: Alarm | None = None
         if self.backend == "asyncio":
             loop = self.loop = asyncio.get_running_loop()
             self.whole_ms = isinstance(getattr(loop, "_selector", None), selectors.EpollSelector)
@@ -164,17 +144,11 @@ class LoopBinding:
                 # millisecond: they wake that much later, so a worker aims them that much
                 # earlier (and yields the rest of the way, as it does for SPIN).
                 self.spin = spin + _COARSE_LAG
-            # asyncio's loop.time() is time.monotonic(); a virtual one (looptime) is far from it.
-            if abs(self.clock() - time.monotonic()) < 0.01:
-                self.alarm = _alarm_of(loop, loop.call_soon_threadsafe)
         else:
             import trio
 
             self.trio_token = trio.lowlevel.current_trio_token()
             self.clock = trio.current_time
-            clock = type(trio.lowlevel.current_clock())
-            if (clock.__module__, clock.__name__) == ("trio._core._run", "SystemClock"):
-                self.alarm = _alarm_of(self.trio_token, self.trio_token.run_sync_soon)
         self.cancelled_exc: type[BaseException] = anyio.get_cancelled_exc_class()
 
     def pace(self, strict: bool) -> None:

@@ -93,11 +93,7 @@ async def _wait_until(when: float, clock: Callable[[], float], binding: LoopBind
     (:meth:`LoopBinding.aim`), then yields, so that a timer's lateness (up to a millisecond)
     does not delay the start."""
     now = clock()
-    alarm = binding.alarm
-    if alarm is not None:
-        # A real clock: the alarm's thread wakes us near the slot (one wake-up, no busy wait).
-        await alarm.sleep_until(when - alarm.lead, clock)
-    elif when - now > binding.spin:
+    if when - now > binding.spin:
         await anyio.sleep_until(binding.aim(when, now))
     seen = -_INF
     while (now := clock()) < when:
@@ -236,13 +232,7 @@ class Runner:
                             spun_at = now
                             crew.waking += 1  # we look again at once: nobody else need
                             try:
-                                alarm = binding.alarm
-                                if alarm is not None and wait > 2 * alarm.lead:
-                                    # A real clock: the alarm's thread wakes us just before the
-                                    # slot, where yielding all the way was a busy wait.
-                                    await alarm.sleep_until(admitted - alarm.lead, current_time)
-                                else:
-                                    await checkpoint()
+                                await checkpoint()
                             finally:
                                 crew.waking -= 1
                             continue
