@@ -25,6 +25,27 @@ from werkpool import JobEvent, WorkerPool
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
+class EventsMade:
+    """Counts the ``anyio.Event``s made while the ``with`` block runs (each parking worker
+    makes one): :attr:`made`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.made = 0
+        self.event = anyio.Event
+
+    def _counted(self) -> anyio.Event:
+        self.made += 1
+        return self.event()
+
+    def __enter__(self) -> EventsMade:
+        self.monkeypatch.setattr(anyio, "Event", self._counted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.monkeypatch.setattr(anyio, "Event", self.event)
+
+
 # -- R1: never more than `size` attempts executing ------------------------------------------------
 
 
@@ -185,29 +206,22 @@ async def test_jobs_that_never_wait_wake_no_crowd_of_workers(
     """Jobs that return without waiting are run by the worker that took the first, one batch
     after another: the burst rule above must not wake a worker per waiting job for them, to
     find nothing (on trio it did: 40,000 parked workers per 100,000 jobs, 1.6x the CPU)."""
-    events = 0  # every anyio.Event made: each parking worker's, and the map's own few
-    event = anyio.Event
-
-    def counted() -> anyio.Event:
-        nonlocal events
-        events += 1
-        return event()
 
     async def job(i: int) -> int:
         return i
 
     async with WorkerPool(size=100) as pool:
         await anyio.lowlevel.checkpoint()
-        monkeypatch.setattr(anyio, "Event", counted)
-        if how == "map":
-            assert [r async for r in pool.map(job, range(10_000))] == list(range(10_000))
-        else:
-            for i in range(10_000):
-                pool.start_soon(job, i)
-            await pool.shutdown()
-        monkeypatch.setattr(anyio, "Event", event)
+        # Every anyio.Event made: each parking worker's, and the map's own few.
+        with EventsMade(monkeypatch) as events:
+            if how == "map":
+                assert [r async for r in pool.map(job, range(10_000))] == list(range(10_000))
+            else:
+                for i in range(10_000):
+                    pool.start_soon(job, i)
+                await pool.shutdown()
     # Counted before the fix (since 9f5cae6): trio map about 4,000; now tens.
-    assert events < 10_000 // 50, events
+    assert events.made < 10_000 // 50, events.made
 
 
 async def test_a_map_of_jobs_that_wait_once_keeps_its_workers_fed(
@@ -216,13 +230,6 @@ async def test_a_map_of_jobs_that_wait_once_keeps_its_workers_fed(
     """A map refills its window before its consumer waits, so that the line does not run dry
     between two refills while the window has room: otherwise the workers that finish first
     park, to be woken one by one (issue #24: a park for every fourth yield-once job)."""
-    events = 0  # every anyio.Event made: each parking worker's, and the consumer's waits
-    event = anyio.Event
-
-    def counted() -> anyio.Event:
-        nonlocal events
-        events += 1
-        return event()
 
     async def job(i: int) -> int:
         await anyio.lowlevel.checkpoint()
@@ -230,14 +237,14 @@ async def test_a_map_of_jobs_that_wait_once_keeps_its_workers_fed(
 
     async with WorkerPool(size=100) as pool:
         await anyio.lowlevel.checkpoint()
-        monkeypatch.setattr(anyio, "Event", counted)
-        assert [r async for r in pool.map(job, range(10_000))] == list(range(10_000))
-        monkeypatch.setattr(anyio, "Event", event)
+        # Every anyio.Event made: each parking worker's, and the consumer's waits.
+        with EventsMade(monkeypatch) as events:
+            assert [r async for r in pool.map(job, range(10_000))] == list(range(10_000))
     # Counted before the fix: 2,710 on asyncio, 3,390-3,740 on trio; after it 100 on asyncio (the
     # consumer waits once per round of 100 jobs) and 1,670-1,950 on trio, whose run loop may run
     # the consumer after the workers of a round: an ordered map's results held behind an earlier
     # one that has not finished fill the window, and the next round finds the line dry.
-    assert events < (250 if anyio_backend_name == "asyncio" else 2_600), events
+    assert events.made < (250 if anyio_backend_name == "asyncio" else 2_600), events.made
 
 
 async def test_r02_size_one_starts_in_submission_order() -> None:

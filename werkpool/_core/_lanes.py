@@ -58,8 +58,9 @@ _INF: Final = math.inf
 KeyOrder: TypeAlias = Literal["fair", "submitted"]
 KEY_ORDERS: Final[tuple[KeyOrder, ...]] = ("fair", "submitted")
 
-# Where a lane is in Keys' bookkeeping (the scheduler reads IDLE and BLOCKED: it writes out
-# Keys.queued() and Keys.released(), which run once per job of a key).
+# Where a lane is in Keys' bookkeeping (the scheduler reads IDLE and BLOCKED, once per job of a
+# key: a first attempt joining an idle lane, an attempt ending in a blocked one, call
+# Keys.look_again()).
 IDLE: Final = 0  # no job waits (or not looked at yet)
 _READY: Final = 1  # in the ready heap: its head may start, as far as its own limits know
 _CLOCK: Final = 2  # in the clock heap: its own limits or pause hold it until a time
@@ -253,17 +254,6 @@ class Lane:
             ready = self.retry_ready = []
         heappush(ready, (job.seq, job))
 
-    def earliest(self, job: Job, now: float) -> float:
-        """From when this key's limits, pause and remote hold let *job* start."""
-        earliest = self.paused_until
-        if self.held_until > earliest:
-            earliest = self.held_until
-        for limit in self.limits:
-            t = limit.earliest(job, now)
-            if t > earliest:
-                earliest = t
-        return earliest
-
     def rest_at(self) -> float:
         """From when the key's limits are as if fresh and its pause is over."""
         rest = self.paused_until
@@ -440,16 +430,6 @@ class Keys:
             lane.where = _READY
         heappush(self._ready, (lane.tag, head.seq, lane.ticket, lane, head))
 
-    def queued(self, lane: Lane, job: Job) -> None:
-        """A first attempt joined *lane* at its back."""
-        if lane.where == IDLE:
-            self.look_again(lane)  # otherwise the head is older, and already placed
-
-    def released(self, lane: Lane) -> None:
-        """An attempt of *lane* ended: a key waiting for that looks again."""
-        if lane.where == BLOCKED:
-            self.look_again(lane)
-
     def main_tag(self) -> float:
         """The start tag of the head of the jobs without a key (they are never held back by
         limits of their own, so the flow is ready whenever it has a head)."""
@@ -498,7 +478,7 @@ class Keys:
                 # Still first (as after each start of a lone busy key): its head is known.
             if tag > before or (tag == before and seq > before_seq):
                 return None
-            # lane.earliest(head, now), written out: once per job of a key.
+            # From when the key's pause, remote hold and own limits let its head start.
             t = lane.paused_until
             if lane.held_until > t:
                 t = lane.held_until

@@ -173,7 +173,7 @@ class Scheduler(Holds):
         self.queued += 1
         lane.pending += 1
         lane.queue.append(job)  # lane.push(job), written out
-        if lane.where == IDLE:  # keys.queued(), written out: else its head is older, and placed
+        if lane.where == IDLE:  # else its head is older, and already placed
             keys.look_again(lane)
         if self.sink is not None:
             self.sink.job_event(SUBMITTED, job)
@@ -339,15 +339,14 @@ class Scheduler(Holds):
                 return min(_INF, self.next_wakeup())
             if self._hold_until > held:
                 held = self._hold_until
-        if held > earliest:
+        coarse = held > earliest  # the wait is a hold's or a pause's, not a limit's slot
+        if coarse:
             earliest = held
-            if earliest > now + TICK:
-                wake = min(earliest, self.next_wakeup())
-                if wake == held:
-                    self.coarse_at = wake  # see coarse_at
-                return wake
         if earliest > now + TICK:
-            return min(earliest, self.next_wakeup())
+            wake = min(earliest, self.next_wakeup())
+            if coarse and wake == held:
+                self.coarse_at = wake  # see coarse_at
+            return wake
         # The start is dated now, the moment it happens, never at the slot it was due: the job's
         # code runs right after this call (no checkpoint in between), so the times the limits
         # count are the times the job, and the server it calls, see. Dating a late wake-up back
@@ -510,7 +509,7 @@ class Scheduler(Holds):
         if keyed:
             for limit in lane.taken:  # the pool's, then the key's
                 limit.release(job)
-            if lane.where == BLOCKED:  # keys.released(), written out: it waited for this end
+            if lane.where == BLOCKED:  # the key waited for an attempt to end: it looks again
                 self.keys.look_again(lane)  # type: ignore[union-attr]  # a key's lane implies keys
         elif self.limits:  # the main lane's: the pool's alone (none: size only)
             for limit in self.limits:
